@@ -1,0 +1,69 @@
+"""The agent's configuration file, validated strictly."""
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, model_validator
+
+from protocols.modbus.config import ModbusDevice
+from protocols.opcua.config import OpcUaDevice
+from shared.config import Duration, StrictModel, load_config, require_unique
+from shared.mqtt import MqttSettings
+from shared.wire import AgentId
+
+Device = Annotated[ModbusDevice | OpcUaDevice, Field(discriminator="type")]
+
+ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
+    "PLANTWIRE_AGENT_ID": ("agent", "id"),
+    "PLANTWIRE_MQTT_URL": ("mqtt", "url"),
+    "PLANTWIRE_MQTT_USERNAME": ("mqtt", "username"),
+    "PLANTWIRE_MQTT_PASSWORD": ("mqtt", "password"),
+    "PLANTWIRE_BUFFER_PATH": ("buffer", "path"),
+}
+"""Environment variables that replace a key of the file, for secrets and per-host values."""
+
+
+class AgentIdentity(StrictModel):
+    """Who this agent is."""
+
+    id: AgentId = Field(description="Agent id: letters, digits, '.', '_' or '-'; unique per site.")
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
+
+
+class BufferSettings(StrictModel):
+    """Where readings wait until the collector has them."""
+
+    path: Path = Field(description="SQLite file of the store-and-forward buffer.")
+
+
+class ForwardSettings(StrictModel):
+    """How buffered readings are sent."""
+
+    batch_max_readings: int = Field(
+        default=5000, ge=1, le=100_000, description="Most readings in one MQTT message."
+    )
+    publish_timeout: Duration = Field(default=10.0, gt=0, description="Wait for the broker's ack.")
+    retry_interval: Duration = Field(default=2.0, gt=0, description="Pause after a failed send.")
+    linger: Duration = Field(
+        default=0.05, ge=0, description="Wait this long after new data, to send fuller batches."
+    )
+
+
+class AgentConfig(StrictModel):
+    """Everything plantwire-agent needs to run."""
+
+    agent: AgentIdentity
+    buffer: BufferSettings
+    mqtt: MqttSettings
+    forward: ForwardSettings = Field(default_factory=ForwardSettings)
+    devices: list[Device] = Field(min_length=1, description="Devices this agent polls.")
+
+    @model_validator(mode="after")
+    def _unique_devices(self) -> "AgentConfig":
+        require_unique((device.name for device in self.devices), "device names")
+        return self
+
+
+def load_agent_config(path: Path) -> AgentConfig:
+    """Load and validate an agent configuration file."""
+    return load_config(path, AgentConfig, ENV_OVERRIDES)

@@ -1,0 +1,105 @@
+"""One coordinator per device: connect, poll on schedule, hand readings to the buffer."""
+
+import logging
+import random
+from collections.abc import Awaitable, Callable, Sequence
+
+from agent.backoff import Backoff
+from protocols.base import DeviceState, DeviceUnreachable, Source
+from shared.clock import Clock
+from shared.readings import Reading
+
+log = logging.getLogger(__name__)
+
+ReadingSink = Callable[[Sequence[Reading]], Awaitable[int]]
+
+
+class DevicePoller:
+    """Polls one device every `interval` seconds until cancelled; never dies on a device error.
+
+    A failure is logged once when it starts and once when it ends; while the device is
+    unreachable its tags get one bad-quality reading, and reconnects back off with jitter.
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        sink: ReadingSink,
+        *,
+        interval: float,
+        clock: Clock,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self._source = source
+        self._sink = sink
+        self._interval = interval
+        self._clock = clock
+        self._backoff = backoff or Backoff(initial=min(1.0, interval), cap=30.0)
+        self._down_since: float | None = None
+        self.polls = 0
+        self.readings = 0
+
+    @property
+    def state(self) -> DeviceState:
+        """The device's connection state."""
+        return self._source.state
+
+    async def run(self) -> None:
+        """Poll until cancelled."""
+        # Spread devices with equal intervals over the interval instead of polling in bursts.
+        await self._clock.sleep(random.uniform(0, min(self._interval, 1.0)))
+        next_poll = self._clock.monotonic()
+        try:
+            while True:
+                if self._source.state is not DeviceState.CONNECTED and not await self._connect():
+                    await self._clock.sleep(self._backoff.next_delay())
+                    next_poll = self._clock.monotonic()
+                    continue
+                await self._poll()
+                next_poll += self._interval
+                now = self._clock.monotonic()
+                if next_poll < now:  # overran: skip the missed polls rather than burst
+                    next_poll = now
+                await self._clock.sleep(next_poll - now)
+        finally:
+            await self._source.close()
+
+    async def _connect(self) -> bool:
+        try:
+            await self._source.connect()
+        except DeviceUnreachable as exc:
+            await self._went_down(str(exc))
+            return False
+        self._came_back()
+        return True
+
+    async def _poll(self) -> None:
+        try:
+            readings = await self._source.read()
+        except DeviceUnreachable as exc:
+            await self._source.close()
+            await self._went_down(str(exc))
+            return
+        except Exception as exc:  # a driver bug must not end polling of this device
+            log.exception("%s: unexpected error while polling", self._source.name)
+            await self._source.close()
+            await self._went_down(f"unexpected error: {exc!r}")
+            return
+        self.polls += 1
+        self.readings += len(readings)
+        await self._sink(readings)
+
+    async def _went_down(self, reason: str) -> None:
+        if self._down_since is not None:
+            return
+        self._down_since = self._clock.monotonic()
+        log.error("device %s unreachable: %s", self._source.name, reason)
+        await self._sink(self._source.unreachable_readings(self._clock.time_us()))
+
+    def _came_back(self) -> None:
+        self._backoff.reset()
+        if self._down_since is None:
+            return
+        outage = self._clock.monotonic() - self._down_since
+        self._down_since = None
+        log.info("device %s reachable again after %.1fs", self._source.name, outage)

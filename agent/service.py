@@ -1,0 +1,72 @@
+"""The running agent: buffer, MQTT link, one poller per device and the forwarder."""
+
+import asyncio
+import contextlib
+import logging
+
+from agent.buffer import SqliteBuffer
+from agent.config import AgentConfig
+from agent.forwarder import Forwarder
+from agent.poller import DevicePoller
+from agent.sources import build_source
+from shared.clock import Clock, SystemClock
+from shared.mqtt import MqttClient
+from shared.wire import Topics
+
+log = logging.getLogger(__name__)
+
+
+class AgentService:
+    """Wires the agent's parts together and runs them until stopped."""
+
+    def __init__(self, config: AgentConfig, clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.buffer = SqliteBuffer(config.buffer.path)
+        agent_id = config.agent.id
+        self.mqtt = MqttClient(
+            config.mqtt,
+            client_id=config.mqtt.client_id or f"plantwire-agent-{agent_id}",
+            persistent_session=True,
+        )
+        self.pollers = [
+            DevicePoller(
+                build_source(device, self.clock),
+                self.buffer.add,
+                interval=device.poll_interval,
+                clock=self.clock,
+            )
+            for device in config.devices
+        ]
+        self.forwarder = Forwarder(
+            self.buffer,
+            self.mqtt,
+            agent_id=agent_id,
+            topics=Topics(config.mqtt.topic_prefix),
+            settings=config.forward,
+        )
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Open the buffer, start connecting to the broker, start polling and forwarding."""
+        await self.buffer.open()
+        self.mqtt.start()
+        for device, poller in zip(self.config.devices, self.pollers, strict=True):
+            self._tasks.append(asyncio.create_task(poller.run(), name=f"poll-{device.name}"))
+        self._tasks.append(asyncio.create_task(self.forwarder.run(), name="forwarder"))
+        log.info(
+            "agent %s started: %d devices, buffer %s (epoch %d)",
+            self.config.agent.id, len(self.pollers), self.config.buffer.path, self.buffer.epoch,
+        )
+
+    async def stop(self) -> None:
+        """Stop polling and forwarding; what is buffered stays buffered for the next start."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        await self.mqtt.close()
+        await self.buffer.close()
+        log.info("agent %s stopped", self.config.agent.id)

@@ -1,0 +1,93 @@
+"""The HTTP API: readings of a tag over a time range."""
+
+from datetime import UTC, datetime, timedelta
+
+from aiohttp import web
+
+from collector.problems import InvalidParam, ProblemError
+from collector.state import STORE, SETTINGS
+from collector.store import StoredReading, TagInfo
+
+routes = web.RouteTableDef()
+
+
+def parse_time(name: str, raw: str | None, default: datetime) -> datetime:
+    """An RFC 3339 timestamp with a time zone, or the default when absent."""
+    if raw is None:
+        return default
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        raise _bad(name, f"expected an RFC 3339 timestamp such as 2026-01-31T08:00:00Z, got {raw!r}")
+    if moment.tzinfo is None:
+        raise _bad(name, "timestamp needs a time zone, e.g. a trailing Z for UTC")
+    return moment
+
+
+def parse_limit(raw: str | None, maximum: int) -> int:
+    """A positive whole number no larger than `maximum`."""
+    if raw is None:
+        return maximum
+    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+        raise _bad("limit", f"expected a whole number from 1 to {maximum}, got {raw!r}")
+    return int(raw)
+
+
+def _bad(name: str, reason: str) -> ProblemError:
+    return ProblemError(400, "Invalid request parameter", f"{name}: {reason}",
+                        [InvalidParam(name, reason)])
+
+
+def format_ts(moment: datetime) -> str:
+    """RFC 3339 in UTC with microseconds and a Z."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _reading_json(reading: StoredReading) -> dict[str, object]:
+    return {"ts": format_ts(reading.ts), "value": reading.value,
+            "quality": reading.quality.name.lower()}
+
+
+async def _resolve_tag(request: web.Request) -> TagInfo:
+    raw = request.query.get("tag")
+    if not raw:
+        raise _bad("tag", "required: the tag as <device>/<tag>, e.g. press-1/temperature")
+    device, slash, name = raw.partition("/")
+    if not slash or not device or not name:
+        raise _bad("tag", f"expected <device>/<tag>, got {raw!r}")
+    agent = request.query.get("agent")
+    matches = await request.app[STORE].find_tags(device, name, agent)
+    if not matches:
+        raise ProblemError(404, "Unknown tag", f"no tag {raw!r}" + (f" on agent {agent!r}" if agent else ""),
+                           [InvalidParam("tag", "no such tag")])
+    if len(matches) > 1:
+        agents = ", ".join(tag.agent_id for tag in matches)
+        raise _bad("agent", f"tag {raw!r} exists on several agents ({agents}); name one")
+    return matches[0]
+
+
+@routes.get("/api/v1/readings")
+async def get_readings(request: web.Request) -> web.Response:
+    """Readings of one tag with from <= ts < to, oldest first."""
+    settings = request.app[SETTINGS]
+    now = datetime.now(UTC)
+    end = parse_time("to", request.query.get("to"), now)
+    start = parse_time("from", request.query.get("from"), end - timedelta(hours=1))
+    if start >= end:
+        raise _bad("from", "must be earlier than `to`")
+    limit = parse_limit(request.query.get("limit"), settings.http.max_readings)
+    tag = await _resolve_tag(request)
+    rows = await request.app[STORE].readings(tag, start, end, limit + 1)
+    return web.json_response(
+        {
+            "agent": tag.agent_id,
+            "device": tag.device,
+            "tag": tag.name,
+            "data_type": tag.data_type.value,
+            "from": format_ts(start),
+            "to": format_ts(end),
+            "count": min(len(rows), limit),
+            "truncated": len(rows) > limit,
+            "readings": [_reading_json(reading) for reading in rows[:limit]],
+        }
+    )

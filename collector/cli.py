@@ -1,0 +1,82 @@
+"""plantwire-collector: run the collector, or apply database migrations."""
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import psycopg
+from aiohttp import web
+
+from collector import __version__
+from collector.app import create_app
+from collector.config import load_collector_config
+from collector.migrate import migrate
+from shared.errors import ConfigError, PlantwireError
+from shared.logs import setup_logging
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Command-line interface of plantwire-collector."""
+    parser = argparse.ArgumentParser(prog="plantwire-collector", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"plantwire-collector {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="consume, store and serve until stopped")
+    run.add_argument("--config", type=Path, required=True, help="collector YAML file")
+    mig = commands.add_parser("migrate", help="apply database migrations and exit")
+    source = mig.add_mutually_exclusive_group()
+    source.add_argument("--config", type=Path, help="collector YAML file (its database.url)")
+    source.add_argument("--database-url", help="libpq URL (default: $PLANTWIRE_DATABASE_URL)")
+    return parser
+
+
+async def run_migrations(url: str) -> list[int]:
+    """Apply pending migrations to the database at `url`."""
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        return await migrate(conn)
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    if args.config is not None:
+        url = load_collector_config(args.config).database.url.get_secret_value()
+    else:
+        url = args.database_url or os.environ.get("PLANTWIRE_DATABASE_URL", "")
+    if not url:
+        print("plantwire-collector: migrate needs --config, --database-url or"
+              " PLANTWIRE_DATABASE_URL", file=sys.stderr)
+        return 2
+    try:
+        applied = asyncio.run(run_migrations(url))
+    except psycopg.Error as exc:
+        print(f"plantwire-collector: migration failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"applied migrations: {applied}" if applied else "database schema is up to date")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of plantwire-collector."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "migrate":
+            return _migrate(args)
+        config = load_collector_config(args.config)
+    except ConfigError as exc:
+        print(f"plantwire-collector: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(config.collector.log_level)
+    try:
+        web.run_app(
+            create_app(config), host=config.http.host, port=config.http.port, print=None,
+            access_log=None,
+        )
+    except PlantwireError as exc:
+        print(f"plantwire-collector: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

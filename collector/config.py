@@ -1,0 +1,76 @@
+"""The collector's configuration file, validated strictly."""
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+
+from shared.config import Duration, StrictModel, load_config
+from shared.mqtt import MqttSettings
+
+ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
+    "PLANTWIRE_DATABASE_URL": ("database", "url"),
+    "PLANTWIRE_MQTT_URL": ("mqtt", "url"),
+    "PLANTWIRE_MQTT_USERNAME": ("mqtt", "username"),
+    "PLANTWIRE_MQTT_PASSWORD": ("mqtt", "password"),
+    "PLANTWIRE_HTTP_HOST": ("http", "host"),
+    "PLANTWIRE_HTTP_PORT": ("http", "port"),
+}
+"""Environment variables that replace a key of the file, for secrets and per-host values."""
+
+
+class DatabaseSettings(StrictModel):
+    """The PostgreSQL database readings are stored in."""
+
+    url: SecretStr = Field(description="libpq URL, postgresql://user:password@host:port/dbname.")
+    pool_size: int = Field(default=4, ge=1, le=100, description="Most connections the pool opens.")
+    connect_timeout: Duration = Field(default=30.0, gt=0, description="Wait for the database.")
+    migrate_on_start: bool = Field(default=True, description="Apply migrations at start-up.")
+    partition_days_ahead: int = Field(
+        default=7, ge=1, le=366, description="Daily partitions kept created ahead of today."
+    )
+
+
+class HttpSettings(StrictModel):
+    """Where the API listens."""
+
+    host: str = Field(default="127.0.0.1", description="Address to bind.")
+    port: int = Field(default=8080, ge=0, le=65535, description="TCP port (0: any free port).")
+    max_readings: int = Field(
+        default=100_000, ge=1, description="Most readings one API response returns."
+    )
+
+
+class IngestSettings(StrictModel):
+    """How batches are consumed and written."""
+
+    group_max_readings: int = Field(
+        default=50_000, ge=1, description="Readings from many messages written in one COPY."
+    )
+    group_max_delay: Duration = Field(
+        default=0.2, ge=0, description="Longest a received batch waits to be grouped."
+    )
+    max_payload_bytes: int = Field(
+        default=16 * 1024 * 1024, ge=1024, description="Larger payloads are quarantined."
+    )
+    retry_interval: Duration = Field(default=1.0, gt=0, description="Pause after a failed write.")
+
+
+class CollectorIdentity(StrictModel):
+    """Who this collector is."""
+
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
+
+
+class CollectorConfig(StrictModel):
+    """Everything plantwire-collector needs to run."""
+
+    collector: CollectorIdentity = Field(default_factory=CollectorIdentity)
+    database: DatabaseSettings
+    mqtt: MqttSettings
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+
+
+def load_collector_config(path: Path) -> CollectorConfig:
+    """Load and validate a collector configuration file."""
+    return load_config(path, CollectorConfig, ENV_OVERRIDES)

@@ -1,0 +1,144 @@
+"""Consuming batch messages: validate, group, store, then acknowledge to the broker."""
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from psycopg import Error as DatabaseError
+
+from collector.config import IngestSettings
+from collector.metrics import CollectorMetrics
+from collector.store import ReadingStore
+from shared.errors import WireError
+from shared.mqtt import Message
+from shared.wire import Batch, Topics, decode_batch
+
+log = logging.getLogger(__name__)
+
+
+class MessageSource(Protocol):
+    """What the consumer needs of an MQTT client."""
+
+    def messages(self) -> AsyncIterator[Message]:
+        """Received messages, in order."""
+        ...
+
+    def ack(self, message: Message) -> None:
+        """Acknowledge a message to the broker."""
+        ...
+
+
+@dataclass(slots=True)
+class _Group:
+    messages: list[Message]
+    batches: list[Batch]
+    readings: int
+    started: float
+
+
+class Consumer:
+    """Groups batches from many messages into one write; acks each message after its commit.
+
+    A message that cannot be ingested is quarantined in dead_letters and acknowledged, so one
+    bad payload never blocks the stream. A failed write is retried until it succeeds, without
+    acknowledging anything, so a slow or absent database pushes back on the broker.
+    """
+
+    def __init__(
+        self,
+        source: MessageSource,
+        store: ReadingStore,
+        *,
+        topics: Topics,
+        settings: IngestSettings,
+        metrics: CollectorMetrics,
+    ) -> None:
+        self._source = source
+        self._store = store
+        self._topics = topics
+        self._settings = settings
+        self._metrics = metrics
+        self._group = _Group([], [], 0, 0.0)
+
+    async def run(self) -> None:
+        """Consume until cancelled."""
+        stream = self._source.messages()
+        next_message: asyncio.Task[Message] | None = None
+        while True:
+            if next_message is None:
+                next_message = asyncio.ensure_future(anext(stream))
+            timeout = None
+            if self._group.messages:
+                waited = time.monotonic() - self._group.started
+                timeout = max(0.0, self._settings.group_max_delay - waited)
+            done, _ = await asyncio.wait({next_message}, timeout=timeout)
+            if done:
+                message = next_message.result()
+                next_message = None
+                await self._take(message)
+            if self._group.messages and (
+                not done
+                or self._group.readings >= self._settings.group_max_readings
+                or time.monotonic() - self._group.started >= self._settings.group_max_delay
+            ):
+                await self._flush()
+
+    async def _take(self, message: Message) -> None:
+        try:
+            if len(message.payload) > self._settings.max_payload_bytes:
+                raise WireError(
+                    f"payload of {len(message.payload)} bytes exceeds"
+                    f" {self._settings.max_payload_bytes}",
+                    reason="too_large",
+                )
+            agent = self._topics.agent_of(message.topic)
+            batch = decode_batch(message.payload, agent)
+        except WireError as exc:
+            await self._quarantine(message, str(exc), exc.reason)
+            return
+        if not self._group.messages:
+            self._group.started = time.monotonic()
+        self._group.messages.append(message)
+        self._group.batches.append(batch)
+        self._group.readings += len(batch.seqs)
+
+    async def _quarantine(self, message: Message, error: str, reason: str) -> None:
+        log.warning("quarantined a message on %s: %s", message.topic, error)
+        while True:
+            try:
+                await self._store.quarantine(message.topic, message.payload, error)
+                break
+            except DatabaseError:
+                self._metrics.write_errors.inc()
+                log.exception("cannot write to dead_letters; retrying")
+                await asyncio.sleep(self._settings.retry_interval)
+        self._metrics.dead_letters.labels(reason=reason).inc()
+        self._metrics.messages.labels(outcome="quarantined").inc()
+        self._source.ack(message)
+
+    async def _flush(self) -> None:
+        group, self._group = self._group, _Group([], [], 0, 0.0)
+        failing = False
+        while True:
+            started = time.perf_counter()
+            try:
+                outcome = await self._store.write(group.batches)
+                break
+            except DatabaseError as exc:
+                self._metrics.write_errors.inc()
+                if not failing:
+                    log.error("cannot write to the database: %s; retrying", exc)
+                    failing = True
+                await asyncio.sleep(self._settings.retry_interval)
+        if failing:
+            log.info("database writes resumed")
+        self._metrics.write_seconds.observe(time.perf_counter() - started)
+        self._metrics.readings_stored.inc(outcome.readings_stored)
+        self._metrics.messages.labels(outcome="stored").inc(outcome.batches_stored)
+        self._metrics.messages.labels(outcome="duplicate").inc(outcome.batches_duplicate)
+        for message in group.messages:
+            self._source.ack(message)
+

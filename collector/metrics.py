@@ -1,0 +1,43 @@
+"""Prometheus metrics of one collector process, in a registry of its own."""
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class CollectorMetrics:
+    """Every figure the collector exports on /metrics."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.messages = Counter(
+            "plantwire_collector_messages_total",
+            "MQTT batch messages handled, by outcome (stored, duplicate, quarantined).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.readings_stored = Counter(
+            "plantwire_collector_readings_stored_total",
+            "Readings committed to PostgreSQL.",
+            registry=self.registry,
+        )
+        self.dead_letters = Counter(
+            "plantwire_collector_dead_letters_total",
+            "Payloads quarantined in the dead_letters table, by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.write_errors = Counter(
+            "plantwire_collector_write_errors_total",
+            "Failed database writes (retried until they succeed).",
+            registry=self.registry,
+        )
+        self.write_seconds = Histogram(
+            "plantwire_collector_write_seconds",
+            "Time to commit one group of batches.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+        self.mqtt_connected = Gauge(
+            "plantwire_collector_mqtt_connected",
+            "1 while the collector is connected to the broker.",
+            registry=self.registry,
+        )

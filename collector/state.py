@@ -1,0 +1,13 @@
+"""Typed keys for what the aiohttp application holds."""
+
+from aiohttp import web
+
+from collector.config import CollectorConfig
+from collector.metrics import CollectorMetrics
+from collector.store import ReadingStore
+from shared.mqtt import MqttClient
+
+SETTINGS = web.AppKey("settings", CollectorConfig)
+METRICS = web.AppKey("metrics", CollectorMetrics)
+STORE = web.AppKey("store", ReadingStore)
+MQTT = web.AppKey("mqtt", MqttClient)

@@ -1,0 +1,203 @@
+"""PostgreSQL storage: batches written with binary COPY, each batch stored exactly once."""
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from shared.readings import DataType, Quality, Reading, Value, us_to_datetime
+from shared.wire import Batch
+
+_EXACT_FLOAT_INT = 2**53
+
+TagKey = tuple[str, str, str]
+"""(agent id, device, tag name)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TagInfo:
+    """A row of the tag dictionary."""
+
+    tag_id: int
+    agent_id: str
+    device: str
+    name: str
+    data_type: DataType
+
+
+@dataclass(frozen=True, slots=True)
+class StoredReading:
+    """A reading as read back from the database."""
+
+    ts: datetime
+    value: Value | None
+    quality: Quality
+
+
+@dataclass(frozen=True, slots=True)
+class WriteOutcome:
+    """What one grouped write did."""
+
+    batches_stored: int
+    batches_duplicate: int
+    readings_stored: int
+
+
+def split_value(value: Value | None) -> tuple[float | None, str | None]:
+    """Map a value onto the (value, value_text) columns."""
+    if value is None:
+        return None, None
+    if isinstance(value, str):
+        return None, value
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > _EXACT_FLOAT_INT:
+        return None, str(value)
+    return float(value), None
+
+
+def join_value(data_type: DataType, number: float | None, text: str | None) -> Value | None:
+    """Rebuild a typed value from the (value, value_text) columns."""
+    if data_type is DataType.STRING:
+        return text
+    if number is None:
+        return int(text) if text is not None else None
+    if data_type is DataType.BOOL:
+        return number != 0.0
+    if data_type.python_type is int:
+        return int(number)
+    return number
+
+
+class ReadingStore:
+    """Reads and writes readings through a connection pool."""
+
+    def __init__(self, pool: AsyncConnectionPool[AsyncConnection[tuple[object, ...]]]) -> None:
+        self._pool = pool
+        self._tags: dict[TagKey, TagInfo] = {}
+
+    async def ping(self) -> None:
+        """Raise if the database does not answer."""
+        async with self._pool.connection() as conn:
+            await conn.execute("SELECT 1")
+
+    async def write(self, batches: Sequence[Batch]) -> WriteOutcome:
+        """Store every batch not stored before, in one transaction."""
+        unique: dict[tuple[str, int, int], Batch] = {}
+        for batch in batches:
+            unique.setdefault((batch.agent, batch.epoch, batch.batch_id), batch)
+        async with self._pool.connection() as conn:
+            tags = await self._tag_ids(conn, unique.values())
+            async with conn.transaction():
+                cursor = await conn.execute(
+                    "INSERT INTO batches (agent_id, epoch, batch_id, last_seq, readings)"
+                    " SELECT * FROM unnest(%s::text[], %s::int8[], %s::int8[], %s::int8[],"
+                    " %s::int4[]) ON CONFLICT DO NOTHING RETURNING agent_id, epoch, batch_id",
+                    [
+                        [b.agent for b in unique.values()],
+                        [b.epoch for b in unique.values()],
+                        [b.batch_id for b in unique.values()],
+                        [b.seqs[-1] for b in unique.values()],
+                        [len(b.seqs) for b in unique.values()],
+                    ],
+                )
+                fresh = [unique[(str(r[0]), int(r[1]), int(r[2]))] for r in await cursor.fetchall()]  # type: ignore[call-overload]
+                stored = 0
+                async with conn.cursor().copy(
+                    "COPY readings (tag_id, ts, value, value_text, quality, seq)"
+                    " FROM STDIN (FORMAT BINARY)"
+                ) as copy:
+                    copy.set_types(["int4", "timestamptz", "float8", "text", "int2", "int8"])
+                    for batch in fresh:
+                        for seq, reading in zip(batch.seqs, batch.readings, strict=True):
+                            tag = tags[(batch.agent, reading.device, reading.tag)]
+                            number, text = split_value(reading.value)
+                            await copy.write_row(
+                                (tag.tag_id, us_to_datetime(reading.ts_us), number, text,
+                                 int(reading.quality), seq)
+                            )
+                        stored += len(batch.seqs)
+                await conn.execute(
+                    "UPDATE agents SET last_seen = now() WHERE agent_id = ANY(%s)",
+                    [sorted({b.agent for b in unique.values()})],
+                )
+        return WriteOutcome(len(fresh), len(batches) - len(fresh), stored)
+
+    async def _tag_ids(
+        self, conn: AsyncConnection[tuple[object, ...]], batches: Iterable[Batch]
+    ) -> dict[TagKey, TagInfo]:
+        wanted: dict[TagKey, DataType] = {}
+        for batch in batches:
+            for reading in batch.readings:
+                wanted[(batch.agent, reading.device, reading.tag)] = reading.data_type
+        missing = sorted(
+            key for key, data_type in wanted.items()
+            if key not in self._tags or self._tags[key].data_type is not data_type
+        )
+        if missing:
+            async with conn.transaction():
+                await conn.execute(
+                    "INSERT INTO agents (agent_id) SELECT DISTINCT unnest(%s::text[])"
+                    " ON CONFLICT DO NOTHING",
+                    [[key[0] for key in missing]],
+                )
+                cursor = await conn.execute(
+                    "INSERT INTO tags (agent_id, device, name, data_type)"
+                    " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[])"
+                    " ON CONFLICT (agent_id, device, name) DO UPDATE"
+                    " SET data_type = EXCLUDED.data_type"
+                    " RETURNING tag_id, agent_id, device, name, data_type",
+                    [
+                        [key[0] for key in missing],
+                        [key[1] for key in missing],
+                        [key[2] for key in missing],
+                        [wanted[key].value for key in missing],
+                    ],
+                )
+                for row in await cursor.fetchall():
+                    info = _tag_info(row)
+                    self._tags[(info.agent_id, info.device, info.name)] = info
+        return self._tags
+
+    async def quarantine(self, topic: str, payload: bytes, error: str) -> None:
+        """Keep a payload that could not be ingested, with the reason."""
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO dead_letters (topic, payload, error) VALUES (%s, %s, %s)",
+                (topic, payload, error),
+            )
+
+    async def find_tags(self, device: str, name: str, agent: str | None) -> list[TagInfo]:
+        """Tags with this device and name, from one agent or from all."""
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT tag_id, agent_id, device, name, data_type FROM tags"
+                " WHERE device = %s AND name = %s AND (%s::text IS NULL OR agent_id = %s)"
+                " ORDER BY agent_id",
+                (device, name, agent, agent),
+            )
+            return [_tag_info(row) for row in await cursor.fetchall()]
+
+    async def readings(
+        self, tag: TagInfo, start: datetime, end: datetime, limit: int
+    ) -> list[StoredReading]:
+        """Readings of one tag with start <= ts < end, oldest first, at most `limit`."""
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT ts, value, value_text, quality FROM readings"
+                " WHERE tag_id = %s AND ts >= %s AND ts < %s ORDER BY ts, seq LIMIT %s",
+                (tag.tag_id, start, end, limit),
+            )
+            rows = await cursor.fetchall()
+        return [
+            StoredReading(
+                row[0],  # type: ignore[arg-type]
+                join_value(tag.data_type, row[1], row[2]),  # type: ignore[arg-type]
+                Quality(row[3]),  # type: ignore[call-overload]
+            )
+            for row in rows
+        ]
+
+
+def _tag_info(row: Sequence[object]) -> TagInfo:
+    return TagInfo(int(row[0]), str(row[1]), str(row[2]), str(row[3]), DataType(row[4]))  # type: ignore[call-overload]

@@ -1,0 +1,54 @@
+"""What every device driver offers the agent: a Source with a connection state."""
+
+from collections.abc import Sequence
+from enum import Enum
+from typing import Protocol
+
+from shared.errors import PlantwireError
+from shared.readings import Reading
+
+
+class DeviceState(str, Enum):
+    """Connection state of one device, as the agent reports it."""
+
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"
+
+
+class SourceError(PlantwireError):
+    """A device could not be read."""
+
+
+class DeviceUnreachable(SourceError):
+    """The connection to the device failed or was lost; reconnecting may help."""
+
+
+class Source(Protocol):
+    """A device the agent polls."""
+
+    @property
+    def name(self) -> str:
+        """The device's name in the plant, unique within an agent."""
+        ...
+
+    @property
+    def state(self) -> DeviceState:
+        """Current connection state."""
+        ...
+
+    async def connect(self) -> None:
+        """Open the connection; raise DeviceUnreachable if the device does not answer."""
+        ...
+
+    async def read(self) -> Sequence[Reading]:
+        """Read every configured tag once; raise DeviceUnreachable if the connection is lost."""
+        ...
+
+    def unreachable_readings(self, ts_us: int) -> Sequence[Reading]:
+        """One bad-quality reading per tag, for the moment the device became unreachable."""
+        ...
+
+    async def close(self) -> None:
+        """Close the connection; safe to call more than once."""
+        ...

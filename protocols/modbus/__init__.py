@@ -1,0 +1,1 @@
+"""Modbus TCP driver: register codec, request planning, and the polling source."""

@@ -1,0 +1,1 @@
+"""OPC UA driver: batched reads of nodes named by namespace URI."""

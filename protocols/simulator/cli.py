@@ -1,0 +1,88 @@
+"""plantwire-sim: serve one simulated machine over OPC UA and Modbus TCP until interrupted."""
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Sequence
+
+from protocols.simulator.machine import TAGS
+from protocols.simulator.opcua_server import NAMESPACE_URI, node_name
+from protocols.simulator.runner import Simulator
+from shared.logs import setup_logging
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Command-line options of plantwire-sim."""
+    parser = argparse.ArgumentParser(
+        prog="plantwire-sim", description="Serve a simulated machine over OPC UA and Modbus TCP."
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--opcua-port", type=int, default=4840, help="OPC UA port (0: off)")
+    parser.add_argument("--modbus-port", type=int, default=5020, help="Modbus TCP port (0: off)")
+    parser.add_argument("--tick", type=float, default=0.1, help="seconds between machine updates")
+    parser.add_argument("--seed", type=int, default=1, help="random seed of the machine model")
+    parser.add_argument(
+        "--byte-order", choices=["ABCD", "BADC", "CDAB", "DCBA"], default="ABCD",
+        help="Modbus byte/word order of multi-register values",
+    )
+    parser.add_argument("--list-tags", action="store_true", help="print the tag map and exit")
+    parser.add_argument("--log-level", default="INFO")
+    return parser
+
+
+def tag_map() -> str:
+    """The simulator's tags and where each protocol serves them, as a table."""
+    lines = [f"{'tag':<14} {'type':<8} {'modbus':<24} opcua (nsu={NAMESPACE_URI})"]
+    for tag in TAGS:
+        modbus = f"{tag.modbus_table}@{tag.modbus_address}" if tag.modbus_table else "-"
+        lines.append(f"{tag.name:<14} {tag.data_type.value:<8} {modbus:<24} s={node_name(tag)}")
+    return "\n".join(lines)
+
+
+async def serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
+    """Run the simulator until `stop` is set."""
+    simulator = Simulator(
+        host=args.host,
+        opcua_port=args.opcua_port or None,
+        modbus_port=args.modbus_port or None,
+        tick_s=args.tick,
+        seed=args.seed,
+        byte_order=args.byte_order,
+    )
+    await simulator.start()
+    where = []
+    if simulator.opcua is not None:
+        where.append(f"OPC UA {simulator.opcua.endpoint}")
+    if args.modbus_port:
+        where.append(f"Modbus TCP {args.host}:{args.modbus_port}")
+    print("plantwire-sim serving " + ", ".join(where), flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await simulator.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of plantwire-sim."""
+    args = build_parser().parse_args(argv)
+    if args.list_tags:
+        print(tag_map())
+        return 0
+    setup_logging(args.log_level)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await serve(args, stop)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Definitions both ends of the Plantwire pipeline share: readings, wire format, config, MQTT."""

@@ -1,0 +1,103 @@
+"""Loading a program's YAML configuration into a strict pydantic model, with environment overrides."""
+
+import os
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
+
+from shared.errors import ConfigError
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_duration(raw: object) -> object:
+    """Turn "250ms", "5s", "2m", "1h", "7d" or a bare number of seconds into seconds."""
+    if isinstance(raw, bool):
+        return raw  # let pydantic reject it with its own message
+    if isinstance(raw, int | float):
+        return float(raw)
+    if isinstance(raw, str):
+        match = _DURATION.match(raw)
+        if match is None:
+            raise ValueError(f"expected a duration such as '500ms', '5s', '2m', got {raw!r}")
+        return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    return raw
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+"""A duration in seconds, written in YAML as "500ms", "5s", "2m", "1h", "7d" or a number."""
+
+
+class StrictModel(BaseModel):
+    """Base for every config model: unknown keys are errors, instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def require_unique(names: Iterable[str], what: str) -> None:
+    """Raise ValueError listing the names that occur more than once."""
+    seen: set[str] = set()
+    repeated: set[str] = set()
+    for name in names:
+        (repeated if name in seen else seen).add(name)
+    if repeated:
+        raise ValueError(f"{what} must be unique; repeated: {', '.join(sorted(repeated))}")
+
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def _set_path(document: dict[str, Any], path: tuple[str, ...], value: str) -> None:
+    node = document
+    for key in path[:-1]:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = {}
+            node[key] = child
+        node = child
+    node[path[-1]] = value
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    location = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    message = str(error["msg"])
+    if error["type"] == "missing":
+        return f"{location}: required key is missing"
+    if error["type"] == "extra_forbidden":
+        return f"{location}: unknown key"
+    return f"{location}: {message} (got {error.get('input')!r})"
+
+
+def load_config(
+    path: Path,
+    model: type[ModelT],
+    env_overrides: Mapping[str, tuple[str, ...]],
+    environ: Mapping[str, str] | None = None,
+) -> ModelT:
+    """Read a YAML file, apply environment overrides and validate; raise ConfigError naming keys."""
+    environ = os.environ if environ is None else environ
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read configuration: {exc.strerror}") from exc
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if document is None:
+        document = {}
+    if not isinstance(document, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level")
+    for variable, key_path in env_overrides.items():
+        if variable in environ:
+            _set_path(document, key_path, environ[variable])
+    try:
+        return model.model_validate(document)
+    except ValidationError as exc:
+        lines = [_describe(error) for error in exc.errors()]
+        raise ConfigError(f"{path}: invalid configuration\n  " + "\n  ".join(lines)) from exc

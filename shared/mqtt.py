@@ -1,0 +1,302 @@
+"""An asyncio face on paho-mqtt: connect, publish-and-await-PUBACK, subscribe, consume with manual ack."""
+
+import asyncio
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.packettypes import PacketTypes
+from pydantic import Field, SecretStr, field_validator
+
+from shared.config import Duration, StrictModel
+from shared.errors import MqttError
+
+log = logging.getLogger(__name__)
+
+_DEFAULT_PORTS = {"mqtt": 1883, "tcp": 1883, "mqtts": 8883, "ssl": 8883}
+
+
+class MqttSettings(StrictModel):
+    """How to reach the MQTT broker. Durations in seconds or as "5s"."""
+
+    url: str = Field(description="Broker URL: mqtt://host:port or mqtts://host:port (TLS).")
+    protocol: Literal["3.1.1", "5"] = Field(
+        default="3.1.1", description="MQTT protocol version; 3.1.1 works with every broker."
+    )
+    client_id: str | None = Field(default=None, description="Client id; derived if omitted.")
+    username: str | None = Field(default=None, description="User name, if the broker wants one.")
+    password: SecretStr | None = Field(default=None, description="Password for `username`.")
+    keepalive: Duration = Field(default=30.0, gt=0, description="Keepalive interval.")
+    connect_timeout: Duration = Field(default=10.0, gt=0, description="Wait for CONNACK.")
+    session_expiry: Duration = Field(
+        default=86400.0, ge=0, description="MQTT 5 session expiry; 3.1.1 sessions never expire."
+    )
+    topic_prefix: str = Field(default="plantwire", description="First topic level(s).")
+    ca_file: Path | None = Field(default=None, description="CA bundle that signs the broker.")
+    cert_file: Path | None = Field(default=None, description="Client certificate (PEM).")
+    key_file: Path | None = Field(default=None, description="Client private key (PEM).")
+    max_inflight: int = Field(default=100, ge=1, description="QoS 1 messages awaiting PUBACK.")
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
+            raise ValueError("expected mqtt://host[:port] or mqtts://host[:port]")
+        return url
+
+    @property
+    def host(self) -> str:
+        """Broker host name."""
+        return urlsplit(self.url).hostname or ""
+
+    @property
+    def port(self) -> int:
+        """Broker TCP port."""
+        parts = urlsplit(self.url)
+        return parts.port or _DEFAULT_PORTS[parts.scheme]
+
+    @property
+    def uses_tls(self) -> bool:
+        """Whether the connection is encrypted."""
+        return urlsplit(self.url).scheme in ("mqtts", "ssl") or self.ca_file is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Will:
+    """Last-will message the broker publishes if the client vanishes."""
+
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A received message; with manual acknowledgement, pass it to MqttClient.ack when done."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    mid: int
+    retain: bool
+
+
+class MqttClient:
+    """One broker connection, driven by paho's network thread, awaited from asyncio."""
+
+    def __init__(
+        self,
+        settings: MqttSettings,
+        *,
+        client_id: str,
+        persistent_session: bool,
+        manual_ack: bool = False,
+        will: Will | None = None,
+        receive_queue: int = 64,
+    ) -> None:
+        self._settings = settings
+        self._v5 = settings.protocol == "5"
+        self._persistent = persistent_session
+        self._client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=paho.MQTTv5 if self._v5 else paho.MQTTv311,
+            clean_session=None if self._v5 else not persistent_session,
+            manual_ack=manual_ack,
+        )
+        self._client.max_inflight_messages_set(settings.max_inflight)
+        self._client.max_queued_messages_set(0)
+        self._client.reconnect_delay_set(min_delay=1, max_delay=30)
+        url = urlsplit(settings.url)
+        username = settings.username or (unquote(url.username) if url.username else None)
+        password = (
+            settings.password.get_secret_value()
+            if settings.password
+            else (unquote(url.password) if url.password else None)
+        )
+        if username:
+            self._client.username_pw_set(username, password)
+        if settings.uses_tls:
+            self._client.tls_set(
+                ca_certs=str(settings.ca_file) if settings.ca_file else None,
+                certfile=str(settings.cert_file) if settings.cert_file else None,
+                keyfile=str(settings.key_file) if settings.key_file else None,
+            )
+        if will is not None:
+            self._client.will_set(will.topic, will.payload, will.qos, will.retain)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_publish = self._on_publish
+        self._client.on_subscribe = self._on_subscribe
+        self._client.on_message = self._on_message
+        self._lock = threading.Lock()
+        self._pending: dict[int, asyncio.Future[None]] = {}
+        self._completed: OrderedDict[int, None] = OrderedDict()
+        self._subscriptions: dict[str, int] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._connected = threading.Event()
+        self._connect_error: str | None = None
+        self._closing = False
+        self._receive_queue = receive_queue
+        self._messages: asyncio.Queue[Message] | None = None
+
+    @property
+    def connected(self) -> bool:
+        """Whether the broker has acknowledged the current connection."""
+        return self._connected.is_set()
+
+    async def connect(self) -> None:
+        """Connect and wait for CONNACK; raise MqttError if none comes in time."""
+        self.start()
+        assert self._loop is not None
+        deadline = self._loop.time() + self._settings.connect_timeout
+        while not self._connected.is_set():
+            if self._connect_error is not None or self._loop.time() > deadline:
+                reason = self._connect_error or "no CONNACK in time"
+                await self.close()
+                raise MqttError(f"cannot connect to {self._settings.url}: {reason}")
+            await asyncio.sleep(0.02)
+
+    def start(self) -> None:
+        """Begin connecting in the background; paho retries until it succeeds, and reconnects."""
+        self._loop = asyncio.get_running_loop()
+        self._messages = asyncio.Queue(self._receive_queue)
+        properties = None
+        if self._v5:
+            properties = Properties(PacketTypes.CONNECT)
+            properties.SessionExpiryInterval = int(self._settings.session_expiry)
+        self._client.connect_async(
+            self._settings.host,
+            self._settings.port,
+            keepalive=max(1, int(self._settings.keepalive)),
+            clean_start=not self._persistent if self._v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,
+            properties=properties,
+        )
+        self._client.loop_start()
+
+    async def close(self) -> None:
+        """Disconnect cleanly (no last will) and stop the network thread."""
+        self._closing = True
+        self._client.disconnect()
+        await asyncio.to_thread(self._client.loop_stop)
+        with self._lock:
+            pending = list(self._pending.values())
+            self._pending.clear()
+        for future in pending:
+            if not future.done():
+                future.set_exception(MqttError("connection closed"))
+
+    async def publish(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False, timeout: float
+    ) -> None:
+        """Publish and, for QoS 1 and 2, wait until the broker acknowledges it."""
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
+            raise MqttError(f"publish to {topic} refused: {paho.error_string(info.rc)}")
+        if qos > 0:
+            await self._await_mid(info.mid, timeout, f"PUBACK for {topic}")
+
+    async def subscribe(self, topic_filter: str, *, qos: int = 1, timeout: float = 10.0) -> None:
+        """Subscribe now and again after every reconnect; wait for SUBACK."""
+        self._subscriptions[topic_filter] = qos
+        result, mid = self._client.subscribe(topic_filter, qos)
+        if result != paho.MQTT_ERR_SUCCESS:
+            raise MqttError(f"subscribe to {topic_filter} failed: {paho.error_string(result)}")
+        await self._await_mid(mid, timeout, f"SUBACK for {topic_filter}")
+
+    async def messages(self) -> AsyncIterator[Message]:
+        """Yield received messages in arrival order."""
+        assert self._messages is not None, "connect() first"
+        while True:
+            yield await self._messages.get()
+
+    def ack(self, message: Message) -> None:
+        """Acknowledge a message received with manual_ack, once it is safely handled."""
+        if message.qos > 0:
+            self._client.ack(message.mid, message.qos)
+
+    async def _await_mid(self, mid: int, timeout: float, what: str) -> None:
+        assert self._loop is not None, "connect() first"
+        future: asyncio.Future[None] = self._loop.create_future()
+        with self._lock:
+            if self._completed.pop(mid, 0) is None:
+                return
+            self._pending[mid] = future
+        try:
+            await asyncio.wait_for(future, timeout)
+        except TimeoutError as exc:
+            raise MqttError(f"no {what} within {timeout:g}s") from exc
+        finally:
+            with self._lock:
+                self._pending.pop(mid, None)
+
+    def _complete(self, mid: int) -> None:
+        with self._lock:
+            future = self._pending.pop(mid, None)
+            if future is None:
+                self._completed[mid] = None
+                while len(self._completed) > 4096:
+                    self._completed.popitem(last=False)
+                return
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(_resolve, future)
+
+    # paho callbacks: these run on paho's network thread.
+
+    def _on_connect(
+        self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
+        if reason.is_failure:
+            self._connect_error = str(reason)
+            log.error("broker %s refused the connection: %s", self._settings.url, reason)
+            return
+        self._connect_error = None
+        self._connected.set()
+        log.info("connected to broker %s", self._settings.url)
+        for topic_filter, qos in self._subscriptions.items():
+            client.subscribe(topic_filter, qos)
+
+    def _on_disconnect(
+        self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
+        if self._connected.is_set() and not self._closing:
+            log.error("lost the broker %s: %s; reconnecting", self._settings.url, reason)
+        self._connected.clear()
+
+    def _on_publish(
+        self, client: paho.Client, userdata: Any, mid: int, reason: Any, properties: Any
+    ) -> None:
+        self._complete(mid)
+
+    def _on_subscribe(
+        self, client: paho.Client, userdata: Any, mid: int, reasons: Any, properties: Any
+    ) -> None:
+        self._complete(mid)
+
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        assert self._loop is not None and self._messages is not None
+        item = Message(message.topic, message.payload, message.qos, message.mid, message.retain)
+        future = asyncio.run_coroutine_threadsafe(self._messages.put(item), self._loop)
+        # Blocking here stops paho reading the socket: a slow consumer slows the broker down.
+        while not self._closing:
+            try:
+                future.result(timeout=0.5)
+                return
+            except TimeoutError:
+                continue
+        future.cancel()
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

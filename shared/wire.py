@@ -1,0 +1,172 @@
+"""The MQTT wire format between agents and collectors: topics and the versioned batch payload.
+
+docs/protocol.md is the prose version of this module; keep them in step.
+"""
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from shared.errors import WireError
+from shared.readings import DataType, Quality, Reading, Value, value_fits
+
+WIRE_VERSION = 1
+AGENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+_AGENT_ID = re.compile(AGENT_ID_PATTERN)
+
+# Plausible source timestamps: from 2000-01-01 to 2100-01-01, in microseconds.
+MIN_TS_US = 946_684_800_000_000
+MAX_TS_US = 4_102_444_800_000_000
+
+AgentId = Annotated[str, StringConstraints(pattern=AGENT_ID_PATTERN)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """Topic names under one prefix; the agent id is always the third level."""
+
+    prefix: str = "plantwire"
+
+    def batch(self, agent_id: str) -> str:
+        """Topic an agent publishes reading batches on."""
+        return f"{self.prefix}/v1/{agent_id}/batch"
+
+    def all_batches(self) -> str:
+        """Subscription filter matching every agent's batch topic."""
+        return f"{self.prefix}/v1/+/batch"
+
+    def agent_of(self, topic: str) -> str:
+        """Return the agent id a topic belongs to, or raise WireError."""
+        parts = topic.split("/")
+        prefix_parts = self.prefix.split("/")
+        if (
+            len(parts) != len(prefix_parts) + 3
+            or parts[: len(prefix_parts)] != prefix_parts
+            or parts[len(prefix_parts)] != "v1"
+        ):
+            raise WireError(f"topic {topic!r} is not under {self.prefix}/v1/<agent>/...", reason="topic")
+        agent = parts[len(prefix_parts) + 1]
+        if not _AGENT_ID.match(agent):
+            raise WireError(f"topic {topic!r} names an invalid agent id", reason="topic")
+        return agent
+
+
+class TagRef(BaseModel):
+    """One entry of a batch's tag dictionary."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    device: Name
+    tag: Name
+    type: DataType
+
+
+class BatchPayload(BaseModel):
+    """A batch of readings, columnar: entry i of every column belongs to reading i."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    v: Literal[1] = Field(description="Wire format version.")
+    agent: AgentId = Field(description="Agent id; must equal the topic's agent level.")
+    epoch: int = Field(ge=1, description="Buffer epoch: changes only when the buffer is new.")
+    batch: int = Field(ge=1, description="Batch id: the sequence number of its first reading.")
+    tags: list[TagRef] = Field(description="Tag dictionary referenced by column `t`.")
+    t: list[int] = Field(description="Index into `tags` per reading.")
+    seq: list[int] = Field(description="Per-agent sequence number per reading, increasing.")
+    ts: list[int] = Field(description="Source timestamp per reading, microseconds since epoch.")
+    val: list[bool | int | float | str | None] = Field(description="Value per reading.")
+    q: list[Quality] = Field(description="Quality per reading: 0 good, 1 uncertain, 2 bad.")
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """A decoded, validated batch: readings with their sequence numbers."""
+
+    agent: str
+    epoch: int
+    batch_id: int
+    seqs: Sequence[int]
+    readings: Sequence[Reading]
+
+
+def encode_batch(agent: str, epoch: int, seqs: Sequence[int], readings: Sequence[Reading]) -> bytes:
+    """Encode readings and their sequence numbers as a version 1 JSON batch."""
+    index: dict[tuple[str, str, DataType], int] = {}
+    tags: list[dict[str, str]] = []
+    column_t: list[int] = []
+    for reading in readings:
+        key = (reading.device, reading.tag, reading.data_type)
+        position = index.get(key)
+        if position is None:
+            position = index[key] = len(tags)
+            tags.append({"device": reading.device, "tag": reading.tag, "type": reading.data_type})
+        column_t.append(position)
+    document = {
+        "v": WIRE_VERSION,
+        "agent": agent,
+        "epoch": epoch,
+        "batch": seqs[0],
+        "tags": tags,
+        "t": column_t,
+        "seq": list(seqs),
+        "ts": [r.ts_us for r in readings],
+        "val": [r.value for r in readings],
+        "q": [int(r.quality) for r in readings],
+    }
+    return json.dumps(document, separators=(",", ":"), allow_nan=True).encode()
+
+
+def _check_reading(payload: BatchPayload, i: int) -> Reading:
+    position = payload.t[i]
+    if not 0 <= position < len(payload.tags):
+        raise WireError(f"reading {i}: tag index {position} is outside the tag dictionary", reason="reading")
+    tag = payload.tags[position]
+    ts_us = payload.ts[i]
+    if not MIN_TS_US <= ts_us < MAX_TS_US:
+        raise WireError(f"reading {i}: timestamp {ts_us} is outside 2000..2100", reason="timestamp")
+    value: Value | None = payload.val[i]
+    quality = payload.q[i]
+    if value is None:
+        if quality is not Quality.BAD:
+            raise WireError(f"reading {i}: a missing value needs quality bad", reason="reading")
+    else:
+        if tag.type in (DataType.FLOAT32, DataType.FLOAT64) and type(value) is int:
+            value = float(value)  # JSON writes 3.0 as 3
+        if not value_fits(tag.type, value):
+            raise WireError(f"reading {i}: value {value!r} is not a valid {tag.type.value}", reason="reading")
+    return Reading(tag.device, tag.tag, tag.type, ts_us, value, quality)
+
+
+def decode_batch(raw: bytes, topic_agent: str) -> Batch:
+    """Parse and validate a batch payload; raise WireError saying what is wrong."""
+    try:
+        document = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise WireError(f"payload is not JSON: {exc}", reason="not_json") from exc
+    if isinstance(document, dict) and document.get("v") != WIRE_VERSION:
+        raise WireError(f"unsupported wire version {document.get('v')!r}; expected {WIRE_VERSION}", reason="version")
+    try:
+        payload = BatchPayload.model_validate(document)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise WireError(f"payload field {where}: {first['msg']}", reason="schema") from exc
+    if payload.agent != topic_agent:
+        raise WireError(f"payload agent {payload.agent!r} differs from topic agent {topic_agent!r}", reason="agent_mismatch")
+    count = len(payload.seq)
+    if count == 0:
+        raise WireError("batch has no readings", reason="schema")
+    lengths = {len(payload.t), len(payload.ts), len(payload.val), len(payload.q)}
+    if lengths != {count}:
+        raise WireError("columns t, seq, ts, val and q differ in length", reason="schema")
+    if payload.seq[0] != payload.batch:
+        raise WireError("batch id must equal the first sequence number", reason="schema")
+    if any(b <= a for a, b in zip(payload.seq, payload.seq[1:], strict=False)):
+        raise WireError("sequence numbers must increase within a batch", reason="schema")
+    readings = [_check_reading(payload, i) for i in range(count)]
+    return Batch(payload.agent, payload.epoch, payload.batch, payload.seq, readings)

@@ -1,0 +1,159 @@
+"""Real PostgreSQL and Mosquitto servers from Debian's packages, on free ports in temp dirs."""
+
+import contextlib
+import getpass
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_port(port: int, timeout: float = 20.0) -> None:
+    """Block until something accepts connections on 127.0.0.1:port."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listens on port {port} after {timeout}s") from None
+            time.sleep(0.05)
+
+
+def _postgres_bin() -> Path:
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"))
+    if not candidates:
+        raise RuntimeError(
+            "PostgreSQL server binaries not found: install Debian's `postgresql` package"
+        )
+    return candidates[-1].parent
+
+
+class PostgresServer:
+    """A throwaway PostgreSQL cluster; as root it runs as the `postgres` user."""
+
+    def __init__(self) -> None:
+        self.bin = _postgres_bin()
+        self.port = free_port()
+        self.root = Path(tempfile.mkdtemp(prefix="plantwire-pg-"))
+        self.data = self.root / "data"
+        self._as_root = os.geteuid() == 0
+        if self._as_root:
+            shutil.chown(self.root, "postgres", "postgres")
+
+    def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        command = list(args)
+        if self._as_root:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        return subprocess.run(command, check=True, capture_output=True, text=True, cwd=self.root)
+
+    def url(self, database: str = "postgres") -> str:
+        """libpq URL of a database on this server."""
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def start(self) -> None:
+        """Create the cluster if needed and start the server."""
+        if not self.data.exists():
+            self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres",
+                      "-A", "trust", "--no-sync", "-E", "UTF8")
+        options = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
+                   " -c fsync=off -c full_page_writes=off -c max_connections=200")
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "log"),
+                  "-o", options, "-w", "-t", "60", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server (mode: smart, fast or immediate)."""
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def remove(self) -> None:
+        """Stop and delete the cluster."""
+        self.stop("immediate")
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+class MosquittoServer:
+    """A Mosquitto broker on a free port, with Nagle's algorithm off."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        if not Path(self.binary).exists():
+            raise RuntimeError("mosquitto not found: install Debian's `mosquitto` package")
+        self.port = port or free_port()
+        self.root = Path(tempfile.mkdtemp(prefix="plantwire-mqtt-"))
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """mqtt:// URL of the broker."""
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        """Write the config and start the broker; return once it accepts connections."""
+        config = self.root / "mosquitto.conf"
+        config.write_text(
+            f"user {getpass.getuser()}\n"
+            f"listener {self.port} 127.0.0.1\n"
+            "allow_anonymous true\n"
+            "set_tcp_nodelay true\n"
+            "max_inflight_messages 1000\n"
+            "max_queued_messages 100000\n"
+            "max_packet_size 67108864\n"
+            "persistence false\n"
+            f"log_dest file {self.root / 'mosquitto.log'}\n"
+        )
+        self.process = subprocess.Popen([self.binary, "-c", str(config)])
+        wait_for_port(self.port)
+
+    def kill(self) -> None:
+        """SIGKILL the broker."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    def stop(self) -> None:
+        """Stop the broker and remove its files."""
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+            self.process = None
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def running_postgres() -> Iterator[PostgresServer]:
+    """A started PostgreSQL server, removed afterwards."""
+    server = PostgresServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.remove()
+
+
+@contextlib.contextmanager
+def running_mosquitto() -> Iterator[MosquittoServer]:
+    """A started Mosquitto broker, stopped afterwards."""
+    server = MosquittoServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
