@@ -29,6 +29,8 @@ _VARIANT_TYPES: dict[ua.VariantType, DataType] = {
     ua.VariantType.Double: DataType.FLOAT64,
     ua.VariantType.String: DataType.STRING,
 }
+# Ten minutes: servers commonly cap the session timeout there, and warn if asked for more.
+SESSION_TIMEOUT_MS = 600_000
 _CONNECT_ERRORS = (OSError, asyncio.TimeoutError, UaError, ConnectionError)
 
 
@@ -78,6 +80,7 @@ class OpcUaSource:
         """Connect, open a session and resolve every node id."""
         self._state = DeviceState.CONNECTING
         client = Client(self._config.endpoint, timeout=self._config.timeout)
+        client.session_timeout = SESSION_TIMEOUT_MS
         try:
             await client.connect()
         except _CONNECT_ERRORS as exc:

@@ -28,6 +28,7 @@ class Simulator:
         clock: Clock | None = None,
     ) -> None:
         self.clock = clock or SystemClock()
+        self.modbus_port = modbus_port
         self.machine = Machine(seed=seed, start_us=self.clock.time_us())
         self.tick_s = tick_s
         self.modbus_image = ModbusImage(self.machine, TAGS, byte_order)

@@ -1,0 +1,132 @@
+"""Building blocks for integration tests: configs pointing at test servers, running programs."""
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from agent.config import AgentConfig
+from agent.service import AgentService
+from collector.app import create_app
+from collector.config import CollectorConfig
+from protocols.simulator.machine import TAGS
+from protocols.simulator.opcua_server import NAMESPACE_URI, node_name
+from protocols.simulator.runner import Simulator
+from tests.servers import free_port
+
+
+def modbus_device(simulator_port: int, name: str = "sim-modbus", interval: str = "200ms") -> dict[str, Any]:
+    """A Modbus device entry reading every simulator tag that Modbus serves."""
+    return {
+        "name": name,
+        "type": "modbus",
+        "host": "127.0.0.1",
+        "port": simulator_port,
+        "poll_interval": interval,
+        "timeout": "1s",
+        "tags": [
+            {"name": tag.name, "table": tag.modbus_table, "address": tag.modbus_address,
+             "type": tag.data_type.value, "length": tag.string_length}
+            for tag in TAGS
+            if tag.modbus_table is not None
+        ],
+    }
+
+
+def opcua_device(endpoint: str, name: str = "sim-opcua", interval: str = "200ms") -> dict[str, Any]:
+    """An OPC UA device entry reading every simulator tag, types taken from the server."""
+    return {
+        "name": name,
+        "type": "opcua",
+        "endpoint": endpoint,
+        "poll_interval": interval,
+        "tags": [
+            {"name": tag.name, "node": f"nsu={NAMESPACE_URI};s={node_name(tag)}"} for tag in TAGS
+        ],
+    }
+
+
+def agent_config(
+    *, agent_id: str, buffer: Path, mqtt_url: str, prefix: str, devices: list[dict[str, Any]]
+) -> AgentConfig:
+    """An agent configuration for tests."""
+    return AgentConfig.model_validate(
+        {
+            "agent": {"id": agent_id},
+            "buffer": {"path": str(buffer)},
+            "mqtt": {"url": mqtt_url, "topic_prefix": prefix, "connect_timeout": "5s"},
+            "forward": {"publish_timeout": "3s", "retry_interval": "200ms", "linger": "20ms"},
+            "devices": devices,
+        }
+    )
+
+
+def collector_config(
+    *, database_url: str, mqtt_url: str, prefix: str, client_id: str, **ingest: Any
+) -> CollectorConfig:
+    """A collector configuration for tests, listening on a free port."""
+    return CollectorConfig.model_validate(
+        {
+            "database": {"url": database_url, "connect_timeout": "10s"},
+            "mqtt": {"url": mqtt_url, "topic_prefix": prefix, "client_id": client_id},
+            "http": {"host": "127.0.0.1", "port": free_port()},
+            "ingest": {"group_max_delay": "50ms", "retry_interval": "200ms", **ingest},
+        }
+    )
+
+
+@contextlib.asynccontextmanager
+async def running_collector(config: CollectorConfig) -> AsyncIterator[str]:
+    """Run a collector in this process; yield its base URL."""
+    runner = web.AppRunner(create_app(config))
+    await runner.setup()
+    site = web.TCPSite(runner, config.http.host, config.http.port)
+    await site.start()
+    try:
+        yield f"http://{config.http.host}:{config.http.port}"
+    finally:
+        await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def running_agent(config: AgentConfig) -> AsyncIterator[AgentService]:
+    """Run an agent in this process."""
+    service = AgentService(config)
+    await service.start()
+    try:
+        yield service
+    finally:
+        await service.stop()
+
+
+@contextlib.asynccontextmanager
+async def running_simulator(**options: Any) -> AsyncIterator[Simulator]:
+    """Run the simulator on free ports."""
+    simulator = Simulator(opcua_port=free_port(), modbus_port=free_port(), **options)
+    await simulator.start()
+    try:
+        yield simulator
+    finally:
+        await simulator.stop()
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], *, timeout: float = 30.0, what: str = "condition"
+) -> None:
+    """Wait until `check` returns true; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+async def get_json(url: str, **params: str) -> tuple[int, Any]:
+    """GET a URL; return status and decoded JSON body."""
+    async with aiohttp.ClientSession() as session, session.get(url, params=params) as response:
+        return response.status, await response.json(content_type=None)
