@@ -104,13 +104,13 @@ class SqliteBuffer:
         db = sqlite_utils.Database(conn)
         conn.execute("BEGIN IMMEDIATE")
         if "meta" not in db.table_names():
-            db["meta"].create({"key": str, "value": int}, pk="key")
+            db.table("meta").create({"key": str, "value": int}, pk="key")
             conn.execute(
-                "CREATE TABLE readings (seq INTEGER PRIMARY KEY AUTOINCREMENT, device TEXT NOT NULL,"
-                " tag TEXT NOT NULL, type TEXT NOT NULL, ts INTEGER NOT NULL, value,"
-                " quality INTEGER NOT NULL)"
+                "CREATE TABLE readings (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+                " device TEXT NOT NULL, tag TEXT NOT NULL, type TEXT NOT NULL,"
+                " ts INTEGER NOT NULL, value, quality INTEGER NOT NULL)"
             )
-            db["batches"].create({"first_seq": int, "last_seq": int}, pk="first_seq")
+            db.table("batches").create({"first_seq": int, "last_seq": int}, pk="first_seq")
             epoch = time.time_ns() // 1000
             conn.executemany(
                 "INSERT INTO meta (key, value) VALUES (?, ?)",
@@ -185,16 +185,26 @@ class SqliteBuffer:
         return self._load(first, last)
 
     def _load(self, first: int, last: int) -> PendingBatch:
-        rows = self._db().execute(
-            "SELECT seq, device, tag, type, ts, value, quality FROM readings"
-            " WHERE seq BETWEEN ? AND ? ORDER BY seq",
-            (first, last),
-        ).fetchall()
+        rows = (
+            self._db()
+            .execute(
+                "SELECT seq, device, tag, type, ts, value, quality FROM readings"
+                " WHERE seq BETWEEN ? AND ? ORDER BY seq",
+                (first, last),
+            )
+            .fetchall()
+        )
         types = self._types
         seqs = [row[0] for row in rows]
         readings = [
-            Reading(row[1], row[2], types[row[3]], row[4], _restore(types[row[3]], row[5]),
-                    Quality(row[6]))
+            Reading(
+                row[1],
+                row[2],
+                types[row[3]],
+                row[4],
+                _restore(types[row[3]], row[5]),
+                Quality(row[6]),
+            )
             for row in rows
         ]
         return PendingBatch(first, last, seqs, readings)

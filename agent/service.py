@@ -56,7 +56,10 @@ class AgentService:
         self._tasks.append(asyncio.create_task(self.forwarder.run(), name="forwarder"))
         log.info(
             "agent %s started: %d devices, buffer %s (epoch %d)",
-            self.config.agent.id, len(self.pollers), self.config.buffer.path, self.buffer.epoch,
+            self.config.agent.id,
+            len(self.pollers),
+            self.config.buffer.path,
+            self.buffer.epoch,
         )
 
     async def stop(self) -> None:

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 from aiohttp import web
 
 from collector.problems import InvalidParam, ProblemError
-from collector.state import STORE, SETTINGS
+from collector.state import SETTINGS, STORE
 from collector.store import StoredReading, TagInfo
 
 routes = web.RouteTableDef()
@@ -18,7 +18,8 @@ def parse_time(name: str, raw: str | None, default: datetime) -> datetime:
     try:
         moment = datetime.fromisoformat(raw)
     except ValueError:
-        raise _bad(name, f"expected an RFC 3339 timestamp such as 2026-01-31T08:00:00Z, got {raw!r}")
+        reason = f"expected an RFC 3339 timestamp such as 2026-01-31T08:00:00Z, got {raw!r}"
+        raise _bad(name, reason) from None
     if moment.tzinfo is None:
         raise _bad(name, "timestamp needs a time zone, e.g. a trailing Z for UTC")
     return moment
@@ -34,8 +35,9 @@ def parse_limit(raw: str | None, maximum: int) -> int:
 
 
 def _bad(name: str, reason: str) -> ProblemError:
-    return ProblemError(400, "Invalid request parameter", f"{name}: {reason}",
-                        [InvalidParam(name, reason)])
+    return ProblemError(
+        400, "Invalid request parameter", f"{name}: {reason}", [InvalidParam(name, reason)]
+    )
 
 
 def format_ts(moment: datetime) -> str:
@@ -44,8 +46,11 @@ def format_ts(moment: datetime) -> str:
 
 
 def _reading_json(reading: StoredReading) -> dict[str, object]:
-    return {"ts": format_ts(reading.ts), "value": reading.value,
-            "quality": reading.quality.name.lower()}
+    return {
+        "ts": format_ts(reading.ts),
+        "value": reading.value,
+        "quality": reading.quality.name.lower(),
+    }
 
 
 async def _resolve_tag(request: web.Request) -> TagInfo:
@@ -58,8 +63,12 @@ async def _resolve_tag(request: web.Request) -> TagInfo:
     agent = request.query.get("agent")
     matches = await request.app[STORE].find_tags(device, name, agent)
     if not matches:
-        raise ProblemError(404, "Unknown tag", f"no tag {raw!r}" + (f" on agent {agent!r}" if agent else ""),
-                           [InvalidParam("tag", "no such tag")])
+        raise ProblemError(
+            404,
+            "Unknown tag",
+            f"no tag {raw!r}" + (f" on agent {agent!r}" if agent else ""),
+            [InvalidParam("tag", "no such tag")],
+        )
     if len(matches) > 1:
         agents = ", ".join(tag.agent_id for tag in matches)
         raise _bad("agent", f"tag {raw!r} exists on several agents ({agents}); name one")

@@ -44,8 +44,10 @@ def _migrate(args: argparse.Namespace) -> int:
     else:
         url = args.database_url or os.environ.get("PLANTWIRE_DATABASE_URL", "")
     if not url:
-        print("plantwire-collector: migrate needs --config, --database-url or"
-              " PLANTWIRE_DATABASE_URL", file=sys.stderr)
+        print(
+            "plantwire-collector: migrate needs --config, --database-url or PLANTWIRE_DATABASE_URL",
+            file=sys.stderr,
+        )
         return 2
     try:
         applied = asyncio.run(run_migrations(url))
@@ -69,7 +71,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(config.collector.log_level)
     try:
         web.run_app(
-            create_app(config), host=config.http.host, port=config.http.port, print=None,
+            create_app(config),
+            host=config.http.host,
+            port=config.http.port,
+            print=None,
             access_log=None,
         )
     except PlantwireError as exc:

@@ -141,4 +141,3 @@ class Consumer:
         self._metrics.messages.labels(outcome="duplicate").inc(outcome.batches_duplicate)
         for message in group.messages:
             self._source.ack(message)
-

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 import psycopg
+from psycopg.rows import TupleRow
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ def available_migrations() -> list[Migration]:
     return sorted(found, key=lambda migration: migration.version)
 
 
-async def migrate(conn: psycopg.AsyncConnection[object]) -> list[int]:
+async def migrate(conn: psycopg.AsyncConnection[TupleRow]) -> list[int]:
     """Apply every migration not yet applied; return the versions applied now."""
     applied_now: list[int] = []
     async with conn.transaction():
@@ -44,7 +45,7 @@ async def migrate(conn: psycopg.AsyncConnection[object]) -> list[int]:
             " applied_at timestamptz NOT NULL DEFAULT now())"
         )
         cursor = await conn.execute("SELECT version FROM schema_migrations")
-        done = {row[0] for row in await cursor.fetchall()}  # type: ignore[index]
+        done = {row[0] for row in await cursor.fetchall()}
         for migration in available_migrations():
             if migration.version in done:
                 continue

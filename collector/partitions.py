@@ -5,6 +5,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import TupleRow
 
 log = logging.getLogger(__name__)
 
@@ -15,7 +16,7 @@ def partition_name(day: date) -> str:
 
 
 async def ensure_partitions(
-    conn: psycopg.AsyncConnection[object], today: date, days_ahead: int
+    conn: psycopg.AsyncConnection[TupleRow], today: date, days_ahead: int
 ) -> list[str]:
     """Create the partitions for yesterday through `days_ahead` days on; return those created."""
     created = []
@@ -28,7 +29,7 @@ async def ensure_partitions(
         ).format(sql.Identifier(name), sql.Literal(start), sql.Literal(start + timedelta(days=1)))
         exists = await conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,))
         row = await exists.fetchone()
-        if row is not None and row[0]:  # type: ignore[index]
+        if row is not None and row[0]:
             continue
         try:
             async with conn.transaction():

@@ -34,8 +34,12 @@ def problem_response(
     status: int, title: str, detail: str, invalid: Sequence[InvalidParam] = (), instance: str = ""
 ) -> web.Response:
     """A problem+json response."""
-    body: dict[str, object] = {"type": "about:blank", "title": title, "status": status,
-                               "detail": detail}
+    body: dict[str, object] = {
+        "type": "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
     if instance:
         body["instance"] = instance
     if invalid:

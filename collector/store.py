@@ -5,9 +5,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from psycopg import AsyncConnection
+from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
-from shared.readings import DataType, Quality, Reading, Value, us_to_datetime
+from shared.readings import DataType, Quality, Value, us_to_datetime
 from shared.wire import Batch
 
 _EXACT_FLOAT_INT = 2**53
@@ -72,7 +73,7 @@ def join_value(data_type: DataType, number: float | None, text: str | None) -> V
 class ReadingStore:
     """Reads and writes readings through a connection pool."""
 
-    def __init__(self, pool: AsyncConnectionPool[AsyncConnection[tuple[object, ...]]]) -> None:
+    def __init__(self, pool: AsyncConnectionPool[AsyncConnection[TupleRow]]) -> None:
         self._pool = pool
         self._tags: dict[TagKey, TagInfo] = {}
 
@@ -101,7 +102,7 @@ class ReadingStore:
                         [len(b.seqs) for b in unique.values()],
                     ],
                 )
-                fresh = [unique[(str(r[0]), int(r[1]), int(r[2]))] for r in await cursor.fetchall()]  # type: ignore[call-overload]
+                fresh = [unique[(r[0], r[1], r[2])] for r in await cursor.fetchall()]
                 stored = 0
                 async with conn.cursor().copy(
                     "COPY readings (tag_id, ts, value, value_text, quality, seq)"
@@ -113,8 +114,14 @@ class ReadingStore:
                             tag = tags[(batch.agent, reading.device, reading.tag)]
                             number, text = split_value(reading.value)
                             await copy.write_row(
-                                (tag.tag_id, us_to_datetime(reading.ts_us), number, text,
-                                 int(reading.quality), seq)
+                                (
+                                    tag.tag_id,
+                                    us_to_datetime(reading.ts_us),
+                                    number,
+                                    text,
+                                    int(reading.quality),
+                                    seq,
+                                )
                             )
                         stored += len(batch.seqs)
                 await conn.execute(
@@ -124,14 +131,15 @@ class ReadingStore:
         return WriteOutcome(len(fresh), len(batches) - len(fresh), stored)
 
     async def _tag_ids(
-        self, conn: AsyncConnection[tuple[object, ...]], batches: Iterable[Batch]
+        self, conn: AsyncConnection[TupleRow], batches: Iterable[Batch]
     ) -> dict[TagKey, TagInfo]:
         wanted: dict[TagKey, DataType] = {}
         for batch in batches:
             for reading in batch.readings:
                 wanted[(batch.agent, reading.device, reading.tag)] = reading.data_type
         missing = sorted(
-            key for key, data_type in wanted.items()
+            key
+            for key, data_type in wanted.items()
             if key not in self._tags or self._tags[key].data_type is not data_type
         )
         if missing:
@@ -190,14 +198,10 @@ class ReadingStore:
             )
             rows = await cursor.fetchall()
         return [
-            StoredReading(
-                row[0],  # type: ignore[arg-type]
-                join_value(tag.data_type, row[1], row[2]),  # type: ignore[arg-type]
-                Quality(row[3]),  # type: ignore[call-overload]
-            )
+            StoredReading(row[0], join_value(tag.data_type, row[1], row[2]), Quality(row[3]))
             for row in rows
         ]
 
 
-def _tag_info(row: Sequence[object]) -> TagInfo:
-    return TagInfo(int(row[0]), str(row[1]), str(row[2]), str(row[3]), DataType(row[4]))  # type: ignore[call-overload]
+def _tag_info(row: TupleRow) -> TagInfo:
+    return TagInfo(row[0], row[1], row[2], row[3], DataType(row[4]))

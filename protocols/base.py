@@ -1,14 +1,14 @@
 """What every device driver offers the agent: a Source with a connection state."""
 
 from collections.abc import Sequence
-from enum import Enum
+from enum import StrEnum
 from typing import Protocol
 
 from shared.errors import PlantwireError
 from shared.readings import Reading
 
 
-class DeviceState(str, Enum):
+class DeviceState(StrEnum):
     """Connection state of one device, as the agent reports it."""
 
     CONNECTING = "connecting"

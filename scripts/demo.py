@@ -70,8 +70,9 @@ class Demo:
         log = open(STATE / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the child
         print(f"demo: starting {name} (log: .demo/{name}.log)", flush=True)
         # A new session, so Ctrl-C reaches only this script, which then stops children in order.
-        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                   cwd=ROOT, start_new_session=True)
+        process = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True
+        )
         self.processes.append((name, process))
         return process
 
@@ -102,18 +103,28 @@ class Demo:
             wait_port(BROKER_PORT, 30, broker, "broker")
             env["PLANTWIRE_MQTT_URL"] = f"mqtt://127.0.0.1:{BROKER_PORT}"
         env["PLANTWIRE_HTTP_PORT"] = str(HTTP_PORT)
-        sim = self.spawn("simulator", [
-            str(BIN / "plantwire-sim"), "--opcua-port", str(SIM_PORTS["opcua"]),
-            "--modbus-port", str(SIM_PORTS["modbus"]),
-        ], env)
+        sim = self.spawn(
+            "simulator",
+            [
+                str(BIN / "plantwire-sim"),
+                "--opcua-port",
+                str(SIM_PORTS["opcua"]),
+                "--modbus-port",
+                str(SIM_PORTS["modbus"]),
+            ],
+            env,
+        )
         for port in SIM_PORTS.values():
             wait_port(port, 30, sim, "simulator")
-        collector = self.spawn("collector", [
-            str(BIN / "plantwire-collector"), "run", "--config", "config/collector.yaml"
-        ], env)
+        collector = self.spawn(
+            "collector",
+            [str(BIN / "plantwire-collector"), "run", "--config", "config/collector.yaml"],
+            env,
+        )
         wait_port(HTTP_PORT, 60, collector, "collector")
-        self.spawn("agent", [str(BIN / "plantwire-agent"), "run", "--config", "config/agent.yaml"],
-                   env)
+        self.spawn(
+            "agent", [str(BIN / "plantwire-agent"), "run", "--config", "config/agent.yaml"], env
+        )
         return f"http://127.0.0.1:{HTTP_PORT}"
 
     def wait_for_readings(self, base: str, timeout: float) -> None:
@@ -124,17 +135,22 @@ class Demo:
             for name, process in self.processes:
                 if process.poll() is not None:
                     raise SystemExit(f"demo: {name} exited; see .demo/{name}.log")
-            pending = [t for t in pending
-                       if fetch(f"{base}/api/v1/readings?tag={t}")[0] != 200
-                       or not fetch(f"{base}/api/v1/readings?tag={t}")[1]["count"]]
+            pending = [
+                t
+                for t in pending
+                if fetch(f"{base}/api/v1/readings?tag={t}")[0] != 200
+                or not fetch(f"{base}/api/v1/readings?tag={t}")[1]["count"]
+            ]
             time.sleep(0.5)
         if pending:
             raise SystemExit(f"demo: no readings for {pending} within {timeout:.0f}s")
         for tag in wanted:
             body = fetch(f"{base}/api/v1/readings?tag={tag}")[1]
             last = body["readings"][-1]
-            print(f"demo: {tag:<28} {body['count']:>4} readings, last {last['value']!r}"
-                  f" at {last['ts']}")
+            print(
+                f"demo: {tag:<28} {body['count']:>4} readings, last {last['value']!r}"
+                f" at {last['ts']}"
+            )
 
     def stop(self) -> None:
         for name, process in reversed(self.processes):
@@ -159,8 +175,12 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--duration", type=float, default=0,
-                        help="stop by itself after this many seconds (0: run until Ctrl-C)")
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=0,
+        help="stop by itself after this many seconds (0: run until Ctrl-C)",
+    )
     args = parser.parse_args()
     demo = Demo()
     started = time.monotonic()
@@ -170,8 +190,10 @@ def main() -> int:
     try:
         base = demo.start()
         demo.wait_for_readings(base, timeout=60)
-        print(f"demo: readings from both protocols arrived {time.monotonic() - started:.1f}s"
-              " after start. Look at:")
+        print(
+            f"demo: readings from both protocols arrived {time.monotonic() - started:.1f}s"
+            " after start. Look at:"
+        )
         print(f"  {base}/api/v1/readings?tag=press-1-modbus/good_count")
         print(f"  {base}/api/v1/readings?tag=press-1-opcua/temperature")
         print(f"  {base}/healthz")

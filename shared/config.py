@@ -1,4 +1,4 @@
-"""Loading a program's YAML configuration into a strict pydantic model, with environment overrides."""
+"""Loading a program's YAML configuration into strict pydantic models, with env overrides."""
 
 import os
 import re

@@ -1,4 +1,4 @@
-"""An asyncio face on paho-mqtt: connect, publish-and-await-PUBACK, subscribe, consume with manual ack."""
+"""An asyncio face on paho-mqtt: connect, publish and await PUBACK, subscribe, consume, ack."""
 
 import asyncio
 import logging
@@ -12,8 +12,8 @@ from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.properties import Properties
 from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from pydantic import Field, SecretStr, field_validator
 
 from shared.config import Duration, StrictModel
@@ -173,7 +173,7 @@ class MqttClient:
         self._messages = asyncio.Queue(self._receive_queue)
         properties = None
         if self._v5:
-            properties = Properties(PacketTypes.CONNECT)
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             properties.SessionExpiryInterval = int(self._settings.session_expiry)
         self._client.connect_async(
             self._settings.host,
@@ -210,7 +210,7 @@ class MqttClient:
         """Subscribe now and again after every reconnect; wait for SUBACK."""
         self._subscriptions[topic_filter] = qos
         result, mid = self._client.subscribe(topic_filter, qos)
-        if result != paho.MQTT_ERR_SUCCESS:
+        if result != paho.MQTT_ERR_SUCCESS or mid is None:
             raise MqttError(f"subscribe to {topic_filter} failed: {paho.error_string(result)}")
         await self._await_mid(mid, timeout, f"SUBACK for {topic_filter}")
 
@@ -284,8 +284,11 @@ class MqttClient:
         self._complete(mid)
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
-        assert self._loop is not None and self._messages is not None
-        item = Message(message.topic, message.payload, message.qos, message.mid, message.retain)
+        assert self._loop is not None
+        assert self._messages is not None
+        item = Message(
+            message.topic, bytes(message.payload), message.qos, message.mid, message.retain
+        )
         future = asyncio.run_coroutine_threadsafe(self._messages.put(item), self._loop)
         # Blocking here stops paho reading the socket: a slow consumer slows the broker down.
         while not self._closing:

@@ -2,12 +2,12 @@
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import Enum, IntEnum
+from enum import IntEnum, StrEnum
 
 Value = bool | int | float | str
 
 
-class DataType(str, Enum):
+class DataType(StrEnum):
     """The PLC-side type of a tag; decides how its value is encoded and stored."""
 
     BOOL = "bool"

@@ -49,7 +49,9 @@ class Topics:
             or parts[: len(prefix_parts)] != prefix_parts
             or parts[len(prefix_parts)] != "v1"
         ):
-            raise WireError(f"topic {topic!r} is not under {self.prefix}/v1/<agent>/...", reason="topic")
+            raise WireError(
+                f"topic {topic!r} is not under {self.prefix}/v1/<agent>/...", reason="topic"
+            )
         agent = parts[len(prefix_parts) + 1]
         if not _AGENT_ID.match(agent):
             raise WireError(f"topic {topic!r} names an invalid agent id", reason="topic")
@@ -124,7 +126,9 @@ def encode_batch(agent: str, epoch: int, seqs: Sequence[int], readings: Sequence
 def _check_reading(payload: BatchPayload, i: int) -> Reading:
     position = payload.t[i]
     if not 0 <= position < len(payload.tags):
-        raise WireError(f"reading {i}: tag index {position} is outside the tag dictionary", reason="reading")
+        raise WireError(
+            f"reading {i}: tag index {position} is outside the tag dictionary", reason="reading"
+        )
     tag = payload.tags[position]
     ts_us = payload.ts[i]
     if not MIN_TS_US <= ts_us < MAX_TS_US:
@@ -138,7 +142,9 @@ def _check_reading(payload: BatchPayload, i: int) -> Reading:
         if tag.type in (DataType.FLOAT32, DataType.FLOAT64) and type(value) is int:
             value = float(value)  # JSON writes 3.0 as 3
         if not value_fits(tag.type, value):
-            raise WireError(f"reading {i}: value {value!r} is not a valid {tag.type.value}", reason="reading")
+            raise WireError(
+                f"reading {i}: value {value!r} is not a valid {tag.type.value}", reason="reading"
+            )
     return Reading(tag.device, tag.tag, tag.type, ts_us, value, quality)
 
 
@@ -149,7 +155,10 @@ def decode_batch(raw: bytes, topic_agent: str) -> Batch:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise WireError(f"payload is not JSON: {exc}", reason="not_json") from exc
     if isinstance(document, dict) and document.get("v") != WIRE_VERSION:
-        raise WireError(f"unsupported wire version {document.get('v')!r}; expected {WIRE_VERSION}", reason="version")
+        raise WireError(
+            f"unsupported wire version {document.get('v')!r}; expected {WIRE_VERSION}",
+            reason="version",
+        )
     try:
         payload = BatchPayload.model_validate(document)
     except ValidationError as exc:
@@ -157,7 +166,10 @@ def decode_batch(raw: bytes, topic_agent: str) -> Batch:
         where = ".".join(str(part) for part in first["loc"])
         raise WireError(f"payload field {where}: {first['msg']}", reason="schema") from exc
     if payload.agent != topic_agent:
-        raise WireError(f"payload agent {payload.agent!r} differs from topic agent {topic_agent!r}", reason="agent_mismatch")
+        raise WireError(
+            f"payload agent {payload.agent!r} differs from topic agent {topic_agent!r}",
+            reason="agent_mismatch",
+        )
     count = len(payload.seq)
     if count == 0:
         raise WireError("batch has no readings", reason="schema")

@@ -20,7 +20,9 @@ from protocols.simulator.runner import Simulator
 from tests.servers import free_port
 
 
-def modbus_device(simulator_port: int, name: str = "sim-modbus", interval: str = "200ms") -> dict[str, Any]:
+def modbus_device(
+    simulator_port: int, name: str = "sim-modbus", interval: str = "200ms"
+) -> dict[str, Any]:
     """A Modbus device entry reading every simulator tag that Modbus serves."""
     return {
         "name": name,
@@ -30,8 +32,13 @@ def modbus_device(simulator_port: int, name: str = "sim-modbus", interval: str =
         "poll_interval": interval,
         "timeout": "1s",
         "tags": [
-            {"name": tag.name, "table": tag.modbus_table, "address": tag.modbus_address,
-             "type": tag.data_type.value, "length": tag.string_length}
+            {
+                "name": tag.name,
+                "table": tag.modbus_table,
+                "address": tag.modbus_address,
+                "type": tag.data_type.value,
+                "length": tag.string_length,
+            }
             for tag in TAGS
             if tag.modbus_table is not None
         ],

@@ -6,7 +6,7 @@ from typing import Literal
 from shared.readings import DataType, Value
 
 ByteOrder = Literal["ABCD", "BADC", "CDAB", "DCBA"]
-"""Order of a 32-bit value's bytes A (most significant) to D on the wire; 64-bit values extend it."""
+"""Wire order of a 32-bit value's bytes, A most significant; 64-bit values extend it."""
 
 _STRUCT = {
     DataType.INT16: ">h",
@@ -46,7 +46,9 @@ def _bytes(registers: list[int]) -> bytes:
     return b"".join(register.to_bytes(2, "big") for register in registers)
 
 
-def encode(value: Value, data_type: DataType, order: ByteOrder = "ABCD", length: int = 0) -> list[int]:
+def encode(
+    value: Value, data_type: DataType, order: ByteOrder = "ABCD", length: int = 0
+) -> list[int]:
     """Encode a value as registers; strings are padded with NUL to `length` registers."""
     if data_type is DataType.BOOL:
         return [1 if value else 0]

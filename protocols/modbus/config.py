@@ -38,7 +38,9 @@ class ModbusDevice(StrictModel):
 
     type: Literal["modbus"] = Field(description="Selects the Modbus driver.")
     name: str = Field(
-        min_length=1, max_length=200, pattern=r"^[^/]+$",
+        min_length=1,
+        max_length=200,
+        pattern=r"^[^/]+$",
         description="Device name, unique per agent; no '/'.",
     )
     host: str = Field(description="Host name or IP address.")

@@ -25,7 +25,9 @@ def tag_span(tag: ModbusTag) -> int:
     return 1 if tag.table in BIT_TABLES else register_count(tag.type, tag.length)
 
 
-def plan_reads(tags: Sequence[ModbusTag], *, max_gap: int, address_shift: int = 0) -> list[ReadRequest]:
+def plan_reads(
+    tags: Sequence[ModbusTag], *, max_gap: int, address_shift: int = 0
+) -> list[ReadRequest]:
     """Coalesce tags per table into requests, reading over gaps of at most `max_gap`."""
     requests: list[ReadRequest] = []
     by_table: dict[Table, list[ModbusTag]] = {}

@@ -1,6 +1,5 @@
 """Polling a Modbus TCP device: planned block reads, decoded into readings."""
 
-import asyncio
 from collections.abc import Sequence
 
 from pymodbus.client import AsyncModbusTcpClient
@@ -90,7 +89,7 @@ class ModbusSource:
             response = await calls[request.table](
                 request.address, count=request.count, device_id=unit
             )
-        except (ModbusException, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, ModbusException, OSError) as exc:
             self._state = DeviceState.DISCONNECTED
             raise DeviceUnreachable(f"{self.name}: {request.table} read failed: {exc}") from exc
         if response.isError():
@@ -127,4 +126,3 @@ class ModbusSource:
             self._client.close()
             self._client = None
         self._state = DeviceState.DISCONNECTED
-

@@ -26,7 +26,9 @@ class OpcUaTag(StrictModel):
     @classmethod
     def _check_node(cls, node: str) -> str:
         if not NODE_ID.match(node):
-            raise ValueError("expected a node id such as 'nsu=urn:example;s=Line1.Speed' or 'ns=2;i=7'")
+            raise ValueError(
+                "expected a node id such as 'nsu=urn:example;s=Line1.Speed' or 'ns=2;i=7'"
+            )
         return node
 
 
@@ -35,10 +37,14 @@ class OpcUaDevice(StrictModel):
 
     type: Literal["opcua"] = Field(description="Selects the OPC UA driver.")
     name: str = Field(
-        min_length=1, max_length=200, pattern=r"^[^/]+$",
+        min_length=1,
+        max_length=200,
+        pattern=r"^[^/]+$",
         description="Device name, unique per agent; no '/'.",
     )
-    endpoint: str = Field(pattern=r"^opc\.tcp://", description="Endpoint URL, opc.tcp://host:port/path.")
+    endpoint: str = Field(
+        pattern=r"^opc\.tcp://", description="Endpoint URL, opc.tcp://host:port/path."
+    )
     poll_interval: Duration = Field(default=1.0, gt=0, description="Time between polls.")
     timeout: Duration = Field(default=4.0, gt=0, description="Per-request timeout.")
     max_nodes_per_read: int = Field(

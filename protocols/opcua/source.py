@@ -5,7 +5,10 @@ import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from asyncua import Client, ua
+from asyncua import ua
+from asyncua.client.client import Client
+from asyncua.ua.attribute_ids import AttributeIds
+from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.uaerrors import UaError
 
 from protocols.base import DeviceState, DeviceUnreachable
@@ -113,7 +116,7 @@ class OpcUaSource:
 
     async def _server_read_limit(self, client: Client) -> int:
         node = client.get_node(
-            ua.NodeId(ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead)
+            ua.NodeId(ua.Int32(ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead))
         )
         try:
             limit = int(await node.read_value())
@@ -132,7 +135,7 @@ class OpcUaSource:
         for start in range(0, len(tags), self._chunk):
             chunk = self._node_ids[start : start + self._chunk]
             try:
-                values = await self._client.uaclient.read_attributes(chunk, ua.AttributeIds.Value)
+                values = await self._client.uaclient.read_attributes(chunk, AttributeIds.Value)
             except _CONNECT_ERRORS as exc:
                 self._state = DeviceState.DISCONNECTED
                 raise DeviceUnreachable(f"{self.name}: read failed: {exc!r}") from exc
@@ -156,7 +159,11 @@ class OpcUaSource:
             if served_type is None or data_type is None or not value_fits(data_type, value):
                 log.warning(
                     "%s/%s: value %r of type %s does not fit %s; reported as bad",
-                    self.name, tag.name, value, variant.VariantType.name, data_type,
+                    self.name,
+                    tag.name,
+                    value,
+                    variant.VariantType.name,
+                    data_type,
                 )
                 value, quality = None, Quality.BAD
         if value is None:
@@ -169,7 +176,11 @@ class OpcUaSource:
         """One bad reading per tag."""
         return [
             Reading(
-                self.name, tag.name, self._types.get(tag.name, DataType.FLOAT64), ts_us, None,
+                self.name,
+                tag.name,
+                self._types.get(tag.name, DataType.FLOAT64),
+                ts_us,
+                None,
                 Quality.BAD,
             )
             for tag in self._config.tags

@@ -24,7 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tick", type=float, default=0.1, help="seconds between machine updates")
     parser.add_argument("--seed", type=int, default=1, help="random seed of the machine model")
     parser.add_argument(
-        "--byte-order", choices=["ABCD", "BADC", "CDAB", "DCBA"], default="ABCD",
+        "--byte-order",
+        choices=["ABCD", "BADC", "CDAB", "DCBA"],
+        default="ABCD",
         help="Modbus byte/word order of multi-register values",
     )
     parser.add_argument("--list-tags", action="store_true", help="print the tag map and exit")

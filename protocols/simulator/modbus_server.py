@@ -81,13 +81,15 @@ class ModbusImage:
 
 def build_server(image: ModbusImage, host: str, port: int) -> ModbusTcpServer:
     """A Modbus TCP server answering every unit id from the image."""
-    blocks = tuple(
-        [
-            SimData(0, count=image.sizes[table] * 16, values=False, datatype=SimType.BITS)
-            if table in ("coil", "discrete_input")
-            else SimData(0, count=image.sizes[table], values=0, datatype=SimType.REGISTERS)
-        ]
-        for table in _BLOCK_ORDER
+    bits = [
+        [SimData(0, count=image.sizes[table] * 16, values=False, datatype=SimType.BITS)]
+        for table in ("coil", "discrete_input")
+    ]
+    registers = [
+        [SimData(0, count=image.sizes[table], values=0, datatype=SimType.REGISTERS)]
+        for table in ("holding_register", "input_register")
+    ]
+    device = SimDevice(
+        0, simdata=(bits[0], bits[1], registers[0], registers[1]), action=image.on_access
     )
-    device = SimDevice(0, simdata=blocks, action=image.on_access)
     return ModbusTcpServer(device, address=(host, port))

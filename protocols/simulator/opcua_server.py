@@ -4,7 +4,8 @@ import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from asyncua import Server, ua
+from asyncua import ua
+from asyncua.server.server import Server
 
 from protocols.simulator.machine import Machine, SimTag
 from shared.readings import DataType, Value, us_to_datetime
@@ -52,10 +53,11 @@ class OpcUaMachineServer:
             logging.getLogger(name).setLevel(logging.WARNING)
         namespace = await server.register_namespace(NAMESPACE_URI)
         machine_object = await server.nodes.objects.add_object(
-            ua.NodeId("Machine", namespace), ua.QualifiedName("Machine", namespace)
+            ua.NodeId(ua.String("Machine"), ua.Int16(namespace)),
+            ua.QualifiedName("Machine", namespace),
         )
         for tag in self._tags:
-            node_id = ua.NodeId(node_name(tag), namespace)
+            node_id = ua.NodeId(ua.String(node_name(tag)), ua.Int16(namespace))
             variant = ua.Variant(self._machine.values[tag.name], _VARIANTS[tag.data_type])
             await machine_object.add_variable(
                 node_id, ua.QualifiedName(tag.opcua_name, namespace), variant
@@ -65,11 +67,21 @@ class OpcUaMachineServer:
         await server.start()
 
     async def publish(self) -> None:
-        """Write every value that changed since the last publish, stamped with the machine's time."""
+        """Write the values changed since the last publish, stamped with the machine's time."""
         machine = self._machine
         if machine.version == self._published_version:
             return
-        stamp = us_to_datetime(machine.updated_us) if machine.updated_us else datetime.now(UTC)
+        moment = us_to_datetime(machine.updated_us) if machine.updated_us else datetime.now(UTC)
+        stamp = ua.DateTime(
+            moment.year,
+            moment.month,
+            moment.day,
+            moment.hour,
+            moment.minute,
+            moment.second,
+            moment.microsecond,
+            tzinfo=UTC,
+        )
         for tag in self._tags:
             value = machine.values[tag.name]
             if self._published.get(tag.name, _UNSET) == value:

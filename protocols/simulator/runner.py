@@ -69,4 +69,4 @@ class Simulator:
         if self.opcua is not None:
             await self.opcua.stop()
         if self._modbus is not None:
-            await self._modbus.shutdown()
+            await self._modbus.shutdown()  # type: ignore[no-untyped-call]

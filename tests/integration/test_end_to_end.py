@@ -1,6 +1,6 @@
 """Simulator -> agent -> Mosquitto -> collector -> PostgreSQL -> HTTP, all real."""
 
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 from protocols.simulator.machine import TAGS
@@ -35,7 +35,10 @@ JSON_TYPES = {"bool": bool, "string": str, "float32": float, "float64": float}
 
 
 async def test_values_types_and_timestamps_arrive_as_served(
-    simulator: Simulator, mosquitto: MosquittoServer, database_url: str, topic_prefix: str,
+    simulator: Simulator,
+    mosquitto: MosquittoServer,
+    database_url: str,
+    topic_prefix: str,
     tmp_path: Path,
 ) -> None:
     simulator.machine.paused = True
@@ -45,11 +48,15 @@ async def test_values_types_and_timestamps_arrive_as_served(
     await simulator.opcua.publish()
 
     collector = collector_config(
-        database_url=database_url, mqtt_url=mosquitto.url, prefix=topic_prefix,
+        database_url=database_url,
+        mqtt_url=mosquitto.url,
+        prefix=topic_prefix,
         client_id=f"{topic_prefix}-collector",
     )
     agent = agent_config(
-        agent_id="e2e-agent", buffer=tmp_path / "buffer.sqlite", mqtt_url=mosquitto.url,
+        agent_id="e2e-agent",
+        buffer=tmp_path / "buffer.sqlite",
+        mqtt_url=mosquitto.url,
         prefix=topic_prefix,
         devices=[
             modbus_device(simulator.modbus_port),
@@ -61,9 +68,7 @@ async def test_values_types_and_timestamps_arrive_as_served(
 
         async def all_tags_arrived() -> bool:
             for device, tag in expected:
-                status, body = await get_json(
-                    f"{base}/api/v1/readings", tag=f"{device}/{tag.name}"
-                )
+                status, body = await get_json(f"{base}/api/v1/readings", tag=f"{device}/{tag.name}")
                 if status != 200 or body["count"] < 2:
                     return False
             return True
