@@ -1,0 +1,134 @@
+"""The SQLite buffer: durable batches with stable identity across restarts."""
+
+import math
+import sqlite3
+from pathlib import Path
+
+from agent.buffer import SqliteBuffer
+from shared.readings import DataType, Quality, Reading
+
+TS = 1_790_000_000_000_000
+
+
+def readings(count: int, start: int = 0) -> list[Reading]:
+    return [
+        Reading("dev", f"t{i % 3}", DataType.INT32, TS + i, i) for i in range(start, start + count)
+    ]
+
+
+async def opened(path: Path) -> SqliteBuffer:
+    buffer = SqliteBuffer(path)
+    await buffer.open()
+    return buffer
+
+
+async def test_batches_come_out_in_order_and_leave_only_when_accepted(tmp_path: Path) -> None:
+    buffer = await opened(tmp_path / "b.sqlite")
+    assert await buffer.begin(10) is None
+    assert await buffer.add(readings(25)) == 0
+    assert buffer.wait_for_data().is_set()
+    first = await buffer.begin(10)
+    second = await buffer.begin(10)
+    assert first is not None
+    assert second is not None
+    assert list(first.seqs) == list(range(1, 11))
+    assert list(second.seqs) == list(range(11, 21))
+    assert [r.value for r in first.readings] == list(range(10))
+    stats = await buffer.stats()
+    assert (stats.readings, stats.batches_in_flight, stats.oldest_ts_us) == (25, 2, TS)
+    await buffer.end(first, accepted=True)
+    await buffer.end(second, accepted=False)
+    again = await buffer.begin(10)
+    assert again == second, "a refused batch is sent again unchanged"
+    await buffer.end(again, accepted=True)
+    last = await buffer.begin(10)
+    assert last is not None
+    assert list(last.seqs) == list(range(21, 26))
+    await buffer.end(last, accepted=True)
+    stats = await buffer.stats()
+    assert (stats.readings, stats.batches_in_flight, stats.oldest_ts_us) == (0, 0, None)
+    await buffer.close()
+
+
+async def test_restart_resends_unacknowledged_batches_with_the_same_identity(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "b.sqlite"
+    buffer = await opened(path)
+    await buffer.add(readings(30))
+    sent = await buffer.begin(12)
+    assert sent is not None
+    epoch = buffer.epoch
+    await buffer.close()
+
+    buffer = await opened(path)
+    assert buffer.epoch == epoch
+    await buffer.add(readings(5, start=30))
+    resent = await buffer.begin(100)
+    assert resent == sent
+    rest = await buffer.begin(100)
+    assert rest is not None
+    assert list(rest.seqs) == list(range(13, 36))
+    await buffer.end(resent, accepted=True)
+    await buffer.end(rest, accepted=True)
+    await buffer.add(readings(1))
+    fresh = await buffer.begin(100)
+    assert fresh is not None
+    assert list(fresh.seqs) == [36], "sequence numbers are never reused"
+    await buffer.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+async def test_restart_with_everything_acknowledged_continues_after_the_last(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "b.sqlite"
+    buffer = await opened(path)
+    await buffer.add(readings(3))
+    batch = await buffer.begin(10)
+    assert batch is not None
+    await buffer.end(batch, accepted=True)
+    await buffer.add(readings(2))
+    await buffer.close()
+    buffer = await opened(path)
+    batch = await buffer.begin(10)
+    assert batch is not None
+    assert list(batch.seqs) == [4, 5]
+    await buffer.close()
+
+
+async def test_new_file_gets_a_new_epoch(tmp_path: Path) -> None:
+    one = await opened(tmp_path / "one.sqlite")
+    two = await opened(tmp_path / "two.sqlite")
+    assert one.epoch != two.epoch
+    await one.close()
+    await two.close()
+
+
+async def test_awkward_values_survive(tmp_path: Path) -> None:
+    buffer = await opened(tmp_path / "b.sqlite")
+    values = [
+        Reading("d", "nan", DataType.FLOAT64, TS, math.nan),
+        Reading("d", "big", DataType.UINT64, TS, 2**64 - 1),
+        Reading("d", "flag", DataType.BOOL, TS, False),
+        Reading("d", "whole", DataType.FLOAT32, TS, 3.0),
+        Reading("d", "text", DataType.STRING, TS, "12"),
+        Reading("d", "gone", DataType.INT16, TS, None, Quality.BAD),
+    ]
+    await buffer.add(values)
+    await buffer.add([])
+    batch = await buffer.begin(10)
+    assert batch is not None
+    nan, big, flag, whole, text, gone = batch.readings
+    assert isinstance(nan.value, float)
+    assert math.isnan(nan.value)
+    assert big.value == 2**64 - 1
+    assert flag.value is False
+    assert whole.value == 3.0
+    assert type(whole.value) is float
+    assert text.value == "12"
+    assert gone.value is None
+    assert gone.quality is Quality.BAD
+    await buffer.close()
