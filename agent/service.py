@@ -46,10 +46,12 @@ class AgentService:
             settings=config.forward,
         )
         self._tasks: list[asyncio.Task[None]] = []
+        self._running = False
 
     async def start(self) -> None:
         """Open the buffer, start connecting to the broker, start polling and forwarding."""
         await self.buffer.open()
+        self._running = True
         self.mqtt.start()
         for device, poller in zip(self.config.devices, self.pollers, strict=True):
             self._tasks.append(asyncio.create_task(poller.run(), name=f"poll-{device.name}"))
@@ -64,6 +66,9 @@ class AgentService:
 
     async def stop(self) -> None:
         """Stop polling and forwarding; what is buffered stays buffered for the next start."""
+        if not self._running:
+            return
+        self._running = False
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

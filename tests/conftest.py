@@ -54,3 +54,14 @@ async def simulator() -> AsyncIterator[Simulator]:
     """The PLC simulator serving OPC UA and Modbus on free ports."""
     async with running_simulator() as sim:
         yield sim
+
+
+@pytest.fixture
+def postgres_fresh_url(postgres: PostgresServer) -> Iterator[str]:
+    """An empty database with no schema at all."""
+    name = f"fresh_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres.url(), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    yield postgres.url(name)
+    with psycopg.connect(postgres.url(), autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")

@@ -112,9 +112,11 @@ async def running_agent(config: AgentConfig) -> AsyncIterator[AgentService]:
 
 
 @contextlib.asynccontextmanager
-async def running_simulator(**options: Any) -> AsyncIterator[Simulator]:
-    """Run the simulator on free ports."""
-    simulator = Simulator(opcua_port=free_port(), modbus_port=free_port(), **options)
+async def running_simulator(*, opcua: bool = True, **options: Any) -> AsyncIterator[Simulator]:
+    """Run the simulator on free ports; without `opcua` it serves Modbus only (starts faster)."""
+    simulator = Simulator(
+        opcua_port=free_port() if opcua else None, modbus_port=free_port(), **options
+    )
     await simulator.start()
     try:
         yield simulator

@@ -32,7 +32,7 @@ async def run(script: list[str]) -> tuple[Collected, ScriptedSource, DevicePolle
 
 
 async def test_polls_every_interval() -> None:
-    sink, source, poller, clock = await run(["ok", "ok", "ok", "ok"])
+    sink, source, poller, _ = await run(["ok", "ok", "ok", "ok"])
     assert poller.polls == 3
     assert [r.quality for r in sink.readings] == [Quality.GOOD] * 3
     gaps = [b.ts_us - a.ts_us for a, b in zip(sink.readings, sink.readings[1:], strict=False)]
@@ -46,7 +46,7 @@ async def test_outage_gives_one_bad_reading_and_one_log_line_each_way(
 ) -> None:
     caplog.set_level(logging.INFO, logger="agent.poller")
     script = ["ok", "ok", "down", "down", "down", "down", "ok", "ok"]
-    sink, _, poller, _ = await run(script)
+    sink, _, _, _ = await run(script)
     qualities = [r.quality for r in sink.readings]
     assert qualities == [Quality.GOOD, Quality.BAD, Quality.GOOD]
     assert sink.readings[1].value is None

@@ -1,0 +1,225 @@
+"""The collector against real Mosquitto and PostgreSQL: quarantine, exactly-once, API errors."""
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import psycopg
+import pytest
+
+from collector.cli import main as collector_main
+from collector.config import CollectorConfig
+from shared.mqtt import MqttClient, MqttSettings
+from shared.readings import DataType, Reading
+from shared.wire import encode_batch
+from tests.harness import collector_config, eventually, get_json, running_collector
+from tests.servers import MosquittoServer, free_port
+
+TS = 1_790_000_000_000_000
+
+
+@pytest.fixture
+def config(database_url: str, mosquitto: MosquittoServer, topic_prefix: str) -> CollectorConfig:
+    return collector_config(
+        database_url=database_url,
+        mqtt_url=mosquitto.url,
+        prefix=topic_prefix,
+        client_id=f"{topic_prefix}-collector",
+        max_payload_bytes=4096,
+    )
+
+
+@pytest.fixture
+async def collector(config: CollectorConfig) -> AsyncIterator[str]:
+    async with running_collector(config) as base:
+        yield base
+
+
+@pytest.fixture
+async def publisher(mosquitto: MosquittoServer, topic_prefix: str) -> AsyncIterator[MqttClient]:
+    client = MqttClient(
+        MqttSettings(url=mosquitto.url), client_id=f"{topic_prefix}-pub", persistent_session=False
+    )
+    await client.connect()
+    yield client
+    await client.close()
+
+
+def batch(agent: str, first_seq: int, values: list[float], device: str = "press") -> bytes:
+    readings = [
+        Reading(device, "temp", DataType.FLOAT64, TS + (first_seq + i) * 1000, value)
+        for i, value in enumerate(values)
+    ]
+    return encode_batch(agent, 42, list(range(first_seq, first_seq + len(values))), readings)
+
+
+def count(url: str, sql: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(sql).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def metrics_text(base: str) -> str:
+    async with aiohttp.ClientSession() as session, session.get(f"{base}/metrics") as response:
+        return await response.text()
+
+
+async def test_bad_payloads_are_quarantined_counted_and_ingest_goes_on(
+    collector: str, publisher: MqttClient, database_url: str, topic_prefix: str
+) -> None:
+    good = json.loads(batch("a1", 1, [1.0, 2.0]))
+    bad = {
+        "not_json": b"\x00not json",
+        "version": json.dumps({**good, "v": 9}).encode(),
+        "schema": json.dumps({**good, "val": {"a": 1}}).encode(),
+        "timestamp": json.dumps({**good, "ts": [TS, 10**18 * 9]}).encode(),
+        "agent_mismatch": batch("someone-else", 1, [1.0]),
+        "too_large": batch("a1", 1, [1.5] * 400),
+    }
+    for payload in bad.values():
+        await publisher.publish(f"{topic_prefix}/v1/a1/batch", payload, timeout=5)
+    await publisher.publish(f"{topic_prefix}/v1/bad agent/batch", batch("a1", 1, [1.0]), timeout=5)
+    await publisher.publish(f"{topic_prefix}/v1/a1/batch", batch("a1", 1, [1.0, 2.0]), timeout=5)
+
+    async def settled() -> bool:
+        return count(database_url, "SELECT count(*) FROM readings") == 2
+
+    await eventually(settled, what="the good batch after the bad ones")
+    assert count(database_url, "SELECT count(*) FROM dead_letters") == len(bad) + 1
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute("SELECT topic, payload, error FROM dead_letters ORDER BY id").fetchall()
+    assert bytes(rows[0][1]) == bad["not_json"], "the raw bytes are kept"
+    assert "not JSON" in rows[0][2]
+    text = await metrics_text(collector)
+    for reason in [*bad, "topic"]:
+        assert f'plantwire_collector_dead_letters_total{{reason="{reason}"}} 1.0' in text
+    assert 'plantwire_collector_messages_total{outcome="quarantined"} 7.0' in text
+
+
+async def test_a_batch_sent_twice_is_stored_once(
+    collector: str, publisher: MqttClient, database_url: str, topic_prefix: str
+) -> None:
+    topic = f"{topic_prefix}/v1/a1/batch"
+    await publisher.publish(topic, batch("a1", 1, [1.0, 2.0, 3.0]), timeout=5)
+    await publisher.publish(topic, batch("a1", 1, [1.0, 2.0, 3.0]), timeout=5)
+    await publisher.publish(topic, batch("a1", 4, [4.0]), timeout=5)
+
+    async def all_handled() -> bool:
+        text = await metrics_text(collector)
+        return 'plantwire_collector_messages_total{outcome="duplicate"} 1.0' in text and (
+            'plantwire_collector_messages_total{outcome="stored"} 2.0' in text
+        )
+
+    await eventually(all_handled, what="one duplicate and two stored batches")
+    assert count(database_url, "SELECT count(*) FROM readings") == 4
+    assert count(database_url, "SELECT count(*) FROM batches") == 2
+    status, body = await get_json(
+        f"{collector}/api/v1/readings", tag="press/temp", **{"from": "2026-01-01T00:00:00Z"}
+    )
+    assert status == 200
+    assert [r["value"] for r in body["readings"]] == [1.0, 2.0, 3.0, 4.0]
+
+
+async def test_api_answers_bad_requests_with_problem_details(
+    collector: str, publisher: MqttClient, topic_prefix: str
+) -> None:
+    await publisher.publish(
+        f"{topic_prefix}/v1/a1/batch", batch("a1", 1, [1.0, 2.0, 3.0]), timeout=5
+    )
+    await publisher.publish(
+        f"{topic_prefix}/v1/a2/batch", batch("a2", 1, [5.0], "press"), timeout=5
+    )
+    await publisher.publish(f"{topic_prefix}/v1/a2/batch", batch("a2", 2, [6.0], "oven"), timeout=5)
+    since = {"from": "2026-01-01T00:00:00Z"}
+
+    async def stored() -> bool:
+        status, _ = await get_json(f"{collector}/api/v1/readings", tag="oven/temp", **since)
+        return status == 200
+
+    await eventually(stored, what="batches of both agents")
+    cases = [
+        ({}, 400, "tag"),
+        ({"tag": "no-slash"}, 400, "tag"),
+        ({"tag": "press/temp", "agent": "a9"}, 404, "tag"),
+        ({"tag": "ghost/temp"}, 404, "tag"),
+        ({"tag": "press/temp"}, 400, "agent"),
+        ({"tag": "oven/temp", "from": "yesterday"}, 400, "from"),
+        ({"tag": "oven/temp", "to": "2026-01-01T00:00:00"}, 400, "to"),
+        (
+            {"tag": "oven/temp", "from": "2026-02-01T00:00:00Z", "to": "2026-01-01T00:00:00Z"},
+            400,
+            "from",
+        ),
+        ({"tag": "oven/temp", "limit": "0"}, 400, "limit"),
+        ({"tag": "oven/temp", "limit": "many"}, 400, "limit"),
+    ]
+    async with aiohttp.ClientSession() as session:
+        for params, status, name in cases:
+            async with session.get(f"{collector}/api/v1/readings", params=params) as response:
+                assert response.status == status, params
+                assert response.content_type == "application/problem+json"
+                body = await response.json(content_type=None)
+                assert body["status"] == status
+                assert body["invalid_params"][0]["name"] == name, params
+        async with session.get(f"{collector}/api/v1/nothing-here") as response:
+            assert response.status == 404
+            assert response.content_type == "application/problem+json"
+
+    status, body = await get_json(
+        f"{collector}/api/v1/readings", tag="press/temp", agent="a1", limit="2", **since
+    )
+    assert status == 200
+    assert (body["count"], body["truncated"], body["data_type"]) == (2, True, "float64")
+    assert body["readings"][0] == {
+        "ts": "2026-09-21T14:13:20.001000Z",
+        "value": 1.0,
+        "quality": "good",
+    }
+
+
+async def test_health_and_metrics(collector: str) -> None:
+    status, body = await get_json(f"{collector}/healthz")
+    assert status == 200
+    assert body == {"status": "ok", "checks": {"database": "ok", "mqtt": "ok"}}
+    text = await metrics_text(collector)
+    assert "plantwire_collector_mqtt_connected 1.0" in text
+
+
+def test_migrate_command_is_idempotent(
+    postgres_fresh_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert collector_main(["migrate", "--database-url", postgres_fresh_url]) == 0
+    assert "applied migrations: [1]" in capsys.readouterr().out
+    assert collector_main(["migrate", "--database-url", postgres_fresh_url]) == 0
+    assert "up to date" in capsys.readouterr().out
+    assert count(postgres_fresh_url, "SELECT count(*) FROM schema_migrations") == 1
+
+
+def test_migrate_needs_a_database(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("PLANTWIRE_DATABASE_URL", raising=False)
+    assert collector_main(["migrate"]) == 2
+    assert "PLANTWIRE_DATABASE_URL" in capsys.readouterr().err
+    url = f"postgresql://postgres@127.0.0.1:{free_port()}/none?connect_timeout=2"
+    assert collector_main(["migrate", "--database-url", url]) == 1
+    assert "migration failed" in capsys.readouterr().err
+
+
+def test_collector_stops_with_a_clear_error_when_the_database_is_unreachable(
+    tmp_path: Path, mosquitto: MosquittoServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "collector.yaml"
+    path.write_text(
+        f"database: {{url: 'postgresql://postgres@127.0.0.1:{free_port()}/x', "
+        "connect_timeout: 1s}\n"
+        f"mqtt: {{url: '{mosquitto.url}'}}\n"
+        f"http: {{port: {free_port()}}}\n"
+    )
+    assert collector_main(["run", "--config", str(path)]) == 1
+    assert "database.url: no connection to PostgreSQL" in capsys.readouterr().err
+    path.write_text("database: {}\n")
+    assert collector_main(["run", "--config", str(path)]) == 2
+    assert "database.url: required key is missing" in capsys.readouterr().err

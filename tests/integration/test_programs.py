@@ -1,0 +1,105 @@
+"""The three programs' command lines, run in this process against real servers."""
+
+import asyncio
+import signal
+from pathlib import Path
+
+import pytest
+import yaml
+
+from agent.cli import main as agent_main
+from agent.cli import run_agent
+from agent.config import load_agent_config
+from agent.service import AgentService
+from protocols.simulator import cli as sim_cli
+from tests.harness import eventually, modbus_device
+from tests.servers import MosquittoServer, free_port, wait_for_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_agent_check_config(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert agent_main(["check-config", str(ROOT / "config" / "agent.yaml")]) == 0
+    assert "OK: agent demo-agent, 2 devices, 22 tags" in capsys.readouterr().out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("agent: {id: x}\n")
+    assert agent_main(["check-config", str(bad)]) == 2
+    assert "buffer: required key is missing" in capsys.readouterr().err
+    assert agent_main(["run", "--config", str(bad)]) == 2
+
+
+def test_simulator_lists_its_tags(capsys: pytest.CaptureFixture[str]) -> None:
+    assert sim_cli.main(["--list-tags"]) == 0
+    out = capsys.readouterr().out
+    assert "temperature    float32  input_register@0" in out
+    assert "s=Machine.Program" in out
+
+
+async def test_simulator_serves_until_stopped(capsys: pytest.CaptureFixture[str]) -> None:
+    port = free_port()
+    args = sim_cli.build_parser().parse_args(["--opcua-port", "0", "--modbus-port", str(port)])
+    stop = asyncio.Event()
+    task = asyncio.create_task(sim_cli.serve(args, stop))
+    await asyncio.to_thread(wait_for_port, port)
+    stop.set()
+    await task
+    assert f"Modbus TCP 127.0.0.1:{port}" in capsys.readouterr().out
+
+
+async def test_agent_runs_until_stopped(tmp_path: Path, mosquitto: MosquittoServer) -> None:
+    port = free_port()
+    sim_args = sim_cli.build_parser().parse_args(["--opcua-port", "0", "--modbus-port", str(port)])
+    sim_stop = asyncio.Event()
+    sim = asyncio.create_task(sim_cli.serve(sim_args, sim_stop))
+    await asyncio.to_thread(wait_for_port, port)
+    path = tmp_path / "agent.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "agent": {"id": "cli-agent"},
+                "buffer": {"path": str(tmp_path / "b.sqlite")},
+                "mqtt": {"url": mosquitto.url, "topic_prefix": "cli-test"},
+                "devices": [modbus_device(port)],
+            }
+        )
+    )
+    service = AgentService(load_agent_config(path))
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_agent(service, stop))
+
+    async def forwarded() -> bool:
+        return service.forwarder.readings_sent > 0
+
+    await eventually(forwarded, what="the agent to forward readings")
+    stop.set()
+    await task
+    sim_stop.set()
+    await sim
+
+
+def test_programs_stop_cleanly_on_sigterm(tmp_path: Path, mosquitto: MosquittoServer) -> None:
+    """main() of the agent and of the simulator returns 0 when SIGTERM arrives."""
+    port = free_port()
+    path = tmp_path / "agent.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "agent": {"id": "sig-agent"},
+                "buffer": {"path": str(tmp_path / "b.sqlite")},
+                "mqtt": {"url": mosquitto.url, "topic_prefix": "sig-test"},
+                "devices": [modbus_device(port)],
+            }
+        )
+    )
+    programs = [
+        lambda: agent_main(["run", "--config", str(path)]),
+        lambda: sim_cli.main(["--opcua-port", "0", "--modbus-port", str(port)]),
+    ]
+    signal.signal(signal.SIGALRM, lambda *_: signal.raise_signal(signal.SIGTERM))
+    try:
+        for program in programs:
+            signal.setitimer(signal.ITIMER_REAL, 1.5)
+            assert program() == 0
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
