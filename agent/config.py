@@ -52,10 +52,12 @@ class ForwardSettings(StrictModel):
 class AgentConfig(StrictModel):
     """Everything plantwire-agent needs to run."""
 
-    agent: AgentIdentity
-    buffer: BufferSettings
-    mqtt: MqttSettings
-    forward: ForwardSettings = Field(default_factory=ForwardSettings)
+    agent: AgentIdentity = Field(description="Identity and logging.")
+    buffer: BufferSettings = Field(description="The store-and-forward buffer.")
+    mqtt: MqttSettings = Field(description="The broker batches are published to.")
+    forward: ForwardSettings = Field(
+        default_factory=ForwardSettings, description="Batching and retries."
+    )
     devices: list[Device] = Field(min_length=1, description="Devices this agent polls.")
 
     @model_validator(mode="after")

@@ -64,11 +64,15 @@ class CollectorIdentity(StrictModel):
 class CollectorConfig(StrictModel):
     """Everything plantwire-collector needs to run."""
 
-    collector: CollectorIdentity = Field(default_factory=CollectorIdentity)
-    database: DatabaseSettings
-    mqtt: MqttSettings
-    http: HttpSettings = Field(default_factory=HttpSettings)
-    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    collector: CollectorIdentity = Field(
+        default_factory=CollectorIdentity, description="Logging."
+    )
+    database: DatabaseSettings = Field(description="Where readings are stored.")
+    mqtt: MqttSettings = Field(description="The broker batches are consumed from.")
+    http: HttpSettings = Field(default_factory=HttpSettings, description="The HTTP API.")
+    ingest: IngestSettings = Field(
+        default_factory=IngestSettings, description="Consuming and writing batches."
+    )
 
 
 def load_collector_config(path: Path) -> CollectorConfig:
