@@ -49,9 +49,10 @@ class Forwarder:
         data = self._buffer.wait_for_data()
         failing = False
         while True:
+            # Clear before looking, so readings added after the look still wake us.
+            data.clear()
             batch = await self._buffer.begin(self._settings.batch_max_readings)
             if batch is None:
-                data.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(data.wait(), timeout=1.0)
                 if self._settings.linger:

@@ -64,9 +64,7 @@ class CollectorIdentity(StrictModel):
 class CollectorConfig(StrictModel):
     """Everything plantwire-collector needs to run."""
 
-    collector: CollectorIdentity = Field(
-        default_factory=CollectorIdentity, description="Logging."
-    )
+    collector: CollectorIdentity = Field(default_factory=CollectorIdentity, description="Logging.")
     database: DatabaseSettings = Field(description="Where readings are stored.")
     mqtt: MqttSettings = Field(description="The broker batches are consumed from.")
     http: HttpSettings = Field(default_factory=HttpSettings, description="The HTTP API.")

@@ -66,25 +66,29 @@ class Consumer:
     async def run(self) -> None:
         """Consume until cancelled."""
         stream = self._source.messages()
-        next_message: asyncio.Task[Message] | None = None
-        while True:
-            if next_message is None:
-                next_message = asyncio.ensure_future(anext(stream))
-            timeout = None
-            if self._group.messages:
-                waited = time.monotonic() - self._group.started
-                timeout = max(0.0, self._settings.group_max_delay - waited)
-            done, _ = await asyncio.wait({next_message}, timeout=timeout)
-            if done:
-                message = next_message.result()
-                next_message = None
-                await self._take(message)
-            if self._group.messages and (
-                not done
-                or self._group.readings >= self._settings.group_max_readings
-                or time.monotonic() - self._group.started >= self._settings.group_max_delay
-            ):
-                await self._flush()
+        pending: asyncio.Task[Message] | None = None
+        try:
+            while True:
+                if pending is None:
+                    pending = asyncio.ensure_future(anext(stream))
+                timeout = None
+                if self._group.messages:
+                    waited = time.monotonic() - self._group.started
+                    timeout = max(0.0, self._settings.group_max_delay - waited)
+                done, _ = await asyncio.wait({pending}, timeout=timeout)
+                if done:
+                    message = pending.result()
+                    pending = None
+                    await self._take(message)
+                if self._group.messages and (
+                    not done
+                    or self._group.readings >= self._settings.group_max_readings
+                    or time.monotonic() - self._group.started >= self._settings.group_max_delay
+                ):
+                    await self._flush()
+        finally:
+            if pending is not None:
+                pending.cancel()
 
     async def _take(self, message: Message) -> None:
         try:

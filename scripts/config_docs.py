@@ -22,7 +22,8 @@ start-up with a message naming the file and the key path. Durations are written 
 This page is generated from the models' field descriptions by `python scripts/config_docs.py`;
 a test fails when it is out of date.
 
-Samples: [`config/agent.yaml`](../config/agent.yaml), [`config/collector.yaml`](../config/collector.yaml),
+Samples: [`config/agent.yaml`](../config/agent.yaml),
+[`config/collector.yaml`](../config/collector.yaml),
 [`protocols/modbus/sample.yaml`](../protocols/modbus/sample.yaml),
 [`protocols/opcua/sample.yaml`](../protocols/opcua/sample.yaml).
 """
@@ -37,8 +38,7 @@ def env_table(overrides: dict[str, tuple[str, ...]]) -> list[str]:
 def render() -> str:
     lines = [INTRO, "## plantwire-agent", "", "Environment overrides:", "", *env_table(AGENT_ENV)]
     lines += model_table(AgentConfig)
-    lines += ["## plantwire-collector", "", "Environment overrides:", "",
-              *env_table(COLLECTOR_ENV)]
+    lines += ["## plantwire-collector", "", "Environment overrides:", "", *env_table(COLLECTOR_ENV)]
     lines += model_table(CollectorConfig)
     return "\n".join(lines).rstrip() + "\n"
 

@@ -1,8 +1,8 @@
-"""Rendering config models as Markdown tables, so docs/configuration.md reuses field descriptions."""
+"""Rendering config models as Markdown, so docs/configuration.md reuses field descriptions."""
 
 import types
 from enum import Enum
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, TypeGuard, Union, get_args, get_origin
 
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
@@ -57,7 +57,7 @@ def _default(field: FieldInfo) -> str:
     return f"`{value}`"
 
 
-def _is_model(annotation: Any) -> bool:
+def _is_model(annotation: Any) -> TypeGuard[type[BaseModel]]:
     return isinstance(annotation, type) and issubclass(annotation, BaseModel)
 
 
@@ -75,8 +75,14 @@ def _element_models(annotation: Any) -> list[type[BaseModel]]:
 
 def model_table(model: type[BaseModel], prefix: str = "") -> list[str]:
     """Markdown sections describing a model's keys, nested sections after their parent."""
-    lines = [f"### `{prefix or '(top level)'}`", "", (model.__doc__ or "").strip(), "",
-             "| key | type | default | description |", "| --- | --- | --- | --- |"]
+    lines = [
+        f"### `{prefix or '(top level)'}`",
+        "",
+        (model.__doc__ or "").strip(),
+        "",
+        "| key | type | default | description |",
+        "| --- | --- | --- | --- |",
+    ]
     nested: list[tuple[str, type[BaseModel]]] = []
     for name, field in model.model_fields.items():
         path = f"{prefix}.{name}" if prefix else name

@@ -25,7 +25,9 @@ async def test_collector_holds_messages_while_the_database_is_down(
     own_postgres: PostgresServer, mosquitto: MosquittoServer, topic_prefix: str
 ) -> None:
     config = collector_config(
-        database_url=own_postgres.url(), mqtt_url=mosquitto.url, prefix=topic_prefix,
+        database_url=own_postgres.url(),
+        mqtt_url=mosquitto.url,
+        prefix=topic_prefix,
         client_id=f"{topic_prefix}-c",
     )
     publisher = MqttClient(
@@ -36,7 +38,8 @@ async def test_collector_holds_messages_while_the_database_is_down(
     async with running_collector(config) as base:
         own_postgres.stop("immediate")
         await publisher.publish(
-            f"{topic_prefix}/v1/a1/batch", encode_batch("a1", 1, [1, 2, 3, 4, 5], readings),
+            f"{topic_prefix}/v1/a1/batch",
+            encode_batch("a1", 1, [1, 2, 3, 4, 5], readings),
             timeout=5,
         )
 
@@ -64,8 +67,9 @@ async def test_collector_holds_messages_while_the_database_is_down(
 
 async def test_mqtt5_round_trip_and_failures(mosquitto: MosquittoServer, topic_prefix: str) -> None:
     settings = MqttSettings(url=mosquitto.url.replace("mqtt://", "mqtt://user:pw@"), protocol="5")
-    consumer = MqttClient(settings, client_id=f"{topic_prefix}-c5", persistent_session=True,
-                          manual_ack=True)
+    consumer = MqttClient(
+        settings, client_id=f"{topic_prefix}-c5", persistent_session=True, manual_ack=True
+    )
     producer = MqttClient(settings, client_id=f"{topic_prefix}-p5", persistent_session=False)
     await consumer.connect()
     await consumer.subscribe(f"{topic_prefix}/#")
@@ -78,13 +82,19 @@ async def test_mqtt5_round_trip_and_failures(mosquitto: MosquittoServer, topic_p
     consumer.ack(first)
     consumer.ack(second)
     assert (first.payload, first.qos, second.payload, second.qos) == (
-        b"hello", 1, b"fire and forget", 0
+        b"hello",
+        1,
+        b"fire and forget",
+        0,
     )
     await producer.close()
     await consumer.close()
 
-    nowhere = MqttClient(MqttSettings(url=f"mqtt://127.0.0.1:{free_port()}", connect_timeout=1),
-                         client_id="nobody", persistent_session=False)
+    nowhere = MqttClient(
+        MqttSettings(url=f"mqtt://127.0.0.1:{free_port()}", connect_timeout=1),
+        client_id="nobody",
+        persistent_session=False,
+    )
     with pytest.raises(MqttError, match="cannot connect"):
         await nowhere.connect()
 
@@ -92,8 +102,9 @@ async def test_mqtt5_round_trip_and_failures(mosquitto: MosquittoServer, topic_p
 async def test_publish_times_out_while_the_broker_is_gone(topic_prefix: str) -> None:
     broker = MosquittoServer()
     broker.start()
-    client = MqttClient(MqttSettings(url=broker.url), client_id=f"{topic_prefix}-t",
-                        persistent_session=True)
+    client = MqttClient(
+        MqttSettings(url=broker.url), client_id=f"{topic_prefix}-t", persistent_session=True
+    )
     await client.connect()
     broker.kill()
     try:

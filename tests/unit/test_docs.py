@@ -9,7 +9,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_configuration_reference_is_current() -> None:
-    spec = importlib.util.spec_from_file_location("config_docs", ROOT / "scripts" / "config_docs.py")
+    script = ROOT / "scripts" / "config_docs.py"
+    spec = importlib.util.spec_from_file_location("config_docs", script)
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
