@@ -108,7 +108,7 @@ class SqliteBuffer:
             conn.execute(
                 "CREATE TABLE readings (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
                 " device TEXT NOT NULL, tag TEXT NOT NULL, type TEXT NOT NULL,"
-                " ts INTEGER NOT NULL, value, quality INTEGER NOT NULL)"
+                " ts INTEGER NOT NULL, value, quality INTEGER NOT NULL, server_ts INTEGER)"
             )
             db.table("batches").create({"first_seq": int, "last_seq": int}, pk="first_seq")
             epoch = time.time_ns() // 1000
@@ -150,12 +150,21 @@ class SqliteBuffer:
     def _add(self, readings: Sequence[Reading]) -> None:
         conn = self._db()
         rows = [
-            (r.device, r.tag, r.data_type.value, r.ts_us, _storable(r.value), int(r.quality))
+            (
+                r.device,
+                r.tag,
+                r.data_type.value,
+                r.ts_us,
+                _storable(r.value),
+                int(r.quality),
+                r.server_ts_us,
+            )
             for r in readings
         ]
         conn.execute("BEGIN")
         conn.executemany(
-            "INSERT INTO readings (device, tag, type, ts, value, quality) VALUES (?,?,?,?,?,?)",
+            "INSERT INTO readings (device, tag, type, ts, value, quality, server_ts)"
+            " VALUES (?,?,?,?,?,?,?)",
             rows,
         )
         conn.execute("COMMIT")
@@ -188,7 +197,7 @@ class SqliteBuffer:
         rows = (
             self._db()
             .execute(
-                "SELECT seq, device, tag, type, ts, value, quality FROM readings"
+                "SELECT seq, device, tag, type, ts, value, quality, server_ts FROM readings"
                 " WHERE seq BETWEEN ? AND ? ORDER BY seq",
                 (first, last),
             )
@@ -204,6 +213,7 @@ class SqliteBuffer:
                 row[4],
                 _restore(types[row[3]], row[5]),
                 Quality(row[6]),
+                row[7],
             )
             for row in rows
         ]

@@ -46,11 +46,14 @@ def format_ts(moment: datetime) -> str:
 
 
 def _reading_json(reading: StoredReading) -> dict[str, object]:
-    return {
+    document: dict[str, object] = {
         "ts": format_ts(reading.ts),
         "value": reading.value,
         "quality": reading.quality.name.lower(),
     }
+    if reading.server_ts is not None:
+        document["server_ts"] = format_ts(reading.server_ts)
+    return document
 
 
 async def _resolve_tag(request: web.Request) -> TagInfo:

@@ -35,6 +35,7 @@ class StoredReading:
     ts: datetime
     value: Value | None
     quality: Quality
+    server_ts: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,10 +106,12 @@ class ReadingStore:
                 fresh = [unique[(r[0], r[1], r[2])] for r in await cursor.fetchall()]
                 stored = 0
                 async with conn.cursor().copy(
-                    "COPY readings (tag_id, ts, value, value_text, quality, seq)"
+                    "COPY readings (tag_id, ts, value, value_text, quality, seq, server_ts)"
                     " FROM STDIN (FORMAT BINARY)"
                 ) as copy:
-                    copy.set_types(["int4", "timestamptz", "float8", "text", "int2", "int8"])
+                    copy.set_types(
+                        ["int4", "timestamptz", "float8", "text", "int2", "int8", "timestamptz"]
+                    )
                     for batch in fresh:
                         for seq, reading in zip(batch.seqs, batch.readings, strict=True):
                             tag = tags[(batch.agent, reading.device, reading.tag)]
@@ -121,6 +124,9 @@ class ReadingStore:
                                     text,
                                     int(reading.quality),
                                     seq,
+                                    None
+                                    if reading.server_ts_us is None
+                                    else us_to_datetime(reading.server_ts_us),
                                 )
                             )
                         stored += len(batch.seqs)
@@ -192,13 +198,15 @@ class ReadingStore:
         """Readings of one tag with start <= ts < end, oldest first, at most `limit`."""
         async with self._pool.connection() as conn:
             cursor = await conn.execute(
-                "SELECT ts, value, value_text, quality FROM readings"
+                "SELECT ts, value, value_text, quality, server_ts FROM readings"
                 " WHERE tag_id = %s AND ts >= %s AND ts < %s ORDER BY ts, seq LIMIT %s",
                 (tag.tag_id, start, end, limit),
             )
             rows = await cursor.fetchall()
         return [
-            StoredReading(row[0], join_value(tag.data_type, row[1], row[2]), Quality(row[3]))
+            StoredReading(
+                row[0], join_value(tag.data_type, row[1], row[2]), Quality(row[3]), row[4]
+            )
             for row in rows
         ]
 

@@ -66,7 +66,11 @@ def value_fits(data_type: DataType, value: object) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Reading:
-    """One sample of a tag. `value` is None exactly when quality is BAD and no value was read."""
+    """One sample of a tag. `value` is None exactly when quality is BAD and no value was read.
+
+    `ts_us` is the source timestamp (or the poll time where the device gives none);
+    `server_ts_us` is an OPC UA server's own timestamp, when it sent one.
+    """
 
     device: str
     tag: str
@@ -74,6 +78,7 @@ class Reading:
     ts_us: int
     value: Value | None
     quality: Quality = Quality.GOOD
+    server_ts_us: int | None = None
 
 
 def us_to_datetime(ts_us: int) -> datetime:

@@ -83,6 +83,9 @@ class BatchPayload(BaseModel):
     ts: list[int] = Field(description="Source timestamp per reading, microseconds since epoch.")
     val: list[bool | int | float | str | None] = Field(description="Value per reading.")
     q: list[Quality] = Field(description="Quality per reading: 0 good, 1 uncertain, 2 bad.")
+    sts: list[int | None] | None = Field(
+        default=None, description="Server timestamp per reading (OPC UA), or absent."
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +111,7 @@ def encode_batch(agent: str, epoch: int, seqs: Sequence[int], readings: Sequence
             position = index[key] = len(tags)
             tags.append({"device": reading.device, "tag": reading.tag, "type": reading.data_type})
         column_t.append(position)
-    document = {
+    document: dict[str, object] = {
         "v": WIRE_VERSION,
         "agent": agent,
         "epoch": epoch,
@@ -120,6 +123,8 @@ def encode_batch(agent: str, epoch: int, seqs: Sequence[int], readings: Sequence
         "val": [r.value for r in readings],
         "q": [int(r.quality) for r in readings],
     }
+    if any(r.server_ts_us is not None for r in readings):
+        document["sts"] = [r.server_ts_us for r in readings]
     return json.dumps(document, separators=(",", ":"), allow_nan=True).encode()
 
 
@@ -131,8 +136,15 @@ def _check_reading(payload: BatchPayload, i: int) -> Reading:
         )
     tag = payload.tags[position]
     ts_us = payload.ts[i]
-    if not MIN_TS_US <= ts_us < MAX_TS_US:
-        raise WireError(f"reading {i}: timestamp {ts_us} is outside 2000..2100", reason="timestamp")
+    server_ts_us = payload.sts[i] if payload.sts is not None else None
+    if not MIN_TS_US <= ts_us < MAX_TS_US or not (
+        server_ts_us is None or MIN_TS_US <= server_ts_us < MAX_TS_US
+    ):
+        raise WireError(
+            f"reading {i}: timestamp {ts_us} or server timestamp {server_ts_us}"
+            " is outside 2000..2100",
+            reason="timestamp",
+        )
     value: Value | None = payload.val[i]
     quality = payload.q[i]
     if value is None:
@@ -145,7 +157,7 @@ def _check_reading(payload: BatchPayload, i: int) -> Reading:
             raise WireError(
                 f"reading {i}: value {value!r} is not a valid {tag.type.value}", reason="reading"
             )
-    return Reading(tag.device, tag.tag, tag.type, ts_us, value, quality)
+    return Reading(tag.device, tag.tag, tag.type, ts_us, value, quality, server_ts_us)
 
 
 def decode_batch(raw: bytes, topic_agent: str) -> Batch:
@@ -174,8 +186,10 @@ def decode_batch(raw: bytes, topic_agent: str) -> Batch:
     if count == 0:
         raise WireError("batch has no readings", reason="schema")
     lengths = {len(payload.t), len(payload.ts), len(payload.val), len(payload.q)}
+    if payload.sts is not None:
+        lengths.add(len(payload.sts))
     if lengths != {count}:
-        raise WireError("columns t, seq, ts, val and q differ in length", reason="schema")
+        raise WireError("columns t, seq, ts, val, q and sts differ in length", reason="schema")
     if payload.seq[0] != payload.batch:
         raise WireError("batch id must equal the first sequence number", reason="schema")
     if any(b <= a for a, b in zip(payload.seq, payload.seq[1:], strict=False)):

@@ -37,7 +37,8 @@ CREATE TABLE readings (
     value       double precision,
     value_text  text,
     quality     smallint NOT NULL,
-    seq         bigint NOT NULL
+    seq         bigint NOT NULL,
+    server_ts   timestamptz          -- OPC UA server timestamp, when one was sent
 ) PARTITION BY RANGE (ts);
 
 -- Catches readings outside the daily partitions created ahead of time.

@@ -46,14 +46,19 @@ def quality_of(status: ua.StatusCode | None) -> Quality:
     return Quality.BAD
 
 
-def timestamp_us(value: ua.DataValue, fallback_us: int) -> int:
-    """Source timestamp if the server sent one, else server timestamp, else the read time."""
-    moment: datetime | None = value.SourceTimestamp or value.ServerTimestamp
+def _us(moment: datetime | None) -> int | None:
     if moment is None:
-        return fallback_us
-    if moment.tzinfo is None:
+        return None
+    if moment.tzinfo is None:  # OPC UA times are UTC
         moment = moment.replace(tzinfo=UTC)
     return datetime_to_us(moment)
+
+
+def timestamps_us(value: ua.DataValue, fallback_us: int) -> tuple[int, int | None]:
+    """(source timestamp, else server timestamp, else the read time; server timestamp)."""
+    server = _us(value.ServerTimestamp)
+    source = _us(value.SourceTimestamp)
+    return (source if source is not None else server or fallback_us), server
 
 
 class OpcUaSource:
@@ -145,7 +150,7 @@ class OpcUaSource:
         return readings
 
     def _reading(self, tag: OpcUaTag, data: ua.DataValue, now_us: int) -> Reading:
-        ts_us = timestamp_us(data, now_us)
+        ts_us, server_ts_us = timestamps_us(data, now_us)
         quality = quality_of(data.StatusCode)
         variant = data.Value
         data_type = tag.type
@@ -170,7 +175,7 @@ class OpcUaSource:
             quality = Quality.BAD
         data_type = data_type or self._types.get(tag.name, DataType.FLOAT64)
         self._types[tag.name] = data_type
-        return Reading(self.name, tag.name, data_type, ts_us, value, quality)
+        return Reading(self.name, tag.name, data_type, ts_us, value, quality, server_ts_us)
 
     def unreachable_readings(self, ts_us: int) -> list[Reading]:
         """One bad reading per tag."""

@@ -129,6 +129,7 @@ async def test_opcua_reads_values_types_quality_and_source_timestamps(simulator:
     for tag in TAGS:
         reading = readings[tag.name]
         assert reading.data_type is tag.data_type
+        assert reading.server_ts_us is not None
         if tag.name in unchanged:
             assert reading.ts_us < stamp, "the source timestamp is when the value last changed"
         else:

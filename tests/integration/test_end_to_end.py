@@ -89,5 +89,8 @@ async def test_values_types_and_timestamps_arrive_as_served(
                 ts_us = datetime_to_us(datetime.fromisoformat(reading["ts"]))
                 if device == "sim-opcua":
                     assert ts_us == served_at_us, "OPC UA keeps the server's source timestamp"
+                    server_ts = datetime.fromisoformat(reading["server_ts"])
+                    assert datetime_to_us(server_ts) == served_at_us
                 else:
                     assert served_at_us <= ts_us <= checked_at_us, "Modbus stamps the poll time"
+                    assert "server_ts" not in reading

@@ -116,12 +116,15 @@ async def test_awkward_values_survive(tmp_path: Path) -> None:
         Reading("d", "whole", DataType.FLOAT32, TS, 3.0),
         Reading("d", "text", DataType.STRING, TS, "12"),
         Reading("d", "gone", DataType.INT16, TS, None, Quality.BAD),
+        Reading("d", "served", DataType.INT16, TS, 1, Quality.GOOD, TS + 5),
     ]
     await buffer.add(values)
     await buffer.add([])
     batch = await buffer.begin(10)
     assert batch is not None
-    nan, big, flag, whole, text, gone = batch.readings
+    nan, big, flag, whole, text, gone, served = batch.readings
+    assert served.server_ts_us == TS + 5
+    assert nan.server_ts_us is None
     assert isinstance(nan.value, float)
     assert math.isnan(nan.value)
     assert big.value == 2**64 - 1

@@ -21,7 +21,7 @@ def sample() -> list[Reading]:
         Reading("press", "program", DataType.STRING, TS + 4, "P-1"),
         Reading("press", "huge", DataType.UINT64, TS + 5, 2**64 - 1),
         Reading("press", "temp", DataType.FLOAT32, TS + 6, None, Quality.BAD),
-        Reading("press", "offset", DataType.INT16, TS + 7, -5, Quality.UNCERTAIN),
+        Reading("press", "offset", DataType.INT16, TS + 7, -5, Quality.UNCERTAIN, TS + 8),
     ]
 
 
@@ -35,6 +35,7 @@ def test_round_trip_keeps_values_types_and_order() -> None:
         assert received.data_type is sent.data_type
         assert received.quality is sent.quality
         assert received.ts_us == sent.ts_us
+        assert received.server_ts_us == sent.server_ts_us
         if isinstance(sent.value, float) and math.isnan(sent.value):
             assert isinstance(received.value, float)
             assert math.isnan(received.value)
@@ -75,6 +76,8 @@ def mutate(**changes: object) -> bytes:
         (mutate(seq=[1, 1]), "schema", "must increase"),
         (mutate(t=[0, 5]), "reading", "outside the tag dictionary"),
         (mutate(ts=[TS, 5]), "timestamp", "outside 2000..2100"),
+        (mutate(sts=[None, 5]), "timestamp", "outside 2000..2100"),
+        (mutate(sts=[None]), "schema", "differ in length"),
         (mutate(val=[None, 1]), "reading", "needs quality bad"),
         (mutate(val=[True, -1]), "reading", "not a valid uint32"),
         (mutate(val=[1, 2]), "reading", "not a valid bool"),
