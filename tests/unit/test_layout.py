@@ -1,0 +1,67 @@
+"""Dependency direction between the packages, and the programs' extras."""
+
+import ast
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shared.extras import missing_modules, require_extra
+
+ROOT = Path(__file__).resolve().parents[2]
+ALLOWED = {
+    "shared": {"shared"},
+    "protocols": {"protocols", "shared"},
+    "agent": {"agent", "protocols", "shared"},
+    "collector": {"collector", "shared"},
+}
+
+
+def imported_packages(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names & set(ALLOWED)
+
+
+@pytest.mark.parametrize("package", sorted(ALLOWED))
+def test_packages_import_only_downstream(package: str) -> None:
+    for path in (ROOT / package).rglob("*.py"):
+        unexpected = imported_packages(path) - ALLOWED[package]
+        assert not unexpected, f"{path.relative_to(ROOT)} imports {unexpected}"
+
+
+def test_the_agent_loads_no_server_code() -> None:
+    code = (
+        "import sys, agent.cli, agent.service\n"
+        "bad = {'aiohttp', 'psycopg', 'psycopg_pool', 'collector'} & set(sys.modules)\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_missing_extra_gives_an_install_hint(capsys: pytest.CaptureFixture[str]) -> None:
+    assert missing_modules(["json", "surely_not_a_module_here"]) == ["surely_not_a_module_here"]
+    with pytest.raises(SystemExit) as caught:
+        require_extra("plantwire-x", "collector", ["surely_not_a_module_here"])
+    assert caught.value.code == 2
+    assert "pip install 'plantwire[collector]'" in capsys.readouterr().err
+    require_extra("plantwire-x", "collector", ["json"])
+
+
+@pytest.mark.parametrize("package", ["agent", "collector", "protocols.simulator"])
+def test_entry_points_check_their_extra_then_run(
+    package: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    entry = importlib.import_module(f"{package}.__main__")
+    monkeypatch.setattr(sys, "argv", ["plantwire", "--help"])
+    with pytest.raises(SystemExit) as caught:
+        entry.main()
+    assert caught.value.code == 0
+    assert "usage:" in capsys.readouterr().out
