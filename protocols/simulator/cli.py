@@ -7,7 +7,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from protocols.simulator.machine import TAGS
+from protocols.simulator.machine import TAGS, SimTag, bulk_tags
 from protocols.simulator.opcua_server import NAMESPACE_URI, node_name
 from protocols.simulator.runner import Simulator
 from shared.logs import setup_logging
@@ -29,17 +29,29 @@ def build_parser() -> argparse.ArgumentParser:
         default="ABCD",
         help="Modbus byte/word order of multi-register values",
     )
+    parser.add_argument(
+        "--modbus-framing",
+        choices=["socket", "rtu"],
+        default="socket",
+        help="framing on the Modbus TCP port: Modbus TCP (socket) or RTU over TCP",
+    )
+    parser.add_argument("--serial", help="also serve Modbus RTU on this serial device")
+    parser.add_argument("--baudrate", type=int, default=19200, help="serial line speed")
+    parser.add_argument("--bulk-tags", type=int, default=0, help="synthetic tags for load tests")
     parser.add_argument("--list-tags", action="store_true", help="print the tag map and exit")
     parser.add_argument("--log-level", default="INFO")
     return parser
 
 
-def tag_map() -> str:
+def tag_map(tags: Sequence[SimTag] = TAGS) -> str:
     """The simulator's tags and where each protocol serves them, as a table."""
-    lines = [f"{'tag':<14} {'type':<8} {'modbus':<24} opcua (nsu={NAMESPACE_URI})"]
-    for tag in TAGS:
+    lines = [f"{'tag':<15} {'type':<8} {'modbus':<24} opcua (nsu={NAMESPACE_URI})"]
+    for tag in tags:
         modbus = f"{tag.modbus_table}@{tag.modbus_address}" if tag.modbus_table else "-"
-        lines.append(f"{tag.name:<14} {tag.data_type.value:<8} {modbus:<24} s={node_name(tag)}")
+        access = " (writable)" if tag.writable else ""
+        lines.append(
+            f"{tag.name:<15} {tag.data_type.value:<8} {modbus:<24} s={node_name(tag)}{access}"
+        )
     return "\n".join(lines)
 
 
@@ -49,16 +61,22 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
         host=args.host,
         opcua_port=args.opcua_port or None,
         modbus_port=args.modbus_port or None,
+        rtu_over_tcp=args.modbus_framing == "rtu",
+        serial_port=args.serial,
+        baudrate=args.baudrate,
         tick_s=args.tick,
         seed=args.seed,
         byte_order=args.byte_order,
+        bulk=args.bulk_tags,
     )
     await simulator.start()
     where = []
     if simulator.opcua is not None:
         where.append(f"OPC UA {simulator.opcua.endpoint}")
     if args.modbus_port:
-        where.append(f"Modbus TCP {args.host}:{args.modbus_port}")
+        where.append(f"Modbus {args.modbus_framing} {args.host}:{args.modbus_port}")
+    if args.serial:
+        where.append(f"Modbus RTU {args.serial}")
     print("plantwire-sim serving " + ", ".join(where), flush=True)
     try:
         await stop.wait()
@@ -70,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of plantwire-sim."""
     args = build_parser().parse_args(argv)
     if args.list_tags:
-        print(tag_map())
+        print(tag_map(TAGS + bulk_tags(args.bulk_tags)))
         return 0
     setup_logging(args.log_level)
 

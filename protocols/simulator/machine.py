@@ -23,7 +23,17 @@ DOWNTIME_REASONS = {
     3: "jam",
     4: "maintenance",
     5: "no operator",
+    6: "disabled remotely",
 }
+BULK_TYPES = (
+    DataType.UINT16,
+    DataType.INT16,
+    DataType.FLOAT32,
+    DataType.UINT32,
+    DataType.INT32,
+    DataType.FLOAT64,
+)
+BULK_ADDRESS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +46,7 @@ class SimTag:
     modbus_address: int
     opcua_name: str
     string_length: int = 0
+    writable: bool = False
 
 
 TAGS: tuple[SimTag, ...] = (
@@ -50,8 +61,23 @@ TAGS: tuple[SimTag, ...] = (
     SimTag("temperature", DataType.FLOAT32, "input_register", 0, "Temperature"),
     SimTag("pressure", DataType.FLOAT64, "input_register", 2, "Pressure"),
     SimTag("program", DataType.STRING, "holding_register", 10, "Program", string_length=8),
+    SimTag(
+        "speed_setpoint", DataType.UINT16, "holding_register", 20, "SpeedSetpoint", writable=True
+    ),
+    SimTag("enable", DataType.BOOL, "coil", 1, "Enable", writable=True),
 )
-TAGS_BY_NAME = {tag.name: tag for tag in TAGS}
+
+
+def bulk_tags(count: int) -> tuple[SimTag, ...]:
+    """Synthetic tags for load tests, packed from holding register 1000 in repeating types."""
+    tags = []
+    address = BULK_ADDRESS
+    for index in range(count):
+        data_type = BULK_TYPES[index % len(BULK_TYPES)]
+        name = f"bulk{index:05d}"
+        tags.append(SimTag(name, data_type, "holding_register", address, f"Bulk.{name}"))
+        address += 4 if data_type is DataType.FLOAT64 else 2 if "32" in data_type.value else 1
+    return tuple(tags)
 
 
 class Machine:
@@ -61,8 +87,18 @@ class Machine:
     Every change bumps `version` and sets `updated_us`, the source timestamp servers publish.
     """
 
-    def __init__(self, *, seed: int = 1, cycle_time_s: float = 2.0, start_us: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        seed: int = 1,
+        cycle_time_s: float = 2.0,
+        start_us: int = 0,
+        bulk: tuple[SimTag, ...] = (),
+    ) -> None:
         self._random = random.Random(seed)
+        self._bulk = bulk
+        self._bulk_second = -1
+        self._elapsed_s = 0.0
         self._cycle_time_s = cycle_time_s
         self._cycle_progress = 0.0
         self._state_left_s = 30.0
@@ -81,7 +117,10 @@ class Machine:
             "temperature": 25.0,
             "pressure": 6.0,
             "program": "P-1001",
+            "speed_setpoint": 12000,
+            "enable": True,
         }
+        self._update_bulk(0)
 
     def set(self, now_us: int, **values: Value) -> None:
         """Set values directly (tests use this with `paused`); counts as one change."""
@@ -97,8 +136,12 @@ class Machine:
             return
         rnd = self._random
         values = self.values
+        self._elapsed_s += dt_s
+        self._update_bulk(int(self._elapsed_s))
         self._state_left_s -= dt_s
-        if self._state_left_s <= 0:
+        if not values["enable"]:
+            values["state"], values["reason_code"] = int(MachineState.IDLE), 6
+        elif values["reason_code"] == 6 or self._state_left_s <= 0:
             self._next_state()
         running = values["state"] == MachineState.RUNNING
         if running:
@@ -112,7 +155,8 @@ class Machine:
         temperature += (target - temperature) * min(1.0, dt_s / 60.0) + rnd.gauss(0, 0.05)
         values["temperature"] = _float32(temperature)
         values["pressure"] = round(6.0 + rnd.gauss(0, 0.08), 4) if running else 0.0
-        values["spindle_speed"] = 12000 + int(rnd.gauss(0, 25)) if running else 0
+        setpoint = int(values["speed_setpoint"])
+        values["spindle_speed"] = max(0, setpoint + int(rnd.gauss(0, 25))) if running else 0
         offset = int(values["axis_offset"]) + rnd.randint(-5, 5)
         values["axis_offset"] = max(-500, min(500, offset))
         values["running"] = running
@@ -131,6 +175,16 @@ class Machine:
         self.values["state"] = int(state)
         self.values["reason_code"] = reason
         self._state_left_s = duration
+
+    def _update_bulk(self, second: int) -> None:
+        """Bulk tags change once a second: cheap enough for tens of thousands of them."""
+        if second == self._bulk_second:
+            return
+        self._bulk_second = second
+        values = self.values
+        for index, tag in enumerate(self._bulk):
+            step = (second + index) % 1000
+            values[tag.name] = float(step) / 4 if tag.data_type.value.startswith("float") else step
 
     def _changed(self, now_us: int) -> None:
         self.version += 1

@@ -1,64 +1,98 @@
-"""Serving the simulated machine over Modbus TCP with pymodbus's server."""
+"""Serving the simulated machine over Modbus TCP (or RTU framing) with pymodbus's server."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from pymodbus.constants import ExcCodes
-from pymodbus.server import ModbusTcpServer
+from pymodbus.framer import FramerType
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType as SimType
 from pymodbus.simulator import SimData, SimDevice
 
-from protocols.modbus.codec import ByteOrder, encode, register_count
+from protocols.modbus.codec import ByteOrder, decode, encode, register_count
 from protocols.simulator.machine import Machine, SimTag
+from shared.readings import Value
 
-_TABLE_OF_FUNCTION = {1: "coil", 2: "discrete_input", 3: "holding_register", 4: "input_register"}
+_TABLE_OF_FUNCTION = {
+    1: "coil",
+    5: "coil",
+    15: "coil",
+    2: "discrete_input",
+    3: "holding_register",
+    6: "holding_register",
+    16: "holding_register",
+    4: "input_register",
+}
+_BIT_TABLES = ("coil", "discrete_input")
 _BLOCK_ORDER = ("coil", "discrete_input", "holding_register", "input_register")
+_UNSET = object()
+
+
+def _span(tag: SimTag) -> int:
+    return (
+        1 if tag.modbus_table in _BIT_TABLES else register_count(tag.data_type, tag.string_length)
+    )
 
 
 def _block_size(tags: Sequence[SimTag], table: str) -> int:
     """Registers the table needs (bits are packed 16 to a register)."""
-    ends = [
-        tag.modbus_address + register_count(tag.data_type, tag.string_length)
-        for tag in tags
-        if tag.modbus_table == table
-    ]
+    ends = [tag.modbus_address + _span(tag) for tag in tags if tag.modbus_table == table]
     size = max(ends, default=0)
-    if table in ("coil", "discrete_input"):
+    if table in _BIT_TABLES:
         return size // 16 + 1
     return max(size, 1)
 
 
 class ModbusImage:
-    """The machine's values laid out as the four Modbus tables, rebuilt when the machine changes."""
+    """The machine's values laid out as the four Modbus tables.
 
-    def __init__(self, machine: Machine, tags: Sequence[SimTag], byte_order: ByteOrder) -> None:
+    The tables are pymodbus's own register blocks (adopted on first access), updated in place
+    only where a value changed, so a large image costs nothing per request.
+    """
+
+    def __init__(
+        self,
+        machine: Machine,
+        tags: Sequence[SimTag],
+        byte_order: ByteOrder,
+        now_us: Callable[[], int],
+    ) -> None:
         self._machine = machine
         self._tags = [tag for tag in tags if tag.modbus_table is not None]
         self._byte_order = byte_order
+        self._now_us = now_us
         self.sizes = {table: _block_size(self._tags, table) for table in _BLOCK_ORDER}
+        self._tables: dict[str, list[int]] = {name: [0] * size for name, size in self.sizes.items()}
+        self._encoded: dict[str, object] = {}
         self._built_version = -1
-        self._tables: dict[str, list[int]] = {}
+        self._writable = {(t.modbus_table, t.modbus_address): t for t in self._tags if t.writable}
         self.requests_served = 0
+        self.writes_served = 0
 
     def table(self, name: str) -> list[int]:
         """The current registers of one table."""
-        if self._built_version != self._machine.version:
-            self._rebuild()
+        self._refresh()
         return self._tables[name]
 
-    def _rebuild(self) -> None:
-        tables = {name: [0] * size for name, size in self.sizes.items()}
+    def _refresh(self) -> None:
+        if self._built_version == self._machine.version:
+            return
         values = self._machine.values
+        encoded = self._encoded
         for tag in self._tags:
-            assert tag.modbus_table is not None
-            registers = tables[tag.modbus_table]
             value = values[tag.name]
-            if tag.modbus_table in ("coil", "discrete_input"):
-                if value:
-                    registers[tag.modbus_address // 16] |= 1 << (tag.modbus_address % 16)
+            if encoded.get(tag.name, _UNSET) == value:
+                continue
+            encoded[tag.name] = value
+            assert tag.modbus_table is not None
+            registers = self._tables[tag.modbus_table]
+            if tag.modbus_table in _BIT_TABLES:
+                word, bit = divmod(tag.modbus_address, 16)
+                registers[word] = (
+                    (registers[word] | 1 << bit) if value else (registers[word] & ~(1 << bit))
+                )
                 continue
             words = encode(value, tag.data_type, self._byte_order, tag.string_length)
             registers[tag.modbus_address : tag.modbus_address + len(words)] = words
-        self._tables = tables
         self._built_version = self._machine.version
 
     async def on_access(
@@ -70,26 +104,67 @@ class ModbusImage:
         registers: list[int],
         values: list[int] | list[bool] | None,
     ) -> ExcCodes | None:
-        """pymodbus hook: refresh the block from the machine; the simulator is read-only."""
+        """pymodbus hook: serve reads from the image; apply writes to writable tags only."""
         table = _TABLE_OF_FUNCTION.get(function_code)
-        if values is not None or table is None:
+        if table is None:
             return ExcCodes.ILLEGAL_FUNCTION
+        if registers is not self._tables[table]:
+            self._refresh()
+            registers[:] = self._tables[table]
+            self._tables[table] = registers
+        if values is not None:
+            return self._write(table, address, values)
         self.requests_served += 1
-        registers[:] = self.table(table)
+        self._refresh()
+        return None
+
+    def _write(self, table: str, address: int, values: list[int] | list[bool]) -> ExcCodes | None:
+        changes: dict[str, Value] = {}
+        position = address
+        while position < address + len(values):
+            tag = self._writable.get((table, position))
+            if tag is None:
+                return ExcCodes.ILLEGAL_ADDRESS
+            span = _span(tag)
+            chunk = [int(v) for v in values[position - address : position - address + span]]
+            if len(chunk) != span:
+                return ExcCodes.ILLEGAL_ADDRESS  # a write must cover whole tags
+            changes[tag.name] = (
+                bool(chunk[0])
+                if table in _BIT_TABLES
+                else decode(chunk, tag.data_type, self._byte_order)
+            )
+            position += span
+        self._machine.set(self._now_us(), **changes)
+        self.writes_served += 1
         return None
 
 
-def build_server(image: ModbusImage, host: str, port: int) -> ModbusTcpServer:
-    """A Modbus TCP server answering every unit id from the image."""
+def build_device(image: ModbusImage) -> SimDevice:
+    """A pymodbus device answering from the image, for any unit id."""
     bits = [
         [SimData(0, count=image.sizes[table] * 16, values=False, datatype=SimType.BITS)]
-        for table in ("coil", "discrete_input")
+        for table in _BIT_TABLES
     ]
     registers = [
         [SimData(0, count=image.sizes[table], values=0, datatype=SimType.REGISTERS)]
         for table in ("holding_register", "input_register")
     ]
-    device = SimDevice(
+    return SimDevice(
         0, simdata=(bits[0], bits[1], registers[0], registers[1]), action=image.on_access
     )
-    return ModbusTcpServer(device, address=(host, port))
+
+
+def build_server(
+    image: ModbusImage, host: str, port: int, *, rtu_framing: bool = False
+) -> ModbusTcpServer:
+    """A Modbus server on TCP, with Modbus TCP framing or RTU framing over TCP."""
+    framer = FramerType.RTU if rtu_framing else FramerType.SOCKET
+    return ModbusTcpServer(build_device(image), address=(host, port), framer=framer)
+
+
+def build_serial_server(image: ModbusImage, port: str, baudrate: int) -> ModbusSerialServer:
+    """A Modbus RTU server on a serial line (or a pseudo-terminal)."""
+    return ModbusSerialServer(
+        build_device(image), framer=FramerType.RTU, port=port, baudrate=baudrate
+    )

@@ -32,6 +32,8 @@ VALUES = {
     "temperature": -12.5,
     "pressure": 1.0e-3,
     "program": "RECIPE42",
+    "speed_setpoint": 9000,
+    "enable": False,
 }
 
 

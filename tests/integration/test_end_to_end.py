@@ -30,6 +30,8 @@ SERVED = {
     "temperature": 71.25,
     "pressure": 6.123456789,
     "program": "P-2002",
+    "speed_setpoint": 8000,
+    "enable": False,
 }
 JSON_TYPES = {"bool": bool, "string": str, "float32": float, "float64": float}
 

@@ -31,7 +31,7 @@ def test_agent_check_config(capsys: pytest.CaptureFixture[str], tmp_path: Path) 
 def test_simulator_lists_its_tags(capsys: pytest.CaptureFixture[str]) -> None:
     assert sim_cli.main(["--list-tags"]) == 0
     out = capsys.readouterr().out
-    assert "temperature    float32  input_register@0" in out
+    assert "temperature     float32  input_register@0" in out
     assert "s=Machine.Program" in out
 
 
@@ -43,7 +43,7 @@ async def test_simulator_serves_until_stopped(capsys: pytest.CaptureFixture[str]
     await asyncio.to_thread(wait_for_port, port)
     stop.set()
     await task
-    assert f"Modbus TCP 127.0.0.1:{port}" in capsys.readouterr().out
+    assert f"Modbus socket 127.0.0.1:{port}" in capsys.readouterr().out
 
 
 async def test_agent_runs_until_stopped(tmp_path: Path, mosquitto: MosquittoServer) -> None:
