@@ -5,7 +5,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from shared.errors import PlantwireError
-from shared.readings import Reading
+from shared.readings import Reading, Value
 
 
 class DeviceState(StrEnum):
@@ -22,6 +22,14 @@ class SourceError(PlantwireError):
 
 class DeviceUnreachable(SourceError):
     """The connection to the device failed or was lost; reconnecting may help."""
+
+
+class WriteRefused(SourceError):
+    """The configuration does not allow this write; nothing was sent to the device."""
+
+
+class WriteFailed(SourceError):
+    """The device answered a write with an error."""
 
 
 class Source(Protocol):
@@ -43,6 +51,10 @@ class Source(Protocol):
 
     async def read(self) -> Sequence[Reading]:
         """Read every configured tag once; raise DeviceUnreachable if the connection is lost."""
+        ...
+
+    async def write(self, tag: str, value: Value) -> None:
+        """Write a value to a writable tag within its bounds; raise WriteRefused otherwise."""
         ...
 
     def unreachable_readings(self, ts_us: int) -> Sequence[Reading]:

@@ -1,36 +1,51 @@
-"""Polling an OPC UA server: node ids resolved by namespace URI, values read in batches."""
+"""Reading an OPC UA server: nodes by namespace URI or browse path, polled or subscribed."""
 
 import asyncio
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from asyncua import ua
 from asyncua.client.client import Client
+from asyncua.common.node import Node
+from asyncua.common.subscription import DataChangeNotif, Subscription
+from asyncua.crypto import security_policies
+from asyncua.crypto.truststore import TrustStore
+from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
 from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.object_ids import ObjectIds
-from asyncua.ua.uaerrors import UaError
+from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 
-from protocols.base import DeviceState, DeviceUnreachable
-from protocols.opcua.config import OpcUaDevice, OpcUaTag
+from protocols.base import DeviceState, DeviceUnreachable, WriteFailed, WriteRefused
+from protocols.opcua.config import PATH_ELEMENT, OpcUaDevice, OpcUaTag
+from protocols.writes import check_write
 from shared.clock import Clock
 from shared.readings import DataType, Quality, Reading, Value, datetime_to_us, value_fits
 
 log = logging.getLogger(__name__)
 
-_VARIANT_TYPES: dict[ua.VariantType, DataType] = {
-    ua.VariantType.Boolean: DataType.BOOL,
+VARIANT_OF = {
+    DataType.BOOL: ua.VariantType.Boolean,
+    DataType.INT16: ua.VariantType.Int16,
+    DataType.UINT16: ua.VariantType.UInt16,
+    DataType.INT32: ua.VariantType.Int32,
+    DataType.UINT32: ua.VariantType.UInt32,
+    DataType.INT64: ua.VariantType.Int64,
+    DataType.UINT64: ua.VariantType.UInt64,
+    DataType.FLOAT32: ua.VariantType.Float,
+    DataType.FLOAT64: ua.VariantType.Double,
+    DataType.STRING: ua.VariantType.String,
+}
+TYPE_OF_VARIANT: dict[ua.VariantType, DataType] = {
+    **{variant: data_type for data_type, variant in VARIANT_OF.items()},
     ua.VariantType.SByte: DataType.INT16,
     ua.VariantType.Byte: DataType.UINT16,
-    ua.VariantType.Int16: DataType.INT16,
-    ua.VariantType.UInt16: DataType.UINT16,
-    ua.VariantType.Int32: DataType.INT32,
-    ua.VariantType.UInt32: DataType.UINT32,
-    ua.VariantType.Int64: DataType.INT64,
-    ua.VariantType.UInt64: DataType.UINT64,
-    ua.VariantType.Float: DataType.FLOAT32,
-    ua.VariantType.Double: DataType.FLOAT64,
-    ua.VariantType.String: DataType.STRING,
+}
+POLICIES: dict[str, type[security_policies.SecurityPolicy]] = {
+    "Basic256Sha256": security_policies.SecurityPolicyBasic256Sha256,
+    "Aes128Sha256RsaOaep": security_policies.SecurityPolicyAes128Sha256RsaOaep,
+    "Aes256Sha256RsaPss": security_policies.SecurityPolicyAes256Sha256RsaPss,
 }
 # Ten minutes: servers commonly cap the session timeout there, and warn if asked for more.
 SESSION_TIMEOUT_MS = 600_000
@@ -61,17 +76,40 @@ def timestamps_us(value: ua.DataValue, fallback_us: int) -> tuple[int, int | Non
     return (source if source is not None else server or fallback_us), server
 
 
+class _Changes:
+    """Subscription handler: keeps data change notifications until the poller collects them."""
+
+    def __init__(self, source: "OpcUaSource") -> None:
+        self._source = source
+        self.pending: list[Reading] = []
+        self.failed: str | None = None
+
+    def datachange_notification(self, node: Node, val: Any, data: DataChangeNotif) -> None:
+        index = data.monitored_item.ClientHandle - 1
+        tag = self._source.tags[index]
+        self.pending.append(
+            self._source.reading_of(tag, data.monitored_item.Value, self._source.now_us())
+        )
+
+    def status_change_notification(self, status: ua.StatusChangeNotification) -> None:
+        self.failed = f"subscription status {status.Status}"
+
+
 class OpcUaSource:
-    """An OPC UA server whose configured nodes are read in as few requests as it allows."""
+    """An OPC UA server whose configured nodes are read in batches or subscribed to."""
 
     def __init__(self, config: OpcUaDevice, clock: Clock) -> None:
         self._config = config
         self._clock = clock
+        self.tags: Sequence[OpcUaTag] = config.tags
         self._client: Client | None = None
-        self._node_ids: list[ua.NodeId] = []
+        self._node_ids: list[ua.NodeId | None] = []
         self._chunk = config.max_nodes_per_read
         # Types learnt from the server, so bad readings carry the same type as good ones.
         self._types: dict[str, DataType] = {t.name: t.type for t in config.tags if t.type}
+        self._index = {tag.name: i for i, tag in enumerate(config.tags)}
+        self._changes: _Changes | None = None
+        self._subscription: Subscription | None = None
         self._state = DeviceState.DISCONNECTED
 
     @property
@@ -84,40 +122,105 @@ class OpcUaSource:
         """Current connection state."""
         return self._state
 
+    def now_us(self) -> int:
+        """The clock's wall time."""
+        return self._clock.time_us()
+
+    async def _prepare(self, client: Client) -> None:
+        client.session_timeout = SESSION_TIMEOUT_MS
+        security = self._config.security
+        if security.policy != "None":
+            assert security.certificate
+            assert security.private_key
+            assert security.trust_store
+            client.application_uri = security.application_uri
+            store = TrustStore([security.trust_store], [])
+            await store.load()
+            client.certificate_validator = CertificateValidator(
+                CertificateValidatorOptions.TIME_RANGE
+                | CertificateValidatorOptions.TRUSTED
+                | CertificateValidatorOptions.REVOKED
+                | CertificateValidatorOptions.PEER_SERVER,
+                store,
+            )
+            await client.set_security(
+                POLICIES[security.policy],
+                certificate=security.certificate,
+                private_key=security.private_key,
+                mode=getattr(ua.MessageSecurityMode, security.mode),
+            )
+        identity = self._config.identity
+        if identity.type == "username":
+            assert identity.username
+            assert identity.password
+            client.set_user(identity.username)
+            client.set_password(identity.password.get_secret_value())
+        elif identity.type == "certificate":
+            assert identity.certificate
+            assert identity.private_key
+            await client.load_client_certificate(str(identity.certificate))
+            await client.load_private_key(identity.private_key)
+
     async def connect(self) -> None:
-        """Connect, open a session and resolve every node id."""
+        """Connect with the configured security, resolve nodes, and subscribe if configured."""
         self._state = DeviceState.CONNECTING
         client = Client(self._config.endpoint, timeout=self._config.timeout)
-        client.session_timeout = SESSION_TIMEOUT_MS
         try:
+            await self._prepare(client)
             await client.connect()
         except _CONNECT_ERRORS as exc:
+            await _disconnect_quietly(client)
             self._state = DeviceState.DISCONNECTED
             raise DeviceUnreachable(
                 f"{self.name}: cannot connect to {self._config.endpoint}: {exc!r}"
             ) from exc
         try:
-            self._node_ids = await self._resolve(client, self._config.tags)
+            self._node_ids = await self._resolve(client)
             self._chunk = await self._server_read_limit(client)
+            if self._config.mode == "subscribe":
+                await self._subscribe(client)
         except _CONNECT_ERRORS as exc:
             await _disconnect_quietly(client)
             self._state = DeviceState.DISCONNECTED
-            raise DeviceUnreachable(f"{self.name}: cannot resolve node ids: {exc}") from exc
+            raise DeviceUnreachable(f"{self.name}: cannot set up the session: {exc!r}") from exc
         self._client = client
         self._state = DeviceState.CONNECTED
 
-    async def _resolve(self, client: Client, tags: Sequence[OpcUaTag]) -> list[ua.NodeId]:
+    async def _resolve(self, client: Client) -> list[ua.NodeId | None]:
+        """Node ids of every tag; None (and a warning) for one that does not resolve."""
         namespaces: list[str] = await client.get_namespace_array()
-        node_ids = []
-        for tag in tags:
+        resolved: list[ua.NodeId | None] = []
+        for tag in self.tags:
+            try:
+                resolved.append(await self._resolve_one(client, namespaces, tag))
+            except (LookupError, UaStatusCodeError) as exc:
+                log.warning("%s/%s: %s; its readings will be bad", self.name, tag.name, exc)
+                resolved.append(None)
+        return resolved
+
+    async def _resolve_one(self, client: Client, namespaces: list[str], tag: OpcUaTag) -> ua.NodeId:
+        def index_of(uri: str) -> int:
+            if uri not in namespaces:
+                raise LookupError(f"the server has no namespace {uri!r}")
+            return namespaces.index(uri)
+
+        if tag.node is not None:
             text = tag.node
             if text.startswith("nsu="):
-                uri, _, rest = text[4:].partition(";")
-                if uri not in namespaces:
-                    raise UaError(f"tag {tag.name}: server has no namespace {uri!r}")
-                text = f"ns={namespaces.index(uri)};{rest}"
-            node_ids.append(ua.NodeId.from_string(text))
-        return node_ids
+                namespace_uri, _, rest = text[4:].partition(";")
+                text = f"ns={index_of(namespace_uri)};{rest}"
+            return ua.NodeId.from_string(text)
+        assert tag.path is not None
+        elements = []
+        for element in tag.path.strip("/").split("/"):
+            match = PATH_ELEMENT.match(element)
+            assert match is not None
+            uri: str | None = match.group("uri") or self._config.namespace
+            if uri is None:
+                raise LookupError(f"path element {element!r} needs {{uri}} or a device namespace")
+            elements.append(f"{index_of(uri)}:{match.group('name')}")
+        node = await client.nodes.objects.get_child(elements)
+        return node.nodeid
 
     async def _server_read_limit(self, client: Client) -> int:
         node = client.get_node(
@@ -131,32 +234,86 @@ class OpcUaSource:
             return self._config.max_nodes_per_read
         return min(limit, self._config.max_nodes_per_read)
 
+    async def _subscribe(self, client: Client) -> None:
+        config = self._config
+        self._changes = _Changes(self)
+        self._subscription = await client.create_subscription(
+            config.publishing_interval * 1000, self._changes
+        )
+        requests = []
+        for i, (tag, node_id) in enumerate(zip(self.tags, self._node_ids, strict=True)):
+            if node_id is None:
+                continue
+            parameters = ua.MonitoringParameters()
+            parameters.ClientHandle = i + 1
+            parameters.SamplingInterval = config.sampling_interval * 1000
+            parameters.QueueSize = config.queue_size
+            parameters.DiscardOldest = True
+            if tag.deadband:
+                data_filter = ua.DataChangeFilter()
+                data_filter.Trigger = ua.DataChangeTrigger.StatusValue
+                data_filter.DeadbandType = 1 if tag.deadband_type == "absolute" else 2
+                data_filter.DeadbandValue = tag.deadband
+                parameters.Filter = data_filter
+            item = ua.MonitoredItemCreateRequest()
+            item.ItemToMonitor = ua.ReadValueId(NodeId=node_id, AttributeId=AttributeIds.Value)
+            item.MonitoringMode = ua.MonitoringMode.Reporting
+            item.RequestedParameters = parameters
+            requests.append(item)
+        results = await self._subscription.create_monitored_items(requests)
+        for request, result in zip(requests, results, strict=True):
+            if isinstance(result, ua.StatusCode):
+                tag = self.tags[request.RequestedParameters.ClientHandle - 1]
+                log.warning("%s/%s: cannot subscribe: %s", self.name, tag.name, result)
+
     async def read(self) -> list[Reading]:
-        """Read every node's value attribute."""
-        if self._client is None:
+        """Poll mode: read every node. Subscribe mode: the changes received since last call."""
+        client = self._client
+        if client is None:
             raise DeviceUnreachable(f"{self.name}: not connected")
+        if self._changes is not None:
+            return await self._collect(client, self._changes)
         readings: list[Reading] = []
-        tags = self._config.tags
-        for start in range(0, len(tags), self._chunk):
-            chunk = self._node_ids[start : start + self._chunk]
+        now_us = self._clock.time_us()
+        unresolved = [i for i, node_id in enumerate(self._node_ids) if node_id is None]
+        wanted = [i for i, node_id in enumerate(self._node_ids) if node_id is not None]
+        for start in range(0, len(wanted), self._chunk):
+            chunk = wanted[start : start + self._chunk]
+            node_ids = [self._node_ids[i] for i in chunk]
             try:
-                values = await self._client.uaclient.read_attributes(chunk, AttributeIds.Value)
+                values = await client.uaclient.read_attributes(node_ids, AttributeIds.Value)  # type: ignore[arg-type]
             except _CONNECT_ERRORS as exc:
                 self._state = DeviceState.DISCONNECTED
                 raise DeviceUnreachable(f"{self.name}: read failed: {exc!r}") from exc
             now_us = self._clock.time_us()
-            for tag, value in zip(tags[start : start + self._chunk], values, strict=True):
-                readings.append(self._reading(tag, value, now_us))
+            readings.extend(
+                self.reading_of(self.tags[i], value, now_us)
+                for i, value in zip(chunk, values, strict=True)
+            )
+        readings.extend(self._bad(self.tags[i], now_us) for i in unresolved)
         return readings
 
-    def _reading(self, tag: OpcUaTag, data: ua.DataValue, now_us: int) -> Reading:
+    async def _collect(self, client: Client, changes: _Changes) -> list[Reading]:
+        if changes.failed is not None:
+            self._state = DeviceState.DISCONNECTED
+            raise DeviceUnreachable(f"{self.name}: {changes.failed}")
+        try:
+            await client.check_connection()
+        except _CONNECT_ERRORS as exc:
+            self._state = DeviceState.DISCONNECTED
+            raise DeviceUnreachable(f"{self.name}: connection lost: {exc!r}") from exc
+        readings, changes.pending = changes.pending, []
+        return readings
+
+    def reading_of(self, tag: OpcUaTag, data: ua.DataValue, now_us: int) -> Reading:
+        """A reading from a DataValue: quality from its status, both timestamps kept."""
         ts_us, server_ts_us = timestamps_us(data, now_us)
         quality = quality_of(data.StatusCode)
         variant = data.Value
         data_type = tag.type
         value: Value | None = None
         if variant is not None and variant.Value is not None:
-            served_type = _VARIANT_TYPES.get(variant.VariantType)
+            served_type = TYPE_OF_VARIANT.get(variant.VariantType)
             data_type = data_type or served_type
             value = variant.Value
             if data_type in (DataType.FLOAT32, DataType.FLOAT64) and type(value) is int:
@@ -177,30 +334,51 @@ class OpcUaSource:
         self._types[tag.name] = data_type
         return Reading(self.name, tag.name, data_type, ts_us, value, quality, server_ts_us)
 
+    def _bad(self, tag: OpcUaTag, ts_us: int) -> Reading:
+        data_type = self._types.get(tag.name, DataType.FLOAT64)
+        return Reading(self.name, tag.name, data_type, ts_us, None, Quality.BAD)
+
+    async def write(self, tag_name: str, value: Value) -> None:
+        """Write a writable tag's node, with the variant type the server expects."""
+        index = self._index.get(tag_name)
+        tag = self.tags[index] if index is not None else None
+        data_type = self._types.get(tag_name) if tag else None
+        if tag is not None and tag.writable and data_type is None:
+            raise WriteRefused(f"{self.name}/{tag_name}: type unknown until the tag is read once")
+        check_write(self.name, tag, tag_name, data_type or DataType.FLOAT64, value)
+        assert index is not None
+        assert data_type is not None
+        node_id = self._node_ids[index] if index < len(self._node_ids) else None
+        if self._client is None or node_id is None:
+            raise DeviceUnreachable(f"{self.name}: not connected")
+        if data_type.python_type is float:
+            value = float(value)
+        node = self._client.get_node(node_id)
+        try:
+            await node.write_value(ua.DataValue(ua.Variant(value, VARIANT_OF[data_type])))
+        except UaStatusCodeError as exc:
+            raise WriteFailed(f"{self.name}/{tag_name}: server refused the write: {exc}") from exc
+        except _CONNECT_ERRORS as exc:
+            self._state = DeviceState.DISCONNECTED
+            raise DeviceUnreachable(f"{self.name}: write failed: {exc!r}") from exc
+        log.info("%s/%s written: %r", self.name, tag_name, value)
+
     def unreachable_readings(self, ts_us: int) -> list[Reading]:
         """One bad reading per tag."""
-        return [
-            Reading(
-                self.name,
-                tag.name,
-                self._types.get(tag.name, DataType.FLOAT64),
-                ts_us,
-                None,
-                Quality.BAD,
-            )
-            for tag in self._config.tags
-        ]
+        return [self._bad(tag, ts_us) for tag in self.tags]
 
     async def close(self) -> None:
-        """Close the session and the connection."""
+        """Delete the subscription, close the session and the connection."""
         if self._client is not None:
             await _disconnect_quietly(self._client)
             self._client = None
+        self._changes = None
+        self._subscription = None
         self._state = DeviceState.DISCONNECTED
 
 
 async def _disconnect_quietly(client: Client) -> None:
     try:
         await client.disconnect()
-    except _CONNECT_ERRORS:
+    except (*_CONNECT_ERRORS, AttributeError):
         log.debug("disconnect from an already broken OPC UA connection", exc_info=True)

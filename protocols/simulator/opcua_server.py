@@ -1,28 +1,23 @@
 """Serving the simulated machine over OPC UA with asyncua's server."""
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 from asyncua import ua
+from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.server.server import Server
 
+from protocols.opcua.source import VARIANT_OF
 from protocols.simulator.machine import Machine, SimTag
-from shared.readings import DataType, Value, us_to_datetime
+from shared.readings import Value, us_to_datetime
 
 NAMESPACE_URI = "urn:plantwire:simulator"
-_VARIANTS = {
-    DataType.BOOL: ua.VariantType.Boolean,
-    DataType.INT16: ua.VariantType.Int16,
-    DataType.UINT16: ua.VariantType.UInt16,
-    DataType.INT32: ua.VariantType.Int32,
-    DataType.UINT32: ua.VariantType.UInt32,
-    DataType.INT64: ua.VariantType.Int64,
-    DataType.UINT64: ua.VariantType.UInt64,
-    DataType.FLOAT32: ua.VariantType.Float,
-    DataType.FLOAT64: ua.VariantType.Double,
-    DataType.STRING: ua.VariantType.String,
-}
+SERVER_URI = "urn:plantwire:simulator:server"
+_UNSET = object()
 
 
 def node_name(tag: SimTag) -> str:
@@ -30,16 +25,59 @@ def node_name(tag: SimTag) -> str:
     return f"Machine.{tag.opcua_name}"
 
 
-class OpcUaMachineServer:
-    """An OPC UA server with one Machine object whose variables follow the simulated machine."""
+@dataclass(frozen=True)
+class OpcUaServerSecurity:
+    """Secure endpoints and user accounts; the default is one unsecured, anonymous endpoint."""
 
-    def __init__(self, machine: Machine, tags: Sequence[SimTag], host: str, port: int) -> None:
+    certificate: Path | None = None
+    private_key: Path | None = None
+    users: Mapping[str, str] = field(default_factory=dict)
+    allow_anonymous: bool = True
+
+
+class _Users:
+    """asyncua user manager: anonymous if allowed, configured user names, any X.509 user."""
+
+    def __init__(self, security: OpcUaServerSecurity) -> None:
+        self._security = security
+
+    def get_user(
+        self,
+        iserver: Any,
+        username: str | None = None,
+        password: str | None = None,
+        certificate: Any = None,
+    ) -> User | None:
+        if certificate is not None:
+            return User(role=UserRole.User, name="x509")
+        if username is not None:
+            if self._security.users.get(username) == password:
+                return User(role=UserRole.User, name=username)
+            return None
+        return User(role=UserRole.User) if self._security.allow_anonymous else None
+
+
+class OpcUaMachineServer:
+    """An OPC UA server with one Machine object whose variables follow the simulated machine.
+
+    Writable tags' nodes accept writes from clients, which the machine then takes over.
+    """
+
+    def __init__(
+        self,
+        machine: Machine,
+        tags: Sequence[SimTag],
+        host: str,
+        port: int,
+        security: OpcUaServerSecurity | None = None,
+    ) -> None:
         self._machine = machine
         self._tags = tags
+        self._security = security or OpcUaServerSecurity()
         self.endpoint = f"opc.tcp://{host}:{port}/plantwire/sim"
-        self._server = Server()
+        self._server = Server(user_manager=_Users(self._security))  # type: ignore[arg-type]
         self._node_ids: dict[str, ua.NodeId] = {}
-        self._published: dict[str, Value] = {}
+        self._published: dict[str, object] = {}
         self._published_version = -1
 
     async def start(self) -> None:
@@ -48,9 +86,23 @@ class OpcUaMachineServer:
         await server.init()
         server.set_endpoint(self.endpoint)
         server.set_server_name("Plantwire machine simulator")
-        server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        await server.set_application_uri(SERVER_URI)
+        security = self._security
+        if security.certificate is not None and security.private_key is not None:
+            await server.load_certificate(str(security.certificate))
+            await server.load_private_key(security.private_key)
+            server.set_security_policy(
+                [
+                    ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
+                    ua.SecurityPolicyType.Basic256Sha256_Sign,
+                    ua.SecurityPolicyType.Aes128Sha256RsaOaep_SignAndEncrypt,
+                    ua.SecurityPolicyType.Aes256Sha256RsaPss_SignAndEncrypt,
+                ]
+            )
+        else:
+            server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
         for name in ("asyncua.server", "asyncua.common", "asyncua.uaprotocol"):
-            logging.getLogger(name).setLevel(logging.WARNING)
+            logging.getLogger(name).setLevel(logging.ERROR)
         namespace = await server.register_namespace(NAMESPACE_URI)
         machine_object = await server.nodes.objects.add_object(
             ua.NodeId(ua.String("Machine"), ua.Int16(namespace)),
@@ -58,16 +110,33 @@ class OpcUaMachineServer:
         )
         for tag in self._tags:
             node_id = ua.NodeId(ua.String(node_name(tag)), ua.Int16(namespace))
-            variant = ua.Variant(self._machine.values[tag.name], _VARIANTS[tag.data_type])
-            await machine_object.add_variable(
+            variant = ua.Variant(self._machine.values[tag.name], VARIANT_OF[tag.data_type])
+            variable = await machine_object.add_variable(
                 node_id, ua.QualifiedName(tag.opcua_name, namespace), variant
             )
+            if tag.writable:
+                await variable.set_writable()
             self._node_ids[tag.name] = node_id
         await self.publish()
         await server.start()
 
+    async def _take_client_writes(self) -> None:
+        """Hand values that clients wrote to writable nodes over to the machine."""
+        written: dict[str, Value] = {}
+        for tag in self._tags:
+            if not tag.writable:
+                continue
+            value = self._server.read_attribute_value(self._node_ids[tag.name])
+            current = value.Value.Value if value.Value is not None else None
+            if current is not None and current != self._published.get(tag.name, _UNSET):
+                written[tag.name] = current
+        if written:
+            self._machine.set(self._machine.updated_us, **written)
+            self._published.update(written)
+
     async def publish(self) -> None:
         """Write the values changed since the last publish, stamped with the machine's time."""
+        await self._take_client_writes()
         machine = self._machine
         if machine.version == self._published_version:
             return
@@ -87,7 +156,7 @@ class OpcUaMachineServer:
             if self._published.get(tag.name, _UNSET) == value:
                 continue
             data = ua.DataValue(
-                ua.Variant(value, _VARIANTS[tag.data_type]),
+                ua.Variant(value, VARIANT_OF[tag.data_type]),
                 SourceTimestamp=stamp,
                 ServerTimestamp=stamp,
             )
@@ -98,6 +167,3 @@ class OpcUaMachineServer:
     async def stop(self) -> None:
         """Stop listening and close every session."""
         await self._server.stop()
-
-
-_UNSET = object()

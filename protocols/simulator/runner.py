@@ -9,7 +9,7 @@ from pymodbus.server import ModbusBaseServer
 from protocols.modbus.codec import ByteOrder
 from protocols.simulator.machine import TAGS, Machine, SimTag, bulk_tags
 from protocols.simulator.modbus_server import ModbusImage, build_serial_server, build_server
-from protocols.simulator.opcua_server import OpcUaMachineServer
+from protocols.simulator.opcua_server import OpcUaMachineServer, OpcUaServerSecurity
 from shared.clock import Clock, SystemClock
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,7 @@ class Simulator:
         seed: int = 1,
         byte_order: ByteOrder = "ABCD",
         bulk: int = 0,
+        opcua_security: OpcUaServerSecurity | None = None,
         clock: Clock | None = None,
     ) -> None:
         self.clock = clock or SystemClock()
@@ -54,7 +55,7 @@ class Simulator:
         if serial_port is not None:
             self._modbus.append(build_serial_server(self.modbus_image, serial_port, baudrate))
         self.opcua = (
-            OpcUaMachineServer(self.machine, self.tags, host, opcua_port)
+            OpcUaMachineServer(self.machine, self.tags, host, opcua_port, opcua_security)
             if opcua_port is not None
             else None
         )
