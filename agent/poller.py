@@ -5,6 +5,7 @@ import random
 from collections.abc import Awaitable, Callable, Sequence
 
 from agent.backoff import Backoff
+from agent.report import ExceptionFilter
 from protocols.base import DeviceState, DeviceUnreachable, Source
 from shared.clock import Clock
 from shared.readings import Reading
@@ -29,9 +30,11 @@ class DevicePoller:
         interval: float,
         clock: Clock,
         backoff: Backoff | None = None,
+        report: ExceptionFilter | None = None,
     ) -> None:
         self._source = source
         self._sink = sink
+        self._report = report
         self._interval = interval
         self._clock = clock
         self._backoff = backoff or Backoff(initial=min(1.0, interval), cap=30.0)
@@ -87,14 +90,18 @@ class DevicePoller:
             return
         self.polls += 1
         self.readings += len(readings)
-        await self._sink(readings)
+        if self._report is not None:
+            readings = self._report(readings)
+        if readings:
+            await self._sink(readings)
 
     async def _went_down(self, reason: str) -> None:
         if self._down_since is not None:
             return
         self._down_since = self._clock.monotonic()
         log.error("device %s unreachable: %s", self._source.name, reason)
-        await self._sink(self._source.unreachable_readings(self._clock.time_us()))
+        bad = self._source.unreachable_readings(self._clock.time_us())
+        await self._sink(self._report(bad) if self._report is not None else bad)
 
     def _came_back(self) -> None:
         self._backoff.reset()

@@ -5,15 +5,28 @@ import contextlib
 import logging
 
 from agent.buffer import SqliteBuffer
-from agent.config import AgentConfig
+from agent.config import AgentConfig, Device
 from agent.forwarder import Forwarder
 from agent.poller import DevicePoller
+from agent.report import ExceptionFilter
 from agent.sources import build_source
 from shared.clock import Clock, SystemClock
 from shared.mqtt import MqttClient
 from shared.wire import Topics
 
 log = logging.getLogger(__name__)
+
+
+def exception_filter(device: Device, clock: Clock) -> ExceptionFilter | None:
+    """The device's report-by-exception filter, if it has report_by_exception on."""
+    if not device.report_by_exception:
+        return None
+    deadbands = {
+        tag.name: tag.deadband
+        for tag in device.tags
+        if getattr(tag, "deadband_type", "absolute") == "absolute"
+    }
+    return ExceptionFilter(deadbands, device.heartbeat, clock)
 
 
 class AgentService:
@@ -35,6 +48,7 @@ class AgentService:
                 self.buffer.add,
                 interval=device.poll_interval,
                 clock=self.clock,
+                report=exception_filter(device, self.clock),
             )
             for device in config.devices
         ]

@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 need_debs=()
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_debs+=(postgresql)
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_debs+=(mosquitto)
+command -v socat >/dev/null 2>&1 || need_debs+=(socat)
 if [ ${#need_debs[@]} -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ]; then
         echo "test: installing ${need_debs[*]} from Debian's packages"

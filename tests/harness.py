@@ -3,7 +3,7 @@
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from collector.config import CollectorConfig
 from protocols.simulator.machine import TAGS
 from protocols.simulator.opcua_server import NAMESPACE_URI, node_name
 from protocols.simulator.runner import Simulator
+from shared.readings import Reading
 from tests.servers import free_port
 
 
@@ -139,3 +140,26 @@ async def get_json(url: str, **params: str) -> tuple[int, Any]:
     """GET a URL; return status and decoded JSON body."""
     async with aiohttp.ClientSession() as session, session.get(url, params=params) as response:
         return response.status, await response.json(content_type=None)
+
+
+DISTINCT_VALUES: dict[str, Any] = {
+    "running": True,
+    "door_closed": False,
+    "state": 2,
+    "reason_code": 5,
+    "good_count": 123_456_789,
+    "scrap_count": 3,
+    "spindle_speed": -32_000,
+    "axis_offset": 499,
+    "temperature": -12.5,
+    "pressure": 1.0e-3,
+    "program": "RECIPE42",
+    "speed_setpoint": 9000,
+    "enable": False,
+}
+"""A value for every simulator tag, each different from the machine's start value but one."""
+
+
+def by_tag(readings: Sequence[Reading]) -> dict[str, Reading]:
+    """Readings keyed by tag name (the last one wins)."""
+    return {reading.tag: reading for reading in readings}

@@ -67,6 +67,7 @@ class ModbusImage:
         self._writable = {(t.modbus_table, t.modbus_address): t for t in self._tags if t.writable}
         self.requests_served = 0
         self.writes_served = 0
+        self.busy_answers = 0  # answer this many requests "device busy" first (tests)
 
     def table(self, name: str) -> list[int]:
         """The current registers of one table."""
@@ -108,6 +109,9 @@ class ModbusImage:
         table = _TABLE_OF_FUNCTION.get(function_code)
         if table is None:
             return ExcCodes.ILLEGAL_FUNCTION
+        if self.busy_answers > 0:
+            self.busy_answers -= 1
+            return ExcCodes.DEVICE_BUSY
         if registers is not self._tables[table]:
             self._refresh()
             registers[:] = self._tables[table]

@@ -36,7 +36,11 @@ class OpcUaServerSecurity:
 
 
 class _Users:
-    """asyncua user manager: anonymous if allowed, configured user names, any X.509 user."""
+    """asyncua user manager: checks user names and passwords.
+
+    Which token types are accepted at all (anonymous, user name, X.509) is set with the
+    server's identity tokens; an X.509 user is accepted once asyncua verified its signature.
+    """
 
     def __init__(self, security: OpcUaServerSecurity) -> None:
         self._security = security
@@ -48,13 +52,11 @@ class _Users:
         password: str | None = None,
         certificate: Any = None,
     ) -> User | None:
-        if certificate is not None:
-            return User(role=UserRole.User, name="x509")
         if username is not None:
             if self._security.users.get(username) == password:
                 return User(role=UserRole.User, name=username)
             return None
-        return User(role=UserRole.User) if self._security.allow_anonymous else None
+        return User(role=UserRole.User)
 
 
 class OpcUaMachineServer:
@@ -101,6 +103,10 @@ class OpcUaMachineServer:
             )
         else:
             server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        tokens: list[type] = [ua.UserNameIdentityToken, ua.X509IdentityToken]
+        if security.allow_anonymous:
+            tokens.append(ua.AnonymousIdentityToken)
+        server.set_identity_tokens(tokens)
         for name in ("asyncua.server", "asyncua.common", "asyncua.uaprotocol"):
             logging.getLogger(name).setLevel(logging.ERROR)
         namespace = await server.register_namespace(NAMESPACE_URI)

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_agent_check_config(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert agent_main(["check-config", str(ROOT / "config" / "agent.yaml")]) == 0
-    assert "OK: agent demo-agent, 2 devices, 22 tags" in capsys.readouterr().out
+    assert "OK: agent demo-agent, 2 devices, 26 tags" in capsys.readouterr().out
     bad = tmp_path / "bad.yaml"
     bad.write_text("agent: {id: x}\n")
     assert agent_main(["check-config", str(bad)]) == 2
