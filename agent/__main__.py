@@ -7,7 +7,7 @@ from shared.extras import require_extra
 
 def main() -> int:
     """Run plantwire-agent."""
-    require_extra("plantwire-agent", "agent", ["asyncua", "pymodbus", "sqlite_utils"])
+    require_extra("plantwire-agent", "agent", ["asyncua", "pymodbus"])
     from agent.cli import main as run
 
     return run()

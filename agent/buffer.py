@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-import sqlite_utils
-
 from shared.readings import DataType, Quality, Reading
 
 SCHEMA_VERSION = 1
@@ -101,16 +99,18 @@ class SqliteBuffer:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
-        db = sqlite_utils.Database(conn)
         conn.execute("BEGIN IMMEDIATE")
-        if "meta" not in db.table_names():
-            db.table("meta").create({"key": str, "value": int}, pk="key")
+        exists = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone()
+        if exists is None:
+            conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
             conn.execute(
                 "CREATE TABLE readings (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
                 " device TEXT NOT NULL, tag TEXT NOT NULL, type TEXT NOT NULL,"
                 " ts INTEGER NOT NULL, value, quality INTEGER NOT NULL, server_ts INTEGER)"
             )
-            db.table("batches").create({"first_seq": int, "last_seq": int}, pk="first_seq")
+            conn.execute(
+                "CREATE TABLE batches (first_seq INTEGER PRIMARY KEY, last_seq INTEGER NOT NULL)"
+            )
             epoch = time.time_ns() // 1000
             conn.executemany(
                 "INSERT INTO meta (key, value) VALUES (?, ?)",

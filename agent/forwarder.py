@@ -16,6 +16,11 @@ log = logging.getLogger(__name__)
 class Publisher(Protocol):
     """What the forwarder needs of an MQTT client."""
 
+    @property
+    def connected(self) -> bool:
+        """Whether the broker connection is up."""
+        ...
+
     async def publish(
         self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False, timeout: float
     ) -> None:
@@ -49,6 +54,10 @@ class Forwarder:
         data = self._buffer.wait_for_data()
         failing = False
         while True:
+            if not self._publisher.connected:
+                # Publishing now would only queue copies in the client; wait for the broker.
+                await asyncio.sleep(self._settings.retry_interval)
+                continue
             # Clear before looking, so readings added after the look still wake us.
             data.clear()
             batch = await self._buffer.begin(self._settings.batch_max_readings)

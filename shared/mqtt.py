@@ -115,7 +115,8 @@ class MqttClient:
             manual_ack=manual_ack,
         )
         self._client.max_inflight_messages_set(settings.max_inflight)
-        self._client.max_queued_messages_set(0)
+        # A bounded queue: publishing while the broker is away fails instead of piling up.
+        self._client.max_queued_messages_set(settings.max_inflight)
         self._client.reconnect_delay_set(min_delay=1, max_delay=30)
         url = urlsplit(settings.url)
         username = settings.username or (unquote(url.username) if url.username else None)

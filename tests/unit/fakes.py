@@ -78,6 +78,12 @@ class FlakyPublisher:
     def __init__(self, failures: int) -> None:
         self.failures = failures
         self.published: list[tuple[str, bytes]] = []
+        self.connected_checks = 0
+
+    @property
+    def connected(self) -> bool:
+        self.connected_checks += 1
+        return self.connected_checks > 2  # the broker turns up on the third look
 
     async def publish(
         self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False, timeout: float

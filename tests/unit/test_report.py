@@ -58,8 +58,13 @@ def test_devices_get_a_filter_only_with_report_by_exception() -> None:
         {"name": "a", "node": "i=1", "deadband": 1.0},
         {"name": "b", "node": "i=2", "deadband": 5.0, "deadband_type": "percent"},
     ]
-    base = {"type": "opcua", "name": "u", "endpoint": "opc.tcp://h", "tags": tags,
-            "mode": "subscribe"}
+    base = {
+        "type": "opcua",
+        "name": "u",
+        "endpoint": "opc.tcp://h",
+        "tags": tags,
+        "mode": "subscribe",
+    }
     clock = FakeClock()
     assert exception_filter(OpcUaDevice.model_validate(base), clock) is None
     report = exception_filter(
