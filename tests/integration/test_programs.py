@@ -13,6 +13,7 @@ from agent.config import load_agent_config
 from agent.service import AgentService
 from protocols.simulator import cli as sim_cli
 from tests.harness import eventually, modbus_device
+from protocols.simulator.runner import Simulator
 from tests.servers import MosquittoServer, free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -103,3 +104,33 @@ def test_programs_stop_cleanly_on_sigterm(tmp_path: Path, mosquitto: MosquittoSe
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, signal.SIG_DFL)
+
+
+async def test_one_unreachable_device_does_not_hold_up_the_others(
+    tmp_path: Path, simulator: Simulator
+) -> None:
+    from tests.harness import agent_config
+
+    config = agent_config(
+        agent_id="two-devices",
+        buffer=tmp_path / "b.sqlite",
+        mqtt_url=f"mqtt://127.0.0.1:{free_port()}",
+        prefix="iso",
+        devices=[
+            {**modbus_device(free_port(), name="gone"), "timeout": "200ms"},
+            modbus_device(simulator.modbus_port, name="here", interval="100ms"),
+        ],
+    )
+    service = AgentService(config)
+    await service.start()
+    try:
+        gone, here = service.pollers
+
+        async def both_seen() -> bool:
+            return here.polls >= 10 and (await service.buffer.stats()).readings > 0
+
+        await eventually(both_seen, what="the reachable device to be polled on schedule")
+        assert gone.polls == 0
+        assert gone.state.value == "disconnected"
+    finally:
+        await service.stop()
