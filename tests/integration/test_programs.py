@@ -12,8 +12,8 @@ from agent.cli import run_agent
 from agent.config import load_agent_config
 from agent.service import AgentService
 from protocols.simulator import cli as sim_cli
-from tests.harness import eventually, modbus_device
 from protocols.simulator.runner import Simulator
+from tests.harness import eventually, modbus_device
 from tests.servers import MosquittoServer, free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
