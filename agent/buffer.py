@@ -58,6 +58,10 @@ class Buffer(Protocol):
         """Delete an accepted batch, or return it to be sent again."""
         ...
 
+    async def acknowledge(self, batch_id: int) -> int:
+        """Delete a batch the collector has committed; return how many readings it held."""
+        ...
+
     async def stats(self) -> BufferStats:
         """Current depth and age."""
         ...
@@ -224,18 +228,30 @@ class SqliteBuffer:
         await self._run(lambda: self._end(batch, accepted))
 
     def _end(self, batch: PendingBatch, accepted: bool) -> None:
-        self._in_flight.discard(batch.batch_id)
-        if not accepted:
-            return
+        if accepted:
+            self._acknowledge(batch.batch_id)
+        else:
+            self._in_flight.discard(batch.batch_id)
+
+    async def acknowledge(self, batch_id: int) -> int:
+        """Delete a committed batch (a no-op for one already deleted); return its size."""
+        return await self._run(lambda: self._acknowledge(batch_id))
+
+    def _acknowledge(self, batch_id: int) -> int:
+        self._in_flight.discard(batch_id)
+        last = next((last for first, last in self._unsent_batches if first == batch_id), None)
+        if last is None:
+            return 0
         conn = self._db()
         conn.execute("BEGIN")
-        deleted = conn.execute(
-            "DELETE FROM readings WHERE seq BETWEEN ? AND ?", (batch.batch_id, batch.last_seq)
+        deleted: int = conn.execute(
+            "DELETE FROM readings WHERE seq BETWEEN ? AND ?", (batch_id, last)
         ).rowcount
-        conn.execute("DELETE FROM batches WHERE first_seq = ?", (batch.batch_id,))
+        conn.execute("DELETE FROM batches WHERE first_seq = ?", (batch_id,))
         conn.execute("COMMIT")
         self._count -= deleted
-        self._unsent_batches.remove((batch.batch_id, batch.last_seq))
+        self._unsent_batches.remove((batch_id, last))
+        return deleted
 
     async def stats(self) -> BufferStats:
         """Depth, batches in flight and the oldest reading's timestamp."""

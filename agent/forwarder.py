@@ -1,13 +1,22 @@
-"""Sending buffered readings to the broker in batches, oldest first."""
+"""Sending buffered readings to the collector, and deleting them only once it has them.
+
+A batch is published at QoS 1 and stays in the buffer until the collector acknowledges that
+it committed it (the `ack` topic), not merely when the broker took it. At most `window`
+batches are in flight; one not acknowledged within `ack_timeout` is sent again, unchanged, and
+the collector stores it at most once.
+"""
 
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass
 from typing import Protocol
 
-from agent.buffer import Buffer
+from agent.buffer import Buffer, PendingBatch
 from agent.config import ForwardSettings
-from shared.errors import MqttError
+from shared.acks import decode_ack
+from shared.clock import Clock
+from shared.errors import MqttError, WireError
 from shared.wire import Topics, encode_batch
 
 log = logging.getLogger(__name__)
@@ -28,8 +37,16 @@ class Publisher(Protocol):
         ...
 
 
+@dataclass(slots=True)
+class _InFlight:
+    batch: PendingBatch
+    payload: bytes
+    sent_at: float
+    sends: int = 0
+
+
 class Forwarder:
-    """Moves batches from the buffer to the broker; a batch leaves the buffer only once acked."""
+    """Moves batches from the buffer to the broker, in order, with a bounded window."""
 
     def __init__(
         self,
@@ -39,50 +56,113 @@ class Forwarder:
         agent_id: str,
         topics: Topics,
         settings: ForwardSettings,
+        clock: Clock,
     ) -> None:
         self._buffer = buffer
         self._publisher = publisher
         self._agent_id = agent_id
         self._topic = topics.batch(agent_id)
         self._settings = settings
+        self._clock = clock
+        self._in_flight: dict[int, _InFlight] = {}
+        self._acked = asyncio.Event()
+        self._failing = False
         self.batches_sent = 0
         self.readings_sent = 0
+        self.readings_acknowledged = 0
+        self.resends = 0
         self.send_failures = 0
+        self.rejected_batches = 0
+
+    @property
+    def in_flight(self) -> int:
+        """Batches sent and not yet acknowledged."""
+        return len(self._in_flight)
 
     async def run(self) -> None:
         """Forward until cancelled."""
         data = self._buffer.wait_for_data()
-        failing = False
+        settings = self._settings
         while True:
             if not self._publisher.connected:
                 # Publishing now would only queue copies in the client; wait for the broker.
-                await asyncio.sleep(self._settings.retry_interval)
+                await asyncio.sleep(settings.retry_interval)
+                continue
+            now = self._clock.monotonic()
+            overdue = [
+                f for f in self._in_flight.values() if now - f.sent_at >= settings.ack_timeout
+            ]
+            if overdue:
+                for flight in sorted(overdue, key=lambda f: f.batch.batch_id):
+                    await self._send(flight)
+                continue
+            if len(self._in_flight) >= settings.window:
+                oldest = min(f.sent_at for f in self._in_flight.values())
+                await self._wait(self._acked, settings.ack_timeout - (now - oldest))
                 continue
             # Clear before looking, so readings added after the look still wake us.
             data.clear()
-            batch = await self._buffer.begin(self._settings.batch_max_readings)
+            batch = await self._buffer.begin(settings.batch_max_readings)
             if batch is None:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(data.wait(), timeout=1.0)
-                if self._settings.linger:
-                    await asyncio.sleep(self._settings.linger)
+                await self._wait(data, 1.0)
+                if settings.linger:
+                    await asyncio.sleep(settings.linger)
                 continue
             payload = encode_batch(self._agent_id, self._buffer.epoch, batch.seqs, batch.readings)
-            try:
-                await self._publisher.publish(
-                    self._topic, payload, qos=1, timeout=self._settings.publish_timeout
-                )
-            except MqttError as exc:
-                await self._buffer.end(batch, accepted=False)
-                self.send_failures += 1
-                if not failing:
-                    log.error("cannot forward batches: %s; keeping them buffered", exc)
-                    failing = True
-                await asyncio.sleep(self._settings.retry_interval)
-                continue
-            await self._buffer.end(batch, accepted=True)
-            if failing:
-                log.info("forwarding resumed")
-                failing = False
+            flight = _InFlight(batch, payload, sent_at=now)
+            self._in_flight[batch.batch_id] = flight
+            await self._send(flight)
+
+    async def _wait(self, event: asyncio.Event, timeout: float) -> None:
+        event.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout=max(0.0, timeout))
+
+    async def _send(self, flight: _InFlight) -> None:
+        try:
+            await self._publisher.publish(
+                self._topic, flight.payload, qos=1, timeout=self._settings.publish_timeout
+            )
+        except MqttError as exc:
+            self.send_failures += 1
+            if not self._failing:
+                log.error("cannot forward batches: %s; keeping them buffered", exc)
+                self._failing = True
+            # Try this batch again after retry_interval rather than a whole ack_timeout.
+            flight.sent_at = (
+                self._clock.monotonic() - self._settings.ack_timeout + self._settings.retry_interval
+            )
+            await asyncio.sleep(self._settings.retry_interval)
+            return
+        if self._failing:
+            log.info("forwarding resumed")
+            self._failing = False
+        flight.sent_at = self._clock.monotonic()
+        flight.sends += 1
+        if flight.sends == 1:
             self.batches_sent += 1
-            self.readings_sent += len(batch.seqs)
+            self.readings_sent += len(flight.batch.seqs)
+        else:
+            self.resends += 1
+
+    async def handle_ack(self, raw: bytes) -> None:
+        """Delete the batches the collector says it has; log and count rejected ones."""
+        try:
+            ack = decode_ack(raw)
+        except WireError as exc:
+            log.error("ignored an acknowledgement: %s", exc)
+            return
+        if ack.epoch != self._buffer.epoch:
+            log.warning("ignored an acknowledgement for buffer epoch %d", ack.epoch)
+            return
+        for rejection in ack.rejected:
+            self.rejected_batches += 1
+            log.error(
+                "the collector rejected batch %d (kept in its dead letters): %s",
+                rejection.batch,
+                rejection.error,
+            )
+        for batch_id in [*ack.stored, *(r.batch for r in ack.rejected)]:
+            self._in_flight.pop(batch_id, None)
+            self.readings_acknowledged += await self._buffer.acknowledge(batch_id)
+        self._acked.set()

@@ -52,12 +52,14 @@ class AgentService:
             )
             for device in config.devices
         ]
+        self.topics = Topics(config.mqtt.topic_prefix)
         self.forwarder = Forwarder(
             self.buffer,
             self.mqtt,
             agent_id=agent_id,
-            topics=Topics(config.mqtt.topic_prefix),
+            topics=self.topics,
             settings=config.forward,
+            clock=self.clock,
         )
         self._tasks: list[asyncio.Task[None]] = []
         self._running = False
@@ -66,7 +68,9 @@ class AgentService:
         """Open the buffer, start connecting to the broker, start polling and forwarding."""
         await self.buffer.open()
         self._running = True
+        self.mqtt.keep_subscribed(self.topics.ack(self.config.agent.id))
         self.mqtt.start()
+        self._tasks.append(asyncio.create_task(self._receive(), name="acks"))
         for device, poller in zip(self.config.devices, self.pollers, strict=True):
             self._tasks.append(asyncio.create_task(poller.run(), name=f"poll-{device.name}"))
         self._tasks.append(asyncio.create_task(self.forwarder.run(), name="forwarder"))
@@ -77,6 +81,11 @@ class AgentService:
             self.config.buffer.path,
             self.buffer.epoch,
         )
+
+    async def _receive(self) -> None:
+        async for message in self.mqtt.messages():
+            if self.topics.kind_of(message.topic) == "ack":
+                await self.forwarder.handle_ack(message.payload)
 
     async def stop(self) -> None:
         """Stop polling and forwarding; what is buffered stays buffered for the next start."""

@@ -53,6 +53,9 @@ class IngestSettings(StrictModel):
         default=16 * 1024 * 1024, ge=1024, description="Larger payloads are quarantined."
     )
     retry_interval: Duration = Field(default=1.0, gt=0, description="Pause after a failed write.")
+    ack_timeout: Duration = Field(
+        default=10.0, gt=0, description="Wait for the broker to take an acknowledgement."
+    )
 
 
 class CollectorIdentity(StrictModel):

@@ -1,6 +1,7 @@
 """Consuming batch messages: validate, group, store, then acknowledge to the broker."""
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -12,7 +13,8 @@ from psycopg import Error as DatabaseError
 from collector.config import IngestSettings
 from collector.metrics import CollectorMetrics
 from collector.store import ReadingStore
-from shared.errors import WireError
+from shared.acks import Rejection, encode_ack
+from shared.errors import MqttError, WireError
 from shared.mqtt import Message
 from shared.wire import Batch, Topics, decode_batch
 
@@ -28,6 +30,20 @@ class MessageSource(Protocol):
 
     def ack(self, message: Message) -> None:
         """Acknowledge a message to the broker."""
+        ...
+
+    async def publish(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False, timeout: float
+    ) -> None:
+        """Publish a message and wait for the broker's acknowledgement."""
+        ...
+
+
+class StatusHandler(Protocol):
+    """Receives agents' birth, death and heartbeat messages."""
+
+    async def __call__(self, agent: str, kind: str, payload: bytes) -> None:
+        """Record one status message of an agent."""
         ...
 
 
@@ -55,9 +71,11 @@ class Consumer:
         topics: Topics,
         settings: IngestSettings,
         metrics: CollectorMetrics,
+        on_status: StatusHandler | None = None,
     ) -> None:
         self._source = source
         self._store = store
+        self._on_status = on_status
         self._topics = topics
         self._settings = settings
         self._metrics = metrics
@@ -91,6 +109,16 @@ class Consumer:
                 pending.cancel()
 
     async def _take(self, message: Message) -> None:
+        kind = self._topics.kind_of(message.topic)
+        if kind != "batch" and self._on_status is not None:
+            try:
+                agent = self._topics.agent_of(message.topic)
+            except WireError as exc:
+                await self._quarantine(message, str(exc), exc.reason)
+                return
+            await self._on_status(agent, kind, message.payload)
+            self._source.ack(message)
+            return
         try:
             if len(message.payload) > self._settings.max_payload_bytes:
                 raise WireError(
@@ -121,6 +149,12 @@ class Consumer:
                 await asyncio.sleep(self._settings.retry_interval)
         self._metrics.dead_letters.labels(reason=reason).inc()
         self._metrics.messages.labels(outcome="quarantined").inc()
+        rejected = _batch_identity(self._topics, message)
+        if rejected is not None:
+            agent, epoch, batch_id = rejected
+            await self._send_ack(
+                agent, encode_ack(epoch, [], [Rejection(batch=batch_id, error=error)])
+            )
         self._source.ack(message)
 
     async def _flush(self) -> None:
@@ -143,5 +177,41 @@ class Consumer:
         self._metrics.readings_stored.inc(outcome.readings_stored)
         self._metrics.messages.labels(outcome="stored").inc(outcome.batches_stored)
         self._metrics.messages.labels(outcome="duplicate").inc(outcome.batches_duplicate)
+        # Duplicates are acknowledged too: they are stored, from an earlier send.
+        stored: dict[tuple[str, int], list[int]] = {}
+        for batch in group.batches:
+            stored.setdefault((batch.agent, batch.epoch), []).append(batch.batch_id)
+        await asyncio.gather(
+            *(
+                self._send_ack(agent, encode_ack(epoch, ids))
+                for (agent, epoch), ids in stored.items()
+            )
+        )
         for message in group.messages:
             self._source.ack(message)
+
+    async def _send_ack(self, agent: str, payload: bytes) -> None:
+        try:
+            await self._source.publish(
+                self._topics.ack(agent), payload, qos=1, timeout=self._settings.ack_timeout
+            )
+        except MqttError as exc:
+            # The agent sends the batch again after its own timeout; it is then acknowledged
+            # as a duplicate. Nothing is lost, only time.
+            self._metrics.ack_failures.inc()
+            log.warning("could not acknowledge to agent %s: %s", agent, exc)
+
+
+def _batch_identity(topics: Topics, message: Message) -> tuple[str, int, int] | None:
+    """(agent, epoch, batch id) of a rejected payload, if it says them plainly enough."""
+    try:
+        agent = topics.agent_of(message.topic)
+        document = json.loads(message.payload)
+    except (WireError, ValueError):
+        return None
+    if not isinstance(document, dict):
+        return None
+    epoch, batch_id = document.get("epoch"), document.get("batch")
+    if type(epoch) is int and type(batch_id) is int and document.get("agent") == agent:
+        return agent, epoch, batch_id
+    return None

@@ -36,6 +36,11 @@ class CollectorMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=self.registry,
         )
+        self.ack_failures = Counter(
+            "plantwire_collector_ack_failures_total",
+            "Acknowledgements to agents that could not be published (the agent resends).",
+            registry=self.registry,
+        )
         self.mqtt_connected = Gauge(
             "plantwire_collector_mqtt_connected",
             "1 while the collector is connected to the broker.",

@@ -215,6 +215,12 @@ class MqttClient:
             raise MqttError(f"subscribe to {topic_filter} failed: {paho.error_string(result)}")
         await self._await_mid(mid, timeout, f"SUBACK for {topic_filter}")
 
+    def keep_subscribed(self, topic_filter: str, *, qos: int = 1) -> None:
+        """Subscribe on every (re)connect from now on, without waiting for the broker."""
+        self._subscriptions[topic_filter] = qos
+        if self._connected.is_set():
+            self._client.subscribe(topic_filter, qos)
+
     async def messages(self) -> AsyncIterator[Message]:
         """Yield received messages in arrival order."""
         assert self._messages is not None, "connect() first"

@@ -36,9 +36,29 @@ class Topics:
         """Topic an agent publishes reading batches on."""
         return f"{self.prefix}/v1/{agent_id}/batch"
 
+    def ack(self, agent_id: str) -> str:
+        """Topic the collector acknowledges an agent's stored batches on."""
+        return f"{self.prefix}/v1/{agent_id}/ack"
+
+    def state(self, agent_id: str) -> str:
+        """Retained topic of an agent's birth and death messages."""
+        return f"{self.prefix}/v1/{agent_id}/state"
+
+    def heartbeat(self, agent_id: str) -> str:
+        """Topic of an agent's periodic health report."""
+        return f"{self.prefix}/v1/{agent_id}/heartbeat"
+
     def all_batches(self) -> str:
         """Subscription filter matching every agent's batch topic."""
         return f"{self.prefix}/v1/+/batch"
+
+    def all_of(self, kind: str) -> str:
+        """Subscription filter for one kind of topic (batch, state, heartbeat) of all agents."""
+        return f"{self.prefix}/v1/+/{kind}"
+
+    def kind_of(self, topic: str) -> str:
+        """The last level of a topic: batch, ack, state or heartbeat."""
+        return topic.rsplit("/", 1)[-1]
 
     def agent_of(self, topic: str) -> str:
         """Return the agent id a topic belongs to, or raise WireError."""
