@@ -31,10 +31,22 @@ async def buffer(tmp_path: Path) -> AsyncIterator[SqliteBuffer]:
 
 
 def forwarder(buffer: SqliteBuffer, publisher: FlakyPublisher, **settings: object) -> Forwarder:
-    options = {"batch_max_readings": 10, "retry_interval": 0.001, "linger": 0.001,
-               "ack_timeout": 0.2, "window": 2, **settings}
-    return Forwarder(buffer, publisher, agent_id="a1", topics=Topics("plant"),
-                     settings=ForwardSettings.model_validate(options), clock=SystemClock())
+    options = {
+        "batch_max_readings": 10,
+        "retry_interval": 0.001,
+        "linger": 0.001,
+        "ack_timeout": 0.2,
+        "window": 2,
+        **settings,
+    }
+    return Forwarder(
+        buffer,
+        publisher,
+        agent_id="a1",
+        topics=Topics("plant"),
+        settings=ForwardSettings.model_validate(options),
+        clock=SystemClock(),
+    )
 
 
 @contextlib.asynccontextmanager
