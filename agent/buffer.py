@@ -6,6 +6,8 @@ also after a crash; the collector relies on that to store each batch exactly onc
 """
 
 import asyncio
+import contextlib
+import logging
 import math
 import sqlite3
 import time
@@ -13,10 +15,11 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Literal, Protocol, TypeVar
 
 from shared.readings import DataType, Quality, Reading
 
+log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 _SQLITE_MAX_INT = 2**63 - 1
 _T = TypeVar("_T")
@@ -34,11 +37,17 @@ class PendingBatch:
 
 @dataclass(frozen=True, slots=True)
 class BufferStats:
-    """What the buffer holds right now."""
+    """What the buffer holds right now, and what its full-buffer policy has dropped so far."""
 
     readings: int
     batches_in_flight: int
     oldest_ts_us: int | None
+    dropped_oldest: int = 0
+    dropped_newest: int = 0
+    used_bytes: int = 0
+
+
+WhenFull = Literal["drop_oldest", "drop_newest", "block"]
 
 
 class Buffer(Protocol):
@@ -72,10 +81,28 @@ class Buffer(Protocol):
 
 
 class SqliteBuffer:
-    """Buffer in one SQLite file (WAL, synchronous=FULL), used from one worker thread."""
+    """Buffer in one SQLite file (WAL, synchronous=FULL), used from one worker thread.
 
-    def __init__(self, path: Path) -> None:
+    Bounded by `max_readings` and/or `max_bytes` (pages in use). When an add would pass a
+    bound: `drop_oldest` deletes the oldest readings not yet cut into a batch, `drop_newest`
+    keeps only the incoming readings that fit, and `block` makes the add wait for room. Every
+    drop is counted, in the file too, so the counts survive a restart.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_readings: int | None = None,
+        max_bytes: int | None = None,
+        when_full: WhenFull = "drop_oldest",
+    ) -> None:
         self._path = path
+        self._max_readings = max_readings
+        self._max_bytes = max_bytes
+        self._when_full = when_full
+        self._room = asyncio.Event()
+        self._dropped = {"dropped_oldest": 0, "dropped_newest": 0}
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="buffer")
         self._conn: sqlite3.Connection | None = None
         self._types = {t.value: t for t in DataType}
@@ -84,6 +111,7 @@ class SqliteBuffer:
         self._next_seq_to_batch = 1
         self._count = 0
         self._data = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.epoch = 0
 
     async def open(self) -> None:
@@ -96,7 +124,13 @@ class SqliteBuffer:
         self._executor.shutdown(wait=True)
 
     async def _run(self, function: Callable[[], _T]) -> _T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, function)
+        self._loop = asyncio.get_running_loop()
+        return await self._loop.run_in_executor(self._executor, function)
+
+    def _loop_call(self, callback: Callable[[], object]) -> None:
+        """Run a callback on the event loop, from the buffer's worker thread."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(callback)
 
     def _open(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
@@ -118,12 +152,18 @@ class SqliteBuffer:
             epoch = time.time_ns() // 1000
             conn.executemany(
                 "INSERT INTO meta (key, value) VALUES (?, ?)",
-                [("schema_version", SCHEMA_VERSION), ("epoch", epoch)],
+                [
+                    ("schema_version", SCHEMA_VERSION),
+                    ("epoch", epoch),
+                    ("dropped_oldest", 0),
+                    ("dropped_newest", 0),
+                ],
             )
         conn.execute("COMMIT")
         self._conn = conn
         meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
         self.epoch = int(meta["epoch"])
+        self._dropped = {key: int(meta.get(key, 0)) for key in self._dropped}
         self._unsent_batches = conn.execute(
             "SELECT first_seq, last_seq FROM batches ORDER BY first_seq"
         ).fetchall()
@@ -145,14 +185,51 @@ class SqliteBuffer:
         return self._conn
 
     async def add(self, readings: Sequence[Reading]) -> int:
-        """Commit readings in one transaction; nothing is dropped yet, so return 0."""
-        if readings:
-            await self._run(lambda: self._add(readings))
-            self._data.set()
-        return 0
+        """Commit readings in one transaction; return how many the full-buffer policy dropped."""
+        if not readings:
+            return 0
+        if self._when_full == "block":
+            while not await self._run(lambda: self._room_for(len(readings))):
+                self._room.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._room.wait(), timeout=1.0)
+        dropped = await self._run(lambda: self._add(readings))
+        self._data.set()
+        return dropped
 
-    def _add(self, readings: Sequence[Reading]) -> None:
+    def _used_bytes(self) -> int:
         conn = self._db()
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+        size = conn.execute("PRAGMA page_size").fetchone()[0]
+        return int((pages - free) * size)
+
+    def _excess(self, incoming: int) -> int:
+        """How many readings must go for `incoming` more to fit (0 if they fit)."""
+        excess = 0
+        if self._max_readings is not None:
+            excess = self._count + incoming - self._max_readings
+        if self._max_bytes is not None:
+            used = self._used_bytes()
+            per_reading = used / self._count if self._count else 100.0
+            projected = used + incoming * per_reading
+            if projected > self._max_bytes:
+                excess = max(excess, int((projected - self._max_bytes) / per_reading) + 1)
+        return max(0, excess)
+
+    def _room_for(self, incoming: int) -> bool:
+        return self._excess(incoming) == 0 or self._count == 0
+
+    def _add(self, readings: Sequence[Reading]) -> int:
+        conn = self._db()
+        excess = self._excess(len(readings)) if self._when_full != "block" else 0
+        dropped_oldest = dropped_newest = 0
+        if excess and self._when_full == "drop_oldest":
+            dropped_oldest = min(excess, self._count - self._batched_count())
+            excess -= dropped_oldest
+        if excess:  # drop_newest, or nothing old enough left to drop
+            dropped_newest = min(excess, len(readings))
+            readings = readings[: len(readings) - dropped_newest]
         rows = [
             (
                 r.device,
@@ -166,13 +243,45 @@ class SqliteBuffer:
             for r in readings
         ]
         conn.execute("BEGIN")
+        if dropped_oldest:
+            conn.execute(
+                "DELETE FROM readings WHERE seq IN (SELECT seq FROM readings WHERE seq >= ?"
+                " ORDER BY seq LIMIT ?)",
+                (self._next_seq_to_batch, dropped_oldest),
+            )
         conn.executemany(
             "INSERT INTO readings (device, tag, type, ts, value, quality, server_ts)"
             " VALUES (?,?,?,?,?,?,?)",
             rows,
         )
+        if dropped_oldest or dropped_newest:
+            conn.executemany(
+                "UPDATE meta SET value = value + ? WHERE key = ?",
+                [(dropped_oldest, "dropped_oldest"), (dropped_newest, "dropped_newest")],
+            )
         conn.execute("COMMIT")
-        self._count += len(rows)
+        self._count += len(rows) - dropped_oldest
+        self._dropped["dropped_oldest"] += dropped_oldest
+        self._dropped["dropped_newest"] += dropped_newest
+        if dropped_oldest or dropped_newest:
+            log.warning(
+                "buffer full: dropped %d oldest and %d newest readings (%s)",
+                dropped_oldest,
+                dropped_newest,
+                self._when_full,
+            )
+        return dropped_oldest + dropped_newest
+
+    def _batched_count(self) -> int:
+        """Readings already cut into batches (these are never dropped)."""
+        if not self._unsent_batches:
+            return 0
+        row = (
+            self._db()
+            .execute("SELECT count(*) FROM readings WHERE seq < ?", (self._next_seq_to_batch,))
+            .fetchone()
+        )
+        return int(row[0])
 
     async def begin(self, limit: int) -> PendingBatch | None:
         """Hand out the oldest unsent batch, or cut a new one of at most `limit` readings."""
@@ -251,6 +360,7 @@ class SqliteBuffer:
         conn.execute("COMMIT")
         self._count -= deleted
         self._unsent_batches.remove((batch_id, last))
+        self._loop_call(self._room.set)
         return deleted
 
     async def stats(self) -> BufferStats:
@@ -259,7 +369,13 @@ class SqliteBuffer:
 
     def _stats(self) -> BufferStats:
         row = self._db().execute("SELECT ts FROM readings ORDER BY seq LIMIT 1").fetchone()
-        return BufferStats(self._count, len(self._in_flight), row[0] if row else None)
+        return BufferStats(
+            self._count,
+            len(self._in_flight),
+            row[0] if row else None,
+            used_bytes=self._used_bytes(),
+            **self._dropped,
+        )
 
     def wait_for_data(self) -> asyncio.Event:
         """Event set whenever readings are added; the forwarder clears it."""

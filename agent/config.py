@@ -1,7 +1,7 @@
 """The agent's configuration file, validated strictly."""
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
@@ -31,9 +31,20 @@ class AgentIdentity(StrictModel):
 
 
 class BufferSettings(StrictModel):
-    """Where readings wait until the collector has them."""
+    """Where readings wait until the collector has them, and how much may wait."""
 
     path: Path = Field(description="SQLite file of the store-and-forward buffer.")
+    max_bytes: int | None = Field(
+        default=1024**3, ge=1_000_000, description="Most bytes of pages in use (null: no cap)."
+    )
+    max_readings: int | None = Field(
+        default=None, ge=1, description="Most readings held (null: no cap by count)."
+    )
+    when_full: Literal["drop_oldest", "drop_newest", "block"] = Field(
+        default="drop_oldest",
+        description="drop_oldest: delete the oldest unsent readings; drop_newest: refuse new"
+        " ones; block: pause polling until there is room. Drops are counted and reported.",
+    )
 
 
 class ForwardSettings(StrictModel):

@@ -35,7 +35,12 @@ class AgentService:
     def __init__(self, config: AgentConfig, clock: Clock | None = None) -> None:
         self.config = config
         self.clock = clock or SystemClock()
-        self.buffer = SqliteBuffer(config.buffer.path)
+        self.buffer = SqliteBuffer(
+            config.buffer.path,
+            max_readings=config.buffer.max_readings,
+            max_bytes=config.buffer.max_bytes,
+            when_full=config.buffer.when_full,
+        )
         agent_id = config.agent.id
         self.mqtt = MqttClient(
             config.mqtt,

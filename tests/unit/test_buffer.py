@@ -1,5 +1,6 @@
 """The SQLite buffer: durable batches with stable identity across restarts."""
 
+import asyncio
 import math
 import sqlite3
 from pathlib import Path
@@ -134,4 +135,76 @@ async def test_awkward_values_survive(tmp_path: Path) -> None:
     assert text.value == "12"
     assert gone.value is None
     assert gone.quality is Quality.BAD
+    await buffer.close()
+
+
+async def test_drop_oldest_keeps_the_newest_and_counts(tmp_path: Path) -> None:
+    buffer = SqliteBuffer(tmp_path / "b.sqlite", max_readings=100)
+    await buffer.open()
+    assert await buffer.add(readings(80)) == 0
+    assert await buffer.add(readings(50, start=80)) == 30
+    stats = await buffer.stats()
+    assert (stats.readings, stats.dropped_oldest, stats.dropped_newest) == (100, 30, 0)
+    batch = await buffer.begin(1000)
+    assert batch is not None
+    assert [r.value for r in batch.readings] == list(range(30, 130)), "order kept, oldest gone"
+    await buffer.close()
+    buffer = SqliteBuffer(tmp_path / "b.sqlite", max_readings=100)
+    await buffer.open()
+    assert (await buffer.stats()).dropped_oldest == 30, "drop counts survive a restart"
+    await buffer.close()
+
+
+async def test_drop_oldest_never_touches_batches_already_cut(tmp_path: Path) -> None:
+    buffer = SqliteBuffer(tmp_path / "b.sqlite", max_readings=100)
+    await buffer.open()
+    await buffer.add(readings(100))
+    sent = await buffer.begin(70)
+    assert sent is not None
+    assert await buffer.add(readings(50, start=100)) == 50
+    stats = await buffer.stats()
+    assert (stats.dropped_oldest, stats.dropped_newest) == (30, 20)
+    await buffer.end(sent, accepted=False)
+    assert await buffer.begin(1000) == sent, "the batch in flight is intact"
+    await buffer.close()
+
+
+async def test_drop_newest_refuses_what_does_not_fit(tmp_path: Path) -> None:
+    buffer = SqliteBuffer(tmp_path / "b.sqlite", max_readings=100, when_full="drop_newest")
+    await buffer.open()
+    await buffer.add(readings(80))
+    assert await buffer.add(readings(50, start=80)) == 30
+    batch = await buffer.begin(1000)
+    assert batch is not None
+    assert [r.value for r in batch.readings] == list(range(100))
+    assert (await buffer.stats()).dropped_newest == 30
+    await buffer.close()
+
+
+async def test_block_waits_for_room(tmp_path: Path) -> None:
+    buffer = SqliteBuffer(tmp_path / "b.sqlite", max_readings=100, when_full="block")
+    await buffer.open()
+    await buffer.add(readings(100))
+    batch = await buffer.begin(60)
+    assert batch is not None
+    waiting = asyncio.create_task(buffer.add(readings(10, start=100)))
+    await asyncio.sleep(0.2)
+    assert not waiting.done(), "a full buffer makes the add wait"
+    await buffer.acknowledge(batch.batch_id)
+    assert await asyncio.wait_for(waiting, 5) == 0
+    stats = await buffer.stats()
+    assert (stats.readings, stats.dropped_oldest, stats.dropped_newest) == (50, 0, 0)
+    await buffer.close()
+
+
+async def test_byte_bound(tmp_path: Path) -> None:
+    buffer = SqliteBuffer(tmp_path / "b.sqlite", max_bytes=2_000_000)
+    await buffer.open()
+    dropped = 0
+    for start in range(0, 200_000, 10_000):
+        dropped += await buffer.add(readings(10_000, start=start))
+    stats = await buffer.stats()
+    assert dropped > 0
+    assert stats.used_bytes <= 2_000_000 * 1.1
+    assert stats.readings + dropped == 200_000
     await buffer.close()
