@@ -28,6 +28,13 @@ class AgentIdentity(StrictModel):
 
     id: AgentId = Field(description="Agent id: letters, digits, '.', '_' or '-'; unique per site.")
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
+    heartbeat_interval: Duration = Field(
+        default=10.0, gt=0, description="Time between heartbeats to the collector."
+    )
+    http_host: str = Field(default="127.0.0.1", description="Address of /metrics and /healthz.")
+    http_port: int | None = Field(
+        default=9108, ge=0, le=65535, description="Port of /metrics and /healthz (null: off)."
+    )
 
 
 class BufferSettings(StrictModel):

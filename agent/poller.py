@@ -43,6 +43,11 @@ class DevicePoller:
         self.readings = 0
 
     @property
+    def suppressed(self) -> int:
+        """Readings report-by-exception held back as unchanged."""
+        return self._report.suppressed if self._report is not None else 0
+
+    @property
     def state(self) -> DeviceState:
         """The device's connection state."""
         return self._source.state

@@ -7,6 +7,8 @@ import logging
 from agent.buffer import SqliteBuffer
 from agent.config import AgentConfig, Device
 from agent.forwarder import Forwarder
+from agent.health import HealthReporter
+from agent.http import AgentHttp
 from agent.poller import DevicePoller
 from agent.report import ExceptionFilter
 from agent.sources import build_source
@@ -35,17 +37,12 @@ class AgentService:
     def __init__(self, config: AgentConfig, clock: Clock | None = None) -> None:
         self.config = config
         self.clock = clock or SystemClock()
+        agent_id = config.agent.id
         self.buffer = SqliteBuffer(
             config.buffer.path,
             max_readings=config.buffer.max_readings,
             max_bytes=config.buffer.max_bytes,
             when_full=config.buffer.when_full,
-        )
-        agent_id = config.agent.id
-        self.mqtt = MqttClient(
-            config.mqtt,
-            client_id=config.mqtt.client_id or f"plantwire-agent-{agent_id}",
-            persistent_session=True,
         )
         self.pollers = [
             DevicePoller(
@@ -58,6 +55,11 @@ class AgentService:
             for device in config.devices
         ]
         self.topics = Topics(config.mqtt.topic_prefix)
+        self.mqtt = MqttClient(
+            config.mqtt,
+            client_id=config.mqtt.client_id or f"plantwire-agent-{agent_id}",
+            persistent_session=True,
+        )
         self.forwarder = Forwarder(
             self.buffer,
             self.mqtt,
@@ -66,6 +68,21 @@ class AgentService:
             settings=config.forward,
             clock=self.clock,
         )
+        self.health = HealthReporter(
+            agent_id=agent_id,
+            config_json=config.model_dump_json(),
+            devices=[device.name for device in config.devices],
+            pollers=self.pollers,
+            buffer=self.buffer,
+            forwarder=self.forwarder,
+            topics=self.topics,
+            clock=self.clock,
+            interval=config.agent.heartbeat_interval,
+        )
+        self.mqtt.set_will(self.health.will())
+        self.http = AgentHttp(
+            lambda: self.health.snapshot(self.mqtt.connected), config.buffer.max_bytes
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self._running = False
 
@@ -73,18 +90,25 @@ class AgentService:
         """Open the buffer, start connecting to the broker, start polling and forwarding."""
         await self.buffer.open()
         self._running = True
-        self.mqtt.keep_subscribed(self.topics.ack(self.config.agent.id))
+        identity = self.config.agent
+        if identity.http_port is not None:
+            await self.http.start(identity.http_host, identity.http_port)
+        self.mqtt.keep_subscribed(self.topics.ack(identity.id))
         self.mqtt.start()
         self._tasks.append(asyncio.create_task(self._receive(), name="acks"))
         for device, poller in zip(self.config.devices, self.pollers, strict=True):
             self._tasks.append(asyncio.create_task(poller.run(), name=f"poll-{device.name}"))
         self._tasks.append(asyncio.create_task(self.forwarder.run(), name="forwarder"))
+        self._tasks.append(asyncio.create_task(self.health.run(self.mqtt), name="health"))
         log.info(
-            "agent %s started: %d devices, buffer %s (epoch %d)",
-            self.config.agent.id,
+            "agent %s started: %d devices, buffer %s (epoch %d)%s",
+            identity.id,
             len(self.pollers),
             self.config.buffer.path,
             self.buffer.epoch,
+            f", /metrics on {identity.http_host}:{self.http.port}"
+            if identity.http_port is not None
+            else "",
         )
 
     async def _receive(self) -> None:
@@ -103,6 +127,8 @@ class AgentService:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        await self.health.say_goodbye(self.mqtt)
+        await self.http.stop()
         await self.mqtt.close()
         await self.buffer.close()
         log.info("agent %s stopped", self.config.agent.id)

@@ -4,8 +4,9 @@ from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 
+from collector.agents import AgentRecord
 from collector.problems import InvalidParam, ProblemError
-from collector.state import SETTINGS, STORE
+from collector.state import AGENTS, SETTINGS, STORE
 from collector.store import StoredReading, TagInfo
 
 routes = web.RouteTableDef()
@@ -103,3 +104,43 @@ async def get_readings(request: web.Request) -> web.Response:
             "readings": [_reading_json(reading) for reading in rows[:limit]],
         }
     )
+
+
+def _agent_json(record: AgentRecord) -> dict[str, object]:
+    return {
+        "agent": record.agent_id,
+        "status": record.status,
+        "status_since": format_ts(record.status_since),
+        "first_seen": format_ts(record.first_seen),
+        "last_seen": format_ts(record.last_seen),
+        "version": record.version,
+        "config_hash": record.config_hash,
+        "devices": record.devices,
+        "epoch": record.epoch,
+        "last_heartbeat": record.last_heartbeat,
+        "last_heartbeat_at": format_ts(record.last_heartbeat_at)
+        if record.last_heartbeat_at
+        else None,
+    }
+
+
+@routes.get("/api/v1/agents")
+async def list_agents(request: web.Request) -> web.Response:
+    """Every agent the collector has heard of, with its status and last heartbeat."""
+    records = await request.app[AGENTS].list()
+    return web.json_response({"agents": [_agent_json(record) for record in records]})
+
+
+@routes.get("/api/v1/agents/{agent_id}")
+async def get_agent(request: web.Request) -> web.Response:
+    """One agent."""
+    agent_id = request.match_info["agent_id"]
+    records = await request.app[AGENTS].list(agent_id)
+    if not records:
+        raise ProblemError(
+            404,
+            "Unknown agent",
+            f"no agent {agent_id!r}",
+            [InvalidParam("agent_id", "no such agent")],
+        )
+    return web.json_response(_agent_json(records[0]))

@@ -14,13 +14,14 @@ from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from collector import api
+from collector.agents import AgentRegistry
 from collector.config import CollectorConfig
 from collector.consumer import Consumer
 from collector.metrics import CollectorMetrics
 from collector.migrate import migrate
 from collector.partitions import ensure_partitions
 from collector.problems import problem_middleware
-from collector.state import METRICS, MQTT, SETTINGS, STORE
+from collector.state import AGENTS, METRICS, MQTT, SETTINGS, STORE
 from collector.store import ReadingStore
 from shared.errors import PlantwireError
 from shared.mqtt import MqttClient
@@ -66,12 +67,27 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
                 log.info("applied migrations %s", applied)
         await ensure_partitions(conn, datetime.now(UTC).date(), settings.partition_days_ahead)
     app[STORE] = ReadingStore(pool)
-    maintenance = asyncio.create_task(_keep_partitions(pool, settings.partition_days_ahead))
+    app[AGENTS] = AgentRegistry(pool)
+    tasks = [
+        asyncio.create_task(_keep_partitions(pool, settings.partition_days_ahead)),
+        asyncio.create_task(_watch_agents(app[AGENTS], app[SETTINGS].agents.offline_after)),
+    ]
     yield
-    maintenance.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await maintenance
+    for task in tasks:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     await pool.close()
+
+
+async def _watch_agents(registry: AgentRegistry, grace_s: float) -> None:
+    while True:
+        await asyncio.sleep(min(grace_s / 4, 5.0))
+        try:
+            for agent in await registry.mark_silent_offline(grace_s):
+                log.warning("agent %s silent for %.0fs: marked offline", agent, grace_s)
+        except psycopg.Error:
+            log.exception("could not check agents' liveness; trying again")
 
 
 async def _keep_partitions(
@@ -98,9 +114,15 @@ async def _consumer(app: web.Application) -> AsyncIterator[None]:
     await client.connect()
     app[MQTT] = client
     app[METRICS].mqtt_connected.set_function(lambda: 1.0 if client.connected else 0.0)
-    await client.subscribe(topics.all_batches(), qos=1)
+    for kind in ("batch", "state", "heartbeat"):
+        await client.subscribe(topics.all_of(kind), qos=1)
     consumer = Consumer(
-        client, app[STORE], topics=topics, settings=config.ingest, metrics=app[METRICS]
+        client,
+        app[STORE],
+        topics=topics,
+        settings=config.ingest,
+        metrics=app[METRICS],
+        on_status=app[AGENTS],
     )
     task = asyncio.create_task(consumer.run(), name="consumer")
     log.info("consuming %s from %s", topics.all_batches(), config.mqtt.url)

@@ -58,6 +58,16 @@ class IngestSettings(StrictModel):
     )
 
 
+class AgentSettings(StrictModel):
+    """How agents' liveness is judged."""
+
+    offline_after: Duration = Field(
+        default=60.0,
+        gt=0,
+        description="An agent silent this long is marked offline, even without its last will.",
+    )
+
+
 class CollectorIdentity(StrictModel):
     """Who this collector is."""
 
@@ -74,6 +84,7 @@ class CollectorConfig(StrictModel):
     ingest: IngestSettings = Field(
         default_factory=IngestSettings, description="Consuming and writing batches."
     )
+    agents: AgentSettings = Field(default_factory=AgentSettings, description="Agent liveness.")
 
 
 def load_collector_config(path: Path) -> CollectorConfig:

@@ -2,6 +2,7 @@
 
 from aiohttp import web
 
+from collector.agents import AgentRegistry
 from collector.config import CollectorConfig
 from collector.metrics import CollectorMetrics
 from collector.store import ReadingStore
@@ -10,4 +11,5 @@ from shared.mqtt import MqttClient
 SETTINGS = web.AppKey("settings", CollectorConfig)
 METRICS = web.AppKey("metrics", CollectorMetrics)
 STORE = web.AppKey("store", ReadingStore)
+AGENTS = web.AppKey("agents", AgentRegistry)
 MQTT = web.AppKey("mqtt", MqttClient)

@@ -151,6 +151,10 @@ class MqttClient:
         self._receive_queue = receive_queue
         self._messages: asyncio.Queue[Message] | None = None
 
+    def set_will(self, will: Will) -> None:
+        """Set the last will; takes effect on the next connect."""
+        self._client.will_set(will.topic, will.payload, will.qos, will.retain)
+
     @property
     def connected(self) -> bool:
         """Whether the broker has acknowledged the current connection."""

@@ -65,7 +65,7 @@ def agent_config(
     """An agent configuration for tests."""
     return AgentConfig.model_validate(
         {
-            "agent": {"id": agent_id},
+            "agent": {"id": agent_id, "http_port": 0, "heartbeat_interval": "1s"},
             "buffer": {"path": str(buffer)},
             "mqtt": {"url": mqtt_url, "topic_prefix": prefix, "connect_timeout": "5s"},
             "forward": {"publish_timeout": "3s", "retry_interval": "200ms", "linger": "20ms"},
@@ -75,7 +75,13 @@ def agent_config(
 
 
 def collector_config(
-    *, database_url: str, mqtt_url: str, prefix: str, client_id: str, **ingest: Any
+    *,
+    database_url: str,
+    mqtt_url: str,
+    prefix: str,
+    client_id: str,
+    sections: dict[str, Any] | None = None,
+    **ingest: Any,
 ) -> CollectorConfig:
     """A collector configuration for tests, listening on a free port."""
     return CollectorConfig.model_validate(
@@ -84,6 +90,7 @@ def collector_config(
             "mqtt": {"url": mqtt_url, "topic_prefix": prefix, "client_id": client_id},
             "http": {"host": "127.0.0.1", "port": free_port()},
             "ingest": {"group_max_delay": "50ms", "retry_interval": "200ms", **ingest},
+            **(sections or {}),
         }
     )
 

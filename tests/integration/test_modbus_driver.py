@@ -291,7 +291,7 @@ async def test_write_command(
     path.write_text(
         yaml.safe_dump(
             {
-                "agent": {"id": "w"},
+                "agent": {"id": "w", "http_port": 0},
                 "buffer": {"path": str(tmp_path / "b.sqlite")},
                 "mqtt": {"url": "mqtt://127.0.0.1"},
                 "devices": [device(sim, WRITABLE)],

@@ -57,7 +57,7 @@ async def test_agent_runs_until_stopped(tmp_path: Path, mosquitto: MosquittoServ
     path.write_text(
         yaml.safe_dump(
             {
-                "agent": {"id": "cli-agent"},
+                "agent": {"id": "cli-agent", "http_port": 0},
                 "buffer": {"path": str(tmp_path / "b.sqlite")},
                 "mqtt": {"url": mosquitto.url, "topic_prefix": "cli-test"},
                 "devices": [modbus_device(port)],
@@ -85,7 +85,7 @@ def test_programs_stop_cleanly_on_sigterm(tmp_path: Path, mosquitto: MosquittoSe
     path.write_text(
         yaml.safe_dump(
             {
-                "agent": {"id": "sig-agent"},
+                "agent": {"id": "sig-agent", "http_port": 0},
                 "buffer": {"path": str(tmp_path / "b.sqlite")},
                 "mqtt": {"url": mosquitto.url, "topic_prefix": "sig-test"},
                 "devices": [modbus_device(port)],

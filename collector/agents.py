@@ -1,0 +1,113 @@
+"""The agent registry: who is online, what each agent last reported, and who went silent."""
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg.rows import TupleRow
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from shared.agent_status import decode_heartbeat, decode_state
+from shared.errors import WireError
+
+_COLUMNS = (
+    "agent_id, status, status_since, first_seen, last_seen, version, config_hash, devices,"
+    " epoch, last_heartbeat, last_heartbeat_at"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRecord:
+    """One row of the agents table."""
+
+    agent_id: str
+    status: str
+    status_since: datetime
+    first_seen: datetime
+    last_seen: datetime
+    version: str | None
+    config_hash: str | None
+    devices: list[str] | None
+    epoch: int | None
+    last_heartbeat: dict[str, Any] | None
+    last_heartbeat_at: datetime | None
+
+
+class AgentRegistry:
+    """Records birth, death and heartbeat messages; marks silent agents offline."""
+
+    def __init__(self, pool: AsyncConnectionPool[AsyncConnection[TupleRow]]) -> None:
+        self._pool = pool
+
+    async def __call__(self, agent: str, kind: str, payload: bytes) -> None:
+        """Record one status message; raise WireError if it is not one."""
+        if kind == "state":
+            if not payload:  # a cleared retained message
+                return
+            state = decode_state(payload)
+            await self._execute(
+                "INSERT INTO agents (agent_id, status, version, config_hash, devices, epoch)"
+                " VALUES (%(a)s, %(s)s, %(v)s, %(h)s, %(d)s, nullif(%(e)s, 0))"
+                " ON CONFLICT (agent_id) DO UPDATE SET"
+                " status_since = CASE WHEN agents.status = EXCLUDED.status"
+                "   THEN agents.status_since ELSE now() END,"
+                " status = EXCLUDED.status, version = EXCLUDED.version,"
+                " config_hash = EXCLUDED.config_hash, devices = EXCLUDED.devices,"
+                " epoch = coalesce(EXCLUDED.epoch, agents.epoch),"
+                " last_seen = CASE WHEN EXCLUDED.status = 'online' THEN now()"
+                "   ELSE agents.last_seen END",
+                {
+                    "a": agent,
+                    "s": state.status,
+                    "v": state.version,
+                    "h": state.config_hash,
+                    "d": Jsonb(state.devices),
+                    "e": state.epoch,
+                },
+            )
+        elif kind == "heartbeat":
+            beat = decode_heartbeat(payload)
+            await self._execute(
+                "INSERT INTO agents (agent_id, status, last_heartbeat, last_heartbeat_at)"
+                " VALUES (%(a)s, 'online', %(b)s, now())"
+                " ON CONFLICT (agent_id) DO UPDATE SET last_seen = now(),"
+                " status_since = CASE WHEN agents.status = 'online'"
+                "   THEN agents.status_since ELSE now() END,"
+                " status = 'online', last_heartbeat = EXCLUDED.last_heartbeat,"
+                " last_heartbeat_at = now()",
+                {"a": agent, "b": Jsonb(json.loads(beat.model_dump_json()))},
+            )
+        else:
+            raise WireError(f"unexpected topic kind {kind!r}", reason="topic")
+
+    async def _execute(self, sql: str, params: dict[str, Any]) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute(sql.encode(), params)
+
+    async def mark_silent_offline(self, grace_s: float) -> list[str]:
+        """Set agents offline whose last birth or heartbeat is `grace_s` old; return their ids.
+
+        Batches do not count: an agent whose health reporting hangs is not healthy.
+        """
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                "UPDATE agents SET status = 'offline', status_since = now()"
+                " WHERE status = 'online' AND greatest(status_since, last_heartbeat_at)"
+                " < now() - make_interval(secs => %s)"
+                " RETURNING agent_id",
+                (grace_s,),
+            )
+            return [row[0] for row in await cursor.fetchall()]
+
+    async def list(self, agent_id: str | None = None) -> list[AgentRecord]:
+        """All agents, or the one with this id."""
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                f"SELECT {_COLUMNS} FROM agents"
+                " WHERE %(id)s::text IS NULL OR agent_id = %(id)s ORDER BY agent_id",
+                {"id": agent_id},
+            )
+            return [AgentRecord(*row) for row in await cursor.fetchall()]
