@@ -30,6 +30,7 @@ class Snapshot:
     polls: dict[str, int]
     readings_polled: dict[str, int]
     suppressed: dict[str, int]
+    handed: dict[str, int]
     batches_sent: int
     readings_sent: int
     readings_acknowledged: int
@@ -114,6 +115,7 @@ class HealthReporter:
                 n: p.readings for n, p in zip(self._devices, self._pollers, strict=True)
             },
             suppressed={n: p.suppressed for n, p in zip(self._devices, self._pollers, strict=True)},
+            handed={n: p.handed for n, p in zip(self._devices, self._pollers, strict=True)},
             batches_sent=forwarder.batches_sent,
             readings_sent=forwarder.readings_sent,
             readings_acknowledged=forwarder.readings_acknowledged,

@@ -88,12 +88,18 @@ class _SnapshotMetrics:
             "Readings held back by report by exception.",
             labels=["device"],
         )
+        handed = CounterMetricFamily(
+            prefix + "device_buffered_readings",
+            "Readings handed to the buffer (bad quality included).",
+            labels=["device"],
+        )
         for device, device_state in snap.devices.items():
             state.add_metric([device], 1.0 if device_state == "connected" else 0.0)
             polls.add_metric([device], snap.polls[device])
             polled.add_metric([device], snap.readings_polled[device])
             suppressed.add_metric([device], snap.suppressed[device])
-        yield from (state, polls, polled, suppressed)
+            handed.add_metric([device], snap.handed[device])
+        yield from (state, polls, polled, suppressed, handed)
 
     def health(self) -> tuple[int, dict[str, object]]:
         """HTTP status and body of /healthz: 503 when the buffer is close to dropping."""

@@ -41,6 +41,7 @@ class DevicePoller:
         self._down_since: float | None = None
         self.polls = 0
         self.readings = 0
+        self.handed = 0  # readings given to the buffer, bad ones included
 
     @property
     def suppressed(self) -> int:
@@ -98,7 +99,7 @@ class DevicePoller:
         if self._report is not None:
             readings = self._report(readings)
         if readings:
-            await self._sink(readings)
+            await self._hand(readings)
 
     async def _went_down(self, reason: str) -> None:
         if self._down_since is not None:
@@ -106,7 +107,11 @@ class DevicePoller:
         self._down_since = self._clock.monotonic()
         log.error("device %s unreachable: %s", self._source.name, reason)
         bad = self._source.unreachable_readings(self._clock.time_us())
-        await self._sink(self._report(bad) if self._report is not None else bad)
+        await self._hand(self._report(bad) if self._report is not None else bad)
+
+    async def _hand(self, readings: Sequence[Reading]) -> None:
+        self.handed += len(readings)
+        await self._sink(readings)
 
     def _came_back(self) -> None:
         self._backoff.reset()

@@ -1,0 +1,294 @@
+"""A whole plant in separate processes, for fault injection: simulator, Mosquitto, PostgreSQL,
+collector and agent, each startable, stoppable and killable on its own."""
+
+import asyncio
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import yaml
+
+from tests.servers import MosquittoServer, PostgresServer, free_port, wait_for_port
+
+BIN = Path(sys.executable).parent
+
+
+class Plant:
+    """The real programs, wired together on free ports under one folder."""
+
+    def __init__(
+        self,
+        root: Path,
+        postgres: PostgresServer,
+        database: str,
+        *,
+        buffer: dict[str, Any] | None = None,
+        keepalive: str = "2s",
+        broker_port: int | None = None,
+    ) -> None:
+        self.root = root
+        self.postgres = postgres
+        self.database_url = postgres.url(database)
+        self.modbus_port = free_port()
+        self.agent_http_port = free_port()
+        self.broker = MosquittoServer(port=free_port())
+        self.agent_broker_port = broker_port or self.broker.port
+        self.prefix = "plant"
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.buffer_path = root / "buffer.sqlite"
+        (root / "agent.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "agent": {
+                        "id": "line1",
+                        "heartbeat_interval": "1s",
+                        "http_port": self.agent_http_port,
+                    },
+                    "buffer": {"path": str(self.buffer_path), **(buffer or {})},
+                    "mqtt": {
+                        "url": f"mqtt://127.0.0.1:{self.agent_broker_port}",
+                        "topic_prefix": self.prefix,
+                        "keepalive": keepalive,
+                        "connect_timeout": "3s",
+                    },
+                    "forward": {
+                        "publish_timeout": "2s",
+                        "ack_timeout": "3s",
+                        "retry_interval": "200ms",
+                        "batch_max_readings": 500,
+                    },
+                    "devices": [
+                        {
+                            "type": "modbus",
+                            "name": "press",
+                            "host": "127.0.0.1",
+                            "port": self.modbus_port,
+                            "poll_interval": "100ms",
+                            "timeout": "500ms",
+                            "tags": [
+                                {
+                                    "name": "count",
+                                    "table": "holding_register",
+                                    "address": 2,
+                                    "type": "uint32",
+                                },
+                                {
+                                    "name": "speed",
+                                    "table": "holding_register",
+                                    "address": 6,
+                                    "type": "int32",
+                                },
+                                {
+                                    "name": "temp",
+                                    "table": "input_register",
+                                    "address": 0,
+                                    "type": "float32",
+                                },
+                            ],
+                        }
+                    ],
+                }
+            )
+        )
+        (root / "collector.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "database": {"url": self.database_url, "connect_timeout": "20s"},
+                    "mqtt": {
+                        "url": self.broker.url,
+                        "topic_prefix": self.prefix,
+                        "client_id": "collector-1",
+                        "keepalive": "2s",
+                    },
+                    "http": {"port": free_port()},
+                    "ingest": {"group_max_delay": "50ms", "retry_interval": "200ms"},
+                }
+            )
+        )
+
+    # -- processes ------------------------------------------------------------------------
+
+    def _spawn(self, name: str, args: list[str]) -> None:
+        log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115 - lives with the child
+        self.processes[name] = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+
+    def start_simulator(self) -> None:
+        """Start the PLC simulator (Modbus only)."""
+        self._spawn(
+            "simulator",
+            [
+                str(BIN / "plantwire-sim"),
+                "--opcua-port",
+                "0",
+                "--modbus-port",
+                str(self.modbus_port),
+                "--tick",
+                "0.1",
+            ],
+        )
+        wait_for_port(self.modbus_port)
+
+    def start_broker(self) -> None:
+        """Start Mosquitto on its fixed port."""
+        self.broker.start()
+
+    def start_collector(self) -> None:
+        """Start the collector."""
+        self._spawn(
+            "collector",
+            [
+                str(BIN / "plantwire-collector"),
+                "run",
+                "--config",
+                str(self.root / "collector.yaml"),
+            ],
+        )
+
+    def start_agent(self) -> None:
+        """Start the agent."""
+        self._spawn(
+            "agent",
+            [str(BIN / "plantwire-agent"), "run", "--config", str(self.root / "agent.yaml")],
+        )
+
+    def kill(self, name: str) -> None:
+        """SIGKILL a program (the broker included)."""
+        if name == "broker":
+            self.broker.kill()
+            return
+        process = self.processes.pop(name)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+
+    def stop(self, name: str) -> None:
+        """Stop a program cleanly."""
+        process = self.processes.pop(name, None)
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def close(self) -> None:
+        """Stop everything."""
+        for name in list(self.processes):
+            self.stop(name)
+        self.broker.stop()
+
+    # -- observation ----------------------------------------------------------------------
+
+    def committed(self) -> int:
+        """Readings the agent ever committed to its buffer (the last sequence number)."""
+        if not self.buffer_path.exists():
+            return 0
+        with sqlite3.connect(f"file:{self.buffer_path}?mode=ro", uri=True, timeout=10) as conn:
+            row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'readings'").fetchone()
+        return int(row[0]) if row else 0
+
+    def buffer_state(self) -> tuple[int, dict[str, int]]:
+        """Readings still buffered, and the buffer's drop counters."""
+        with sqlite3.connect(f"file:{self.buffer_path}?mode=ro", uri=True, timeout=10) as conn:
+            held = conn.execute("SELECT count(*) FROM readings").fetchone()[0]
+            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        return int(held), {k: int(v) for k, v in meta.items() if k.startswith("dropped")}
+
+    def stored_seqs(self) -> list[int]:
+        """Sequence numbers of the agent's readings in PostgreSQL, with repeats."""
+        try:
+            with psycopg.connect(self.database_url, connect_timeout=5) as conn:
+                rows = conn.execute(
+                    "SELECT r.seq FROM readings r JOIN tags t USING (tag_id)"
+                    " WHERE t.agent_id = 'line1'"
+                ).fetchall()
+        except (psycopg.OperationalError, psycopg.errors.UndefinedTable):
+            return []  # the database is down, or the collector has not migrated it yet
+        return [row[0] for row in rows]
+
+    def agent_metric(self, name: str) -> float:
+        """Sum of one metric of the agent's /metrics page."""
+        url = f"http://127.0.0.1:{self.agent_http_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith(name) and not line.startswith("#")
+        )
+
+    def order_violations(self) -> int:
+        """Readings whose time goes backwards against their tag's sequence."""
+        with psycopg.connect(self.database_url) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM (SELECT ts, lag(ts) OVER (PARTITION BY tag_id ORDER BY seq)"
+                " AS before FROM readings) AS s WHERE ts < before"
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    async def wait_until(self, check: Any, timeout: float, what: str) -> None:
+        """Poll a condition (sync or async) until true."""
+        deadline = time.monotonic() + timeout
+        while True:
+            result = check()
+            if asyncio.iscoroutine(result):
+                result = await result
+            if result:
+                return
+            if time.monotonic() > deadline:
+                logs = {p.name: p.read_text()[-1500:] for p in self.root.glob("*.log")}
+                raise AssertionError(f"timed out waiting for {what}; logs: {logs}")
+            await asyncio.sleep(0.2)
+
+    async def drain_and_check(self, *, policy: str | None = None) -> dict[str, int]:
+        """Stop the PLC, let the agent deliver everything, then check exactly-once storage.
+
+        Every committed reading is in PostgreSQL exactly once, unless the full-buffer `policy`
+        dropped it (and counted it); per tag, time does not go backwards.
+        """
+        self.stop("simulator")
+        last = -1
+
+        def settled() -> bool:
+            nonlocal last
+            held, _ = self.buffer_state()
+            committed = self.committed()
+            done = held == 0 and committed == last
+            last = committed
+            return done
+
+        await self.wait_until(settled, 90, "the agent's buffer to drain")
+        handed = int(self.agent_metric("plantwire_agent_device_buffered_readings_total"))
+        self.stop("agent")
+        committed = self.committed()
+        _, drops = self.buffer_state()
+        expected_stored = committed - drops.get("dropped_oldest", 0)
+        await self.wait_until(
+            lambda: len(self.stored_seqs()) >= expected_stored,
+            60,
+            "the collector to store everything",
+        )
+        stored = self.stored_seqs()
+        assert len(stored) == len(set(stored)), "a reading was stored twice"
+        assert set(stored) <= set(range(1, committed + 1))
+        if policy == "drop_oldest":
+            assert len(stored) + drops["dropped_oldest"] == committed
+        else:
+            assert sorted(stored) == list(range(1, committed + 1)), "a committed reading is lost"
+            assert drops["dropped_oldest"] == 0
+        if policy != "drop_newest":
+            assert drops["dropped_newest"] == 0
+        assert self.order_violations() == 0
+        return {"committed": committed, "stored": len(stored), "handed": handed, **drops}
+
+
+def create_database(postgres: PostgresServer, name: str) -> None:
+    """A fresh database on the server (the collector migrates it)."""
+    with psycopg.connect(postgres.url(), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
