@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint clean bench-agent
+.PHONY: demo test lint clean bench-agent bench-buffer
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,3 +27,6 @@ clean:
 
 bench-agent: $(STAMP)
 	$(VENV)/bin/python bench/agent_bench.py
+
+bench-buffer: $(STAMP)
+	$(VENV)/bin/python bench/buffer_bench.py

@@ -64,7 +64,7 @@ class ForwardSettings(StrictModel):
     ack_timeout: Duration = Field(
         default=30.0, gt=0, description="Send a batch again if the collector has not confirmed it."
     )
-    window: int = Field(default=4, ge=1, le=1000, description="Most batches awaiting confirmation.")
+    window: int = Field(default=8, ge=1, le=1000, description="Most batches awaiting confirmation.")
     retry_interval: Duration = Field(default=2.0, gt=0, description="Pause after a failed send.")
     linger: Duration = Field(
         default=0.05, ge=0, description="Wait this long after new data, to send fuller batches."

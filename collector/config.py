@@ -47,7 +47,7 @@ class IngestSettings(StrictModel):
         default=50_000, ge=1, description="Readings from many messages written in one COPY."
     )
     group_max_delay: Duration = Field(
-        default=0.2, ge=0, description="Longest a received batch waits to be grouped."
+        default=0.05, ge=0, description="Longest a received batch waits to be grouped."
     )
     max_payload_bytes: int = Field(
         default=16 * 1024 * 1024, ge=1024, description="Larger payloads are quarantined."

@@ -2,16 +2,17 @@
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
-from shared.readings import DataType, Quality, Value, us_to_datetime
+from shared.readings import DataType, Quality, Value
 from shared.wire import Batch
 
 _EXACT_FLOAT_INT = 2**53
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 TagKey = tuple[str, str, str]
 """(agent id, device, tag name)."""
@@ -113,20 +114,30 @@ class ReadingStore:
                         ["int4", "timestamptz", "float8", "text", "int2", "int8", "timestamptz"]
                     )
                     for batch in fresh:
-                        for seq, reading in zip(batch.seqs, batch.readings, strict=True):
-                            tag = tags[(batch.agent, reading.device, reading.tag)]
-                            number, text = split_value(reading.value)
-                            await copy.write_row(
+                        ids = [
+                            tags[(batch.agent, ref.device, ref.tag)].tag_id for ref in batch.tags
+                        ]
+                        server_ts = batch.server_ts or [None] * len(batch.seqs)
+                        write = copy.write_row
+                        for t, ts, value, quality, seq, sts in zip(
+                            batch.t,
+                            batch.ts,
+                            batch.values,
+                            batch.qualities,
+                            batch.seqs,
+                            server_ts,
+                            strict=True,
+                        ):
+                            number, text = split_value(value)
+                            await write(
                                 (
-                                    tag.tag_id,
-                                    us_to_datetime(reading.ts_us),
+                                    ids[t],
+                                    _EPOCH + timedelta(microseconds=ts),
                                     number,
                                     text,
-                                    int(reading.quality),
+                                    quality,
                                     seq,
-                                    None
-                                    if reading.server_ts_us is None
-                                    else us_to_datetime(reading.server_ts_us),
+                                    None if sts is None else _EPOCH + timedelta(microseconds=sts),
                                 )
                             )
                         stored += len(batch.seqs)
@@ -141,8 +152,8 @@ class ReadingStore:
     ) -> dict[TagKey, TagInfo]:
         wanted: dict[TagKey, DataType] = {}
         for batch in batches:
-            for reading in batch.readings:
-                wanted[(batch.agent, reading.device, reading.tag)] = reading.data_type
+            for ref in batch.tags:
+                wanted[(batch.agent, ref.device, ref.tag)] = ref.type
         missing = sorted(
             key
             for key, data_type in wanted.items()

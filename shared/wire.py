@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from shared.errors import WireError
-from shared.readings import DataType, Quality, Reading, Value, value_fits
+from shared.readings import INTEGER_RANGES, DataType, Quality, Reading, Value
 
 WIRE_VERSION = 1
 AGENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -102,7 +102,7 @@ class BatchPayload(BaseModel):
     seq: list[int] = Field(description="Per-agent sequence number per reading, increasing.")
     ts: list[int] = Field(description="Source timestamp per reading, microseconds since epoch.")
     val: list[bool | int | float | str | None] = Field(description="Value per reading.")
-    q: list[Quality] = Field(description="Quality per reading: 0 good, 1 uncertain, 2 bad.")
+    q: list[int] = Field(description="Quality per reading: 0 good, 1 uncertain, 2 bad.")
     sts: list[int | None] | None = Field(
         default=None, description="Server timestamp per reading (OPC UA), or absent."
     )
@@ -110,13 +110,30 @@ class BatchPayload(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class Batch:
-    """A decoded, validated batch: readings with their sequence numbers."""
+    """A decoded, validated batch, kept in columns: entry i of each column is reading i."""
 
     agent: str
     epoch: int
     batch_id: int
+    tags: Sequence[TagRef]
+    t: Sequence[int]
     seqs: Sequence[int]
-    readings: Sequence[Reading]
+    ts: Sequence[int]
+    values: Sequence[Value | None]
+    qualities: Sequence[int]
+    server_ts: Sequence[int | None] | None = None
+
+    @property
+    def readings(self) -> list[Reading]:
+        """The batch as Reading objects (the columns are cheaper where they will do)."""
+        tags = self.tags
+        server_ts = self.server_ts or [None] * len(self.seqs)
+        return [
+            Reading(tags[t].device, tags[t].tag, tags[t].type, ts, value, Quality(q), sts)
+            for t, ts, value, q, sts in zip(
+                self.t, self.ts, self.values, self.qualities, server_ts, strict=True
+            )
+        ]
 
 
 def encode_batch(agent: str, epoch: int, seqs: Sequence[int], readings: Sequence[Reading]) -> bytes:
@@ -148,36 +165,43 @@ def encode_batch(agent: str, epoch: int, seqs: Sequence[int], readings: Sequence
     return json.dumps(document, separators=(",", ":"), allow_nan=True).encode()
 
 
-def _check_reading(payload: BatchPayload, i: int) -> Reading:
-    position = payload.t[i]
-    if not 0 <= position < len(payload.tags):
+_FLOATS = (DataType.FLOAT32, DataType.FLOAT64)
+
+
+def _check_values(
+    tags: Sequence[TagRef], t: Sequence[int], values: list[Value | None], q: Sequence[int]
+) -> None:
+    """Check every value against its tag's type (in place: JSON's 3 for a float becomes 3.0)."""
+    kinds = []
+    for tag in tags:
+        low, high = INTEGER_RANGES.get(tag.type, (0, 0))
+        kinds.append((tag.type.python_type, low, high, tag.type))
+    for i, (position, value) in enumerate(zip(t, values, strict=True)):
+        if value is None:
+            if q[i] != Quality.BAD:
+                raise WireError(f"reading {i}: a missing value needs quality bad", reason="reading")
+            continue
+        expected, low, high, data_type = kinds[position]
+        kind = type(value)
+        if kind is expected and (expected is not int or low <= value <= high):  # type: ignore[operator]
+            continue
+        if expected is float and kind is int:
+            values[i] = float(value)  # JSON writes 3.0 as 3
+            continue
         raise WireError(
-            f"reading {i}: tag index {position} is outside the tag dictionary", reason="reading"
+            f"reading {i}: value {value!r} is not a valid {data_type.value}", reason="reading"
         )
-    tag = payload.tags[position]
-    ts_us = payload.ts[i]
-    server_ts_us = payload.sts[i] if payload.sts is not None else None
-    if not MIN_TS_US <= ts_us < MAX_TS_US or not (
-        server_ts_us is None or MIN_TS_US <= server_ts_us < MAX_TS_US
-    ):
+
+
+def _check_range(name: str, column: Sequence[int], low: int, high: int, reason: str) -> None:
+    if column and (min(column) < low or max(column) >= high):
+        bad = next(i for i, x in enumerate(column) if not low <= x < high)
         raise WireError(
-            f"reading {i}: timestamp {ts_us} or server timestamp {server_ts_us}"
-            " is outside 2000..2100",
-            reason="timestamp",
+            f"reading {bad}: {name} {column[bad]} is outside {low}..{high - 1}"
+            if reason != "timestamp"
+            else f"reading {bad}: {name} {column[bad]} is outside 2000..2100",
+            reason=reason,
         )
-    value: Value | None = payload.val[i]
-    quality = payload.q[i]
-    if value is None:
-        if quality is not Quality.BAD:
-            raise WireError(f"reading {i}: a missing value needs quality bad", reason="reading")
-    else:
-        if tag.type in (DataType.FLOAT32, DataType.FLOAT64) and type(value) is int:
-            value = float(value)  # JSON writes 3.0 as 3
-        if not value_fits(tag.type, value):
-            raise WireError(
-                f"reading {i}: value {value!r} is not a valid {tag.type.value}", reason="reading"
-            )
-    return Reading(tag.device, tag.tag, tag.type, ts_us, value, quality, server_ts_us)
 
 
 def decode_batch(raw: bytes, topic_agent: str) -> Batch:
@@ -214,5 +238,23 @@ def decode_batch(raw: bytes, topic_agent: str) -> Batch:
         raise WireError("batch id must equal the first sequence number", reason="schema")
     if any(b <= a for a, b in zip(payload.seq, payload.seq[1:], strict=False)):
         raise WireError("sequence numbers must increase within a batch", reason="schema")
-    readings = [_check_reading(payload, i) for i in range(count)]
-    return Batch(payload.agent, payload.epoch, payload.batch, payload.seq, readings)
+    _check_range("tag index", payload.t, 0, len(payload.tags), "reading")
+    _check_range("timestamp", payload.ts, MIN_TS_US, MAX_TS_US, "timestamp")
+    if payload.sts is not None:
+        present = [x for x in payload.sts if x is not None]
+        _check_range("server timestamp", present, MIN_TS_US, MAX_TS_US, "timestamp")
+    _check_range("quality", payload.q, 0, 3, "schema")
+    values = list(payload.val)
+    _check_values(payload.tags, payload.t, values, payload.q)
+    return Batch(
+        payload.agent,
+        payload.epoch,
+        payload.batch,
+        payload.tags,
+        payload.t,
+        payload.seq,
+        payload.ts,
+        values,
+        payload.q,
+        payload.sts,
+    )

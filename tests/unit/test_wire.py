@@ -74,7 +74,7 @@ def mutate(**changes: object) -> bytes:
         (mutate(ts=[TS]), "schema", "differ in length"),
         (mutate(batch=2), "schema", "first sequence number"),
         (mutate(seq=[1, 1]), "schema", "must increase"),
-        (mutate(t=[0, 5]), "reading", "outside the tag dictionary"),
+        (mutate(t=[0, 5]), "reading", "tag index 5 is outside 0..1"),
         (mutate(ts=[TS, 5]), "timestamp", "outside 2000..2100"),
         (mutate(sts=[None, 5]), "timestamp", "outside 2000..2100"),
         (mutate(sts=[None]), "schema", "differ in length"),
@@ -82,7 +82,7 @@ def mutate(**changes: object) -> bytes:
         (mutate(val=[True, -1]), "reading", "not a valid uint32"),
         (mutate(val=[1, 2]), "reading", "not a valid bool"),
         (mutate(val=[True, "x"]), "reading", "not a valid uint32"),
-        (mutate(q=[0, 9]), "schema", "payload field q"),
+        (mutate(q=[0, 9]), "schema", "quality 9 is outside 0..2"),
     ],
 )
 def test_bad_payloads_are_rejected_with_a_reason(raw: bytes, reason: str, message: str) -> None:
