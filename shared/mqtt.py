@@ -141,8 +141,8 @@ class MqttClient:
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
         self._lock = threading.Lock()
-        self._pending: dict[int, asyncio.Future[None]] = {}
-        self._completed: OrderedDict[int, None] = OrderedDict()
+        self._pending: dict[int, asyncio.Future[str | None]] = {}
+        self._completed: OrderedDict[int, str | None] = OrderedDict()
         self._subscriptions: dict[str, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connected = threading.Event()
@@ -199,7 +199,7 @@ class MqttClient:
             self._pending.clear()
         for future in pending:
             if not future.done():
-                future.set_exception(MqttError("connection closed"))
+                future.set_result("connection closed")
 
     async def publish(
         self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False, timeout: float
@@ -238,29 +238,34 @@ class MqttClient:
 
     async def _await_mid(self, mid: int, timeout: float, what: str) -> None:
         assert self._loop is not None, "connect() first"
-        future: asyncio.Future[None] = self._loop.create_future()
+        future: asyncio.Future[str | None] = self._loop.create_future()
         with self._lock:
-            if self._completed.pop(mid, 0) is None:
+            if mid in self._completed:
+                error = self._completed.pop(mid)
+                if error is not None:
+                    raise MqttError(f"broker refused: {what}: {error}")
                 return
             self._pending[mid] = future
         try:
-            await asyncio.wait_for(future, timeout)
+            error = await asyncio.wait_for(future, timeout)
         except TimeoutError as exc:
             raise MqttError(f"no {what} within {timeout:g}s") from exc
         finally:
             with self._lock:
                 self._pending.pop(mid, None)
+        if error is not None:
+            raise MqttError(f"broker refused: {what}: {error}")
 
-    def _complete(self, mid: int) -> None:
+    def _complete(self, mid: int, error: str | None = None) -> None:
         with self._lock:
             future = self._pending.pop(mid, None)
             if future is None:
-                self._completed[mid] = None
+                self._completed[mid] = error
                 while len(self._completed) > 4096:
                     self._completed.popitem(last=False)
                 return
         if self._loop is not None:
-            self._loop.call_soon_threadsafe(_resolve, future)
+            self._loop.call_soon_threadsafe(_resolve, future, error)
 
     # paho callbacks: these run on paho's network thread.
 
@@ -287,12 +292,14 @@ class MqttClient:
     def _on_publish(
         self, client: paho.Client, userdata: Any, mid: int, reason: Any, properties: Any
     ) -> None:
-        self._complete(mid)
+        # MQTT 5 brokers say why they refused a publish (e.g. not authorised by the ACL).
+        self._complete(mid, str(reason) if reason.is_failure else None)
 
     def _on_subscribe(
         self, client: paho.Client, userdata: Any, mid: int, reasons: Any, properties: Any
     ) -> None:
-        self._complete(mid)
+        failed = [str(reason) for reason in reasons if reason.is_failure]
+        self._complete(mid, ", ".join(failed) or None)
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         assert self._loop is not None
@@ -311,6 +318,6 @@ class MqttClient:
         future.cancel()
 
 
-def _resolve(future: asyncio.Future[None]) -> None:
+def _resolve(future: asyncio.Future[str | None], error: str | None) -> None:
     if not future.done():
-        future.set_result(None)
+        future.set_result(error)

@@ -111,7 +111,8 @@ class PostgresServer:
 class MosquittoServer:
     """A Mosquitto broker on a free port, with Nagle's algorithm off."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, config: str | None = None) -> None:
+        self._config = config
         self.binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         if not Path(self.binary).exists():
             raise RuntimeError("mosquitto not found: install Debian's `mosquitto` package")
@@ -127,6 +128,14 @@ class MosquittoServer:
     def start(self) -> None:
         """Write the config and start the broker; return once it accepts connections."""
         config = self.root / "mosquitto.conf"
+        if self._config is not None:
+            config.write_text(
+                f"user {getpass.getuser()}\n{self._config}\n"
+                f"log_dest file {self.root / 'mosquitto.log'}\n"
+            )
+            self.process = subprocess.Popen([self.binary, "-c", str(config)])
+            wait_for_port(self.port)
+            return
         config.write_text(
             f"user {getpass.getuser()}\n"
             f"listener {self.port} 127.0.0.1\n"
