@@ -15,11 +15,11 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from collector import api
 from collector.agents import AgentRegistry
-from collector.config import CollectorConfig
+from collector.config import CollectorConfig, DatabaseSettings
 from collector.consumer import Consumer
 from collector.metrics import CollectorMetrics
 from collector.migrate import migrate
-from collector.partitions import ensure_partitions
+from collector.partitions import drop_expired_partitions, ensure_partitions, forget_old_batches
 from collector.problems import problem_middleware
 from collector.state import AGENTS, METRICS, MQTT, SETTINGS, STORE
 from collector.store import ReadingStore
@@ -69,7 +69,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     app[STORE] = ReadingStore(pool)
     app[AGENTS] = AgentRegistry(pool)
     tasks = [
-        asyncio.create_task(_keep_partitions(pool, settings.partition_days_ahead)),
+        asyncio.create_task(_keep_partitions(pool, settings)),
         asyncio.create_task(_watch_agents(app[AGENTS], app[SETTINGS].agents.offline_after)),
     ]
     yield
@@ -91,31 +91,47 @@ async def _watch_agents(registry: AgentRegistry, grace_s: float) -> None:
 
 
 async def _keep_partitions(
-    pool: AsyncConnectionPool[psycopg.AsyncConnection[TupleRow]], days_ahead: int
+    pool: AsyncConnectionPool[psycopg.AsyncConnection[TupleRow]], settings: DatabaseSettings
 ) -> None:
     while True:
-        await asyncio.sleep(PARTITION_CHECK_S)
         try:
-            async with pool.connection() as conn:
-                await ensure_partitions(conn, datetime.now(UTC).date(), days_ahead)
+            await maintain(pool, settings)
         except psycopg.Error:
             log.exception("partition maintenance failed; trying again in an hour")
+        await asyncio.sleep(PARTITION_CHECK_S)
+
+
+async def maintain(
+    pool: AsyncConnectionPool[psycopg.AsyncConnection[TupleRow]], settings: DatabaseSettings
+) -> None:
+    """Create partitions ahead, drop expired ones, forget old batch ids."""
+    today = datetime.now(UTC).date()
+    async with pool.connection() as conn:
+        await ensure_partitions(conn, today, settings.partition_days_ahead)
+        if settings.retention_days is not None:
+            await drop_expired_partitions(conn, today, settings.retention_days)
+        await forget_old_batches(conn, settings.batch_ledger_days)
 
 
 async def _consumer(app: web.Application) -> AsyncIterator[None]:
     config = app[SETTINGS]
     topics = Topics(config.mqtt.topic_prefix)
+    # In a shared group a persistent session would keep a dead collector in the group, and the
+    # broker would go on queueing its share for it; the agents' resends cover a clean session.
     client = MqttClient(
         config.mqtt,
         client_id=config.mqtt.client_id or f"plantwire-collector-{socket.gethostname()}",
-        persistent_session=True,
+        persistent_session=config.ingest.shared_group is None,
         manual_ack=True,
     )
     await client.connect()
     app[MQTT] = client
     app[METRICS].mqtt_connected.set_function(lambda: 1.0 if client.connected else 0.0)
+    group = config.ingest.shared_group
     for kind in ("batch", "state", "heartbeat"):
-        await client.subscribe(topics.all_of(kind), qos=1)
+        # In a shared group each message goes to one collector of the group.
+        topic_filter = topics.all_of(kind)
+        await client.subscribe(f"$share/{group}/{topic_filter}" if group else topic_filter, qos=1)
     consumer = Consumer(
         client,
         app[STORE],

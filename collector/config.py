@@ -25,6 +25,17 @@ class DatabaseSettings(StrictModel):
     pool_size: int = Field(default=4, ge=1, le=100, description="Most connections the pool opens.")
     connect_timeout: Duration = Field(default=30.0, gt=0, description="Wait for the database.")
     migrate_on_start: bool = Field(default=True, description="Apply migrations at start-up.")
+    retention_days: int | None = Field(
+        default=None,
+        ge=1,
+        description="Drop daily partitions of readings older than this (null: keep all).",
+    )
+    batch_ledger_days: int = Field(
+        default=30,
+        ge=1,
+        description="Remember stored batch ids this long, to recognise resends (must exceed"
+        " the longest outage an agent buffers through).",
+    )
     partition_days_ahead: int = Field(
         default=7, ge=1, le=366, description="Daily partitions kept created ahead of today."
     )
@@ -43,6 +54,12 @@ class HttpSettings(StrictModel):
 class IngestSettings(StrictModel):
     """How batches are consumed and written."""
 
+    shared_group: str | None = Field(
+        default="plantwire-collectors",
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="MQTT shared subscription group: collectors in one group split the"
+        " stream between them (null: every collector gets every message).",
+    )
     group_max_readings: int = Field(
         default=50_000, ge=1, description="Readings from many messages written in one COPY."
     )

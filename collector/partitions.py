@@ -34,9 +34,49 @@ async def ensure_partitions(
         try:
             async with conn.transaction():
                 await conn.execute(statement)
+        except psycopg.errors.DuplicateTable:
+            continue  # another collector created it a moment ago
         except psycopg.errors.CheckViolation:
             # The default partition already holds rows of that day: they stay there.
             log.warning("partition %s not created: readings of that day are in the default", name)
             continue
         created.append(name)
     return created
+
+
+def day_of(name: str) -> date | None:
+    """The day a partition holds, from its name; None for other tables."""
+    if not name.startswith("readings_p") or len(name) != len("readings_p20260101"):
+        return None
+    try:
+        return datetime.strptime(name[len("readings_p") :], "%Y%m%d").date()
+    except ValueError:
+        return None
+
+
+async def drop_expired_partitions(
+    conn: psycopg.AsyncConnection[TupleRow], today: date, retention_days: int
+) -> list[str]:
+    """Drop the daily partitions wholly older than `retention_days`; return their names."""
+    cursor = await conn.execute(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+        " WHERE i.inhparent = 'readings'::regclass"
+    )
+    cutoff = today - timedelta(days=retention_days)
+    dropped = []
+    for (name,) in await cursor.fetchall():
+        day = day_of(name)
+        if day is not None and day < cutoff:
+            await conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
+            dropped.append(name)
+            log.info("dropped partition %s (older than %d days)", name, retention_days)
+    return dropped
+
+
+async def forget_old_batches(conn: psycopg.AsyncConnection[TupleRow], ledger_days: int) -> int:
+    """Delete batch ids older than the ledger's horizon; return how many."""
+    cursor = await conn.execute(
+        "DELETE FROM batches WHERE received_at < now() - make_interval(days => %s)",
+        (ledger_days,),
+    )
+    return cursor.rowcount

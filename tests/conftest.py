@@ -1,6 +1,7 @@
 """Fixtures: real PostgreSQL and Mosquitto servers for the session, a fresh database per test."""
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -13,6 +14,16 @@ from tests.harness import running_simulator
 from tests.servers import MosquittoServer, PostgresServer, running_mosquitto, running_postgres
 
 TEMPLATE = "plantwire_template"
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """Programs' main() reconfigures logging; give every test the configuration it found."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session")

@@ -96,21 +96,21 @@ class Plant:
                 }
             )
         )
-        (root / "collector.yaml").write_text(
-            yaml.safe_dump(
-                {
-                    "database": {"url": self.database_url, "connect_timeout": "20s"},
-                    "mqtt": {
-                        "url": self.broker.url,
-                        "topic_prefix": self.prefix,
-                        "client_id": "collector-1",
-                        "keepalive": "2s",
-                    },
-                    "http": {"port": free_port()},
-                    "ingest": {"group_max_delay": "50ms", "retry_interval": "200ms"},
-                }
-            )
-        )
+        self.collector_ports: dict[int, int] = {}
+        for index in (1, 2):
+            self.collector_ports[index] = free_port()
+            collector = {
+                "database": {"url": self.database_url, "connect_timeout": "20s"},
+                "mqtt": {
+                    "url": self.broker.url,
+                    "topic_prefix": self.prefix,
+                    "client_id": f"collector-{index}",
+                    "keepalive": "2s",
+                },
+                "http": {"port": self.collector_ports[index]},
+                "ingest": {"group_max_delay": "50ms", "retry_interval": "200ms"},
+            }
+            (root / f"collector{index}.yaml").write_text(yaml.safe_dump(collector))
 
     # -- processes ------------------------------------------------------------------------
 
@@ -138,16 +138,20 @@ class Plant:
         """Start Mosquitto on its fixed port."""
         self.broker.start()
 
-    def start_collector(self) -> None:
-        """Start the collector."""
-        self._spawn(
-            "collector",
-            [
-                str(BIN / "plantwire-collector"),
-                "run",
-                "--config",
-                str(self.root / "collector.yaml"),
-            ],
+    def start_collector(self, index: int = 1) -> None:
+        """Start collector 1 (named "collector") or 2 ("collector2"), in one shared group."""
+        name = "collector" if index == 1 else f"collector{index}"
+        config = self.root / f"collector{index}.yaml"
+        self._spawn(name, [str(BIN / "plantwire-collector"), "run", "--config", str(config)])
+
+    def collector_stored_batches(self, index: int) -> float:
+        """Batches one collector stored, from its /metrics."""
+        url = f"http://127.0.0.1:{self.collector_ports[index]}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+        prefix = 'plantwire_collector_messages_total{outcome="stored"}'
+        return sum(
+            float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix)
         )
 
     def start_agent(self) -> None:

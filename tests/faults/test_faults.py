@@ -146,3 +146,16 @@ async def test_plc_disappears_and_returns(plant_factory: type[Plant]) -> None:
     )
     assert all(missing for _, _, missing in rows), "no invented values"
     await plant.drain_and_check()
+
+
+async def test_two_collectors_share_the_stream_and_one_is_killed(
+    plant_factory: type[Plant],
+) -> None:
+    plant = running_plant(plant_factory())
+    plant.start_collector(2)
+    await flowing(plant, at_least=300)
+    assert plant.collector_stored_batches(1) > 0
+    assert plant.collector_stored_batches(2) > 0, "both collectors took load"
+    plant.kill("collector2")
+    await flowing(plant, at_least=300)
+    await plant.drain_and_check()

@@ -223,3 +223,40 @@ def test_collector_stops_with_a_clear_error_when_the_database_is_unreachable(
     path.write_text("database: {}\n")
     assert collector_main(["run", "--config", str(path)]) == 2
     assert "database.url: required key is missing" in capsys.readouterr().err
+
+
+async def test_retention_drops_whole_old_partitions_and_forgets_old_batch_ids(
+    database_url: str,
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from collector.partitions import (
+        day_of,
+        drop_expired_partitions,
+        ensure_partitions,
+        forget_old_batches,
+    )
+
+    today = datetime.now(UTC).date()
+    old = today - timedelta(days=40)
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        await ensure_partitions(conn, today, 2)
+        await ensure_partitions(conn, old, 0)  # an old day, created back then
+        await conn.execute(
+            "INSERT INTO agents (agent_id) VALUES ('a1');"
+            "INSERT INTO tags (agent_id, device, name, data_type) VALUES ('a1', 'd', 't', 'int32');"
+            "INSERT INTO batches (agent_id, epoch, batch_id, last_seq, readings, received_at)"
+            " VALUES ('a1', 1, 1, 1, 1, now() - interval '40 days'), ('a1', 1, 2, 2, 1, now())"
+        )
+        await conn.execute(
+            "INSERT INTO readings (tag_id, ts, value, quality, seq) SELECT tag_id, %s, 1, 0, 1"
+            " FROM tags UNION ALL SELECT tag_id, %s, 2, 0, 2 FROM tags",
+            (datetime(old.year, old.month, old.day, 12, tzinfo=UTC), datetime.now(UTC)),
+        )
+        dropped = await drop_expired_partitions(conn, today, retention_days=30)
+        assert sorted(day_of(name) for name in dropped) == [old - timedelta(days=1), old]
+        assert await forget_old_batches(conn, ledger_days=30) == 1
+        cursor = await conn.execute("SELECT seq FROM readings")
+        assert await cursor.fetchall() == [(2,)], "recent readings stay"
+    assert day_of("readings_default") is None
+    assert day_of("readings_p2026x101") is None
