@@ -112,6 +112,8 @@ class SqliteBuffer:
         self._count = 0
         self._data = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._tag_ids: dict[tuple[str, str, str], int] = {}
+        self._tags: dict[int, tuple[str, str, DataType]] = {}
         self.epoch = 0
 
     async def open(self) -> None:
@@ -143,8 +145,13 @@ class SqliteBuffer:
             conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
             conn.execute(
                 "CREATE TABLE readings (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
-                " device TEXT NOT NULL, tag TEXT NOT NULL, type TEXT NOT NULL,"
-                " ts INTEGER NOT NULL, value, quality INTEGER NOT NULL, server_ts INTEGER)"
+                " tag_id INTEGER NOT NULL, ts INTEGER NOT NULL, value,"
+                " quality INTEGER NOT NULL, server_ts INTEGER)"
+            )
+            # A tag dictionary keeps each reading row to numbers (and the value).
+            conn.execute(
+                "CREATE TABLE tags (id INTEGER PRIMARY KEY, device TEXT NOT NULL,"
+                " tag TEXT NOT NULL, type TEXT NOT NULL, UNIQUE (device, tag, type))"
             )
             conn.execute(
                 "CREATE TABLE batches (first_seq INTEGER PRIMARY KEY, last_seq INTEGER NOT NULL)"
@@ -173,6 +180,11 @@ class SqliteBuffer:
             row = conn.execute("SELECT min(seq) FROM readings").fetchone()
             self._next_seq_to_batch = row[0] if row[0] is not None else 1
         self._count = conn.execute("SELECT count(*) FROM readings").fetchone()[0]
+        for tag_id, device, tag, type_name in conn.execute(
+            "SELECT id, device, tag, type FROM tags"
+        ):
+            self._tag_ids[(device, tag, type_name)] = tag_id
+            self._tags[tag_id] = (device, tag, self._types[type_name])
 
     def _close(self) -> None:
         if self._conn is not None:
@@ -230,11 +242,17 @@ class SqliteBuffer:
         if excess:  # drop_newest, or nothing old enough left to drop
             dropped_newest = min(excess, len(readings))
             readings = readings[: len(readings) - dropped_newest]
+        tag_ids = self._tag_ids
+        new_tags = []
+        for r in readings:
+            key = (r.device, r.tag, r.data_type.value)
+            if key not in tag_ids:
+                tag_ids[key] = len(tag_ids) + 1
+                self._tags[tag_ids[key]] = (r.device, r.tag, r.data_type)
+                new_tags.append((tag_ids[key], *key))
         rows = [
             (
-                r.device,
-                r.tag,
-                r.data_type.value,
+                tag_ids[(r.device, r.tag, r.data_type.value)],
                 r.ts_us,
                 _storable(r.value),
                 int(r.quality),
@@ -243,23 +261,34 @@ class SqliteBuffer:
             for r in readings
         ]
         conn.execute("BEGIN")
-        if dropped_oldest:
-            conn.execute(
-                "DELETE FROM readings WHERE seq IN (SELECT seq FROM readings WHERE seq >= ?"
-                " ORDER BY seq LIMIT ?)",
-                (self._next_seq_to_batch, dropped_oldest),
-            )
-        conn.executemany(
-            "INSERT INTO readings (device, tag, type, ts, value, quality, server_ts)"
-            " VALUES (?,?,?,?,?,?,?)",
-            rows,
-        )
-        if dropped_oldest or dropped_newest:
+        try:
+            if dropped_oldest:
+                conn.execute(
+                    "DELETE FROM readings WHERE seq IN (SELECT seq FROM readings WHERE seq >= ?"
+                    " ORDER BY seq LIMIT ?)",
+                    (self._next_seq_to_batch, dropped_oldest),
+                )
+            if new_tags:
+                conn.executemany(
+                    "INSERT INTO tags (id, device, tag, type) VALUES (?,?,?,?)", new_tags
+                )
             conn.executemany(
-                "UPDATE meta SET value = value + ? WHERE key = ?",
-                [(dropped_oldest, "dropped_oldest"), (dropped_newest, "dropped_newest")],
+                "INSERT INTO readings (tag_id, ts, value, quality, server_ts) VALUES (?,?,?,?,?)",
+                rows,
             )
-        conn.execute("COMMIT")
+            if dropped_oldest or dropped_newest:
+                conn.executemany(
+                    "UPDATE meta SET value = value + ? WHERE key = ?",
+                    [(dropped_oldest, "dropped_oldest"), (dropped_newest, "dropped_newest")],
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            for tag_id, device, tag, type_name in new_tags:  # the rollback took these away
+                del tag_ids[(device, tag, type_name)]
+                del self._tags[tag_id]
+            raise
         self._count += len(rows) - dropped_oldest
         self._dropped["dropped_oldest"] += dropped_oldest
         self._dropped["dropped_newest"] += dropped_newest
@@ -310,26 +339,28 @@ class SqliteBuffer:
         rows = (
             self._db()
             .execute(
-                "SELECT seq, device, tag, type, ts, value, quality, server_ts FROM readings"
+                "SELECT seq, tag_id, ts, value, quality, server_ts FROM readings"
                 " WHERE seq BETWEEN ? AND ? ORDER BY seq",
                 (first, last),
             )
             .fetchall()
         )
-        types = self._types
+        tags = self._tags
         seqs = [row[0] for row in rows]
-        readings = [
-            Reading(
-                row[1],
-                row[2],
-                types[row[3]],
-                row[4],
-                _restore(types[row[3]], row[5]),
-                Quality(row[6]),
-                row[7],
+        readings = []
+        for _, tag_id, ts, value, quality, server_ts in rows:
+            device, tag, data_type = tags[tag_id]
+            readings.append(
+                Reading(
+                    device,
+                    tag,
+                    data_type,
+                    ts,
+                    _restore(data_type, value),
+                    Quality(quality),
+                    server_ts,
+                )
             )
-            for row in rows
-        ]
         return PendingBatch(first, last, seqs, readings)
 
     async def end(self, batch: PendingBatch, *, accepted: bool) -> None:

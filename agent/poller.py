@@ -1,5 +1,6 @@
 """One coordinator per device: connect, poll on schedule, hand readings to the buffer."""
 
+import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
@@ -42,6 +43,7 @@ class DevicePoller:
         self.polls = 0
         self.readings = 0
         self.handed = 0  # readings given to the buffer, bad ones included
+        self._handing: asyncio.Future[int] | None = None
 
     @property
     def suppressed(self) -> int:
@@ -71,6 +73,9 @@ class DevicePoller:
                     next_poll = now
                 await self._clock.sleep(next_poll - now)
         finally:
+            if self._handing is not None:
+                # Readings already read are committed, not thrown away, on a clean stop.
+                await asyncio.shield(self._handing)
             await self._source.close()
 
     async def _connect(self) -> bool:
@@ -110,8 +115,15 @@ class DevicePoller:
         await self._hand(self._report(bad) if self._report is not None else bad)
 
     async def _hand(self, readings: Sequence[Reading]) -> None:
+        """Give readings to the buffer while the next poll goes ahead.
+
+        At most one hand-over per device is outstanding: the next one waits for it, so order
+        is kept, memory is bounded, and a blocking buffer still holds the poller back.
+        """
+        if self._handing is not None:
+            await self._handing
         self.handed += len(readings)
-        await self._sink(readings)
+        self._handing = asyncio.ensure_future(self._sink(readings))
 
     def _came_back(self) -> None:
         self._backoff.reset()

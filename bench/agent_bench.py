@@ -56,7 +56,7 @@ def agent_config(folder: Path, device: dict[str, Any]) -> Path:
     path.write_text(
         yaml.safe_dump(
             {
-                "agent": {"id": "bench", "log_level": "WARNING"},
+                "agent": {"id": "bench", "log_level": "WARNING", "http_port": 0},
                 "buffer": {"path": str(folder / "buffer.sqlite")},
                 "mqtt": {
                     "url": f"mqtt://127.0.0.1:{free_port()}"
