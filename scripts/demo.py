@@ -24,6 +24,7 @@ BIN = Path(sys.executable).parent
 HTTP_PORT = 8080
 SIM_PORTS = {"opcua": 4840, "modbus": 5020}
 BROKER_PORT = 1883
+AGENT_HTTP_PORT = 9108  # the agent's /metrics and /healthz (config/agent.yaml's default)
 
 
 def port_free(port: int) -> bool:
@@ -79,7 +80,7 @@ class Demo:
     def start(self) -> str:
         STATE.mkdir(exist_ok=True)
         env = dict(os.environ)
-        busy = [p for p in (HTTP_PORT, *SIM_PORTS.values()) if not port_free(p)]
+        busy = [p for p in (HTTP_PORT, AGENT_HTTP_PORT, *SIM_PORTS.values()) if not port_free(p)]
         if busy:
             raise SystemExit(f"demo: ports {busy} are in use; stop what uses them and retry")
         if "PLANTWIRE_DATABASE_URL" not in env:
@@ -198,6 +199,8 @@ def main() -> int:
         print(f"  {base}/api/v1/readings?tag=press-1-opcua/temperature")
         print(f"  {base}/healthz")
         print(f"  {base}/metrics")
+        print(f"  {base}/api/v1/agents")
+        print(f"  http://127.0.0.1:{AGENT_HTTP_PORT}/healthz (the agent's own)")
         print("demo: press Ctrl-C to stop", flush=True)
         while args.duration <= 0 or time.monotonic() - started < args.duration:
             for name, process in demo.processes:
