@@ -105,17 +105,16 @@ class HealthReporter:
         if stats.oldest_ts_us is not None:
             oldest = max(0.0, (self._clock.time_us() - stats.oldest_ts_us) / 1e6)
         forwarder = self._forwarder
+        pollers = list(zip(self._devices, self._pollers, strict=True))
         return Snapshot(
             connected=connected,
             buffer=stats,
             oldest_age_s=oldest,
-            devices={n: p.state.value for n, p in zip(self._devices, self._pollers, strict=True)},
-            polls={n: p.polls for n, p in zip(self._devices, self._pollers, strict=True)},
-            readings_polled={
-                n: p.readings for n, p in zip(self._devices, self._pollers, strict=True)
-            },
-            suppressed={n: p.suppressed for n, p in zip(self._devices, self._pollers, strict=True)},
-            handed={n: p.handed for n, p in zip(self._devices, self._pollers, strict=True)},
+            devices={n: p.state.value for n, p in pollers},
+            polls={n: p.polls for n, p in pollers},
+            readings_polled={n: p.readings for n, p in pollers},
+            suppressed={n: p.suppressed for n, p in pollers},
+            handed={n: p.handed for n, p in pollers},
             batches_sent=forwarder.batches_sent,
             readings_sent=forwarder.readings_sent,
             readings_acknowledged=forwarder.readings_acknowledged,
