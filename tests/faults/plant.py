@@ -191,18 +191,28 @@ class Plant:
 
     def committed(self) -> int:
         """Readings the agent ever committed to its buffer (the last sequence number)."""
-        if not self.buffer_path.exists():
-            return 0
-        with sqlite3.connect(f"file:{self.buffer_path}?mode=ro", uri=True, timeout=10) as conn:
-            row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'readings'").fetchone()
-        return int(row[0]) if row else 0
+        rows = self._query_buffer("SELECT seq FROM sqlite_sequence WHERE name = 'readings'")
+        return int(rows[0][0]) if rows else 0
 
     def buffer_state(self) -> tuple[int, dict[str, int]]:
         """Readings still buffered, and the buffer's drop counters."""
-        with sqlite3.connect(f"file:{self.buffer_path}?mode=ro", uri=True, timeout=10) as conn:
-            held = conn.execute("SELECT count(*) FROM readings").fetchone()[0]
-            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-        return int(held), {k: int(v) for k, v in meta.items() if k.startswith("dropped")}
+        held = self._query_buffer("SELECT count(*) FROM readings")
+        meta = dict(self._query_buffer("SELECT key, value FROM meta"))
+        counts = {k: int(v) for k, v in meta.items() if k.startswith("dropped")}
+        return (int(held[0][0]) if held else 0), counts
+
+    def _query_buffer(self, sql: str) -> list[tuple[Any, ...]]:
+        """Rows of a read-only query on the buffer; none before the agent made its schema."""
+        if not self.buffer_path.exists():
+            return []
+        try:
+            with sqlite3.connect(f"file:{self.buffer_path}?mode=ro", uri=True, timeout=10) as conn:
+                return conn.execute(sql).fetchall()
+        except sqlite3.OperationalError as exc:
+            # The file appears a moment before the agent's first transaction creates the tables.
+            if "no such table" in str(exc):
+                return []
+            raise
 
     def stored_seqs(self) -> list[int]:
         """Sequence numbers of the agent's readings in PostgreSQL, with repeats."""
