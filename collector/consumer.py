@@ -1,7 +1,6 @@
 """Consuming batch messages: validate, group, store, then acknowledge to the broker."""
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -10,13 +9,14 @@ from typing import Protocol
 
 from psycopg import Error as DatabaseError
 
+from collector.batches import Batch, decode_batch
 from collector.config import IngestSettings
 from collector.metrics import CollectorMetrics
 from collector.store import ReadingStore
 from shared.acks import Rejection, encode_ack
 from shared.errors import MqttError, WireError
 from shared.mqtt import Message
-from shared.wire import Batch, Topics, decode_batch
+from shared.wire import Topics, batch_identity
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ class Consumer:
             self._group.started = time.monotonic()
         self._group.messages.append(message)
         self._group.batches.append(batch)
-        self._group.readings += len(batch.seqs)
+        self._group.readings += len(batch)
 
     async def _quarantine(self, message: Message, error: str, reason: str) -> None:
         log.warning("quarantined a message on %s: %s", message.topic, error)
@@ -206,12 +206,7 @@ def _batch_identity(topics: Topics, message: Message) -> tuple[str, int, int] | 
     """(agent, epoch, batch id) of a rejected payload, if it says them plainly enough."""
     try:
         agent = topics.agent_of(message.topic)
-        document = json.loads(message.payload)
-    except (WireError, ValueError):
+    except WireError:
         return None
-    if not isinstance(document, dict):
-        return None
-    epoch, batch_id = document.get("epoch"), document.get("batch")
-    if type(epoch) is int and type(batch_id) is int and document.get("agent") == agent:
-        return agent, epoch, batch_id
-    return None
+    identity = batch_identity(message.payload)
+    return identity if identity is not None and identity[0] == agent else None

@@ -2,17 +2,16 @@
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
+import numpy as np
 from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
+from collector.batches import Batch, typed_value
+from collector.copy_rows import COPY_SQL, HEADER, TRAILER, encode_rows
 from shared.readings import DataType, Quality, Value
-from shared.wire import Batch
-
-_EXACT_FLOAT_INT = 2**53
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 TagKey = tuple[str, str, str]
 """(agent id, device, tag name)."""
@@ -48,28 +47,13 @@ class WriteOutcome:
     readings_stored: int
 
 
-def split_value(value: Value | None) -> tuple[float | None, str | None]:
-    """Map a value onto the (value, value_text) columns."""
-    if value is None:
-        return None, None
-    if isinstance(value, str):
-        return None, value
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > _EXACT_FLOAT_INT:
-        return None, str(value)
-    return float(value), None
-
-
 def join_value(data_type: DataType, number: float | None, text: str | None) -> Value | None:
     """Rebuild a typed value from the (value, value_text) columns."""
     if data_type is DataType.STRING:
         return text
     if number is None:
         return int(text) if text is not None else None
-    if data_type is DataType.BOOL:
-        return number != 0.0
-    if data_type.python_type is int:
-        return int(number)
-    return number
+    return typed_value(data_type, number)
 
 
 class ReadingStore:
@@ -100,47 +84,23 @@ class ReadingStore:
                         [b.agent for b in unique.values()],
                         [b.epoch for b in unique.values()],
                         [b.batch_id for b in unique.values()],
-                        [b.seqs[-1] for b in unique.values()],
-                        [len(b.seqs) for b in unique.values()],
+                        [b.last_seq for b in unique.values()],
+                        [len(b) for b in unique.values()],
                     ],
                 )
                 fresh = [unique[(r[0], r[1], r[2])] for r in await cursor.fetchall()]
-                stored = 0
-                async with conn.cursor().copy(
-                    "COPY readings (tag_id, ts, value, value_text, quality, seq, server_ts)"
-                    " FROM STDIN (FORMAT BINARY)"
-                ) as copy:
-                    copy.set_types(
-                        ["int4", "timestamptz", "float8", "text", "int2", "int8", "timestamptz"]
-                    )
+                stored = sum(len(batch) for batch in fresh)
+                if fresh:
+                    rows = [HEADER]
                     for batch in fresh:
-                        ids = [
-                            tags[(batch.agent, ref.device, ref.tag)].tag_id for ref in batch.tags
-                        ]
-                        server_ts = batch.server_ts or [None] * len(batch.seqs)
-                        write = copy.write_row
-                        for t, ts, value, quality, seq, sts in zip(
-                            batch.t,
-                            batch.ts,
-                            batch.values,
-                            batch.qualities,
-                            batch.seqs,
-                            server_ts,
-                            strict=True,
-                        ):
-                            number, text = split_value(value)
-                            await write(
-                                (
-                                    ids[t],
-                                    _EPOCH + timedelta(microseconds=ts),
-                                    number,
-                                    text,
-                                    quality,
-                                    seq,
-                                    None if sts is None else _EPOCH + timedelta(microseconds=sts),
-                                )
-                            )
-                        stored += len(batch.seqs)
+                        ids = np.array(
+                            [tags[(batch.agent, ref.device, ref.tag)].tag_id for ref in batch.tags],
+                            np.int32,
+                        )
+                        rows.append(encode_rows(batch, ids))
+                    rows.append(TRAILER)
+                    async with conn.cursor().copy(COPY_SQL) as copy:
+                        await copy.write(b"".join(rows))
                 await conn.execute(
                     "UPDATE agents SET last_seen = now() WHERE agent_id = ANY(%s)",
                     [sorted({b.agent for b in unique.values()})],

@@ -5,16 +5,23 @@ docs/protocol.md is the prose version of this module; keep them in step.
 
 import json
 import re
+import struct
+import sys
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from enum import IntEnum
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from shared.errors import WireError
-from shared.readings import INTEGER_RANGES, DataType, Quality, Reading, Value
+from shared.readings import DataType, Reading
 
-WIRE_VERSION = 1
+WIRE_VERSION = 2
+MAGIC = b"PWB"
+_PREAMBLE = struct.Struct("<3sBI")  # magic, version, header length
+_INT_EXACT = 2**53  # integers beyond this travel as text: a double cannot hold them
 AGENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 _AGENT_ID = re.compile(AGENT_ID_PATTERN)
 
@@ -88,59 +95,66 @@ class TagRef(BaseModel):
     type: DataType
 
 
-class BatchPayload(BaseModel):
-    """A batch of readings, columnar: entry i of every column belongs to reading i."""
+class ValueKind(IntEnum):
+    """Where a reading's value is: in the `val` column, nowhere, or in the header's `texts`."""
+
+    NUMBER = 0
+    NONE = 1
+    TEXT = 2
+
+
+class BatchHeader(BaseModel):
+    """The JSON header of a batch: identity, tag dictionary and what the columns hold."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    v: Literal[1] = Field(description="Wire format version.")
     agent: AgentId = Field(description="Agent id; must equal the topic's agent level.")
     epoch: int = Field(ge=1, description="Buffer epoch: changes only when the buffer is new.")
     batch: int = Field(ge=1, description="Batch id: the sequence number of its first reading.")
-    tags: list[TagRef] = Field(description="Tag dictionary referenced by column `t`.")
-    t: list[int] = Field(description="Index into `tags` per reading.")
-    seq: list[int] = Field(description="Per-agent sequence number per reading, increasing.")
-    ts: list[int] = Field(description="Source timestamp per reading, microseconds since epoch.")
-    val: list[bool | int | float | str | None] = Field(description="Value per reading.")
-    q: list[int] = Field(description="Quality per reading: 0 good, 1 uncertain, 2 bad.")
-    sts: list[int | None] | None = Field(
-        default=None, description="Server timestamp per reading (OPC UA), or absent."
+    n: int = Field(ge=1, description="Number of readings, the length of every column.")
+    tags: list[TagRef] = Field(min_length=1, description="Tag dictionary referenced by `t`.")
+    sts: bool = Field(default=False, description="Whether the server timestamp column is sent.")
+    texts: list[str] = Field(
+        default_factory=list, description="Values of kind text (strings, huge integers), in order."
     )
 
 
 @dataclass(frozen=True, slots=True)
-class Batch:
-    """A decoded, validated batch, kept in columns: entry i of each column is reading i."""
+class Column:
+    """One fixed-width column of the batch body, little-endian."""
 
-    agent: str
-    epoch: int
-    batch_id: int
-    tags: Sequence[TagRef]
-    t: Sequence[int]
-    seqs: Sequence[int]
-    ts: Sequence[int]
-    values: Sequence[Value | None]
-    qualities: Sequence[int]
-    server_ts: Sequence[int | None] | None = None
+    name: str
+    code: str  # array / numpy type letter
+    size: int
 
-    @property
-    def readings(self) -> list[Reading]:
-        """The batch as Reading objects (the columns are cheaper where they will do)."""
-        tags = self.tags
-        server_ts = self.server_ts or [None] * len(self.seqs)
-        return [
-            Reading(tags[t].device, tags[t].tag, tags[t].type, ts, value, Quality(q), sts)
-            for t, ts, value, q, sts in zip(
-                self.t, self.ts, self.values, self.qualities, server_ts, strict=True
-            )
-        ]
+
+# Body order: the 8-byte columns first, so every column of an aligned body stays aligned.
+COLUMNS = (
+    Column("ts", "q", 8),
+    Column("seq", "q", 8),
+    Column("val", "d", 8),
+    Column("sts", "q", 8),
+    Column("t", "I", 4),
+    Column("q", "B", 1),
+    Column("kind", "B", 1),
+)
+NO_SERVER_TS = 0
+"""`sts` entry of a reading that has no server timestamp."""
+
+
+def columns_of(header: BatchHeader) -> tuple[Column, ...]:
+    """The columns a batch with this header carries, in body order."""
+    return tuple(c for c in COLUMNS if c.name != "sts" or header.sts)
 
 
 def encode_batch(agent: str, epoch: int, seqs: Sequence[int], readings: Sequence[Reading]) -> bytes:
-    """Encode readings and their sequence numbers as a version 1 JSON batch."""
+    """Encode readings and their sequence numbers as a version 2 binary batch."""
     index: dict[tuple[str, str, DataType], int] = {}
     tags: list[dict[str, str]] = []
-    column_t: list[int] = []
+    column_t = array("I")
+    values = array("d")
+    kinds = bytearray()
+    texts: list[str] = []
     for reading in readings:
         key = (reading.device, reading.tag, reading.data_type)
         position = index.get(key)
@@ -148,113 +162,76 @@ def encode_batch(agent: str, epoch: int, seqs: Sequence[int], readings: Sequence
             position = index[key] = len(tags)
             tags.append({"device": reading.device, "tag": reading.tag, "type": reading.data_type})
         column_t.append(position)
-    document: dict[str, object] = {
-        "v": WIRE_VERSION,
+        value = reading.value
+        if value is None:
+            values.append(0.0)
+            kinds.append(ValueKind.NONE)
+        elif isinstance(value, str) or (type(value) is int and abs(value) > _INT_EXACT):
+            values.append(0.0)
+            kinds.append(ValueKind.TEXT)
+            texts.append(str(value))
+        else:
+            values.append(value)
+            kinds.append(ValueKind.NUMBER)
+    has_sts = any(r.server_ts_us is not None for r in readings)
+    header: dict[str, object] = {
         "agent": agent,
         "epoch": epoch,
         "batch": seqs[0],
+        "n": len(readings),
         "tags": tags,
-        "t": column_t,
-        "seq": list(seqs),
-        "ts": [r.ts_us for r in readings],
-        "val": [r.value for r in readings],
-        "q": [int(r.quality) for r in readings],
+        "sts": has_sts,
     }
-    if any(r.server_ts_us is not None for r in readings):
-        document["sts"] = [r.server_ts_us for r in readings]
-    return json.dumps(document, separators=(",", ":"), allow_nan=True).encode()
-
-
-_FLOATS = (DataType.FLOAT32, DataType.FLOAT64)
-
-
-def _check_values(
-    tags: Sequence[TagRef], t: Sequence[int], values: list[Value | None], q: Sequence[int]
-) -> None:
-    """Check every value against its tag's type (in place: JSON's 3 for a float becomes 3.0)."""
-    kinds = []
-    for tag in tags:
-        low, high = INTEGER_RANGES.get(tag.type, (0, 0))
-        kinds.append((tag.type.python_type, low, high, tag.type))
-    for i, (position, value) in enumerate(zip(t, values, strict=True)):
-        if value is None:
-            if q[i] != Quality.BAD:
-                raise WireError(f"reading {i}: a missing value needs quality bad", reason="reading")
+    if texts:
+        header["texts"] = texts
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    # Pad the header with JSON whitespace so the body starts 8-byte aligned.
+    encoded += b" " * (-(_PREAMBLE.size + len(encoded)) % 8)
+    body: dict[str, array[int] | array[float]] = {
+        "ts": array("q", [r.ts_us for r in readings]),
+        "seq": array("q", seqs),
+        "val": values,
+        "sts": array("q", [r.server_ts_us or NO_SERVER_TS for r in readings]),
+        "t": column_t,
+        "q": array("B", [r.quality for r in readings]),
+        "kind": array("B", kinds),
+    }
+    parts = [_PREAMBLE.pack(MAGIC, WIRE_VERSION, len(encoded)), encoded]
+    for column in COLUMNS:
+        if column.name == "sts" and not has_sts:
             continue
-        expected, low, high, data_type = kinds[position]
-        kind = type(value)
-        if kind is expected and (expected is not int or low <= value <= high):  # type: ignore[operator]
-            continue
-        if expected is float and kind is int:
-            values[i] = float(value)  # JSON writes 3.0 as 3
-            continue
+        data = body[column.name]
+        if sys.byteorder == "big":
+            data.byteswap()
+        parts.append(data.tobytes())
+    return b"".join(parts)
+
+
+def split_payload(raw: bytes) -> tuple[BatchHeader, memoryview]:
+    """Check a batch's preamble and header; return the header and the column body."""
+    if len(raw) < _PREAMBLE.size or raw[:3] != MAGIC:
+        raise WireError("payload is not a Plantwire batch (bad magic bytes)", reason="malformed")
+    _, version, length = _PREAMBLE.unpack_from(raw)
+    if version != WIRE_VERSION:
         raise WireError(
-            f"reading {i}: value {value!r} is not a valid {data_type.value}", reason="reading"
+            f"unsupported wire version {version}; expected {WIRE_VERSION}", reason="version"
         )
-
-
-def _check_range(name: str, column: Sequence[int], low: int, high: int, reason: str) -> None:
-    if column and (min(column) < low or max(column) >= high):
-        bad = next(i for i, x in enumerate(column) if not low <= x < high)
-        raise WireError(
-            f"reading {bad}: {name} {column[bad]} is outside {low}..{high - 1}"
-            if reason != "timestamp"
-            else f"reading {bad}: {name} {column[bad]} is outside 2000..2100",
-            reason=reason,
-        )
-
-
-def decode_batch(raw: bytes, topic_agent: str) -> Batch:
-    """Parse and validate a batch payload; raise WireError saying what is wrong."""
+    end = _PREAMBLE.size + length
+    if end > len(raw):
+        raise WireError("header runs past the end of the payload", reason="malformed")
     try:
-        document = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise WireError(f"payload is not JSON: {exc}", reason="not_json") from exc
-    if isinstance(document, dict) and document.get("v") != WIRE_VERSION:
-        raise WireError(
-            f"unsupported wire version {document.get('v')!r}; expected {WIRE_VERSION}",
-            reason="version",
-        )
-    try:
-        payload = BatchPayload.model_validate(document)
+        header = BatchHeader.model_validate_json(raw[_PREAMBLE.size : end])
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise WireError(f"payload field {where}: {first['msg']}", reason="schema") from exc
-    if payload.agent != topic_agent:
-        raise WireError(
-            f"payload agent {payload.agent!r} differs from topic agent {topic_agent!r}",
-            reason="agent_mismatch",
-        )
-    count = len(payload.seq)
-    if count == 0:
-        raise WireError("batch has no readings", reason="schema")
-    lengths = {len(payload.t), len(payload.ts), len(payload.val), len(payload.q)}
-    if payload.sts is not None:
-        lengths.add(len(payload.sts))
-    if lengths != {count}:
-        raise WireError("columns t, seq, ts, val, q and sts differ in length", reason="schema")
-    if payload.seq[0] != payload.batch:
-        raise WireError("batch id must equal the first sequence number", reason="schema")
-    if any(b <= a for a, b in zip(payload.seq, payload.seq[1:], strict=False)):
-        raise WireError("sequence numbers must increase within a batch", reason="schema")
-    _check_range("tag index", payload.t, 0, len(payload.tags), "reading")
-    _check_range("timestamp", payload.ts, MIN_TS_US, MAX_TS_US, "timestamp")
-    if payload.sts is not None:
-        present = [x for x in payload.sts if x is not None]
-        _check_range("server timestamp", present, MIN_TS_US, MAX_TS_US, "timestamp")
-    _check_range("quality", payload.q, 0, 3, "schema")
-    values = list(payload.val)
-    _check_values(payload.tags, payload.t, values, payload.q)
-    return Batch(
-        payload.agent,
-        payload.epoch,
-        payload.batch,
-        payload.tags,
-        payload.t,
-        payload.seq,
-        payload.ts,
-        values,
-        payload.q,
-        payload.sts,
-    )
+        where = ".".join(str(part) for part in first["loc"]) or "header"
+        raise WireError(f"header field {where}: {first['msg']}", reason="schema") from exc
+    return header, memoryview(raw)[end:]
+
+
+def batch_identity(raw: bytes) -> tuple[str, int, int] | None:
+    """(agent, epoch, batch id) of a payload whose header parses, else None."""
+    try:
+        header, _ = split_payload(raw)
+    except WireError:
+        return None
+    return header.agent, header.epoch, header.batch

@@ -1,6 +1,5 @@
 """The collector against real Mosquitto and PostgreSQL: quarantine, exactly-once, API errors."""
 
-import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from shared.mqtt import MqttClient, MqttSettings
 from shared.readings import DataType, Reading
 from shared.wire import encode_batch
 from tests.harness import collector_config, eventually, get_json, running_collector
+from tests.payloads import join, mutate, split
 from tests.servers import MosquittoServer, free_port
 
 TS = 1_790_000_000_000_000
@@ -69,12 +69,14 @@ async def metrics_text(base: str) -> str:
 async def test_bad_payloads_are_quarantined_counted_and_ingest_goes_on(
     collector: str, publisher: MqttClient, database_url: str, topic_prefix: str
 ) -> None:
-    good = json.loads(batch("a1", 1, [1.0, 2.0]))
+    good = batch("a1", 1, [1.0, 2.0])
+    header, columns = split(good)
     bad = {
-        "not_json": b"\x00not json",
-        "version": json.dumps({**good, "v": 9}).encode(),
-        "schema": json.dumps({**good, "val": {"a": 1}}).encode(),
-        "timestamp": json.dumps({**good, "ts": [TS, 10**18 * 9]}).encode(),
+        "malformed": b"\x00not a batch",
+        "version": join(header, columns, version=9),
+        "schema": mutate(good, tags=[{"device": "x"}]),
+        "timestamp": mutate(good, ts=[TS, 10**18 * 9]),
+        "reading": mutate(good, kind=[1, 0]),
         "agent_mismatch": batch("someone-else", 1, [1.0]),
         "too_large": batch("a1", 1, [1.5] * 400),
     }
@@ -90,12 +92,12 @@ async def test_bad_payloads_are_quarantined_counted_and_ingest_goes_on(
     assert count(database_url, "SELECT count(*) FROM dead_letters") == len(bad) + 1
     with psycopg.connect(database_url) as conn:
         rows = conn.execute("SELECT topic, payload, error FROM dead_letters ORDER BY id").fetchall()
-    assert bytes(rows[0][1]) == bad["not_json"], "the raw bytes are kept"
-    assert "not JSON" in rows[0][2]
+    assert bytes(rows[0][1]) == bad["malformed"], "the raw bytes are kept"
+    assert "not a Plantwire batch" in rows[0][2]
     text = await metrics_text(collector)
     for reason in [*bad, "topic"]:
         assert f'plantwire_collector_dead_letters_total{{reason="{reason}"}} 1.0' in text
-    assert 'plantwire_collector_messages_total{outcome="quarantined"} 7.0' in text
+    assert 'plantwire_collector_messages_total{outcome="quarantined"} 8.0' in text
 
 
 async def test_a_batch_sent_twice_is_stored_once(

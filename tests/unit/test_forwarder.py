@@ -2,7 +2,6 @@
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,6 +15,7 @@ from shared.acks import Rejection, encode_ack
 from shared.clock import SystemClock
 from shared.readings import DataType, Reading
 from shared.wire import Topics
+from tests.payloads import split
 from tests.unit.fakes import FlakyPublisher
 
 
@@ -80,11 +80,11 @@ async def test_only_the_collectors_ack_deletes_and_the_window_bounds_sends(
         assert len(publisher.published) == 2, "the window holds two batches in flight"
         assert (await buffer.stats()).readings == 25, "the broker's PUBACK deletes nothing"
         for payload in list(publisher.published):
-            await sender.handle_ack(encode_ack(buffer.epoch, [json.loads(payload[1])["batch"]]))
+            await sender.handle_ack(encode_ack(buffer.epoch, [split(payload[1])[0]["batch"]]))
         await until(lambda: _true(len(publisher.published) == 3))
         await sender.handle_ack(encode_ack(buffer.epoch, [21]))
         await until(_empty(buffer))
-    values = [v for _, payload in publisher.published for v in json.loads(payload)["val"]]
+    values = [v for _, payload in publisher.published for v in split(payload)[1]["val"]]
     assert values == list(range(25))
     assert sender.send_failures == 3
     assert sender.readings_acknowledged == sender.readings_sent == 25

@@ -6,9 +6,20 @@ from datetime import UTC, datetime
 import pytest
 
 from agent.backoff import Backoff
-from collector.store import join_value, split_value
+from collector.batches import decode_batch
+from collector.store import join_value
 from protocols.simulator.machine import Machine, MachineState
-from shared.readings import DataType, datetime_to_us, us_to_datetime, value_fits
+from shared.readings import (
+    DataType,
+    Quality,
+    Reading,
+    datetime_to_us,
+    us_to_datetime,
+    value_fits,
+)
+from shared.wire import ValueKind, encode_batch
+
+TS = 1_790_000_000_000_000
 
 
 def test_backoff_doubles_up_to_the_cap_and_resets() -> None:
@@ -36,7 +47,11 @@ def test_backoff_doubles_up_to_the_cap_and_resets() -> None:
     ],
 )
 def test_values_survive_the_database_columns(data_type: DataType, value: object) -> None:
-    number, text = split_value(value)  # type: ignore[arg-type]
+    quality = Quality.GOOD if value is not None else Quality.BAD
+    raw = encode_batch("a1", 1, [1], [Reading("d", "t", data_type, TS, value, quality)])  # type: ignore[arg-type]
+    batch = decode_batch(raw, "a1")
+    number = float(batch.values[0]) if batch.kinds[0] == ValueKind.NUMBER else None
+    text = batch.texts[0] if batch.kinds[0] == ValueKind.TEXT else None
     restored = join_value(data_type, number, text)
     assert restored == value
     assert type(restored) is type(value)
