@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint clean bench-agent bench-buffer
+.PHONY: demo test lint clean bench-agent bench-buffer bench-ingest
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,3 +30,6 @@ bench-agent: $(STAMP)
 
 bench-buffer: $(STAMP)
 	$(VENV)/bin/python bench/buffer_bench.py
+
+bench-ingest: $(STAMP)
+	$(VENV)/bin/python bench/ingest_bench.py

@@ -66,6 +66,13 @@ class IngestSettings(StrictModel):
     group_max_delay: Duration = Field(
         default=0.05, ge=0, description="Longest a received batch waits to be grouped."
     )
+    concurrent_writes: int = Field(
+        default=2,
+        ge=1,
+        le=16,
+        description="Groups written at once, each on its own database connection (broker"
+        " acknowledgements still go in arrival order).",
+    )
     max_payload_bytes: int = Field(
         default=16 * 1024 * 1024, ge=1024, description="Larger payloads are quarantined."
     )

@@ -3,16 +3,17 @@
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from psycopg import Error as DatabaseError
 
 from collector.batches import Batch, decode_batch
 from collector.config import IngestSettings
 from collector.metrics import CollectorMetrics
-from collector.store import ReadingStore
+from collector.store import ReadingStore, WriteOutcome
 from shared.acks import Rejection, encode_ack
 from shared.errors import MqttError, WireError
 from shared.mqtt import Message
@@ -55,12 +56,20 @@ class _Group:
     started: float
 
 
+@dataclass(slots=True)
+class _Write:
+    group: _Group
+    task: asyncio.Future[WriteOutcome]
+
+
 class Consumer:
     """Groups batches from many messages into one write; acks each message after its commit.
 
-    A message that cannot be ingested is quarantined in dead_letters and acknowledged, so one
-    bad payload never blocks the stream. A failed write is retried until it succeeds, without
-    acknowledging anything, so a slow or absent database pushes back on the broker.
+    Up to `concurrent_writes` groups are written at once while the next one fills, so
+    decoding overlaps the database's work. A message that cannot be ingested is quarantined
+    in dead_letters and acknowledged, so one bad payload never blocks the stream. A failed
+    write is retried until it succeeds, without acknowledging anything, so a slow or absent
+    database pushes back on the broker.
     """
 
     def __init__(
@@ -80,6 +89,8 @@ class Consumer:
         self._settings = settings
         self._metrics = metrics
         self._group = _Group([], [], 0, 0.0)
+        self._writes: deque[_Write] = deque()
+        self._acks: set[asyncio.Future[None]] = set()
 
     async def run(self) -> None:
         """Consume until cancelled."""
@@ -89,24 +100,31 @@ class Consumer:
             while True:
                 if pending is None:
                     pending = asyncio.ensure_future(anext(stream))
+                waits: set[asyncio.Future[Any]] = {pending}
+                if self._writes:
+                    waits.add(self._writes[0].task)
                 timeout = None
                 if self._group.messages:
                     waited = time.monotonic() - self._group.started
                     timeout = max(0.0, self._settings.group_max_delay - waited)
-                done, _ = await asyncio.wait({pending}, timeout=timeout)
-                if done:
+                done, _ = await asyncio.wait(
+                    waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+                await self._finish_written(wait=False)
+                if pending in done:
                     message = pending.result()
                     pending = None
                     await self._take(message)
                 if self._group.messages and (
-                    not done
-                    or self._group.readings >= self._settings.group_max_readings
+                    self._group.readings >= self._settings.group_max_readings
                     or time.monotonic() - self._group.started >= self._settings.group_max_delay
                 ):
                     await self._flush()
         finally:
             if pending is not None:
                 pending.cancel()
+            for write in self._writes:
+                write.task.cancel()
 
     async def _take(self, message: Message) -> None:
         kind = self._topics.kind_of(message.topic)
@@ -117,7 +135,7 @@ class Consumer:
                 await self._quarantine(message, str(exc), exc.reason)
                 return
             await self._on_status(agent, kind, message.payload)
-            self._source.ack(message)
+            self._hold(message, None)
             return
         try:
             if len(message.payload) > self._settings.max_payload_bytes:
@@ -131,11 +149,23 @@ class Consumer:
         except WireError as exc:
             await self._quarantine(message, str(exc), exc.reason)
             return
+        self._hold(message, batch)
+
+    def _hold(self, message: Message, batch: Batch | None) -> None:
+        """Add a message to the current group: acknowledged to the broker after its write.
+
+        Messages with nothing to write ride along, so the broker hears of every message in the
+        order it sent them.
+        """
+        if not self._writes and not self._group.messages and batch is None:
+            self._source.ack(message)
+            return
         if not self._group.messages:
             self._group.started = time.monotonic()
         self._group.messages.append(message)
-        self._group.batches.append(batch)
-        self._group.readings += len(batch)
+        if batch is not None:
+            self._group.batches.append(batch)
+            self._group.readings += len(batch)
 
     async def _quarantine(self, message: Message, error: str, reason: str) -> None:
         log.warning("quarantined a message on %s: %s", message.topic, error)
@@ -152,18 +182,31 @@ class Consumer:
         rejected = _batch_identity(self._topics, message)
         if rejected is not None:
             agent, epoch, batch_id = rejected
-            await self._send_ack(
+            self._acknowledge(
                 agent, encode_ack(epoch, [], [Rejection(batch=batch_id, error=error)])
             )
-        self._source.ack(message)
+        self._hold(message, None)
 
     async def _flush(self) -> None:
+        """Start writing the current group, once fewer than `concurrent_writes` are running."""
         group, self._group = self._group, _Group([], [], 0, 0.0)
+        while len(self._writes) >= self._settings.concurrent_writes:
+            await self._finish_written(wait=True)
+        task: asyncio.Future[WriteOutcome]
+        if group.batches:
+            task = asyncio.ensure_future(self._write(group.batches))
+        else:
+            task = asyncio.get_running_loop().create_future()
+            task.set_result(WriteOutcome(0, 0, 0))
+        self._writes.append(_Write(group, task))
+
+    async def _write(self, batches: list[Batch]) -> WriteOutcome:
+        """Write a group, retrying until the database takes it."""
         failing = False
         while True:
             started = time.perf_counter()
             try:
-                outcome = await self._store.write(group.batches)
+                outcome = await self._store.write(batches)
                 break
             except DatabaseError as exc:
                 self._metrics.write_errors.inc()
@@ -174,21 +217,38 @@ class Consumer:
         if failing:
             log.info("database writes resumed")
         self._metrics.write_seconds.observe(time.perf_counter() - started)
-        self._metrics.readings_stored.inc(outcome.readings_stored)
-        self._metrics.messages.labels(outcome="stored").inc(outcome.batches_stored)
-        self._metrics.messages.labels(outcome="duplicate").inc(outcome.batches_duplicate)
-        # Duplicates are acknowledged too: they are stored, from an earlier send.
-        stored: dict[tuple[str, int], list[int]] = {}
-        for batch in group.batches:
-            stored.setdefault((batch.agent, batch.epoch), []).append(batch.batch_id)
-        await asyncio.gather(
-            *(
-                self._send_ack(agent, encode_ack(epoch, ids))
-                for (agent, epoch), ids in stored.items()
-            )
-        )
-        for message in group.messages:
-            self._source.ack(message)
+        return outcome
+
+    async def _finish_written(self, *, wait: bool) -> None:
+        """Acknowledge committed groups in the order they arrived (MQTT wants PUBACKs in order).
+
+        With `wait`, first wait for the oldest write to commit.
+        """
+        while self._writes and (wait or self._writes[0].task.done()):
+            wait = False
+            write = self._writes.popleft()
+            outcome = await write.task
+            self._metrics.readings_stored.inc(outcome.readings_stored)
+            self._metrics.messages.labels(outcome="stored").inc(outcome.batches_stored)
+            self._metrics.messages.labels(outcome="duplicate").inc(outcome.batches_duplicate)
+            # Duplicates are acknowledged too: they are stored, from an earlier send.
+            stored: dict[tuple[str, int], list[int]] = {}
+            for batch in write.group.batches:
+                stored.setdefault((batch.agent, batch.epoch), []).append(batch.batch_id)
+            for (agent, epoch), ids in stored.items():
+                self._acknowledge(agent, encode_ack(epoch, ids))
+            for message in write.group.messages:
+                self._source.ack(message)
+
+    def _acknowledge(self, agent: str, payload: bytes) -> None:
+        """Send an acknowledgement to an agent without holding up ingest for the broker's reply.
+
+        Waiting here could deadlock: the broker's PUBACK may sit behind messages that paho
+        cannot hand over until this loop takes them.
+        """
+        task = asyncio.ensure_future(self._send_ack(agent, payload))
+        self._acks.add(task)
+        task.add_done_callback(self._acks.discard)
 
     async def _send_ack(self, agent: str, payload: bytes) -> None:
         try:

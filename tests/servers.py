@@ -45,7 +45,8 @@ def _postgres_bin() -> Path:
 class PostgresServer:
     """A throwaway PostgreSQL cluster; as root it runs as the `postgres` user."""
 
-    def __init__(self) -> None:
+    def __init__(self, options: str = " -c fsync=off -c full_page_writes=off") -> None:
+        self.options = options
         self.bin = _postgres_bin()
         self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="plantwire-pg-"))
@@ -81,7 +82,7 @@ class PostgresServer:
             )
         options = (
             f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
-            " -c fsync=off -c full_page_writes=off -c max_connections=200"
+            f" -c max_connections=200{self.options}"
         )
         self._run(
             str(self.bin / "pg_ctl"),

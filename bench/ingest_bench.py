@@ -1,0 +1,338 @@
+"""make bench-ingest: the collector's end-to-end ingest rate beside PostgreSQL's own COPY rate.
+
+Servers: a durable PostgreSQL (fsync on) and Mosquitto, both from Debian, on free ports; the
+collector runs as the real `plantwire-collector run` process. Phases, repeated --runs times:
+  1. End to end: simulated agents publish prepared batches at QoS 1, each with a window of
+     batches awaiting the collector's acknowledgement (as a real agent does), so the offered
+     load is exactly what the collector accepts. Rate = readings / (first publish to last ack).
+  2. Plain COPY: the same readings, already encoded, loaded by one binary COPY into a second
+     database migrated with the same schema, partitions and indexes.
+Then, once: a fixed offered load (default 50,000 readings/s) for --latency-seconds, with the
+latency of each batch from its publish to the collector's acknowledgement, which is sent after
+the commit, so it bounds publish-to-commit from above.
+Every table is emptied before each phase so both sides write into tables of the same size.
+"""
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import psycopg
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from collector.batches import decode_batch  # noqa: E402
+from collector.copy_rows import COPY_SQL, HEADER, TRAILER, encode_rows  # noqa: E402
+from collector.partitions import ensure_partitions  # noqa: E402
+from shared.acks import decode_ack  # noqa: E402
+from shared.mqtt import MqttClient, MqttSettings  # noqa: E402
+from shared.readings import DataType, Quality, Reading  # noqa: E402
+from shared.wire import Topics, encode_batch  # noqa: E402
+from tests.servers import MosquittoServer, PostgresServer, free_port, wait_for_port  # noqa: E402
+
+BIN = Path(sys.executable).parent
+TICKS = os.sysconf("SC_CLK_TCK")
+DURABLE = (
+    " -c fsync=on -c synchronous_commit=on -c shared_buffers=1GB -c max_wal_size=8GB"
+    " -c checkpoint_timeout=30min"
+)
+TOPICS = Topics()
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def make_batches(
+    agent: str, count: int, size: int, tags: int, start_us: int
+) -> list[tuple[int, bytes]]:
+    """`count` batches of `size` float readings cycling over `tags` tags: (batch id, payload)."""
+    names = [f"t{i:05d}" for i in range(tags)]
+    out = []
+    seq = 1
+    for _ in range(count):
+        readings = [
+            Reading(
+                "machine",
+                names[(seq + i) % tags],
+                DataType.FLOAT64,
+                start_us + (seq + i) * 1000,
+                (seq + i) * 0.5,
+                Quality.GOOD,
+            )
+            for i in range(size)
+        ]
+        out.append((seq, encode_batch(agent, 1, list(range(seq, seq + size)), readings)))
+        seq += size
+    return out
+
+
+class Agents:
+    """Simulated agents publishing batches and waiting for the collector's acknowledgements."""
+
+    def __init__(self, client: MqttClient) -> None:
+        self.client = client
+        self.acked: dict[tuple[str, int], float] = {}
+        self.waiters: dict[tuple[str, int], asyncio.Future[float]] = {}
+
+    async def listen(self) -> None:
+        async for message in self.client.messages():
+            agent = TOPICS.agent_of(message.topic)
+            now = time.perf_counter()
+            ack = decode_ack(message.payload)
+            if ack.rejected:
+                raise RuntimeError(f"the collector rejected a batch: {ack.rejected[0].error}")
+            for batch_id in ack.stored:
+                waiter = self.waiters.pop((agent, batch_id), None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(now)
+
+    async def send(self, agent: str, batch_id: int, payload: bytes) -> float:
+        """Publish one batch; return the seconds until its acknowledgement."""
+        waiter = asyncio.get_running_loop().create_future()
+        self.waiters[(agent, batch_id)] = waiter
+        sent = time.perf_counter()
+        await self.client.publish(TOPICS.batch(agent), payload, timeout=60)
+        return await asyncio.wait_for(waiter, 120) - sent
+
+
+async def end_to_end(
+    agents: Agents, work: dict[str, list[tuple[int, bytes]]], window: int
+) -> float:
+    """Seconds to have every batch acknowledged, each agent keeping `window` in flight."""
+
+    async def one_agent(agent: str, batches: list[tuple[int, bytes]]) -> None:
+        queue = iter(batches)
+
+        async def lane() -> None:
+            for batch_id, payload in queue:
+                await agents.send(agent, batch_id, payload)
+
+        await asyncio.gather(*(lane() for _ in range(window)))
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one_agent(a, b) for a, b in work.items()))
+    return time.perf_counter() - started
+
+
+async def fixed_load(agents: Agents, rate: int, seconds: float, size: int) -> list[float]:
+    """Latencies (s) of batches of `size` readings offered at `rate` readings/s."""
+    names = [f"lat{i}" for i in range(10)]
+    per_agent = rate / size / len(names)
+    payloads = {
+        agent: make_batches(agent, int(per_agent * seconds) + 1, size, 500, int(time.time() * 1e6))
+        for agent in names
+    }
+    latencies: list[float] = []
+
+    async def one_agent(agent: str, offset: float) -> None:
+        await asyncio.sleep(offset)
+        started = time.perf_counter()
+        pending = []
+        for i, (batch_id, payload) in enumerate(payloads[agent]):
+            due = started + i / per_agent
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            pending.append(asyncio.ensure_future(agents.send(agent, batch_id, payload)))
+        latencies.extend(await asyncio.gather(*pending))
+
+    await asyncio.gather(*(one_agent(a, i / per_agent / len(names)) for i, a in enumerate(names)))
+    return latencies
+
+
+def copy_rows_of(database_url: str, work: dict[str, list[tuple[int, bytes]]]) -> tuple[bytes, int]:
+    """The readings of `work` as one binary COPY stream for the copy database, and their count."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        chunks = [HEADER]
+        rows = 0
+        for agent, batches in work.items():
+            conn.execute(
+                "INSERT INTO agents (agent_id) VALUES (%s) ON CONFLICT DO NOTHING", [agent]
+            )
+            first = decode_batch(batches[0][1], agent)
+            names = sorted({ref.tag for b in batches for ref in decode_batch(b[1], agent).tags})
+            for name in names:
+                conn.execute(
+                    "INSERT INTO tags (agent_id, device, name, data_type) VALUES (%s, %s, %s, %s)"
+                    " ON CONFLICT DO NOTHING",
+                    [agent, "machine", name, first.tags[0].type.value],
+                )
+            ids = dict(
+                conn.execute(
+                    "SELECT name, tag_id FROM tags WHERE agent_id = %s", [agent]
+                ).fetchall()
+            )
+            for _, payload in batches:
+                batch = decode_batch(payload, agent)
+                tag_ids = np.array([ids[ref.tag] for ref in batch.tags], np.int32)
+                chunks.append(encode_rows(batch, tag_ids))
+                rows += len(batch)
+        chunks.append(TRAILER)
+    return b"".join(chunks), rows
+
+
+def plain_copy(database_url: str, stream: bytes) -> float:
+    """Seconds to load the stream with one binary COPY and commit."""
+    with psycopg.connect(database_url) as conn:
+        conn.execute("TRUNCATE readings")
+        conn.commit()
+        started = time.perf_counter()
+        with conn.cursor().copy(COPY_SQL) as copy:
+            view = memoryview(stream)
+            for offset in range(0, len(stream), 1 << 20):
+                copy.write(view[offset : offset + (1 << 20)])
+        conn.commit()
+        return time.perf_counter() - started
+
+
+def empty(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("TRUNCATE readings, batches")
+        conn.execute("CHECKPOINT")
+
+
+def migrate(database_url: str) -> None:
+    """Apply the collector's migrations and create its partitions, as a collector would."""
+    subprocess.run(
+        [str(BIN / "plantwire-collector"), "migrate", "--database-url", database_url],
+        check=True,
+        capture_output=True,
+    )
+
+    async def partitions() -> None:
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+            await ensure_partitions(conn, datetime.now(UTC).date(), 2)
+
+    asyncio.run(partitions())
+
+
+def start_collector(
+    folder: Path, database_url: str, mqtt_url: str
+) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    path = folder / "collector.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "database": {"url": database_url},
+                "mqtt": {"url": mqtt_url, "client_id": "bench-collector"},
+                "http": {"port": port},
+                "collector": {"log_level": "WARNING"},
+            }
+        )
+    )
+    process = subprocess.Popen([str(BIN / "plantwire-collector"), "run", "--config", str(path)])
+    wait_for_port(port, 60)
+    return process, port
+
+
+async def measure(args: argparse.Namespace, pg: PostgresServer, broker: MosquittoServer) -> None:
+    e2e_url, copy_url = pg.url("e2e"), pg.url("copy")
+    start_us = int(time.time() * 1e6) - 600_000_000
+    per_agent = args.readings // args.agents // args.batch
+    work = {
+        f"bench{i}": make_batches(f"bench{i}", per_agent, args.batch, args.tags, start_us)
+        for i in range(args.agents)
+    }
+    total = per_agent * args.agents * args.batch
+    stream, rows = copy_rows_of(copy_url, work)
+    assert rows == total
+    folder = Path(tempfile.mkdtemp(prefix="plantwire-bench-"))
+    collector, _ = start_collector(folder, e2e_url, broker.url)
+    client = MqttClient(
+        MqttSettings(url=broker.url, max_inflight=1000),
+        client_id="bench-agents",
+        persistent_session=False,
+        receive_queue=10_000,
+    )
+    await client.connect()
+    agents = Agents(client)
+    listener = asyncio.ensure_future(agents.listen())
+    await client.subscribe(TOPICS.all_of("ack"))
+    try:
+        # Warm-up: tag dictionaries filled, connections open, caches warm.
+        warm = {a: b[:2] for a, b in work.items()}
+        await end_to_end(agents, warm, args.window)
+        e2e_rates, copy_rates, collector_cpu = [], [], []
+        for run in range(args.runs):
+            empty(e2e_url)
+            before = cpu_seconds(collector.pid)
+            seconds = await end_to_end(agents, work, args.window)
+            collector_cpu.append((cpu_seconds(collector.pid) - before) / seconds * 100)
+            e2e_rates.append(total / seconds)
+            with psycopg.connect(e2e_url) as conn:
+                stored = conn.execute("SELECT count(*) FROM readings").fetchone()
+            assert stored is not None and stored[0] == total, f"stored {stored}, sent {total}"
+            empty(copy_url)
+            copy_rates.append(total / plain_copy(copy_url, stream))
+            print(
+                f"run {run + 1}: end to end {e2e_rates[-1]:,.0f} readings/s"
+                f" (collector CPU {collector_cpu[-1]:.0f} %),"
+                f" plain COPY {copy_rates[-1]:,.0f} readings/s",
+                flush=True,
+            )
+        empty(e2e_url)
+        latencies = sorted(await fixed_load(agents, args.rate, args.latency_seconds, 500))
+    finally:
+        listener.cancel()
+        await client.close()
+        collector.terminate()
+        collector.wait(30)
+    e2e, copy = statistics.median(e2e_rates), statistics.median(copy_rates)
+    p50 = latencies[len(latencies) // 2] * 1000
+    p99 = latencies[int(len(latencies) * 0.99)] * 1000
+    print(
+        f"{total:,} readings in batches of {args.batch} from {args.agents} agents"
+        f" (window {args.window}); medians of {args.runs} runs"
+    )
+    print(
+        f"end to end: {e2e:,.0f} readings/s; plain COPY: {copy:,.0f} readings/s; ratio {e2e / copy:.2f}"
+    )
+    print(
+        f"at {args.rate:,} readings/s offered ({len(latencies)} batches of 500):"
+        f" p50 {p50:.0f} ms, p99 {p99:.0f} ms, max {latencies[-1] * 1000:.0f} ms"
+    )
+    print(
+        f"RESULT e2e_readings_per_s={e2e:.0f} copy_readings_per_s={copy:.0f}"
+        f" ratio={e2e / copy:.2f} p50_ms={p50:.0f} p99_ms={p99:.0f}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--readings", type=int, default=2_000_000)
+    parser.add_argument("--batch", type=int, default=5000, help="readings per batch")
+    parser.add_argument("--agents", type=int, default=4)
+    parser.add_argument("--window", type=int, default=8, help="batches in flight per agent")
+    parser.add_argument("--tags", type=int, default=2000, help="tags per agent")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--rate", type=int, default=50_000, help="fixed offered readings/s")
+    parser.add_argument("--latency-seconds", type=float, default=20.0)
+    args = parser.parse_args()
+    pg = PostgresServer(options=DURABLE)
+    broker = MosquittoServer()
+    try:
+        pg.start()
+        broker.start()
+        for name in ("e2e", "copy"):
+            with psycopg.connect(pg.url(), autocommit=True) as conn:
+                conn.execute(f"CREATE DATABASE {name}")
+            migrate(pg.url(name))
+        asyncio.run(measure(args, pg, broker))
+    finally:
+        broker.stop()
+        pg.remove()
+
+
+if __name__ == "__main__":
+    main()
