@@ -272,7 +272,8 @@ async def measure(args: argparse.Namespace, pg: PostgresServer, broker: Mosquitt
             e2e_rates.append(total / seconds)
             with psycopg.connect(e2e_url) as conn:
                 stored = conn.execute("SELECT count(*) FROM readings").fetchone()
-            assert stored is not None and stored[0] == total, f"stored {stored}, sent {total}"
+            if stored is None or stored[0] != total:
+                raise RuntimeError(f"the collector stored {stored} readings of {total}")
             empty(copy_url)
             copy_rates.append(total / plain_copy(copy_url, stream))
             print(
@@ -295,8 +296,9 @@ async def measure(args: argparse.Namespace, pg: PostgresServer, broker: Mosquitt
         f"{total:,} readings in batches of {args.batch} from {args.agents} agents"
         f" (window {args.window}); medians of {args.runs} runs"
     )
+    ratio = e2e / copy
     print(
-        f"end to end: {e2e:,.0f} readings/s; plain COPY: {copy:,.0f} readings/s; ratio {e2e / copy:.2f}"
+        f"end to end: {e2e:,.0f} readings/s; plain COPY: {copy:,.0f} readings/s; ratio {ratio:.2f}"
     )
     print(
         f"at {args.rate:,} readings/s offered ({len(latencies)} batches of 500):"
