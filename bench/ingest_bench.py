@@ -54,6 +54,60 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
+def tree_cpu(root: int) -> float:
+    """CPU seconds used so far by a process and its live descendants."""
+    stats: dict[int, tuple[int, float]] = {}
+    for path in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = path.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        stats[int(path.parent.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / TICKS)
+    total, family = 0.0, {root}
+    for pid in sorted(stats):  # children have larger pids than their parents, nearly always
+        parent, cpu = stats[pid]
+        if pid == root or parent in family:
+            family.add(pid)
+            total += cpu
+    return total
+
+
+def profile(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
+    """Start sampling a Python process with py-spy into a collapsed-stack file."""
+    return subprocess.Popen(
+        [
+            str(BIN / "py-spy"),
+            "record",
+            "--pid",
+            str(pid),
+            "--duration",
+            str(int(seconds)),
+            "--rate",
+            "250",
+            "--format",
+            "raw",
+            "--output",
+            str(out),
+            "--nonblocking",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def summarise_profile(path: Path, top: int = 12) -> list[str]:
+    """The functions a collapsed-stack profile spent most samples in, by own time."""
+    own: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        leaf = stack.rsplit(";", 1)[-1]
+        own[leaf] = own.get(leaf, 0) + int(count)
+        total += int(count)
+    ranked = sorted(own.items(), key=lambda item: -item[1])[:top]
+    return [f"  {100 * n / total:5.1f} %  {name}" for name, n in ranked]
+
+
 def make_batches(
     agent: str, count: int, size: int, tags: int, start_us: int
 ) -> list[tuple[int, bytes]]:
@@ -159,22 +213,21 @@ def copy_rows_of(database_url: str, work: dict[str, list[tuple[int, bytes]]]) ->
             conn.execute(
                 "INSERT INTO agents (agent_id) VALUES (%s) ON CONFLICT DO NOTHING", [agent]
             )
-            first = decode_batch(batches[0][1], agent)
-            names = sorted({ref.tag for b in batches for ref in decode_batch(b[1], agent).tags})
-            for name in names:
+            decoded = [decode_batch(payload, agent) for _, payload in batches]
+            refs = {ref for batch in decoded for ref in batch.tags.refs}
+            for ref in sorted(refs, key=lambda r: r.tag):
                 conn.execute(
                     "INSERT INTO tags (agent_id, device, name, data_type) VALUES (%s, %s, %s, %s)"
                     " ON CONFLICT DO NOTHING",
-                    [agent, "machine", name, first.tags[0].type.value],
+                    [agent, ref.device, ref.tag, ref.type.value],
                 )
             ids = dict(
                 conn.execute(
                     "SELECT name, tag_id FROM tags WHERE agent_id = %s", [agent]
                 ).fetchall()
             )
-            for _, payload in batches:
-                batch = decode_batch(payload, agent)
-                tag_ids = np.array([ids[ref.tag] for ref in batch.tags], np.int32)
+            for batch in decoded:
+                tag_ids = np.array([ids[ref.tag] for ref in batch.tags.refs], np.int32)
                 chunks.append(encode_rows(batch, tag_ids))
                 rows += len(batch)
         chunks.append(TRAILER)
@@ -264,11 +317,20 @@ async def measure(args: argparse.Namespace, pg: PostgresServer, broker: Mosquitt
         warm = {a: b[:2] for a, b in work.items()}
         await end_to_end(agents, warm, args.window)
         e2e_rates, copy_rates, collector_cpu = [], [], []
+        parts = {"collector": collector.pid, "PostgreSQL": pg.pid(), "Mosquitto": broker.pid}
+        parts["agents (this process)"] = os.getpid()
+        shares: dict[str, list[float]] = {name: [] for name in parts}
+        profile_file = folder / "collector.profile"
         for run in range(args.runs):
             empty(e2e_url)
-            before = cpu_seconds(collector.pid)
+            before = {name: tree_cpu(pid) for name, pid in parts.items()}
+            spy = profile(collector.pid, total / 400_000, profile_file) if run == 0 else None
             seconds = await end_to_end(agents, work, args.window)
-            collector_cpu.append((cpu_seconds(collector.pid) - before) / seconds * 100)
+            for name, pid in parts.items():
+                shares[name].append((tree_cpu(pid) - before[name]) / seconds * 100)
+            collector_cpu.append(shares["collector"][-1])
+            if spy is not None:
+                spy.wait(60)
             e2e_rates.append(total / seconds)
             with psycopg.connect(e2e_url) as conn:
                 stored = conn.execute("SELECT count(*) FROM readings").fetchone()
@@ -296,6 +358,12 @@ async def measure(args: argparse.Namespace, pg: PostgresServer, broker: Mosquitt
         f"{total:,} readings in batches of {args.batch} from {args.agents} agents"
         f" (window {args.window}); medians of {args.runs} runs"
     )
+    print("CPU while ingesting end to end, % of one core (the machine has", os.cpu_count(), "):")
+    for name, values in shares.items():
+        print(f"  {name}: {statistics.median(values):.0f} %")
+    if profile_file.exists():
+        print("collector profile, own time per function (py-spy, first run):")
+        print("\n".join(summarise_profile(profile_file)))
     ratio = e2e / copy
     print(
         f"end to end: {e2e:,.0f} readings/s; plain COPY: {copy:,.0f} readings/s; ratio {ratio:.2f}"

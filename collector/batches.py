@@ -1,6 +1,7 @@
 """Decoding and validating binary batches into numpy columns, with every check per batch."""
 
 import re
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,12 +18,48 @@ from shared.wire import (
     TagRef,
     ValueKind,
     columns_of,
+    parse_dictionary,
     split_payload,
 )
 
 _INT_EXACT = float(2**53)
 _DECIMAL = re.compile(r"-?[0-9]{1,20}")
 _FLOATS = (DataType.FLOAT32, DataType.FLOAT64)
+_WIDE = (DataType.INT64, DataType.UINT64)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class TagTable:
+    """A parsed tag dictionary with per-tag lookup tables for checking values column-wise."""
+
+    raw: bytes
+    refs: tuple[TagRef, ...]
+    low: NDArray[np.float64]
+    high: NDArray[np.float64]
+    is_float: NDArray[np.bool_]
+    is_string: NDArray[np.bool_]
+    is_wide: NDArray[np.bool_]
+
+    @classmethod
+    def parse(cls, raw: bytes) -> "TagTable":
+        """Parse a dictionary section and build its tables."""
+        dictionary = parse_dictionary(raw)
+        types = dictionary.type
+        low = np.array([INTEGER_RANGES.get(x, (0, 1))[0] for x in types], np.float64)
+        high = np.array([INTEGER_RANGES.get(x, (0, 1))[1] for x in types], np.float64)
+        is_wide = np.array([x in _WIDE for x in types])
+        # Integers a double cannot hold exactly travel as text.
+        low[is_wide] = np.maximum(low[is_wide], -_INT_EXACT)
+        high[is_wide] = np.minimum(high[is_wide], _INT_EXACT)
+        return cls(
+            raw,
+            tuple(dictionary.refs),
+            low,
+            high,
+            np.array([x in _FLOATS for x in types]),
+            np.array([x is DataType.STRING for x in types]),
+            is_wide,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +69,7 @@ class Batch:
     agent: str
     epoch: int
     batch_id: int
-    tags: Sequence[TagRef]
+    tags: TagTable
     t: NDArray[np.uint32]
     seqs: NDArray[np.int64]
     ts: NDArray[np.int64]
@@ -56,7 +93,7 @@ class Batch:
         texts = iter(self.texts)
         out = []
         for i in range(len(self)):
-            ref = self.tags[int(self.t[i])]
+            ref = self.tags.refs[int(self.t[i])]
             kind = self.kinds[i]
             value: Value | None = None
             if kind == ValueKind.TEXT:
@@ -88,46 +125,88 @@ def typed_value(data_type: DataType, number: float) -> Value:
     return int(number)
 
 
+class BatchDecoder:
+    """Decodes batches, parsing each distinct tag dictionary once (agents resend the same one)."""
+
+    def __init__(self, cache_size: int = 512) -> None:
+        self._tables: OrderedDict[bytes, TagTable] = OrderedDict()
+        self._cache_size = cache_size
+
+    def decode(self, raw: bytes, topic_agent: str) -> Batch:
+        """Parse and validate a batch payload; raise WireError saying what is wrong."""
+        sections = split_payload(raw)
+        header = sections.header
+        if header.agent != topic_agent:
+            raise WireError(
+                f"payload agent {header.agent!r} differs from topic agent {topic_agent!r}",
+                reason="agent_mismatch",
+            )
+        tags = self._table(sections.dictionary)
+        batch = _columns(header, tags, sections.body)
+        _check(batch)
+        _check_values(batch)
+        return batch
+
+    def _table(self, raw: bytes) -> TagTable:
+        table = self._tables.get(raw)
+        if table is None:
+            table = self._tables[raw] = TagTable.parse(raw)
+            if len(self._tables) > self._cache_size:
+                self._tables.popitem(last=False)
+        else:
+            self._tables.move_to_end(raw)
+        return table
+
+
 def decode_batch(raw: bytes, topic_agent: str) -> Batch:
-    """Parse and validate a batch payload; raise WireError saying what is wrong."""
-    header, body = split_payload(raw)
-    if header.agent != topic_agent:
-        raise WireError(
-            f"payload agent {header.agent!r} differs from topic agent {topic_agent!r}",
-            reason="agent_mismatch",
-        )
+    """Decode one payload without a dictionary cache (tests, tools)."""
+    return BatchDecoder(cache_size=0).decode(raw, topic_agent)
+
+
+def _columns(header: BatchHeader, tags: TagTable, body: memoryview) -> Batch:
+    """Views of the body's columns, after checking its length."""
     n = header.n
     columns = columns_of(header)
-    if len(body) != n * sum(c.size for c in columns):
+    expected = n * sum(c.size for c in columns)
+    if len(body) != expected:
         raise WireError(
-            f"body has {len(body)} bytes; {n} readings of these columns need"
-            f" {n * sum(c.size for c in columns)}",
+            f"body has {len(body)} bytes; {n} readings of these columns need {expected}",
             reason="schema",
         )
     arrays: dict[str, NDArray[np.generic]] = {}
     offset = 0
     for column in columns:
-        arrays[column.name] = np.frombuffer(
-            body, np.dtype(column.code).newbyteorder("<"), n, offset
-        )
+        dtype = np.dtype(column.code).newbyteorder("<")
+        arrays[column.name] = np.frombuffer(body, dtype, n, offset)
         offset += n * column.size
-    seqs = arrays["seq"].astype(np.int64, copy=False)
-    t = arrays["t"].astype(np.uint32, copy=False)
-    ts = arrays["ts"].astype(np.int64, copy=False)
-    values = arrays["val"].astype(np.float64, copy=False)
-    qualities = arrays["q"].astype(np.uint8, copy=False)
-    kinds = arrays["kind"].astype(np.uint8, copy=False)
-    server_ts = arrays["sts"].astype(np.int64, copy=False) if header.sts else None
+    return Batch(
+        header.agent,
+        header.epoch,
+        header.batch,
+        tags,
+        arrays["t"].astype(np.uint32, copy=False),
+        arrays["seq"].astype(np.int64, copy=False),
+        arrays["ts"].astype(np.int64, copy=False),
+        arrays["val"].astype(np.float64, copy=False),
+        arrays["kind"].astype(np.uint8, copy=False),
+        arrays["q"].astype(np.uint8, copy=False),
+        header.texts,
+        arrays["sts"].astype(np.int64, copy=False) if header.sts else None,
+    )
 
-    if seqs[0] != header.batch:
+
+def _check(batch: Batch) -> None:
+    """Sequence, tag index, timestamp, quality and kind checks over whole columns."""
+    seqs, ts, qualities, kinds = batch.seqs, batch.ts, batch.qualities, batch.kinds
+    if seqs[0] != batch.batch_id:
         raise WireError("batch id must equal the first sequence number", reason="schema")
     _first_failure(seqs[1:] <= seqs[:-1], "sequence numbers must increase within a batch", "schema")
-    _first_failure(t >= len(header.tags), "tag index outside the dictionary", "reading")
-    _first_failure(
-        (ts < MIN_TS_US) | (ts >= MAX_TS_US), "timestamp outside 2000..2100", "timestamp"
-    )
-    if server_ts is not None:
-        outside = (server_ts != NO_SERVER_TS) & ((server_ts < MIN_TS_US) | (server_ts >= MAX_TS_US))
+    _first_failure(batch.t >= len(batch.tags.refs), "tag index outside the dictionary", "reading")
+    outside = (ts < MIN_TS_US) | (ts >= MAX_TS_US)
+    _first_failure(outside, "timestamp outside 2000..2100", "timestamp")
+    if batch.server_ts is not None:
+        sts = batch.server_ts
+        outside = (sts != NO_SERVER_TS) & ((sts < MIN_TS_US) | (sts >= MAX_TS_US))
         _first_failure(outside, "server timestamp outside 2000..2100", "timestamp")
     _first_failure(qualities > Quality.BAD, "quality is not 0, 1 or 2", "schema")
     _first_failure(kinds > ValueKind.TEXT, "value kind is not 0, 1 or 2", "schema")
@@ -136,64 +215,34 @@ def decode_batch(raw: bytes, topic_agent: str) -> Batch:
         "a missing value needs quality bad",
         "reading",
     )
-    _check_values(header, t, values, kinds)
-    return Batch(
-        header.agent,
-        header.epoch,
-        header.batch,
-        header.tags,
-        t,
-        seqs,
-        ts,
-        values,
-        kinds,
-        qualities,
-        header.texts,
-        server_ts,
-    )
 
 
-def _check_values(
-    header: BatchHeader,
-    t: NDArray[np.uint32],
-    values: NDArray[np.float64],
-    kinds: NDArray[np.uint8],
-) -> None:
+def _check_values(batch: Batch) -> None:
     """Check every value against its tag's type, by table lookups over whole columns."""
-    types = [ref.type for ref in header.tags]
-    low = np.array([INTEGER_RANGES.get(x, (0, 0))[0] for x in types], np.float64)
-    high = np.array([INTEGER_RANGES.get(x, (0, 0))[1] for x in types], np.float64)
-    is_float = np.array([x in _FLOATS for x in types])
-    is_bool = np.array([x is DataType.BOOL for x in types])
-    is_string = np.array([x is DataType.STRING for x in types])
-    is_wide = np.array([x in (DataType.INT64, DataType.UINT64) for x in types])
-    low[is_bool], high[is_bool] = 0.0, 1.0
-    low[is_wide] = np.maximum(low[is_wide], -_INT_EXACT)
-    high[is_wide] = np.minimum(high[is_wide], _INT_EXACT)
-
-    number = kinds == ValueKind.NUMBER
+    tags, t, values, kinds = batch.tags, batch.t, batch.values, batch.kinds
     with np.errstate(invalid="ignore"):
-        whole = (values >= low[t]) & (values <= high[t]) & (np.floor(values) == values)
-    fits = np.where(is_float[t], True, whole & ~is_string[t])
-    _first_failure(number & ~fits, "value is not valid for its tag's data type", "reading")
-
+        whole = (values >= tags.low[t]) & (values <= tags.high[t]) & (np.floor(values) == values)
+    fits = np.where(tags.is_float[t], True, whole & ~tags.is_string[t])
+    _first_failure(
+        (kinds == ValueKind.NUMBER) & ~fits, "value is not valid for its tag's data type", "reading"
+    )
     text = np.flatnonzero(kinds == ValueKind.TEXT)
-    if len(text) != len(header.texts):
+    if len(text) != len(batch.texts):
         raise WireError(
             f"{len(text)} readings say their value is text but the header has"
-            f" {len(header.texts)} texts",
+            f" {len(batch.texts)} texts",
             reason="schema",
         )
-    for i, value in zip(text.tolist(), header.texts, strict=True):
-        data_type = types[int(t[i])]
-        if data_type is DataType.STRING:
+    for i, value in zip(text.tolist(), batch.texts, strict=True):
+        ref = tags.refs[int(t[i])]
+        if ref.type is DataType.STRING:
             continue
-        if data_type in INTEGER_RANGES and is_wide[int(t[i])]:
-            lo, hi = INTEGER_RANGES[data_type]
-            if _DECIMAL.fullmatch(value) and lo <= int(value) <= hi:
+        if ref.type in _WIDE:
+            low, high = INTEGER_RANGES[ref.type]
+            if _DECIMAL.fullmatch(value) and low <= int(value) <= high:
                 continue
         raise WireError(
-            f"reading {i}: value {value!r} is not a valid {data_type.value}", reason="reading"
+            f"reading {i}: value {value!r} is not a valid {ref.type.value}", reason="reading"
         )
 
 

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 from psycopg import Error as DatabaseError
 
-from collector.batches import Batch, decode_batch
+from collector.batches import Batch, BatchDecoder
 from collector.config import IngestSettings
 from collector.metrics import CollectorMetrics
 from collector.store import ReadingStore, WriteOutcome
@@ -90,6 +90,7 @@ class Consumer:
         self._metrics = metrics
         self._group = _Group([], [], 0, 0.0)
         self._writes: deque[_Write] = deque()
+        self._decoder = BatchDecoder()
         self._acks: set[asyncio.Future[None]] = set()
 
     async def run(self) -> None:
@@ -145,7 +146,7 @@ class Consumer:
                     reason="too_large",
                 )
             agent = self._topics.agent_of(message.topic)
-            batch = decode_batch(message.payload, agent)
+            batch = self._decoder.decode(message.payload, agent)
         except WireError as exc:
             await self._quarantine(message, str(exc), exc.reason)
             return

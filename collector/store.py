@@ -1,10 +1,12 @@
 """PostgreSQL storage: batches written with binary COPY, each batch stored exactly once."""
 
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
+from numpy.typing import NDArray
 from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
@@ -12,6 +14,8 @@ from psycopg_pool import AsyncConnectionPool
 from collector.batches import Batch, typed_value
 from collector.copy_rows import COPY_SQL, HEADER, TRAILER, encode_rows
 from shared.readings import DataType, Quality, Value
+
+_ID_CACHE_SIZE = 1024
 
 TagKey = tuple[str, str, str]
 """(agent id, device, tag name)."""
@@ -62,6 +66,8 @@ class ReadingStore:
     def __init__(self, pool: AsyncConnectionPool[AsyncConnection[TupleRow]]) -> None:
         self._pool = pool
         self._tags: dict[TagKey, TagInfo] = {}
+        # Tag ids per (agent, dictionary bytes): agents resend the same dictionary.
+        self._ids: OrderedDict[tuple[str, bytes], NDArray[np.int32]] = OrderedDict()
 
     async def ping(self) -> None:
         """Raise if the database does not answer."""
@@ -74,7 +80,7 @@ class ReadingStore:
         for batch in batches:
             unique.setdefault((batch.agent, batch.epoch, batch.batch_id), batch)
         async with self._pool.connection() as conn:
-            tags = await self._tag_ids(conn, unique.values())
+            ids = await self._tag_ids(conn, unique.values())
             async with conn.transaction():
                 cursor = await conn.execute(
                     "INSERT INTO batches (agent_id, epoch, batch_id, last_seq, readings)"
@@ -93,11 +99,7 @@ class ReadingStore:
                 if fresh:
                     rows = [HEADER]
                     for batch in fresh:
-                        ids = np.array(
-                            [tags[(batch.agent, ref.device, ref.tag)].tag_id for ref in batch.tags],
-                            np.int32,
-                        )
-                        rows.append(encode_rows(batch, ids))
+                        rows.append(encode_rows(batch, ids[(batch.agent, batch.tags.raw)]))
                     rows.append(TRAILER)
                     async with conn.cursor().copy(COPY_SQL) as copy:
                         await copy.write(b"".join(rows))
@@ -109,40 +111,67 @@ class ReadingStore:
 
     async def _tag_ids(
         self, conn: AsyncConnection[TupleRow], batches: Iterable[Batch]
-    ) -> dict[TagKey, TagInfo]:
+    ) -> dict[tuple[str, bytes], NDArray[np.int32]]:
+        """Tag ids by tag index for each batch's dictionary, adding unknown tags first."""
+        out: dict[tuple[str, bytes], NDArray[np.int32]] = {}
+        unknown: list[Batch] = []
+        for batch in batches:
+            key = (batch.agent, batch.tags.raw)
+            cached = self._ids.get(key)
+            if cached is None:
+                unknown.append(batch)
+            else:
+                self._ids.move_to_end(key)
+                out[key] = cached
+        if unknown:
+            await self._learn_tags(conn, unknown)
+        for batch in unknown:
+            key = (batch.agent, batch.tags.raw)
+            out[key] = self._ids[key] = np.array(
+                [self._tags[(batch.agent, r.device, r.tag)].tag_id for r in batch.tags.refs],
+                np.int32,
+            )
+            if len(self._ids) > _ID_CACHE_SIZE:
+                self._ids.popitem(last=False)
+        return out
+
+    async def _learn_tags(self, conn: AsyncConnection[TupleRow], batches: list[Batch]) -> None:
+        """Add the batches' tags missing from the dictionary, or whose data type changed."""
         wanted: dict[TagKey, DataType] = {}
         for batch in batches:
-            for ref in batch.tags:
+            for ref in batch.tags.refs:
                 wanted[(batch.agent, ref.device, ref.tag)] = ref.type
         missing = sorted(
             key
             for key, data_type in wanted.items()
             if key not in self._tags or self._tags[key].data_type is not data_type
         )
-        if missing:
-            async with conn.transaction():
-                await conn.execute(
-                    "INSERT INTO agents (agent_id) SELECT DISTINCT unnest(%s::text[])"
-                    " ON CONFLICT DO NOTHING",
-                    [[key[0] for key in missing]],
-                )
-                cursor = await conn.execute(
-                    "INSERT INTO tags (agent_id, device, name, data_type)"
-                    " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[])"
-                    " ON CONFLICT (agent_id, device, name) DO UPDATE"
-                    " SET data_type = EXCLUDED.data_type"
-                    " RETURNING tag_id, agent_id, device, name, data_type",
-                    [
-                        [key[0] for key in missing],
-                        [key[1] for key in missing],
-                        [key[2] for key in missing],
-                        [wanted[key].value for key in missing],
-                    ],
-                )
-                for row in await cursor.fetchall():
-                    info = _tag_info(row)
-                    self._tags[(info.agent_id, info.device, info.name)] = info
-        return self._tags
+        if not missing:
+            return
+        async with conn.transaction():
+            await conn.execute(
+                "INSERT INTO agents (agent_id) SELECT DISTINCT unnest(%s::text[])"
+                " ON CONFLICT DO NOTHING",
+                [[key[0] for key in missing]],
+            )
+            cursor = await conn.execute(
+                "INSERT INTO tags (agent_id, device, name, data_type)"
+                " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[])"
+                " ON CONFLICT (agent_id, device, name) DO UPDATE"
+                " SET data_type = EXCLUDED.data_type"
+                " RETURNING tag_id, agent_id, device, name, data_type",
+                [
+                    [key[0] for key in missing],
+                    [key[1] for key in missing],
+                    [key[2] for key in missing],
+                    [wanted[key].value for key in missing],
+                ],
+            )
+            for row in await cursor.fetchall():
+                info = _tag_info(row)
+                self._tags[(info.agent_id, info.device, info.name)] = info
+        # A data type changed or a tag is new: a cached dictionary may now be stale.
+        self._ids.clear()
 
     async def quarantine(self, topic: str, payload: bytes, error: str) -> None:
         """Keep a payload that could not be ingested, with the reason."""

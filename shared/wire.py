@@ -13,14 +13,21 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 
 from shared.errors import WireError
 from shared.readings import DataType, Reading
 
 WIRE_VERSION = 2
 MAGIC = b"PWB"
-_PREAMBLE = struct.Struct("<3sBI")  # magic, version, header length
+_PREAMBLE = struct.Struct("<3sBII")  # magic, version, header length, dictionary length
 _INT_EXACT = 2**53  # integers beyond this travel as text: a double cannot hold them
 AGENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 _AGENT_ID = re.compile(AGENT_ID_PATTERN)
@@ -95,6 +102,30 @@ class TagRef(BaseModel):
     type: DataType
 
 
+class TagDictionary(BaseModel):
+    """A batch's tag dictionary, columnar: entry i of each list describes tag index i."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    device: list[Name] = Field(min_length=1, description="Device name per tag.")
+    name: list[Name] = Field(min_length=1, description="Tag name per tag.")
+    type: list[DataType] = Field(min_length=1, description="Data type per tag.")
+
+    @model_validator(mode="after")
+    def _same_lengths(self) -> "TagDictionary":
+        if not len(self.device) == len(self.name) == len(self.type):
+            raise ValueError("device, name and type differ in length")
+        return self
+
+    @property
+    def refs(self) -> list[TagRef]:
+        """The entries as TagRef objects, by tag index."""
+        return [
+            TagRef(device=d, tag=n, type=t)
+            for d, n, t in zip(self.device, self.name, self.type, strict=True)
+        ]
+
+
 class ValueKind(IntEnum):
     """Where a reading's value is: in the `val` column, nowhere, or in the header's `texts`."""
 
@@ -104,7 +135,7 @@ class ValueKind(IntEnum):
 
 
 class BatchHeader(BaseModel):
-    """The JSON header of a batch: identity, tag dictionary and what the columns hold."""
+    """The JSON header of a batch: identity and what the columns hold."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -112,7 +143,6 @@ class BatchHeader(BaseModel):
     epoch: int = Field(ge=1, description="Buffer epoch: changes only when the buffer is new.")
     batch: int = Field(ge=1, description="Batch id: the sequence number of its first reading.")
     n: int = Field(ge=1, description="Number of readings, the length of every column.")
-    tags: list[TagRef] = Field(min_length=1, description="Tag dictionary referenced by `t`.")
     sts: bool = Field(default=False, description="Whether the server timestamp column is sent.")
     texts: list[str] = Field(
         default_factory=list, description="Values of kind text (strings, huge integers), in order."
@@ -149,19 +179,15 @@ def columns_of(header: BatchHeader) -> tuple[Column, ...]:
 
 def encode_batch(agent: str, epoch: int, seqs: Sequence[int], readings: Sequence[Reading]) -> bytes:
     """Encode readings and their sequence numbers as a version 2 binary batch."""
-    index: dict[tuple[str, str, DataType], int] = {}
-    tags: list[dict[str, str]] = []
-    column_t = array("I")
+    # Sorted, so batches over the same tags carry byte-identical dictionaries a collector
+    # parses once.
+    keys = sorted({(r.device, r.tag, r.data_type) for r in readings})
+    index = {key: i for i, key in enumerate(keys)}
+    column_t = array("I", [index[(r.device, r.tag, r.data_type)] for r in readings])
     values = array("d")
     kinds = bytearray()
     texts: list[str] = []
     for reading in readings:
-        key = (reading.device, reading.tag, reading.data_type)
-        position = index.get(key)
-        if position is None:
-            position = index[key] = len(tags)
-            tags.append({"device": reading.device, "tag": reading.tag, "type": reading.data_type})
-        column_t.append(position)
         value = reading.value
         if value is None:
             values.append(0.0)
@@ -179,14 +205,21 @@ def encode_batch(agent: str, epoch: int, seqs: Sequence[int], readings: Sequence
         "epoch": epoch,
         "batch": seqs[0],
         "n": len(readings),
-        "tags": tags,
         "sts": has_sts,
     }
     if texts:
         header["texts"] = texts
-    encoded = json.dumps(header, separators=(",", ":")).encode()
-    # Pad the header with JSON whitespace so the body starts 8-byte aligned.
-    encoded += b" " * (-(_PREAMBLE.size + len(encoded)) % 8)
+    encoded_header = json.dumps(header, separators=(",", ":")).encode()
+    dictionary = json.dumps(
+        {
+            "device": [k[0] for k in keys],
+            "name": [k[1] for k in keys],
+            "type": [k[2] for k in keys],
+        },
+        separators=(",", ":"),
+    ).encode()
+    # Pad with JSON whitespace so the body starts 8-byte aligned.
+    dictionary += b" " * (-(_PREAMBLE.size + len(encoded_header) + len(dictionary)) % 8)
     body: dict[str, array[int] | array[float]] = {
         "ts": array("q", [r.ts_us for r in readings]),
         "seq": array("q", seqs),
@@ -196,7 +229,11 @@ def encode_batch(agent: str, epoch: int, seqs: Sequence[int], readings: Sequence
         "q": array("B", [r.quality for r in readings]),
         "kind": array("B", kinds),
     }
-    parts = [_PREAMBLE.pack(MAGIC, WIRE_VERSION, len(encoded)), encoded]
+    parts = [
+        _PREAMBLE.pack(MAGIC, WIRE_VERSION, len(encoded_header), len(dictionary)),
+        encoded_header,
+        dictionary,
+    ]
     for column in COLUMNS:
         if column.name == "sts" and not has_sts:
             continue
@@ -207,31 +244,54 @@ def encode_batch(agent: str, epoch: int, seqs: Sequence[int], readings: Sequence
     return b"".join(parts)
 
 
-def split_payload(raw: bytes) -> tuple[BatchHeader, memoryview]:
-    """Check a batch's preamble and header; return the header and the column body."""
+@dataclass(frozen=True, slots=True)
+class Sections:
+    """A payload cut into its parts; the dictionary is still raw JSON, to be parsed once."""
+
+    header: BatchHeader
+    dictionary: bytes
+    body: memoryview
+
+
+def split_payload(raw: bytes) -> Sections:
+    """Check a batch's preamble and header; return the header, raw dictionary and body."""
     if len(raw) < _PREAMBLE.size or raw[:3] != MAGIC:
         raise WireError("payload is not a Plantwire batch (bad magic bytes)", reason="malformed")
-    _, version, length = _PREAMBLE.unpack_from(raw)
+    _, version, header_length, dictionary_length = _PREAMBLE.unpack_from(raw)
     if version != WIRE_VERSION:
         raise WireError(
             f"unsupported wire version {version}; expected {WIRE_VERSION}", reason="version"
         )
-    end = _PREAMBLE.size + length
-    if end > len(raw):
-        raise WireError("header runs past the end of the payload", reason="malformed")
+    header_end = _PREAMBLE.size + header_length
+    body_start = header_end + dictionary_length
+    if body_start > len(raw):
+        raise WireError("header or dictionary runs past the end", reason="malformed")
     try:
-        header = BatchHeader.model_validate_json(raw[_PREAMBLE.size : end])
+        header = BatchHeader.model_validate_json(raw[_PREAMBLE.size : header_end])
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "header"
-        raise WireError(f"header field {where}: {first['msg']}", reason="schema") from exc
-    return header, memoryview(raw)[end:]
+        raise _schema_error("header", exc) from exc
+    return Sections(header, raw[header_end:body_start], memoryview(raw)[body_start:])
+
+
+def parse_dictionary(raw: bytes) -> TagDictionary:
+    """Parse and check a batch's tag dictionary section."""
+    try:
+        return TagDictionary.model_validate_json(raw)
+    except ValidationError as exc:
+        raise _schema_error("dictionary", exc) from exc
+
+
+def _schema_error(section: str, exc: ValidationError) -> WireError:
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"])
+    label = f"{section} field {where}" if where else section
+    return WireError(f"{label}: {first['msg']}", reason="schema")
 
 
 def batch_identity(raw: bytes) -> tuple[str, int, int] | None:
     """(agent, epoch, batch id) of a payload whose header parses, else None."""
     try:
-        header, _ = split_payload(raw)
+        header = split_payload(raw).header
     except WireError:
         return None
     return header.agent, header.epoch, header.batch

@@ -6,16 +6,21 @@ from array import array
 
 from shared.wire import COLUMNS, MAGIC, WIRE_VERSION
 
-_PREAMBLE = struct.Struct("<3sBI")
+_PREAMBLE = struct.Struct("<3sBII")
+
+Columns = dict[str, list[int] | list[float]]
 
 
-def split(raw: bytes) -> tuple[dict[str, object], dict[str, list[int] | list[float]]]:
-    """A payload's header as a dict and its columns as lists."""
-    _, _, length = _PREAMBLE.unpack_from(raw)
-    header = json.loads(raw[_PREAMBLE.size : _PREAMBLE.size + length])
-    offset = _PREAMBLE.size + length
+def split(raw: bytes) -> tuple[dict[str, object], dict[str, list[str]], Columns]:
+    """A payload's header and tag dictionary as dicts, and its columns as lists."""
+    _, _, header_length, dictionary_length = _PREAMBLE.unpack_from(raw)
+    offset = _PREAMBLE.size
+    header = json.loads(raw[offset : offset + header_length])
+    offset += header_length
+    dictionary = json.loads(raw[offset : offset + dictionary_length])
+    offset += dictionary_length
     n = header["n"]
-    columns: dict[str, list[int] | list[float]] = {}
+    columns: Columns = {}
     for column in COLUMNS:
         if column.name == "sts" and not header["sts"]:
             continue
@@ -23,28 +28,32 @@ def split(raw: bytes) -> tuple[dict[str, object], dict[str, list[int] | list[flo
         data.frombytes(raw[offset : offset + n * column.size])
         columns[column.name] = data.tolist()
         offset += n * column.size
-    return header, columns
+    return header, dictionary, columns
 
 
 def join(
     header: dict[str, object],
-    columns: dict[str, list[int] | list[float]],
+    dictionary: dict[str, list[str]],
+    columns: Columns,
     *,
     version: int = WIRE_VERSION,
-    magic: bytes = MAGIC,
 ) -> bytes:
-    """A payload from a header dict and column lists, with no checks at all."""
-    encoded = json.dumps(header).encode()
+    """A payload from its parts, with no checks at all."""
+    head = json.dumps(header).encode()
+    tags = json.dumps(dictionary).encode()
     body = b"".join(array(c.code, columns[c.name]).tobytes() for c in COLUMNS if c.name in columns)
-    return _PREAMBLE.pack(magic, version, len(encoded)) + encoded + body
+    return _PREAMBLE.pack(MAGIC, version, len(head), len(tags)) + head + tags + body
 
 
 def mutate(raw: bytes, **changes: object) -> bytes:
-    """A copy of a payload with header fields or whole columns replaced by name."""
-    header, columns = split(raw)
+    """A copy of a payload with header fields, dictionary lists or whole columns replaced."""
+    header, dictionary, columns = split(raw)
+    names = {c.name for c in COLUMNS}
     for key, value in changes.items():
-        if key in columns or key in {c.name for c in COLUMNS}:
+        if key in names:
             columns[key] = value  # type: ignore[assignment]
+        elif key in ("device", "name", "type"):
+            dictionary[key] = value  # type: ignore[assignment]
         else:
             header[key] = value
-    return join(header, columns)
+    return join(header, dictionary, columns)

@@ -61,6 +61,10 @@ class PostgresServer:
             command = ["runuser", "-u", "postgres", "--", *command]
         return subprocess.run(command, check=True, capture_output=True, text=True, cwd=self.root)
 
+    def pid(self) -> int:
+        """Process id of the postmaster."""
+        return int((self.data / "postmaster.pid").read_text().split()[0])
+
     def url(self, database: str = "postgres") -> str:
         """libpq URL of a database on this server."""
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
@@ -120,6 +124,12 @@ class MosquittoServer:
         self.port = port or free_port()
         self.root = Path(tempfile.mkdtemp(prefix="plantwire-mqtt-"))
         self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        """Process id of the running broker."""
+        assert self.process is not None, "start() first"
+        return self.process.pid
 
     @property
     def url(self) -> str:

@@ -70,11 +70,11 @@ async def test_bad_payloads_are_quarantined_counted_and_ingest_goes_on(
     collector: str, publisher: MqttClient, database_url: str, topic_prefix: str
 ) -> None:
     good = batch("a1", 1, [1.0, 2.0])
-    header, columns = split(good)
+    header, dictionary, columns = split(good)
     bad = {
         "malformed": b"\x00not a batch",
-        "version": join(header, columns, version=9),
-        "schema": mutate(good, tags=[{"device": "x"}]),
+        "version": join(header, dictionary, columns, version=9),
+        "schema": mutate(good, type=["float32", "no-such-type"]),
         "timestamp": mutate(good, ts=[TS, 10**18 * 9]),
         "reading": mutate(good, kind=[1, 0]),
         "agent_mismatch": batch("someone-else", 1, [1.0]),

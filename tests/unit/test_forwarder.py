@@ -84,7 +84,7 @@ async def test_only_the_collectors_ack_deletes_and_the_window_bounds_sends(
         await until(lambda: _true(len(publisher.published) == 3))
         await sender.handle_ack(encode_ack(buffer.epoch, [21]))
         await until(_empty(buffer))
-    values = [v for _, payload in publisher.published for v in split(payload)[1]["val"]]
+    values = [v for _, payload in publisher.published for v in split(payload)[2]["val"]]
     assert values == list(range(25))
     assert sender.send_failures == 3
     assert sender.readings_acknowledged == sender.readings_sent == 25

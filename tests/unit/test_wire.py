@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from collector.batches import decode_batch
+from collector.batches import BatchDecoder, decode_batch
 from shared.errors import WireError
 from shared.readings import DataType, Quality, Reading
 from shared.wire import Topics, batch_identity, encode_batch
@@ -49,9 +49,11 @@ def test_round_trip_keeps_values_types_and_order() -> None:
 
 def test_layout_tag_dictionary_texts_and_alignment() -> None:
     raw = encode_batch("a1", 1, list(range(1, 11)), sample())
-    header, columns = split(raw)
-    assert len(header["tags"]) == 8  # type: ignore[arg-type]
+    header, dictionary, columns = split(raw)
+    assert dictionary["name"] == sorted(dictionary["name"]), "sorted, so it repeats exactly"
+    assert len(dictionary["device"]) == len(dictionary["type"]) == 8
     assert columns["t"][2] == columns["t"][3] == columns["t"][6]
+    assert dictionary["name"][columns["t"][2]] == "temp"
     assert header["texts"] == ["P-1", str(2**64 - 1), str(-(2**63)), "ünïcode"]
     assert columns["kind"] == [0, 0, 0, 0, 2, 2, 1, 0, 2, 2]
     assert (len(raw) - 10 * 38) % 8 == 0, "the body starts 8-byte aligned"
@@ -61,7 +63,7 @@ def test_layout_tag_dictionary_texts_and_alignment() -> None:
 
 def test_server_timestamp_column_only_when_needed() -> None:
     without = encode_batch("a1", 1, [1], sample()[:1])
-    assert "sts" not in split(without)[1]
+    assert "sts" not in split(without)[2]
     assert decode_batch(without, "a1").server_ts is None
 
 
@@ -69,19 +71,32 @@ def good() -> bytes:
     return encode_batch("a1", 1, [1, 2], sample()[:2])
 
 
+def test_same_tags_give_the_same_dictionary_bytes() -> None:
+    first = encode_batch("a1", 1, [1, 2], sample()[:2])
+    second = encode_batch("a1", 1, [3, 4], list(reversed(sample()[:2])))
+    assert split(first)[1] == split(second)[1]
+    decoder = BatchDecoder()
+    one, two = decoder.decode(first, "a1"), decoder.decode(second, "a1")
+    assert one.tags is two.tags, "parsed once"
+    assert [r.tag for r in two.readings] == ["count", "running"]
+
+
 def bad_cases() -> list[tuple[bytes, str, str]]:
-    header, columns = split(good())
+    header, dictionary, columns = split(good())
     with_sts = encode_batch("a1", 1, [1, 2], [sample()[0], sample()[7]])
     string_tag = encode_batch("a1", 1, [1], [sample()[4]])
     wide_tag = encode_batch("a1", 1, [1], [sample()[5]])
     return [
         (b"\xff\xfe", "malformed", "bad magic"),
         (b"{}", "malformed", "bad magic"),
-        (join(header, columns, version=1), "version", "unsupported wire version 1"),
-        (good()[:8] + b"{", "malformed", "past the end"),
-        (join({**header, "junk": 1}, columns), "schema", "header field junk"),
-        (join({**header, "epoch": "x"}, columns), "schema", "header field epoch"),
-        (join({**header, "n": 0}, columns), "schema", "header field n"),
+        (join(header, dictionary, columns, version=1), "version", "unsupported wire version 1"),
+        (good()[:12] + b"{", "malformed", "past the end"),
+        (join({**header, "junk": 1}, dictionary, columns), "schema", "header field junk"),
+        (join({**header, "epoch": "x"}, dictionary, columns), "schema", "header field epoch"),
+        (join({**header, "n": 0}, dictionary, columns), "schema", "header field n"),
+        (mutate(good(), name=["x"]), "schema", "dictionary: Value error, device, name and type"),
+        (mutate(good(), type=["bool", "int128"]), "schema", "dictionary field type.1"),
+        (mutate(good(), device=["", "d"]), "schema", "dictionary field device.0"),
         (good()[:-1], "schema", "body has"),
         (mutate(good(), agent="other"), "agent_mismatch", "differs from topic agent"),
         (mutate(good(), batch=2), "schema", "first sequence number"),
