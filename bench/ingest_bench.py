@@ -6,7 +6,8 @@ collector runs as the real `plantwire-collector run` process. Phases, repeated -
      batches awaiting the collector's acknowledgement (as a real agent does), so the offered
      load is exactly what the collector accepts. Rate = readings / (first publish to last ack).
   2. Plain COPY: the same readings, already encoded, loaded by one binary COPY into a second
-     database migrated with the same schema, partitions and indexes.
+     database migrated with the same schema, partitions and indexes; then again split over
+     two connections at once, as the collector writes (ingest.concurrent_writes = 2).
 Then, once: a fixed offered load (default 50,000 readings/s) for --latency-seconds, with the
 latency of each batch from its publish to the collector's acknowledgement, which is sent after
 the commit, so it bounds publish-to-commit from above.
@@ -20,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -204,11 +206,10 @@ async def fixed_load(agents: Agents, rate: int, seconds: float, size: int) -> li
     return latencies
 
 
-def copy_rows_of(database_url: str, work: dict[str, list[tuple[int, bytes]]]) -> tuple[bytes, int]:
-    """The readings of `work` as one binary COPY stream for the copy database, and their count."""
+def copy_rows_of(database_url: str, work: dict[str, list[tuple[int, bytes]]]) -> list[bytes]:
+    """The readings of `work` as binary COPY rows for the copy database, one chunk per batch."""
     with psycopg.connect(database_url, autocommit=True) as conn:
-        chunks = [HEADER]
-        rows = 0
+        chunks = []
         for agent, batches in work.items():
             conn.execute(
                 "INSERT INTO agents (agent_id) VALUES (%s) ON CONFLICT DO NOTHING", [agent]
@@ -229,23 +230,31 @@ def copy_rows_of(database_url: str, work: dict[str, list[tuple[int, bytes]]]) ->
             for batch in decoded:
                 tag_ids = np.array([ids[ref.tag] for ref in batch.tags.refs], np.int32)
                 chunks.append(encode_rows(batch, tag_ids))
-                rows += len(batch)
-        chunks.append(TRAILER)
-    return b"".join(chunks), rows
+    return chunks
 
 
-def plain_copy(database_url: str, stream: bytes) -> float:
-    """Seconds to load the stream with one binary COPY and commit."""
-    with psycopg.connect(database_url) as conn:
-        conn.execute("TRUNCATE readings")
-        conn.commit()
-        started = time.perf_counter()
-        with conn.cursor().copy(COPY_SQL) as copy:
-            view = memoryview(stream)
-            for offset in range(0, len(stream), 1 << 20):
-                copy.write(view[offset : offset + (1 << 20)])
-        conn.commit()
-        return time.perf_counter() - started
+def plain_copy(database_url: str, chunks: list[bytes], connections: int) -> float:
+    """Seconds to load the rows with binary COPY on `connections` connections at once."""
+    streams = [HEADER + b"".join(chunks[i::connections]) + TRAILER for i in range(connections)]
+
+    def load(stream: bytes, start: threading.Barrier) -> None:
+        with psycopg.connect(database_url) as conn:
+            start.wait()
+            with conn.cursor().copy(COPY_SQL) as copy:
+                view = memoryview(stream)
+                for offset in range(0, len(stream), 1 << 20):
+                    copy.write(view[offset : offset + (1 << 20)])
+            conn.commit()
+
+    start = threading.Barrier(connections + 1)
+    threads = [threading.Thread(target=load, args=(s, start)) for s in streams]
+    for thread in threads:
+        thread.start()
+    start.wait()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - started
 
 
 def empty(database_url: str) -> None:
@@ -298,8 +307,7 @@ async def measure(args: argparse.Namespace, pg: PostgresServer, broker: Mosquitt
         for i in range(args.agents)
     }
     total = per_agent * args.agents * args.batch
-    stream, rows = copy_rows_of(copy_url, work)
-    assert rows == total
+    chunks = copy_rows_of(copy_url, work)
     folder = Path(tempfile.mkdtemp(prefix="plantwire-bench-"))
     collector, _ = start_collector(folder, e2e_url, broker.url)
     client = MqttClient(
@@ -316,7 +324,7 @@ async def measure(args: argparse.Namespace, pg: PostgresServer, broker: Mosquitt
         # Warm-up: tag dictionaries filled, connections open, caches warm.
         warm = {a: b[:2] for a, b in work.items()}
         await end_to_end(agents, warm, args.window)
-        e2e_rates, copy_rates, collector_cpu = [], [], []
+        e2e_rates, copy_rates, copy2_rates, collector_cpu = [], [], [], []
         parts = {"collector": collector.pid, "PostgreSQL": pg.pid(), "Mosquitto": broker.pid}
         parts["agents (this process)"] = os.getpid()
         shares: dict[str, list[float]] = {name: [] for name in parts}
@@ -337,11 +345,14 @@ async def measure(args: argparse.Namespace, pg: PostgresServer, broker: Mosquitt
             if stored is None or stored[0] != total:
                 raise RuntimeError(f"the collector stored {stored} readings of {total}")
             empty(copy_url)
-            copy_rates.append(total / plain_copy(copy_url, stream))
+            copy_rates.append(total / plain_copy(copy_url, chunks, 1))
+            empty(copy_url)
+            copy2_rates.append(total / plain_copy(copy_url, chunks, 2))
             print(
                 f"run {run + 1}: end to end {e2e_rates[-1]:,.0f} readings/s"
                 f" (collector CPU {collector_cpu[-1]:.0f} %),"
-                f" plain COPY {copy_rates[-1]:,.0f} readings/s",
+                f" plain COPY {copy_rates[-1]:,.0f} readings/s"
+                f" (on two connections {copy2_rates[-1]:,.0f})",
                 flush=True,
             )
         empty(e2e_url)
@@ -352,6 +363,7 @@ async def measure(args: argparse.Namespace, pg: PostgresServer, broker: Mosquitt
         collector.terminate()
         collector.wait(30)
     e2e, copy = statistics.median(e2e_rates), statistics.median(copy_rates)
+    copy2 = statistics.median(copy2_rates)
     p50 = latencies[len(latencies) // 2] * 1000
     p99 = latencies[int(len(latencies) * 0.99)] * 1000
     print(
@@ -375,6 +387,7 @@ async def measure(args: argparse.Namespace, pg: PostgresServer, broker: Mosquitt
     print(
         f"RESULT e2e_readings_per_s={e2e:.0f} copy_readings_per_s={copy:.0f}"
         f" ratio={e2e / copy:.2f} p50_ms={p50:.0f} p99_ms={p99:.0f}"
+        f" copy_2conn_readings_per_s={copy2:.0f} ratio_2conn={e2e / copy2:.2f}"
     )
 
 

@@ -11,7 +11,7 @@ from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Annotated
+from typing import Annotated, NamedTuple
 
 from pydantic import (
     BaseModel,
@@ -92,13 +92,11 @@ class Topics:
         return agent
 
 
-class TagRef(BaseModel):
-    """One entry of a batch's tag dictionary."""
+class TagRef(NamedTuple):
+    """One entry of a batch's tag dictionary (checked as part of TagDictionary)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    device: Name
-    tag: Name
+    device: str
+    tag: str
     type: DataType
 
 
@@ -120,10 +118,7 @@ class TagDictionary(BaseModel):
     @property
     def refs(self) -> list[TagRef]:
         """The entries as TagRef objects, by tag index."""
-        return [
-            TagRef(device=d, tag=n, type=t)
-            for d, n, t in zip(self.device, self.name, self.type, strict=True)
-        ]
+        return list(map(TagRef, self.device, self.name, self.type))
 
 
 class ValueKind(IntEnum):
