@@ -126,6 +126,8 @@ class Consumer:
                 pending.cancel()
             for write in self._writes:
                 write.task.cancel()
+            for ack in self._acks:
+                ack.cancel()
 
     async def _take(self, message: Message) -> None:
         kind = self._topics.kind_of(message.topic)

@@ -1,0 +1,109 @@
+"""The consumer's ordering: overlapping writes, broker acknowledgements in arrival order."""
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+
+from collector.batches import Batch
+from collector.config import IngestSettings
+from collector.consumer import Consumer
+from collector.metrics import CollectorMetrics
+from collector.store import WriteOutcome
+from shared.acks import decode_ack
+from shared.mqtt import Message
+from shared.readings import DataType, Reading
+from shared.wire import Topics, encode_batch
+
+TS = 1_790_000_000_000_000
+TOPICS = Topics()
+
+
+def message(mid: int, agent: str = "a1") -> Message:
+    readings = [Reading("d", "t", DataType.FLOAT64, TS + mid, float(mid))]
+    payload = encode_batch(agent, 1, [mid], readings)
+    return Message(TOPICS.batch(agent), payload, 1, mid, False)
+
+
+class Broker:
+    """Hands messages to the consumer and records what it acknowledges and publishes."""
+
+    def __init__(self) -> None:
+        self.inbox: asyncio.Queue[Message] = asyncio.Queue()
+        self.acked: list[int] = []
+        self.published: list[tuple[str, bytes]] = []
+        self.puback = asyncio.Event()
+
+    async def messages(self) -> AsyncIterator[Message]:
+        while True:
+            yield await self.inbox.get()
+
+    def ack(self, message: Message) -> None:
+        self.acked.append(message.mid)
+
+    async def publish(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False, timeout: float
+    ) -> None:
+        self.published.append((topic, payload))
+        await self.puback.wait()  # a broker that never answers must not stall ingest
+
+
+class Store:
+    """Writes that finish when the test says so, possibly out of order."""
+
+    def __init__(self) -> None:
+        self.started: list[list[int]] = []
+        self.release: dict[int, asyncio.Event] = {}
+        self.quarantined: list[str] = []
+
+    async def write(self, batches: Sequence[Batch]) -> WriteOutcome:
+        ids = [b.batch_id for b in batches]
+        self.started.append(ids)
+        gate = self.release.setdefault(ids[0], asyncio.Event())
+        await gate.wait()
+        return WriteOutcome(len(batches), 0, sum(len(b) for b in batches))
+
+    async def quarantine(self, topic: str, payload: bytes, error: str) -> None:
+        self.quarantined.append(error)
+
+    def finish(self, first_id: int) -> None:
+        self.release.setdefault(first_id, asyncio.Event()).set()
+
+
+async def until(check: object, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():  # type: ignore[operator]
+        assert asyncio.get_running_loop().time() < deadline, "condition never held"
+        await asyncio.sleep(0.005)
+
+
+async def test_writes_overlap_but_broker_acks_keep_arrival_order() -> None:
+    broker, store = Broker(), Store()
+    settings = IngestSettings(group_max_readings=1, group_max_delay=0.01, concurrent_writes=2)
+    consumer = Consumer(
+        broker,
+        store,  # type: ignore[arg-type]
+        topics=TOPICS,
+        settings=settings,
+        metrics=CollectorMetrics(),
+    )
+    task = asyncio.create_task(consumer.run())
+    try:
+        for mid in (1, 2, 3):
+            broker.inbox.put_nowait(message(mid))
+        await until(lambda: store.started == [[1], [2]])
+        await asyncio.sleep(0.05)
+        assert store.started == [[1], [2]], "a third write waits for a free slot"
+        store.finish(2)
+        await asyncio.sleep(0.05)
+        assert broker.acked == [], "message 2 is committed, but 1 is not: nothing is acked"
+        broker.inbox.put_nowait(Message(TOPICS.batch("a1"), b"junk", 1, 4, False))
+        store.finish(1)
+        await until(lambda: broker.acked == [1, 2])
+        await until(lambda: store.started == [[1], [2], [3]])
+        store.finish(3)
+        await until(lambda: broker.acked == [1, 2, 3, 4])
+        assert store.quarantined and "not a Plantwire batch" in store.quarantined[0]
+        stored = [decode_ack(p).stored for t, p in broker.published if decode_ack(p).stored]
+        assert stored == [[1], [2], [3]], "agents hear of each commit though PUBACKs never come"
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
