@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint clean bench-agent bench-buffer bench-ingest
+.PHONY: demo test lint clean bench-agent bench-buffer bench-ingest bench-wire
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,3 +33,6 @@ bench-buffer: $(STAMP)
 
 bench-ingest: $(STAMP)
 	$(VENV)/bin/python bench/ingest_bench.py
+
+bench-wire: $(STAMP)
+	$(VENV)/bin/python bench/wire_bench.py

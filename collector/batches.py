@@ -15,6 +15,7 @@ from shared.wire import (
     MIN_TS_US,
     NO_SERVER_TS,
     BatchHeader,
+    TagDictionary,
     TagRef,
     ValueKind,
     columns_of,
@@ -26,6 +27,15 @@ _INT_EXACT = float(2**53)
 _DECIMAL = re.compile(r"-?[0-9]{1,20}")
 _FLOATS = (DataType.FLOAT32, DataType.FLOAT64)
 _WIDE = (DataType.INT64, DataType.UINT64)
+
+# Per data type (by position in DataType): the numeric range a NUMBER value must lie in, and
+# the type's class. Integers a double cannot hold exactly travel as text instead.
+_TYPE_CODE = {data_type: code for code, data_type in enumerate(DataType)}
+_LOW = np.array([max(INTEGER_RANGES.get(x, (0, 1))[0], -_INT_EXACT) for x in DataType], np.float64)
+_HIGH = np.array([min(INTEGER_RANGES.get(x, (0, 1))[1], _INT_EXACT) for x in DataType], np.float64)
+_IS_FLOAT = np.array([x in _FLOATS for x in DataType])
+_IS_STRING = np.array([x is DataType.STRING for x in DataType])
+_IS_WIDE = np.array([x in _WIDE for x in DataType])
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -43,22 +53,20 @@ class TagTable:
     @classmethod
     def parse(cls, raw: bytes) -> "TagTable":
         """Parse a dictionary section and build its tables."""
-        dictionary = parse_dictionary(raw)
-        types = dictionary.type
-        low = np.array([INTEGER_RANGES.get(x, (0, 1))[0] for x in types], np.float64)
-        high = np.array([INTEGER_RANGES.get(x, (0, 1))[1] for x in types], np.float64)
-        is_wide = np.array([x in _WIDE for x in types])
-        # Integers a double cannot hold exactly travel as text.
-        low[is_wide] = np.maximum(low[is_wide], -_INT_EXACT)
-        high[is_wide] = np.minimum(high[is_wide], _INT_EXACT)
+        return cls.build(raw, parse_dictionary(raw))
+
+    @classmethod
+    def build(cls, raw: bytes, dictionary: TagDictionary) -> "TagTable":
+        """Build the tables of a parsed dictionary; `raw` is its cache key."""
+        codes = np.fromiter(map(_TYPE_CODE.__getitem__, dictionary.type), np.uint8)
         return cls(
             raw,
             tuple(dictionary.refs),
-            low,
-            high,
-            np.array([x in _FLOATS for x in types]),
-            np.array([x is DataType.STRING for x in types]),
-            is_wide,
+            _LOW[codes],
+            _HIGH[codes],
+            _IS_FLOAT[codes],
+            _IS_STRING[codes],
+            _IS_WIDE[codes],
         )
 
 
@@ -143,8 +151,7 @@ class BatchDecoder:
             )
         tags = self._table(sections.dictionary)
         batch = _columns(header, tags, sections.body)
-        _check(batch)
-        _check_values(batch)
+        check_batch(batch)
         return batch
 
     def _table(self, raw: bytes) -> TagTable:
@@ -195,7 +202,13 @@ def _columns(header: BatchHeader, tags: TagTable, body: memoryview) -> Batch:
     )
 
 
-def _check(batch: Batch) -> None:
+def check_batch(batch: Batch) -> None:
+    """Raise WireError unless every column and value of a batch is valid."""
+    _check_columns(batch)
+    _check_values(batch)
+
+
+def _check_columns(batch: Batch) -> None:
     """Sequence, tag index, timestamp, quality and kind checks over whole columns."""
     seqs, ts, qualities, kinds = batch.seqs, batch.ts, batch.qualities, batch.kinds
     if seqs[0] != batch.batch_id:
