@@ -64,7 +64,11 @@ class IngestSettings(StrictModel):
         default=50_000, ge=1, description="Readings from many messages written in one COPY."
     )
     group_max_delay: Duration = Field(
-        default=0.05, ge=0, description="Longest a received batch waits to be grouped."
+        default=0.0,
+        ge=0,
+        description="Longest a batch waits for others to join its write while a write slot is"
+        " free (0: write as soon as nothing else is waiting; while every slot is busy, batches"
+        " keep joining the next write regardless).",
     )
     concurrent_writes: int = Field(
         default=2,

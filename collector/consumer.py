@@ -33,6 +33,10 @@ class MessageSource(Protocol):
         """Acknowledge a message to the broker."""
         ...
 
+    def backlog(self) -> int:
+        """Messages received and waiting to be taken."""
+        ...
+
     async def publish(
         self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False, timeout: float
     ) -> None:
@@ -104,22 +108,17 @@ class Consumer:
                 waits: set[asyncio.Future[Any]] = {pending}
                 if self._writes:
                     waits.add(self._writes[0].task)
-                timeout = None
-                if self._group.messages:
-                    waited = time.monotonic() - self._group.started
-                    timeout = max(0.0, self._settings.group_max_delay - waited)
                 done, _ = await asyncio.wait(
-                    waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                    waits, timeout=self._wait_limit(), return_when=asyncio.FIRST_COMPLETED
                 )
                 await self._finish_written(wait=False)
                 if pending in done:
                     message = pending.result()
                     pending = None
                     await self._take(message)
-                if self._group.messages and (
-                    self._group.readings >= self._settings.group_max_readings
-                    or time.monotonic() - self._group.started >= self._settings.group_max_delay
-                ):
+                    if self._group.readings >= self._settings.group_max_readings:
+                        await self._flush()
+                elif self._group_ready():
                     await self._flush()
         finally:
             if pending is not None:
@@ -128,6 +127,32 @@ class Consumer:
                 write.task.cancel()
             for ack in self._acks:
                 ack.cancel()
+
+    def _lingered(self) -> float:
+        """Seconds the current group has still to wait for company (0: none)."""
+        waited = time.monotonic() - self._group.started
+        return max(0.0, self._settings.group_max_delay - waited)
+
+    def _wait_limit(self) -> float | None:
+        """How long to wait for a message or a commit before looking at the group again."""
+        if not self._group.messages or len(self._writes) >= self._settings.concurrent_writes:
+            return None  # nothing to write, or nowhere to write it: a commit will wake us
+        if self._source.backlog():
+            return 0.0  # take what is already here first
+        return self._lingered()
+
+    def _group_ready(self) -> bool:
+        """Write the group now: a write slot is free, nothing else is waiting, linger is over.
+
+        Groups are therefore as small as the database allows: while every slot is busy,
+        batches keep joining the next group, which grows with the load.
+        """
+        return (
+            bool(self._group.messages)
+            and len(self._writes) < self._settings.concurrent_writes
+            and not self._source.backlog()
+            and self._lingered() == 0.0
+        )
 
     async def _take(self, message: Message) -> None:
         kind = self._topics.kind_of(message.topic)

@@ -231,6 +231,10 @@ class MqttClient:
         while True:
             yield await self._messages.get()
 
+    def backlog(self) -> int:
+        """Messages received and not yet taken from messages()."""
+        return self._messages.qsize() if self._messages is not None else 0
+
     def ack(self, message: Message) -> None:
         """Acknowledge a message received with manual_ack, once it is safely handled."""
         if message.qos > 0:

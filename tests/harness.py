@@ -89,7 +89,7 @@ def collector_config(
             "database": {"url": database_url, "connect_timeout": "10s"},
             "mqtt": {"url": mqtt_url, "topic_prefix": prefix, "client_id": client_id},
             "http": {"host": "127.0.0.1", "port": free_port()},
-            "ingest": {"group_max_delay": "50ms", "retry_interval": "200ms", **ingest},
+            "ingest": {"retry_interval": "200ms", **ingest},
             **(sections or {}),
         }
     )

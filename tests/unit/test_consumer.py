@@ -39,6 +39,9 @@ class Broker:
     def ack(self, message: Message) -> None:
         self.acked.append(message.mid)
 
+    def backlog(self) -> int:
+        return self.inbox.qsize()
+
     async def publish(
         self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False, timeout: float
     ) -> None:
