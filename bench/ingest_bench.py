@@ -332,7 +332,9 @@ async def measure(args: argparse.Namespace, pg: PostgresServer, broker: Mosquitt
         for run in range(args.runs):
             empty(e2e_url)
             before = {name: tree_cpu(pid) for name, pid in parts.items()}
-            spy = profile(collector.pid, total / 400_000, profile_file) if run == 0 else None
+            spy = None
+            if run == 0 and (BIN / "py-spy").exists():
+                spy = profile(collector.pid, total / 400_000, profile_file)
             seconds = await end_to_end(agents, work, args.window)
             for name, pid in parts.items():
                 shares[name].append((tree_cpu(pid) - before[name]) / seconds * 100)
