@@ -151,7 +151,9 @@ class MqttClient:
         self._connected = threading.Event()
         self._connect_error: str | None = None
         self._closing = False
-        self._receive_queue = receive_queue
+        # Room in the receive queue, taken by paho's thread and given back as messages are
+        # taken: a full queue stops paho reading the socket, which slows the broker down.
+        self._room = threading.Semaphore(receive_queue)
         self._messages: asyncio.Queue[Message] | None = None
 
     def set_will(self, will: Will) -> None:
@@ -178,7 +180,7 @@ class MqttClient:
     def start(self) -> None:
         """Begin connecting in the background; paho retries until it succeeds, and reconnects."""
         self._loop = asyncio.get_running_loop()
-        self._messages = asyncio.Queue(self._receive_queue)
+        self._messages = asyncio.Queue()
         properties = None
         if self._v5:
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
@@ -232,7 +234,9 @@ class MqttClient:
         """Yield received messages in arrival order."""
         assert self._messages is not None, "connect() first"
         while True:
-            yield await self._messages.get()
+            message = await self._messages.get()
+            self._room.release()
+            yield message
 
     def backlog(self) -> int:
         """Messages received and not yet taken from messages()."""
@@ -320,15 +324,12 @@ class MqttClient:
         item = Message(
             message.topic, bytes(message.payload), message.qos, message.mid, message.retain
         )
-        future = asyncio.run_coroutine_threadsafe(self._messages.put(item), self._loop)
-        # Blocking here stops paho reading the socket: a slow consumer slows the broker down.
         while not self._closing:
-            try:
-                future.result(timeout=0.5)
+            if self._room.acquire(timeout=0.5):
+                # RuntimeError: the event loop is closed, we are shutting down.
+                with contextlib.suppress(RuntimeError):
+                    self._loop.call_soon_threadsafe(self._messages.put_nowait, item)
                 return
-            except TimeoutError:
-                continue
-        future.cancel()
 
 
 def _resolve(future: asyncio.Future[str | None], error: str | None) -> None:
