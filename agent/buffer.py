@@ -17,10 +17,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol, TypeVar
 
+from shared.errors import PlantwireError
 from shared.readings import DataType, Quality, Reading
 
 log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
+_TABLES = {"meta", "readings", "tags", "batches"}
+
+
+class BufferLayoutError(PlantwireError):
+    """The buffer file exists but was written with a layout this version cannot read."""
+
+
 _SQLITE_MAX_INT = 2**63 - 1
 _T = TypeVar("_T")
 
@@ -167,6 +175,15 @@ class SqliteBuffer:
                 ],
             )
         conn.execute("COMMIT")
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        missing = sorted(_TABLES - tables)
+        if missing:
+            conn.close()
+            raise BufferLayoutError(
+                f"buffer file {self._path} lacks table(s) {', '.join(missing)}: another"
+                " Plantwire version wrote it. Drain it with that version, or move it away to"
+                " start a new buffer (a new epoch)."
+            )
         self._conn = conn
         meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
         self.epoch = int(meta["epoch"])

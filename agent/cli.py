@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from agent import __version__
+from agent.buffer import BufferLayoutError
 from agent.config import AgentConfig, load_agent_config
 from agent.service import AgentService
 from agent.sources import build_source
@@ -160,8 +161,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             loop.add_signal_handler(signum, stop.set)
         await run_agent(AgentService(config), stop)
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run())
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(run())
+    except BufferLayoutError as exc:
+        print(f"plantwire-agent: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

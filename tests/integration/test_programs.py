@@ -2,6 +2,7 @@
 
 import asyncio
 import signal
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -134,3 +135,27 @@ async def test_one_unreachable_device_does_not_hold_up_the_others(
         assert gone.state.value == "disconnected"
     finally:
         await service.stop()
+
+
+def test_agent_refuses_a_buffer_file_of_another_layout(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old = tmp_path / "old.sqlite"
+    with sqlite3.connect(old) as conn:
+        conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+        conn.execute("CREATE TABLE readings (seq INTEGER PRIMARY KEY, value)")
+    path = tmp_path / "agent.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "agent": {"id": "old-buffer", "http_port": 0},
+                "buffer": {"path": str(old)},
+                "mqtt": {"url": "mqtt://127.0.0.1:1"},
+                "devices": [modbus_device(free_port())],
+            }
+        )
+    )
+    assert agent_main(["run", "--config", str(path)]) == 1
+    message = capsys.readouterr().err
+    assert "lacks table(s) batches, tags" in message
+    assert "move it away" in message
