@@ -4,11 +4,13 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import signal
 import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 import yaml
 
@@ -21,6 +23,9 @@ from protocols.base import SourceError
 from shared.clock import SystemClock
 from shared.errors import ConfigError
 from shared.logs import setup_logging
+
+log = logging.getLogger(__name__)
+STOP_TIMEOUT_S = 30.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,13 +67,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def run_agent(service: AgentService, stop: asyncio.Event) -> None:
-    """Run an agent until `stop` is set."""
+class Stoppable(Protocol):
+    """What run_agent needs of an agent service."""
+
+    async def start(self) -> None:
+        """Start working."""
+        ...
+
+    async def stop(self) -> None:
+        """Stop working and release everything."""
+        ...
+
+
+async def run_agent(
+    service: Stoppable, stop: asyncio.Event, *, stop_timeout: float = STOP_TIMEOUT_S
+) -> None:
+    """Run an agent until `stop` is set; give up waiting for it to stop after `stop_timeout`."""
     await service.start()
     try:
         await stop.wait()
     finally:
-        await service.stop()
+        try:
+            await asyncio.wait_for(service.stop(), stop_timeout)
+        except TimeoutError:
+            # Committed readings are safe in the buffer whatever happens now; a stop that
+            # hangs must not keep the process (and its supervisor) waiting forever.
+            log.error("the agent did not stop within %.0f s; exiting anyway", stop_timeout)
 
 
 async def write_once(config: AgentConfig, device_name: str, tag: str, raw: str) -> str:
