@@ -53,11 +53,6 @@ DURABLE = (
 TOPICS = Topics()
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
-
 def tree_cpu(root: int) -> float:
     """CPU seconds used so far by a process and its live descendants."""
     stats: dict[int, tuple[int, float]] = {}

@@ -11,6 +11,7 @@ from numpy.typing import NDArray
 from shared.errors import WireError
 from shared.readings import INTEGER_RANGES, DataType, Quality, Reading, Value
 from shared.wire import (
+    INT_EXACT,
     MAX_TS_US,
     MIN_TS_US,
     NO_SERVER_TS,
@@ -23,7 +24,6 @@ from shared.wire import (
     split_payload,
 )
 
-_INT_EXACT = float(2**53)
 _DECIMAL = re.compile(r"-?[0-9]{1,20}")
 _FLOATS = (DataType.FLOAT32, DataType.FLOAT64)
 _WIDE = (DataType.INT64, DataType.UINT64)
@@ -31,8 +31,12 @@ _WIDE = (DataType.INT64, DataType.UINT64)
 # Per data type (by position in DataType): the numeric range a NUMBER value must lie in, and
 # the type's class. Integers a double cannot hold exactly travel as text instead.
 _TYPE_CODE = {data_type: code for code, data_type in enumerate(DataType)}
-_LOW = np.array([max(INTEGER_RANGES.get(x, (0, 1))[0], -_INT_EXACT) for x in DataType], np.float64)
-_HIGH = np.array([min(INTEGER_RANGES.get(x, (0, 1))[1], _INT_EXACT) for x in DataType], np.float64)
+_LOW = np.array(
+    [max(INTEGER_RANGES.get(x, (0, 1))[0], -float(INT_EXACT)) for x in DataType], np.float64
+)
+_HIGH = np.array(
+    [min(INTEGER_RANGES.get(x, (0, 1))[1], float(INT_EXACT)) for x in DataType], np.float64
+)
 _IS_FLOAT = np.array([x in _FLOATS for x in DataType])
 _IS_STRING = np.array([x is DataType.STRING for x in DataType])
 _IS_WIDE = np.array([x in _WIDE for x in DataType])
@@ -49,6 +53,7 @@ class TagTable:
     is_float: NDArray[np.bool_]
     is_string: NDArray[np.bool_]
     is_wide: NDArray[np.bool_]
+    all_float: bool
 
     @classmethod
     def parse(cls, raw: bytes) -> "TagTable":
@@ -67,6 +72,7 @@ class TagTable:
             _IS_FLOAT[codes],
             _IS_STRING[codes],
             _IS_WIDE[codes],
+            bool(_IS_FLOAT[codes].all()),
         )
 
 
@@ -233,7 +239,7 @@ def _check_columns(batch: Batch) -> None:
 def _check_values(batch: Batch) -> None:
     """Check every value against its tag's type, by table lookups over whole columns."""
     tags, t, values, kinds = batch.tags, batch.t, batch.values, batch.kinds
-    if not tags.is_float.all():  # any number is a valid float: most batches stop here
+    if not tags.all_float:  # any number is a valid float: most batches stop here
         with np.errstate(invalid="ignore"):
             whole = (values >= tags.low[t]) & (values <= tags.high[t])
             whole &= np.floor(values) == values

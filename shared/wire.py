@@ -27,8 +27,8 @@ from shared.readings import DataType, Reading
 
 WIRE_VERSION = 2
 MAGIC = b"PWB"
-_PREAMBLE = struct.Struct("<3sBII")  # magic, version, header length, dictionary length
-_INT_EXACT = 2**53  # integers beyond this travel as text: a double cannot hold them
+PREAMBLE = struct.Struct("<3sBII")  # magic, version, header length, dictionary length
+INT_EXACT = 2**53  # integers beyond this travel as text: a double cannot hold them
 AGENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 _AGENT_ID = re.compile(AGENT_ID_PATTERN)
 
@@ -187,7 +187,7 @@ def encode_batch(agent: str, epoch: int, seqs: Sequence[int], readings: Sequence
         if value is None:
             values.append(0.0)
             kinds.append(ValueKind.NONE)
-        elif isinstance(value, str) or (type(value) is int and abs(value) > _INT_EXACT):
+        elif isinstance(value, str) or (type(value) is int and abs(value) > INT_EXACT):
             values.append(0.0)
             kinds.append(ValueKind.TEXT)
             texts.append(str(value))
@@ -214,23 +214,24 @@ def encode_batch(agent: str, epoch: int, seqs: Sequence[int], readings: Sequence
         separators=(",", ":"),
     ).encode()
     # Pad with JSON whitespace so the body starts 8-byte aligned.
-    dictionary += b" " * (-(_PREAMBLE.size + len(encoded_header) + len(dictionary)) % 8)
+    dictionary += b" " * (-(PREAMBLE.size + len(encoded_header) + len(dictionary)) % 8)
     body: dict[str, array[int] | array[float]] = {
         "ts": array("q", [r.ts_us for r in readings]),
         "seq": array("q", seqs),
         "val": values,
-        "sts": array("q", [r.server_ts_us or NO_SERVER_TS for r in readings]),
         "t": column_t,
         "q": array("B", [r.quality for r in readings]),
         "kind": array("B", kinds),
     }
+    if has_sts:
+        body["sts"] = array("q", [r.server_ts_us or NO_SERVER_TS for r in readings])
     parts = [
-        _PREAMBLE.pack(MAGIC, WIRE_VERSION, len(encoded_header), len(dictionary)),
+        PREAMBLE.pack(MAGIC, WIRE_VERSION, len(encoded_header), len(dictionary)),
         encoded_header,
         dictionary,
     ]
     for column in COLUMNS:
-        if column.name == "sts" and not has_sts:
+        if column.name not in body:
             continue
         data = body[column.name]
         if sys.byteorder == "big":
@@ -250,19 +251,19 @@ class Sections:
 
 def split_payload(raw: bytes) -> Sections:
     """Check a batch's preamble and header; return the header, raw dictionary and body."""
-    if len(raw) < _PREAMBLE.size or raw[:3] != MAGIC:
+    if len(raw) < PREAMBLE.size or raw[:3] != MAGIC:
         raise WireError("payload is not a Plantwire batch (bad magic bytes)", reason="malformed")
-    _, version, header_length, dictionary_length = _PREAMBLE.unpack_from(raw)
+    _, version, header_length, dictionary_length = PREAMBLE.unpack_from(raw)
     if version != WIRE_VERSION:
         raise WireError(
             f"unsupported wire version {version}; expected {WIRE_VERSION}", reason="version"
         )
-    header_end = _PREAMBLE.size + header_length
+    header_end = PREAMBLE.size + header_length
     body_start = header_end + dictionary_length
     if body_start > len(raw):
         raise WireError("header or dictionary runs past the end", reason="malformed")
     try:
-        header = BatchHeader.model_validate_json(raw[_PREAMBLE.size : header_end])
+        header = BatchHeader.model_validate_json(raw[PREAMBLE.size : header_end])
     except ValidationError as exc:
         raise _schema_error("header", exc) from exc
     return Sections(header, raw[header_end:body_start], memoryview(raw)[body_start:])

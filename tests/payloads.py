@@ -1,20 +1,17 @@
 """Building well-formed and deliberately broken binary batches for tests."""
 
 import json
-import struct
 from array import array
 
-from shared.wire import COLUMNS, MAGIC, WIRE_VERSION
-
-_PREAMBLE = struct.Struct("<3sBII")
+from shared.wire import COLUMNS, MAGIC, PREAMBLE, WIRE_VERSION
 
 Columns = dict[str, list[int] | list[float]]
 
 
 def split(raw: bytes) -> tuple[dict[str, object], dict[str, list[str]], Columns]:
     """A payload's header and tag dictionary as dicts, and its columns as lists."""
-    _, _, header_length, dictionary_length = _PREAMBLE.unpack_from(raw)
-    offset = _PREAMBLE.size
+    _, _, header_length, dictionary_length = PREAMBLE.unpack_from(raw)
+    offset = PREAMBLE.size
     header = json.loads(raw[offset : offset + header_length])
     offset += header_length
     dictionary = json.loads(raw[offset : offset + dictionary_length])
@@ -42,7 +39,7 @@ def join(
     head = json.dumps(header).encode()
     tags = json.dumps(dictionary).encode()
     body = b"".join(array(c.code, columns[c.name]).tobytes() for c in COLUMNS if c.name in columns)
-    return _PREAMBLE.pack(MAGIC, version, len(head), len(tags)) + head + tags + body
+    return PREAMBLE.pack(MAGIC, version, len(head), len(tags)) + head + tags + body
 
 
 def mutate(raw: bytes, **changes: object) -> bytes:
