@@ -201,7 +201,8 @@ class Consumer:
             try:
                 await self._store.quarantine(message.topic, message.payload, error)
                 break
-            except DatabaseError:
+            except DatabaseError as exc:
+                _reraise_cancellation(exc)
                 self._metrics.write_errors.inc()
                 log.exception("cannot write to dead_letters; retrying")
                 await asyncio.sleep(self._settings.retry_interval)
@@ -237,6 +238,7 @@ class Consumer:
                 outcome = await self._store.write(batches)
                 break
             except DatabaseError as exc:
+                _reraise_cancellation(exc)
                 self._metrics.write_errors.inc()
                 if not failing:
                     log.error("cannot write to the database: %s; retrying", exc)
@@ -288,6 +290,17 @@ class Consumer:
             # as a duplicate. Nothing is lost, only time.
             self._metrics.ack_failures.inc()
             log.warning("could not acknowledge to agent %s: %s", agent, exc)
+
+
+def _reraise_cancellation(exc: DatabaseError) -> None:
+    """Raise CancelledError if this task is being cancelled.
+
+    A cancelled query can surface as a database error (the server confirms the cancel); a
+    retry loop that took it for an outage would never let the task end.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError from exc
 
 
 def _batch_identity(topics: Topics, message: Message) -> tuple[str, int, int] | None:

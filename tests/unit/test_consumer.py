@@ -3,6 +3,8 @@
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 
+from psycopg.errors import QueryCanceled
+
 from collector.batches import Batch
 from collector.config import IngestSettings
 from collector.consumer import Consumer
@@ -111,3 +113,32 @@ async def test_writes_overlap_but_broker_acks_keep_arrival_order() -> None:
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_cancelled_write_ends_even_if_it_surfaces_as_a_database_error() -> None:
+    class CancelledQueryStore(Store):
+        async def write(self, batches: Sequence[Batch]) -> WriteOutcome:
+            self.started.append([b.batch_id for b in batches])
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                raise QueryCanceled("canceling statement due to user request") from None
+            raise AssertionError("unreachable")
+
+    broker, store = Broker(), CancelledQueryStore()
+    consumer = Consumer(
+        broker,
+        store,  # type: ignore[arg-type]
+        topics=TOPICS,
+        settings=IngestSettings(group_max_readings=1, retry_interval=0.01),
+        metrics=CollectorMetrics(),
+    )
+    task = asyncio.create_task(consumer.run())
+    broker.inbox.put_nowait(message(1))
+    broker.inbox.put_nowait(message(2))
+    broker.inbox.put_nowait(message(3))
+    await until(lambda: len(store.started) == 2)
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=2)
+    assert done, "the consumer stopped"
+    assert broker.acked == []
