@@ -5,7 +5,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
 
-from agent.backoff import Backoff
+from shared.backoff import Backoff
 from agent.report import ExceptionFilter
 from protocols.base import DeviceState, DeviceUnreachable, Source
 from shared.clock import Clock

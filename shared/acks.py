@@ -1,7 +1,8 @@
 """The collector's acknowledgement to an agent: which batches are committed, which rejected.
 
 An agent deletes a batch from its buffer only on this acknowledgement, never on the broker's
-PUBACK, which does not mean the data is stored anywhere durable.
+PUBACK, which does not mean the data is stored anywhere durable. Version 2 adds the readings
+refused from batches that were otherwise stored; agents accept both versions.
 """
 
 import json
@@ -11,36 +12,68 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared.errors import WireError
 
+AckVersion = Literal[1, 2]
 
-class Rejection(BaseModel):
-    """A batch the collector quarantined instead of storing."""
 
+class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Rejection(_Strict):
+    """A batch the collector quarantined whole instead of storing."""
 
     batch: int = Field(description="Batch id.")
     error: str = Field(description="Why it was not stored (it is kept in dead_letters).")
+    reason: str | None = Field(
+        default=None, description="Short reason label, as in the collector's metrics (v2)."
+    )
 
 
-class AckPayload(BaseModel):
-    """Version 1 acknowledgement, published on <prefix>/v1/<agent>/ack at QoS 1."""
+class Refusal(_Strict):
+    """Readings refused from a batch whose other readings were stored (v2)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    batch: int = Field(description="Batch id; the batch is also listed in `stored`.")
+    readings: dict[str, int] = Field(
+        description="Refused readings by reason label (kept in dead_letters)."
+    )
 
-    v: Literal[1] = Field(description="Format version.")
+
+class AckPayload(_Strict):
+    """Acknowledgement, published on <prefix>/v1/<agent>/ack at QoS 1."""
+
+    v: AckVersion = Field(description="Format version: 1, or 2 with reasons and refusals.")
     epoch: int = Field(description="The agent's buffer epoch the batch ids belong to.")
     stored: list[int] = Field(default_factory=list, description="Committed batch ids.")
     rejected: list[Rejection] = Field(default_factory=list, description="Quarantined batches.")
+    refused: list[Refusal] = Field(
+        default_factory=list, description="Readings refused from stored batches (v2)."
+    )
 
 
-def encode_ack(epoch: int, stored: list[int], rejected: list[Rejection] | None = None) -> bytes:
-    """Serialise an acknowledgement."""
-    payload = AckPayload(v=1, epoch=epoch, stored=stored, rejected=rejected or [])
-    return payload.model_dump_json().encode()
+def encode_ack(
+    epoch: int,
+    stored: list[int],
+    rejected: list[Rejection] | None = None,
+    refused: list[Refusal] | None = None,
+    *,
+    version: AckVersion = 2,
+) -> bytes:
+    """Serialise an acknowledgement; version 1 leaves out what only version 2 can say."""
+    rejected = rejected or []
+    if version == 1:
+        rejected = [Rejection(batch=r.batch, error=r.error) for r in rejected]
+        payload = AckPayload(v=1, epoch=epoch, stored=stored, rejected=rejected)
+        return payload.model_dump_json(exclude={"refused"}, exclude_none=True).encode()
+    payload = AckPayload(v=2, epoch=epoch, stored=stored, rejected=rejected, refused=refused or [])
+    return payload.model_dump_json(exclude_none=True).encode()
 
 
 def decode_ack(raw: bytes) -> AckPayload:
-    """Parse an acknowledgement or raise WireError."""
+    """Parse an acknowledgement of either version or raise WireError."""
     try:
-        return AckPayload.model_validate(json.loads(raw))
+        ack = AckPayload.model_validate(json.loads(raw))
     except (ValueError, ValidationError) as exc:
         raise WireError(f"invalid acknowledgement: {exc}", reason="ack") from exc
+    if ack.v == 1 and (ack.refused or any(r.reason is not None for r in ack.rejected)):
+        raise WireError("invalid acknowledgement: v1 carries no refusals or reasons", reason="ack")
+    return ack

@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from agent.backoff import Backoff
+from shared.backoff import Backoff
 from collector.batches import decode_batch
 from collector.store import join_value
 from protocols.simulator.machine import Machine, MachineState
