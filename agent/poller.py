@@ -5,9 +5,9 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
 
-from shared.backoff import Backoff
 from agent.report import ExceptionFilter
 from protocols.base import DeviceState, DeviceUnreachable, Source
+from shared.backoff import Backoff
 from shared.clock import Clock
 from shared.readings import Reading
 

@@ -5,10 +5,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from shared.backoff import Backoff
 from collector.batches import decode_batch
 from collector.store import join_value
 from protocols.simulator.machine import Machine, MachineState
+from shared.backoff import Backoff
 from shared.readings import (
     DataType,
     Quality,
