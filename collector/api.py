@@ -46,7 +46,7 @@ def format_ts(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _reading_json(reading: StoredReading) -> dict[str, object]:
+def _reading_json(reading: StoredReading, with_type: bool) -> dict[str, object]:
     document: dict[str, object] = {
         "ts": format_ts(reading.ts),
         "value": reading.value,
@@ -54,10 +54,13 @@ def _reading_json(reading: StoredReading) -> dict[str, object]:
     }
     if reading.server_ts is not None:
         document["server_ts"] = format_ts(reading.server_ts)
+    if with_type:
+        document["data_type"] = reading.data_type.value
     return document
 
 
-async def _resolve_tag(request: web.Request) -> TagInfo:
+async def _resolve_tag(request: web.Request) -> list[TagInfo]:
+    """The versions (one per data type it has had) of the tag the request names."""
     raw = request.query.get("tag")
     if not raw:
         raise _bad("tag", "required: the tag as <device>/<tag>, e.g. press-1/temperature")
@@ -73,15 +76,19 @@ async def _resolve_tag(request: web.Request) -> TagInfo:
             f"no tag {raw!r}" + (f" on agent {agent!r}" if agent else ""),
             [InvalidParam("tag", "no such tag")],
         )
-    if len(matches) > 1:
-        agents = ", ".join(tag.agent_id for tag in matches)
-        raise _bad("agent", f"tag {raw!r} exists on several agents ({agents}); name one")
-    return matches[0]
+    agents = sorted({tag.agent_id for tag in matches})
+    if len(agents) > 1:
+        raise _bad("agent", f"tag {raw!r} exists on several agents ({', '.join(agents)}); name one")
+    return matches
 
 
 @routes.get("/api/v1/readings")
 async def get_readings(request: web.Request) -> web.Response:
-    """Readings of one tag with from <= ts < to, oldest first."""
+    """Readings of one tag with from <= ts < to, oldest first.
+
+    `data_type` is the tag's current type; when the range holds readings written under
+    another type, every reading carries its own `data_type`.
+    """
     settings = request.app[SETTINGS]
     now = datetime.now(UTC)
     end = parse_time("to", request.query.get("to"), now)
@@ -89,8 +96,10 @@ async def get_readings(request: web.Request) -> web.Response:
     if start >= end:
         raise _bad("from", "must be earlier than `to`")
     limit = parse_limit(request.query.get("limit"), settings.http.max_readings)
-    tag = await _resolve_tag(request)
-    rows = await request.app[STORE].readings(tag, start, end, limit + 1)
+    versions = await _resolve_tag(request)
+    tag = versions[-1]
+    rows = await request.app[STORE].readings(versions, start, end, limit + 1)
+    mixed = len({reading.data_type for reading in rows[:limit]} | {tag.data_type}) > 1
     return web.json_response(
         {
             "agent": tag.agent_id,
@@ -101,7 +110,7 @@ async def get_readings(request: web.Request) -> web.Response:
             "to": format_ts(end),
             "count": min(len(rows), limit),
             "truncated": len(rows) > limit,
-            "readings": [_reading_json(reading) for reading in rows[:limit]],
+            "readings": [_reading_json(reading, mixed) for reading in rows[:limit]],
         }
     )
 

@@ -1,11 +1,10 @@
 """The collector's aiohttp application: database pool, MQTT consumer, API, health and metrics."""
 
 import asyncio
-import contextlib
 import logging
 import socket
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import psycopg
 from aiohttp import web
@@ -19,25 +18,38 @@ from collector.config import CollectorConfig, DatabaseSettings
 from collector.consumer import Consumer
 from collector.metrics import CollectorMetrics
 from collector.migrate import migrate
-from collector.partitions import drop_expired_partitions, ensure_partitions, forget_old_batches
+from collector.partitions import (
+    PartitionWindow,
+    drain_default,
+    drop_expired_partitions,
+    ensure_partitions,
+    forget_old_batches,
+)
 from collector.problems import problem_middleware
-from collector.state import AGENTS, METRICS, MQTT, SETTINGS, STORE
+from collector.state import AGENTS, METRICS, MQTT, SETTINGS, STORE, SUPERVISOR
 from collector.store import ReadingStore
 from shared.errors import PlantwireError
 from shared.mqtt import MqttClient
+from shared.supervisor import Supervisor
 from shared.wire import Topics
 
 log = logging.getLogger(__name__)
 PARTITION_CHECK_S = 3600.0
+STOP_GRACE_S = 10.0
 
 
 def create_app(config: CollectorConfig) -> web.Application:
     """Build the application; its start-up connects to the database and the broker."""
     app = web.Application(middlewares=[problem_middleware])
     app[SETTINGS] = config
-    app[METRICS] = CollectorMetrics()
+    app[METRICS] = metrics_ = CollectorMetrics()
+    app[SUPERVISOR] = Supervisor(
+        "collector", on_restart=lambda task: metrics_.task_restarts.labels(task=task).inc()
+    )
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_consumer)
+    # Last, so its cleanup runs first: every task stops before the pool and broker close.
+    app.cleanup_ctx.append(_supervision)
     app.add_routes(api.routes)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
@@ -66,28 +78,43 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
             if applied:
                 log.info("applied migrations %s", applied)
         await ensure_partitions(conn, datetime.now(UTC).date(), settings.partition_days_ahead)
-    app[STORE] = ReadingStore(pool)
+    app[STORE] = ReadingStore(pool, partition_window(settings))
     app[AGENTS] = AgentRegistry(pool)
-    tasks = [
-        asyncio.create_task(_keep_partitions(pool, settings)),
-        asyncio.create_task(_watch_agents(app[AGENTS], app[SETTINGS].agents.offline_after)),
-    ]
+    supervisor = app[SUPERVISOR]
+    supervisor.add("maintenance", lambda: _keep_partitions(pool, settings))
+    offline_after = app[SETTINGS].agents.offline_after
+    supervisor.add("agent-liveness", lambda: _watch_agents(app[AGENTS], offline_after))
     yield
-    for task in tasks:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
     await pool.close()
 
 
+async def _supervision(app: web.Application) -> AsyncIterator[None]:
+    app[SUPERVISOR].start()
+    yield
+    await app[SUPERVISOR].stop(STOP_GRACE_S)
+
+
+def partition_window(settings: DatabaseSettings) -> PartitionWindow:
+    """Days that get a partition of their own: never beyond retention."""
+    back = settings.partition_days_back
+    if settings.retention_days is not None:
+        back = min(back, settings.retention_days)
+    return PartitionWindow(days_back=back, days_ahead=settings.partition_days_ahead)
+
+
 async def _watch_agents(registry: AgentRegistry, grace_s: float) -> None:
+    failing = False
     while True:
         await asyncio.sleep(min(grace_s / 4, 5.0))
         try:
             for agent in await registry.mark_silent_offline(grace_s):
                 log.warning("agent %s silent for %.0fs: marked offline", agent, grace_s)
-        except psycopg.Error:
-            log.exception("could not check agents' liveness; trying again")
+        except psycopg.OperationalError as exc:
+            if not failing:
+                log.error("cannot check agents' liveness: %s; trying again", exc)
+            failing = True
+            continue
+        failing = False
 
 
 async def _keep_partitions(
@@ -96,18 +123,28 @@ async def _keep_partitions(
     while True:
         try:
             await maintain(pool, settings)
-        except psycopg.Error:
-            log.exception("partition maintenance failed; trying again in an hour")
+        except psycopg.OperationalError as exc:
+            log.error("maintenance failed: %s; trying again in a minute", exc)
+            await asyncio.sleep(60.0)
+            continue
         await asyncio.sleep(PARTITION_CHECK_S)
 
 
 async def maintain(
-    pool: AsyncConnectionPool[psycopg.AsyncConnection[TupleRow]], settings: DatabaseSettings
+    pool: AsyncConnectionPool[psycopg.AsyncConnection[TupleRow]],
+    settings: DatabaseSettings,
+    today: date | None = None,
 ) -> None:
-    """Create partitions ahead, drop expired ones, forget old batch ids."""
-    today = datetime.now(UTC).date()
+    """Create partitions ahead, place what waits in readings_default, expire what is too old."""
+    today = today or datetime.now(UTC).date()
+    window = partition_window(settings)
     async with pool.connection() as conn:
         await ensure_partitions(conn, today, settings.partition_days_ahead)
+        await drain_default(
+            conn,
+            today - timedelta(days=window.days_back),
+            today + timedelta(days=window.days_ahead),
+        )
         if settings.retention_days is not None:
             await drop_expired_partitions(conn, today, settings.retention_days)
         await forget_old_batches(conn, settings.batch_ledger_days)
@@ -140,12 +177,9 @@ async def _consumer(app: web.Application) -> AsyncIterator[None]:
         metrics=app[METRICS],
         on_status=app[AGENTS],
     )
-    task = asyncio.create_task(consumer.run(), name="consumer")
+    app[SUPERVISOR].add("consumer", consumer.run)
     log.info("consuming %s from %s", topics.all_batches(), config.mqtt.url)
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
     await client.close()
 
 
@@ -158,9 +192,14 @@ async def healthz(request: web.Request) -> web.Response:
     except (psycopg.Error, TimeoutError) as exc:
         checks["database"] = f"failing: {exc.__class__.__name__}"
     checks["mqtt"] = "ok" if request.app[MQTT].connected else "disconnected"
+    tasks = {task.name: task.state.value for task in request.app[SUPERVISOR].health()}
+    for task in request.app[SUPERVISOR].health():
+        if task.state.value == "failing":
+            checks[f"task {task.name}"] = f"failing: {task.last_error}"
     healthy = all(value == "ok" for value in checks.values())
     return web.json_response(
-        {"status": "ok" if healthy else "failing", "checks": checks}, status=200 if healthy else 503
+        {"status": "ok" if healthy else "failing", "checks": checks, "tasks": tasks},
+        status=200 if healthy else 503,
     )
 
 

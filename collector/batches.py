@@ -1,9 +1,10 @@
 """Decoding and validating binary batches into numpy columns, with every check per batch."""
 
 import re
-from collections import OrderedDict
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 from numpy.typing import NDArray
@@ -77,8 +78,26 @@ class TagTable:
 
 
 @dataclass(frozen=True, slots=True)
+class Refused:
+    """Readings of a batch refused one by one (the batch keeps its raw payload for them)."""
+
+    idx: list[int]
+    seqs: list[int]
+    reasons: list[str]
+    errors: list[str]
+
+    def counts(self) -> dict[str, int]:
+        """Refused readings by reason."""
+        return dict(Counter(self.reasons))
+
+
+@dataclass(frozen=True, slots=True)
 class Batch:
-    """A decoded, validated batch, kept in columns: entry i of each column is reading i."""
+    """A decoded, validated batch, kept in columns: entry i of each column is reading i.
+
+    When some readings were refused, the columns hold only the others, and `refused` says
+    which were refused and why.
+    """
 
     agent: str
     epoch: int
@@ -92,14 +111,30 @@ class Batch:
     qualities: NDArray[np.uint8]
     texts: Sequence[str]
     server_ts: NDArray[np.int64] | None = None
+    last_seq: int = 0
+    refused: Refused | None = None
+    topic: str = ""
+    raw: bytes = b""
 
     def __len__(self) -> int:
         return len(self.seqs)
 
-    @property
-    def last_seq(self) -> int:
-        """Sequence number of the batch's last reading."""
-        return int(self.seqs[-1])
+    def select(self, keep: NDArray[np.bool_], refused: Refused | None) -> "Batch":
+        """The batch with only the readings where `keep` holds."""
+        text_at = np.flatnonzero(self.kinds == ValueKind.TEXT)
+        texts = [text for i, text in zip(text_at.tolist(), self.texts, strict=True) if keep[i]]
+        return replace(
+            self,
+            t=self.t[keep],
+            seqs=self.seqs[keep],
+            ts=self.ts[keep],
+            values=self.values[keep],
+            kinds=self.kinds[keep],
+            qualities=self.qualities[keep],
+            texts=texts,
+            server_ts=None if self.server_ts is None else self.server_ts[keep],
+            refused=refused,
+        )
 
     @property
     def readings(self) -> list[Reading]:
@@ -139,15 +174,33 @@ def typed_value(data_type: DataType, number: float) -> Value:
     return int(number)
 
 
+@dataclass(frozen=True, slots=True)
+class TimeWindow:
+    """Source and server timestamps a reading may carry, in microseconds since the epoch."""
+
+    oldest_us: int = MIN_TS_US
+    newest_us: int = MAX_TS_US
+
+    def describe(self) -> str:
+        """The window as text, for error messages."""
+        return f"{_iso(self.oldest_us)}..{_iso(self.newest_us)}"
+
+
 class BatchDecoder:
     """Decodes batches, parsing each distinct tag dictionary once (agents resend the same one)."""
 
-    def __init__(self, cache_size: int = 512) -> None:
+    def __init__(self, cache_size: int = 512, window: TimeWindow | None = None) -> None:
         self._tables: OrderedDict[bytes, TagTable] = OrderedDict()
         self._cache_size = cache_size
+        self._window = window or TimeWindow()
 
-    def decode(self, raw: bytes, topic_agent: str) -> Batch:
-        """Parse and validate a batch payload; raise WireError saying what is wrong."""
+    def decode(self, raw: bytes, topic_agent: str, topic: str = "") -> Batch:
+        """Parse and validate a batch payload.
+
+        A payload that cannot be read as a batch raises WireError saying what is wrong;
+        readings that fail their own checks are left out of the columns and listed in
+        `refused`, with the raw payload, so they cost only themselves.
+        """
         sections = split_payload(raw)
         header = sections.header
         if header.agent != topic_agent:
@@ -157,8 +210,18 @@ class BatchDecoder:
             )
         tags = self._table(sections.dictionary)
         batch = _columns(header, tags, sections.body)
-        check_batch(batch)
-        return batch
+        batch = replace(batch, topic=topic, raw=raw)
+        bad, found = check_batch(batch, self._window)
+        if not found:
+            return batch
+        found.sort()
+        refused = Refused(
+            [i for i, _, _ in found],
+            [int(batch.seqs[i]) for i, _, _ in found],
+            [reason for _, reason, _ in found],
+            [error for _, _, error in found],
+        )
+        return batch.select(~bad, refused)
 
     def _table(self, raw: bytes) -> TagTable:
         table = self._tables.get(raw)
@@ -192,81 +255,151 @@ def _columns(header: BatchHeader, tags: TagTable, body: memoryview) -> Batch:
         dtype = np.dtype(column.code).newbyteorder("<")
         arrays[column.name] = np.frombuffer(body, dtype, n, offset)
         offset += n * column.size
+    seqs = arrays["seq"].astype(np.int64, copy=False)
     return Batch(
         header.agent,
         header.epoch,
         header.batch,
         tags,
         arrays["t"].astype(np.uint32, copy=False),
-        arrays["seq"].astype(np.int64, copy=False),
+        seqs,
         arrays["ts"].astype(np.int64, copy=False),
         arrays["val"].astype(np.float64, copy=False),
         arrays["kind"].astype(np.uint8, copy=False),
         arrays["q"].astype(np.uint8, copy=False),
         header.texts,
         arrays["sts"].astype(np.int64, copy=False) if header.sts else None,
+        last_seq=int(seqs[-1]),
     )
 
 
-def check_batch(batch: Batch) -> None:
-    """Raise WireError unless every column and value of a batch is valid."""
-    _check_columns(batch)
-    _check_values(batch)
+Found = list[tuple[int, str, str]]
+"""Refused readings: (index, reason, error)."""
 
 
-def _check_columns(batch: Batch) -> None:
-    """Sequence, tag index, timestamp, quality and kind checks over whole columns."""
-    seqs, ts, qualities, kinds = batch.seqs, batch.ts, batch.qualities, batch.kinds
+class _Refusals:
+    """Collects readings that fail a check; each reading is refused for its first failure."""
+
+    def __init__(self, n: int) -> None:
+        self.bad = np.zeros(n, np.bool_)
+        self.found: Found = []
+
+    def mark(self, failing: NDArray[np.bool_], reason: str, error: Callable[[int], str]) -> None:
+        fresh = failing & ~self.bad
+        if fresh.any():
+            self.bad |= fresh
+            self.found.extend((i, reason, error(i)) for i in np.flatnonzero(fresh).tolist())
+
+
+def check_batch(batch: Batch, window: TimeWindow | None = None) -> tuple[NDArray[np.bool_], Found]:
+    """Check a batch: raise WireError if it is not one; return the readings to refuse."""
+    seqs = batch.seqs
     if seqs[0] != batch.batch_id:
         raise WireError("batch id must equal the first sequence number", reason="schema")
-    _first_failure(seqs[1:] <= seqs[:-1], "sequence numbers must increase within a batch", "schema")
-    _first_failure(batch.t >= len(batch.tags.refs), "tag index outside the dictionary", "reading")
-    outside = (ts < MIN_TS_US) | (ts >= MAX_TS_US)
-    _first_failure(outside, "timestamp outside 2000..2100", "timestamp")
-    if batch.server_ts is not None:
-        sts = batch.server_ts
-        outside = (sts != NO_SERVER_TS) & ((sts < MIN_TS_US) | (sts >= MAX_TS_US))
-        _first_failure(outside, "server timestamp outside 2000..2100", "timestamp")
-    _first_failure(qualities > Quality.BAD, "quality is not 0, 1 or 2", "schema")
-    _first_failure(kinds > ValueKind.TEXT, "value kind is not 0, 1 or 2", "schema")
-    _first_failure(
-        (kinds == ValueKind.NONE) & (qualities != Quality.BAD),
-        "a missing value needs quality bad",
-        "reading",
-    )
-
-
-def _check_values(batch: Batch) -> None:
-    """Check every value against its tag's type, by table lookups over whole columns."""
-    tags, t, values, kinds = batch.tags, batch.t, batch.values, batch.kinds
-    if not tags.all_float:  # any number is a valid float: most batches stop here
-        with np.errstate(invalid="ignore"):
-            whole = (values >= tags.low[t]) & (values <= tags.high[t])
-            whole &= np.floor(values) == values
-        fits = np.where(tags.is_float[t], True, whole & ~tags.is_string[t])
-        bad = (kinds == ValueKind.NUMBER) & ~fits
-        _first_failure(bad, "value is not valid for its tag's data type", "reading")
-    text = np.flatnonzero(kinds == ValueKind.TEXT)
+    decreasing = seqs[1:] <= seqs[:-1]
+    if decreasing.any():
+        raise WireError(
+            f"reading {int(np.argmax(decreasing))}: sequence numbers must increase within a batch",
+            reason="schema",
+        )
+    text = np.flatnonzero(batch.kinds == ValueKind.TEXT)
     if len(text) != len(batch.texts):
         raise WireError(
             f"{len(text)} readings say their value is text but the header has"
             f" {len(batch.texts)} texts",
             reason="schema",
         )
-    for i, value in zip(text.tolist(), batch.texts, strict=True):
-        ref = tags.refs[int(t[i])]
-        if ref.type is DataType.STRING:
+    refusals = _Refusals(len(batch))
+    _check_columns(batch, window or TimeWindow(), refusals)
+    _check_values(batch, refusals)
+    return refusals.bad, refusals.found
+
+
+def _check_columns(batch: Batch, window: TimeWindow, refusals: _Refusals) -> None:
+    """Tag index, timestamp, quality and kind checks over whole columns."""
+    ts, qualities, kinds = batch.ts, batch.qualities, batch.kinds
+    refusals.mark(
+        batch.t >= len(batch.tags.refs),
+        "reading",
+        lambda i: f"reading {i}: tag index {int(batch.t[i])} outside the dictionary",
+    )
+    outside = (ts < window.oldest_us) | (ts >= window.newest_us)
+    refusals.mark(
+        outside,
+        "timestamp",
+        lambda i: f"reading {i}: timestamp {_iso(int(ts[i]))} outside {window.describe()}",
+    )
+    if batch.server_ts is not None:
+        sts = batch.server_ts
+        outside = (sts != NO_SERVER_TS) & ((sts < window.oldest_us) | (sts >= window.newest_us))
+        refusals.mark(
+            outside,
+            "timestamp",
+            lambda i: (
+                f"reading {i}: server timestamp {_iso(int(sts[i]))} outside {window.describe()}"
+            ),
+        )
+    refusals.mark(
+        qualities > Quality.BAD,
+        "reading",
+        lambda i: f"reading {i}: quality {int(qualities[i])} is not 0, 1 or 2",
+    )
+    refusals.mark(
+        kinds > ValueKind.TEXT,
+        "reading",
+        lambda i: f"reading {i}: value kind {int(kinds[i])} is not 0, 1 or 2",
+    )
+    refusals.mark(
+        (kinds == ValueKind.NONE) & (qualities != Quality.BAD),
+        "reading",
+        lambda i: f"reading {i}: a missing value needs quality bad",
+    )
+
+
+def _check_values(batch: Batch, refusals: _Refusals) -> None:
+    """Check every value against its tag's type, by table lookups over whole columns."""
+    tags, values, kinds = batch.tags, batch.values, batch.kinds
+    # Readings with a tag index outside the dictionary are refused already; look them up as 0.
+    t = np.where(batch.t < len(tags.refs), batch.t, 0)
+    if not tags.all_float:  # any number is a valid float: most batches stop here
+        with np.errstate(invalid="ignore"):
+            whole = (values >= tags.low[t]) & (values <= tags.high[t])
+            whole &= np.floor(values) == values
+        fits = np.where(tags.is_float[t], True, whole & ~tags.is_string[t])
+        refusals.mark(
+            (kinds == ValueKind.NUMBER) & ~fits,
+            "reading",
+            lambda i: (
+                f"reading {i}: value {float(values[i])!r} is not valid for a"
+                f" {tags.refs[int(t[i])].type.value} tag"
+            ),
+        )
+    text = np.flatnonzero(kinds == ValueKind.TEXT).tolist()
+    invalid = np.zeros(len(batch), np.bool_)
+    for i, value in zip(text, batch.texts, strict=True):
+        data_type = tags.refs[int(t[i])].type
+        if data_type is DataType.STRING:
+            invalid[i] = "\x00" in value  # PostgreSQL text cannot hold NUL
             continue
-        if ref.type in _WIDE:
-            low, high = INTEGER_RANGES[ref.type]
+        if data_type in _WIDE:
+            low, high = INTEGER_RANGES[data_type]
             if _DECIMAL.fullmatch(value) and low <= int(value) <= high:
                 continue
-        raise WireError(
-            f"reading {i}: value {value!r} is not a valid {ref.type.value}", reason="reading"
-        )
+        invalid[i] = True
+    texts = dict(zip(text, batch.texts, strict=True))
+    refusals.mark(
+        invalid,
+        "reading",
+        lambda i: (
+            f"reading {i}: value {texts[i]!r} is not a valid {tags.refs[int(t[i])].type.value}"
+        ),
+    )
 
 
-def _first_failure(bad: NDArray[np.bool_], message: str, reason: str) -> None:
-    """Raise for the first reading where `bad` holds, naming it."""
-    if bad.any():
-        raise WireError(f"reading {int(np.argmax(bad))}: {message}", reason=reason)
+def _iso(ts_us: int) -> str:
+    """A microsecond timestamp as RFC 3339 text, also far outside datetime's range."""
+    try:
+        moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=ts_us)
+    except OverflowError:
+        return f"{ts_us} µs since 1970"
+    return moment.isoformat().replace("+00:00", "Z")

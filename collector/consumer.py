@@ -3,23 +3,26 @@
 import asyncio
 import logging
 import time
-from collections import deque
-from collections.abc import AsyncIterator
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from psycopg import Error as DatabaseError
+from psycopg import InterfaceError, OperationalError
 
-from collector.batches import Batch, BatchDecoder
+from collector.batches import Batch, BatchDecoder, TimeWindow
 from collector.config import IngestSettings
 from collector.metrics import CollectorMetrics
-from collector.store import ReadingStore, WriteOutcome
-from shared.acks import Rejection, encode_ack
+from collector.store import DeadLetter, ReadingStore, WriteOutcome
+from shared.acks import Refusal, Rejection, encode_ack
 from shared.errors import MqttError, WireError
 from shared.mqtt import Message
+from shared.readings import datetime_to_us
 from shared.wire import Topics, batch_identity
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 class MessageSource(Protocol):
@@ -48,8 +51,12 @@ class StatusHandler(Protocol):
     """Receives agents' birth, death and heartbeat messages."""
 
     async def __call__(self, agent: str, kind: str, payload: bytes) -> None:
-        """Record one status message of an agent."""
+        """Record one status message of an agent; raise WireError if it is not one."""
         ...
+
+
+class _Refused(Exception):
+    """The database refused a batch for good (not an outage): it is quarantined alone."""
 
 
 @dataclass(slots=True)
@@ -61,9 +68,16 @@ class _Group:
 
 
 @dataclass(slots=True)
+class _Written:
+    outcome: WriteOutcome
+    refused: list[tuple[Batch, str]]
+    """Batches the database refused for good, with its error."""
+
+
+@dataclass(slots=True)
 class _Write:
     group: _Group
-    task: asyncio.Future[WriteOutcome]
+    task: asyncio.Future[_Written]
 
 
 class Consumer:
@@ -71,9 +85,12 @@ class Consumer:
 
     Up to `concurrent_writes` groups are written at once while the next one fills, so
     decoding overlaps the database's work. A message that cannot be ingested is quarantined
-    in dead_letters and acknowledged, so one bad payload never blocks the stream. A failed
-    write is retried until it succeeds, without acknowledging anything, so a slow or absent
-    database pushes back on the broker.
+    in dead_letters and acknowledged, so one bad payload never blocks the stream; readings
+    that fail their own checks are refused one by one and the rest of their batch is stored.
+    A write that fails because the database is unreachable is retried until it succeeds,
+    without acknowledging anything, so a slow or absent database pushes back on the broker; a
+    group the database refuses for good is written batch by batch, and a batch it still
+    refuses is quarantined alone.
     """
 
     def __init__(
@@ -94,7 +111,11 @@ class Consumer:
         self._metrics = metrics
         self._group = _Group([], [], 0, 0.0)
         self._writes: deque[_Write] = deque()
-        self._decoder = BatchDecoder()
+        self._decoder = BatchDecoder(
+            window=TimeWindow(
+                datetime_to_us(settings.oldest_timestamp), datetime_to_us(settings.newest_timestamp)
+            )
+        )
         self._acks: set[asyncio.Future[None]] = set()
 
     async def run(self) -> None:
@@ -120,6 +141,12 @@ class Consumer:
                         await self._flush()
                 elif self._group_ready():
                     await self._flush()
+        except Exception:
+            # Crashing: the supervisor restarts this consumer on the same connection. Release
+            # what it held, or the broker would wait for those PUBACKs forever and stop
+            # sending; the agents still have every batch and send again if not acknowledged.
+            self._release_held()
+            raise
         finally:
             if pending is not None:
                 pending.cancel()
@@ -127,6 +154,13 @@ class Consumer:
                 write.task.cancel()
             for ack in self._acks:
                 ack.cancel()
+
+    def _release_held(self) -> None:
+        held = [m for w in self._writes for m in w.group.messages] + self._group.messages
+        for message in held:
+            self._source.ack(message)
+        self._writes.clear()
+        self._group = _Group([], [], 0, 0.0)
 
     def _lingered(self) -> float:
         """Seconds the current group has still to wait for company (0: none)."""
@@ -156,28 +190,63 @@ class Consumer:
 
     async def _take(self, message: Message) -> None:
         kind = self._topics.kind_of(message.topic)
-        if kind != "batch" and self._on_status is not None:
-            try:
-                agent = self._topics.agent_of(message.topic)
-            except WireError as exc:
-                await self._quarantine(message, str(exc), exc.reason)
-                return
-            await self._on_status(agent, kind, message.payload)
-            self._hold(message, None)
-            return
         try:
-            if len(message.payload) > self._settings.max_payload_bytes:
-                raise WireError(
-                    f"payload of {len(message.payload)} bytes exceeds"
-                    f" {self._settings.max_payload_bytes}",
-                    reason="too_large",
-                )
             agent = self._topics.agent_of(message.topic)
-            batch = self._decoder.decode(message.payload, agent)
+            if kind == "batch":
+                limit = self._settings.max_payload_bytes
+            elif kind in ("state", "heartbeat") and self._on_status is not None:
+                limit = self._settings.max_status_bytes
+            else:
+                raise WireError(f"no {kind!r} messages are expected here", reason="topic")
+            if len(message.payload) > limit:
+                raise WireError(
+                    f"payload of {len(message.payload)} bytes exceeds {limit}", reason="too_large"
+                )
+            if kind != "batch":
+                await self._status(agent, kind, message)
+                return
+            batch = self._decoder.decode(message.payload, agent, message.topic)
         except WireError as exc:
             await self._quarantine(message, str(exc), exc.reason)
             return
         self._hold(message, batch)
+
+    async def _status(self, agent: str, kind: str, message: Message) -> None:
+        """Record a status message; one the database refuses for good is quarantined."""
+        assert self._on_status is not None
+        handler = self._on_status
+        try:
+            await self._retrying(
+                "store a status message", lambda: handler(agent, kind, message.payload)
+            )
+        except _Refused as exc:
+            await self._quarantine(message, str(exc), "store")
+            return
+        self._hold(message, None)
+
+    async def _retrying(self, what: str, operation: Callable[[], Awaitable[_T]]) -> _T:
+        """Run a database operation, retrying while the database is unreachable.
+
+        Raises _Refused if the database rejects the operation itself: retrying that would stop
+        ingest for good.
+        """
+        failing = False
+        while True:
+            try:
+                result = await operation()
+                break
+            except DatabaseError as exc:
+                _reraise_cancellation(exc)
+                self._metrics.write_errors.inc()
+                if not isinstance(exc, OperationalError | InterfaceError):
+                    raise _Refused(f"{exc.__class__.__name__}: {exc}") from exc
+                if not failing:
+                    log.error("cannot %s: %s; retrying", what, exc)
+                    failing = True
+                await asyncio.sleep(self._settings.retry_interval)
+        if failing:
+            log.info("database writes resumed")
+        return result
 
     def _hold(self, message: Message, batch: Batch | None) -> None:
         """Add a message to the current group: acknowledged to the broker after its write.
@@ -197,57 +266,81 @@ class Consumer:
 
     async def _quarantine(self, message: Message, error: str, reason: str) -> None:
         log.warning("quarantined a message on %s: %s", message.topic, error)
-        while True:
-            try:
-                await self._store.quarantine(message.topic, message.payload, error)
-                break
-            except DatabaseError as exc:
-                _reraise_cancellation(exc)
-                self._metrics.write_errors.inc()
-                log.exception("cannot write to dead_letters; retrying")
-                await asyncio.sleep(self._settings.retry_interval)
+        identity = _batch_identity(self._topics, message)
+        letter = DeadLetter(
+            message.topic,
+            message.payload,
+            error,
+            reason,
+            kind=self._topics.kind_of(message.topic),
+            agent=_topic_agent(self._topics, message),
+            epoch=identity[1] if identity else None,
+            batch_id=identity[2] if identity else None,
+            readings=identity[3] if identity else 0,
+        )
+        try:
+            await self._retrying("write to dead_letters", lambda: self._store.quarantine(letter))
+        except _Refused as exc:
+            # Not even kept as a dead letter: say so loudly, the agent still has the batch.
+            log.error("could not keep the message from %s: %s", message.topic, exc)
+            self._metrics.messages.labels(outcome="lost").inc()
+            self._hold(message, None)
+            return
         self._metrics.dead_letters.labels(reason=reason).inc()
         self._metrics.messages.labels(outcome="quarantined").inc()
-        rejected = _batch_identity(self._topics, message)
-        if rejected is not None:
-            agent, epoch, batch_id = rejected
-            self._acknowledge(
-                agent, encode_ack(epoch, [], [Rejection(batch=batch_id, error=error)])
-            )
+        if identity is not None:
+            agent, epoch, batch_id, _ = identity
+            rejection = Rejection(batch=batch_id, error=error, reason=reason)
+            self._acknowledge(agent, self._ack(epoch, [], [rejection], []))
         self._hold(message, None)
+
+    def _ack(
+        self, epoch: int, stored: list[int], rejected: list[Rejection], refused: list[Refusal]
+    ) -> bytes:
+        return encode_ack(epoch, stored, rejected, refused, version=self._settings.ack_version)
 
     async def _flush(self) -> None:
         """Start writing the current group, once fewer than `concurrent_writes` are running."""
         group, self._group = self._group, _Group([], [], 0, 0.0)
         while len(self._writes) >= self._settings.concurrent_writes:
             await self._finish_written(wait=True)
-        task: asyncio.Future[WriteOutcome]
+        task: asyncio.Future[_Written]
         if group.batches:
             task = asyncio.ensure_future(self._write(group.batches))
         else:
             task = asyncio.get_running_loop().create_future()
-            task.set_result(WriteOutcome(0, 0, 0))
+            task.set_result(_Written(WriteOutcome(0, 0, 0), []))
         self._writes.append(_Write(group, task))
 
-    async def _write(self, batches: list[Batch]) -> WriteOutcome:
-        """Write a group, retrying until the database takes it."""
-        failing = False
-        while True:
-            started = time.perf_counter()
-            try:
-                outcome = await self._store.write(batches)
-                break
-            except DatabaseError as exc:
-                _reraise_cancellation(exc)
-                self._metrics.write_errors.inc()
-                if not failing:
-                    log.error("cannot write to the database: %s; retrying", exc)
-                    failing = True
-                await asyncio.sleep(self._settings.retry_interval)
-        if failing:
-            log.info("database writes resumed")
+    async def _write(self, batches: list[Batch]) -> _Written:
+        """Write a group, retrying while the database is away; isolate batches it refuses."""
+        started = time.perf_counter()
+        try:
+            outcome = await self._retrying(
+                "write to the database", lambda: self._store.write(batches)
+            )
+        except _Refused as exc:
+            if len(batches) == 1:
+                return _Written(WriteOutcome(0, 0, 0), [(batches[0], str(exc))])
+            log.warning("the database refused a group (%s); writing its batches one by one", exc)
+            return await self._write_each(batches)
         self._metrics.write_seconds.observe(time.perf_counter() - started)
-        return outcome
+        return _Written(outcome, [])
+
+    async def _write_each(self, batches: list[Batch]) -> _Written:
+        total = WriteOutcome(0, 0, 0, {})
+        refused: list[tuple[Batch, str]] = []
+        for batch in batches:
+            written = await self._write([batch])
+            refused += written.refused
+            one = written.outcome
+            total = WriteOutcome(
+                total.batches_stored + one.batches_stored,
+                total.batches_duplicate + one.batches_duplicate,
+                total.readings_stored + one.readings_stored,
+                dict(Counter(total.refused) + Counter(one.refused)),
+            )
+        return _Written(total, refused)
 
     async def _finish_written(self, *, wait: bool) -> None:
         """Acknowledge committed groups in the order they arrived (MQTT wants PUBACKs in order).
@@ -256,17 +349,33 @@ class Consumer:
         """
         while self._writes and (wait or self._writes[0].task.done()):
             wait = False
-            write = self._writes.popleft()
-            outcome = await write.task
+            write = self._writes[0]
+            written = await write.task
+            outcome = written.outcome
             self._metrics.readings_stored.inc(outcome.readings_stored)
             self._metrics.messages.labels(outcome="stored").inc(outcome.batches_stored)
             self._metrics.messages.labels(outcome="duplicate").inc(outcome.batches_duplicate)
+            for reason, count in outcome.refused.items():
+                self._metrics.refused_readings.labels(reason=reason).inc(count)
+            failed = {id(batch) for batch, _ in written.refused}
+            for batch, error in written.refused:
+                message = Message(batch.topic, batch.raw, 0, 0, False)  # the original is held
+                await self._quarantine(message, f"the database refused it: {error}", "store")
             # Duplicates are acknowledged too: they are stored, from an earlier send.
-            stored: dict[tuple[str, int], list[int]] = {}
+            stored: dict[tuple[str, int], list[Batch]] = {}
             for batch in write.group.batches:
-                stored.setdefault((batch.agent, batch.epoch), []).append(batch.batch_id)
-            for (agent, epoch), ids in stored.items():
-                self._acknowledge(agent, encode_ack(epoch, ids))
+                if id(batch) not in failed:
+                    stored.setdefault((batch.agent, batch.epoch), []).append(batch)
+            for (agent, epoch), batches in stored.items():
+                refusals = [
+                    Refusal(batch=b.batch_id, readings=b.refused.counts())
+                    for b in batches
+                    if b.refused is not None
+                ]
+                self._acknowledge(
+                    agent, self._ack(epoch, [b.batch_id for b in batches], [], refusals)
+                )
+            self._writes.popleft()
             for message in write.group.messages:
                 self._source.ack(message)
 
@@ -303,11 +412,18 @@ def _reraise_cancellation(exc: DatabaseError) -> None:
         raise asyncio.CancelledError from exc
 
 
-def _batch_identity(topics: Topics, message: Message) -> tuple[str, int, int] | None:
-    """(agent, epoch, batch id) of a rejected payload, if it says them plainly enough."""
+def _topic_agent(topics: Topics, message: Message) -> str | None:
+    """The agent a message's topic names, if it names a valid one."""
     try:
-        agent = topics.agent_of(message.topic)
+        return topics.agent_of(message.topic)
     except WireError:
         return None
+
+
+def _batch_identity(topics: Topics, message: Message) -> tuple[str, int, int, int] | None:
+    """(agent, epoch, batch id, readings) of a rejected batch, if it says them plainly enough."""
+    if topics.kind_of(message.topic) != "batch":
+        return None
+    agent = _topic_agent(topics, message)
     identity = batch_identity(message.payload)
     return identity if identity is not None and identity[0] == agent else None

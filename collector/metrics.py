@@ -10,7 +10,7 @@ class CollectorMetrics:
         self.registry = CollectorRegistry()
         self.messages = Counter(
             "plantwire_collector_messages_total",
-            "MQTT batch messages handled, by outcome (stored, duplicate, quarantined).",
+            "MQTT messages handled, by outcome (stored, duplicate, quarantined, lost).",
             ["outcome"],
             registry=self.registry,
         )
@@ -23,6 +23,18 @@ class CollectorMetrics:
             "plantwire_collector_dead_letters_total",
             "Payloads quarantined in the dead_letters table, by reason.",
             ["reason"],
+            registry=self.registry,
+        )
+        self.refused_readings = Counter(
+            "plantwire_collector_refused_readings_total",
+            "Readings refused one by one from batches whose other readings were stored.",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.task_restarts = Counter(
+            "plantwire_collector_task_restarts_total",
+            "Long-running tasks restarted after an unexpected error.",
+            ["task"],
             registry=self.registry,
         )
         self.write_errors = Counter(

@@ -1,6 +1,12 @@
-"""Daily partitions of the readings table, created ahead of time."""
+"""Daily partitions of the readings table: created ahead, on demand for backlogs, and expired.
+
+readings_default catches only what the configured window refuses to place (readings of days
+too far back or ahead); maintenance moves them into their day's partition once the window
+covers that day, and retention covers them too.
+"""
 
 import logging
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 import psycopg
@@ -10,9 +16,77 @@ from psycopg.rows import TupleRow
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True, slots=True)
+class PartitionWindow:
+    """Which days get a partition of their own, counted from today (UTC)."""
+
+    days_back: int
+    days_ahead: int
+
+    def covers(self, day: date, today: date) -> bool:
+        """Whether readings of `day` get that day's partition."""
+        return (
+            today - timedelta(days=self.days_back) <= day <= today + timedelta(days=self.days_ahead)
+        )
+
+
 def partition_name(day: date) -> str:
     """Name of the partition holding one UTC day."""
     return f"readings_p{day:%Y%m%d}"
+
+
+def _create_sql(day: date) -> sql.Composed:
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    return sql.SQL(
+        "CREATE TABLE IF NOT EXISTS {} PARTITION OF readings FOR VALUES FROM ({}) TO ({})"
+    ).format(
+        sql.Identifier(partition_name(day)),
+        sql.Literal(start),
+        sql.Literal(start + timedelta(days=1)),
+    )
+
+
+async def ensure_partition(conn: psycopg.AsyncConnection[TupleRow], day: date) -> bool:
+    """Make sure the day's partition exists; return whether this call created it.
+
+    Safe with several collectors racing. If readings_default already holds readings of that
+    day, they are moved into the new partition in the same transaction.
+    """
+    name = partition_name(day)
+    exists = await conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,))
+    row = await exists.fetchone()
+    if row is not None and row[0]:
+        return False
+    try:
+        async with conn.transaction():
+            await conn.execute(_create_sql(day))
+    except (psycopg.errors.DuplicateTable, psycopg.errors.UniqueViolation):
+        return False  # another collector created it a moment ago
+    except psycopg.errors.CheckViolation:
+        # readings_default holds readings of that day: move them into the new partition.
+        try:
+            moved = await _create_from_default(conn, day)
+        except (psycopg.errors.DuplicateTable, psycopg.errors.UniqueViolation):
+            return False
+        log.info("partition %s created; moved %d readings from readings_default", name, moved)
+    return True
+
+
+async def _create_from_default(conn: psycopg.AsyncConnection[TupleRow], day: date) -> int:
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    async with conn.transaction():
+        # Hold off writers of that day (and other collectors doing the same) while rows move.
+        await conn.execute("LOCK TABLE readings_default IN SHARE ROW EXCLUSIVE MODE")
+        cursor = await conn.execute(
+            "CREATE TEMPORARY TABLE moving ON COMMIT DROP AS WITH gone AS ("
+            " DELETE FROM readings_default WHERE ts >= %s AND ts < %s RETURNING *)"
+            " SELECT * FROM gone",
+            (start, start + timedelta(days=1)),
+        )
+        moved = cursor.rowcount
+        await conn.execute(_create_sql(day))
+        await conn.execute("INSERT INTO readings SELECT * FROM moving")
+    return moved
 
 
 async def ensure_partitions(
@@ -22,25 +96,27 @@ async def ensure_partitions(
     created = []
     for offset in range(-1, days_ahead + 1):
         day = today + timedelta(days=offset)
-        name = partition_name(day)
-        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-        statement = sql.SQL(
-            "CREATE TABLE IF NOT EXISTS {} PARTITION OF readings FOR VALUES FROM ({}) TO ({})"
-        ).format(sql.Identifier(name), sql.Literal(start), sql.Literal(start + timedelta(days=1)))
-        exists = await conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,))
-        row = await exists.fetchone()
-        if row is not None and row[0]:
-            continue
-        try:
-            async with conn.transaction():
-                await conn.execute(statement)
-        except psycopg.errors.DuplicateTable:
-            continue  # another collector created it a moment ago
-        except psycopg.errors.CheckViolation:
-            # The default partition already holds rows of that day: they stay there.
-            log.warning("partition %s not created: readings of that day are in the default", name)
-            continue
-        created.append(name)
+        if await ensure_partition(conn, day):
+            created.append(partition_name(day))
+    return created
+
+
+async def drain_default(
+    conn: psycopg.AsyncConnection[TupleRow], first: date, last: date
+) -> list[str]:
+    """Move readings_default's readings of days from `first` to `last` into day partitions."""
+    cursor = await conn.execute(
+        "SELECT DISTINCT (ts AT TIME ZONE 'UTC')::date FROM readings_default"
+        " WHERE ts >= %s AND ts < %s ORDER BY 1",
+        (
+            datetime(first.year, first.month, first.day, tzinfo=UTC),
+            datetime(last.year, last.month, last.day, tzinfo=UTC) + timedelta(days=1),
+        ),
+    )
+    created = []
+    for (day,) in await cursor.fetchall():
+        if await ensure_partition(conn, day):
+            created.append(partition_name(day))
     return created
 
 
@@ -63,6 +139,16 @@ async def drop_expired_partitions(
         " WHERE i.inhparent = 'readings'::regclass"
     )
     cutoff = today - timedelta(days=retention_days)
+    gone = await conn.execute(
+        "DELETE FROM readings_default WHERE ts < %s",
+        (datetime(cutoff.year, cutoff.month, cutoff.day, tzinfo=UTC),),
+    )
+    if gone.rowcount:
+        log.info(
+            "deleted %d readings older than %d days from readings_default",
+            gone.rowcount,
+            retention_days,
+        )
     dropped = []
     for (name,) in await cursor.fetchall():
         day = day_of(name)

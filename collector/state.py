@@ -7,9 +7,11 @@ from collector.config import CollectorConfig
 from collector.metrics import CollectorMetrics
 from collector.store import ReadingStore
 from shared.mqtt import MqttClient
+from shared.supervisor import Supervisor
 
 SETTINGS = web.AppKey("settings", CollectorConfig)
 METRICS = web.AppKey("metrics", CollectorMetrics)
 STORE = web.AppKey("store", ReadingStore)
 AGENTS = web.AppKey("agents", AgentRegistry)
 MQTT = web.AppKey("mqtt", MqttClient)
+SUPERVISOR = web.AppKey("supervisor", Supervisor)

@@ -1,9 +1,9 @@
 """PostgreSQL storage: batches written with binary COPY, each batch stored exactly once."""
 
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 
 import numpy as np
 from numpy.typing import NDArray
@@ -13,12 +13,15 @@ from psycopg_pool import AsyncConnectionPool
 
 from collector.batches import Batch, typed_value
 from collector.copy_rows import COPY_SQL, HEADER, TRAILER, encode_rows
+from collector.partitions import PartitionWindow, ensure_partition
 from shared.readings import DataType, Quality, Value
 
 _ID_CACHE_SIZE = 1024
 
-TagKey = tuple[str, str, str]
-"""(agent id, device, tag name)."""
+TagKey = tuple[str, str, str, DataType]
+"""(agent id, device, tag name, data type): a tag whose type changes gets a new row."""
+_US_PER_DAY = 86_400_000_000
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,12 +37,13 @@ class TagInfo:
 
 @dataclass(frozen=True, slots=True)
 class StoredReading:
-    """A reading as read back from the database."""
+    """A reading as read back from the database, with the data type it was written with."""
 
     ts: datetime
     value: Value | None
     quality: Quality
     server_ts: datetime | None
+    data_type: DataType
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +53,8 @@ class WriteOutcome:
     batches_stored: int
     batches_duplicate: int
     readings_stored: int
+    refused: dict[str, int] = field(default_factory=dict)
+    """Readings refused from the batches stored now, by reason."""
 
 
 def join_value(data_type: DataType, number: float | None, text: str | None) -> Value | None:
@@ -63,8 +69,14 @@ def join_value(data_type: DataType, number: float | None, text: str | None) -> V
 class ReadingStore:
     """Reads and writes readings through a connection pool."""
 
-    def __init__(self, pool: AsyncConnectionPool[AsyncConnection[TupleRow]]) -> None:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[AsyncConnection[TupleRow]],
+        partitions: PartitionWindow | None = None,
+    ) -> None:
         self._pool = pool
+        self._window = partitions or PartitionWindow(days_back=400, days_ahead=7)
+        self._partitions: set[date] = set()
         self._tags: dict[TagKey, TagInfo] = {}
         # Tag ids per (agent, dictionary bytes): agents resend the same dictionary.
         self._ids: OrderedDict[tuple[str, bytes], NDArray[np.int32]] = OrderedDict()
@@ -75,39 +87,119 @@ class ReadingStore:
             await conn.execute("SELECT 1")
 
     async def write(self, batches: Sequence[Batch]) -> WriteOutcome:
-        """Store every batch not stored before, in one transaction."""
+        """Store every batch not stored before, in one transaction.
+
+        Readings a batch refused are kept as its dead letter in the same transaction, so they
+        are recorded exactly once, like the batch.
+        """
         unique: dict[tuple[str, int, int], Batch] = {}
         for batch in batches:
             unique.setdefault((batch.agent, batch.epoch, batch.batch_id), batch)
         async with self._pool.connection() as conn:
             ids = await self._tag_ids(conn, unique.values())
+            await self._place(conn, unique.values())
             async with conn.transaction():
-                cursor = await conn.execute(
-                    "INSERT INTO batches (agent_id, epoch, batch_id, last_seq, readings)"
-                    " SELECT * FROM unnest(%s::text[], %s::int8[], %s::int8[], %s::int8[],"
-                    " %s::int4[]) ON CONFLICT DO NOTHING RETURNING agent_id, epoch, batch_id",
-                    [
-                        [b.agent for b in unique.values()],
-                        [b.epoch for b in unique.values()],
-                        [b.batch_id for b in unique.values()],
-                        [b.last_seq for b in unique.values()],
-                        [len(b) for b in unique.values()],
-                    ],
-                )
-                fresh = [unique[(r[0], r[1], r[2])] for r in await cursor.fetchall()]
-                stored = sum(len(batch) for batch in fresh)
-                if fresh:
-                    rows = [HEADER]
-                    for batch in fresh:
-                        rows.append(encode_rows(batch, ids[(batch.agent, batch.tags.raw)]))
-                    rows.append(TRAILER)
-                    async with conn.cursor().copy(COPY_SQL) as copy:
-                        await copy.write(b"".join(rows))
-                await conn.execute(
-                    "UPDATE agents SET last_seen = now() WHERE agent_id = ANY(%s)",
-                    [sorted({b.agent for b in unique.values()})],
-                )
-        return WriteOutcome(len(fresh), len(batches) - len(fresh), stored)
+                fresh = await self._write_in(conn, list(unique.values()), ids)
+        refused: Counter[str] = Counter()
+        for batch in fresh:
+            if batch.refused is not None:
+                refused.update(batch.refused.reasons)
+        stored = sum(len(batch) for batch in fresh)
+        return WriteOutcome(len(fresh), len(batches) - len(fresh), stored, dict(refused))
+
+    async def _write_in(
+        self,
+        conn: AsyncConnection[TupleRow],
+        batches: list[Batch],
+        ids: dict[tuple[str, bytes], NDArray[np.int32]],
+    ) -> list[Batch]:
+        """Within a transaction: record the batches in the ledger, copy the new ones' readings."""
+        cursor = await conn.execute(
+            "INSERT INTO batches (agent_id, epoch, batch_id, last_seq, readings)"
+            " SELECT * FROM unnest(%s::text[], %s::int8[], %s::int8[], %s::int8[],"
+            " %s::int4[]) ON CONFLICT DO NOTHING RETURNING agent_id, epoch, batch_id",
+            [
+                [b.agent for b in batches],
+                [b.epoch for b in batches],
+                [b.batch_id for b in batches],
+                [b.last_seq for b in batches],
+                [len(b) for b in batches],
+            ],
+        )
+        by_key = {(b.agent, b.epoch, b.batch_id): b for b in batches}
+        fresh = [by_key[(r[0], r[1], r[2])] for r in await cursor.fetchall()]
+        await self.copy(conn, fresh, ids)
+        for batch in fresh:
+            if batch.refused is not None:
+                await self._keep_refused(conn, batch)
+        await conn.execute(
+            "UPDATE agents SET last_seen = now() WHERE agent_id = ANY(%s)",
+            [sorted({b.agent for b in batches})],
+        )
+        return fresh
+
+    async def copy(
+        self,
+        conn: AsyncConnection[TupleRow],
+        batches: Sequence[Batch],
+        ids: dict[tuple[str, bytes], NDArray[np.int32]],
+    ) -> None:
+        """COPY the batches' readings (inside the caller's transaction)."""
+        rows = [encode_rows(b, ids[(b.agent, b.tags.raw)]) for b in batches if len(b)]
+        if rows:
+            async with conn.cursor().copy(COPY_SQL) as copy:
+                await copy.write(b"".join([HEADER, *rows, TRAILER]))
+
+    async def _keep_refused(self, conn: AsyncConnection[TupleRow], batch: Batch) -> None:
+        """One dead letter for a stored batch's refused readings, one row per reading."""
+        refused = batch.refused
+        assert refused is not None
+        counts = refused.counts()
+        reason = max(counts, key=lambda r: counts[r])
+        summary = f"{len(refused.idx)} of {len(batch) + len(refused.idx)} readings refused"
+        cursor = await conn.execute(
+            "INSERT INTO dead_letters (topic, payload, error, agent_id, kind, reason, epoch,"
+            " batch_id, readings, partial) VALUES (%s, %s, %s, %s, 'batch', %s, %s, %s, %s, true)"
+            " ON CONFLICT (agent_id, epoch, batch_id, md5(payload)) WHERE batch_id IS NOT NULL"
+            " DO UPDATE"
+            " SET partial = true, readings = EXCLUDED.readings, error = EXCLUDED.error,"
+            " reason = EXCLUDED.reason RETURNING id",
+            (
+                batch.topic,
+                batch.raw,
+                f"{summary}: {refused.errors[0]}",
+                batch.agent,
+                reason,
+                batch.epoch,
+                batch.batch_id,
+                len(refused.idx),
+            ),
+        )
+        row = await cursor.fetchone()
+        assert row is not None
+        await conn.execute(
+            "INSERT INTO dead_readings (dead_letter_id, idx, seq, reason, error)"
+            " SELECT %s, * FROM unnest(%s::int4[], %s::int8[], %s::text[], %s::text[])"
+            " ON CONFLICT DO NOTHING",
+            (row[0], refused.idx, refused.seqs, refused.reasons, refused.errors),
+        )
+
+    async def _place(self, conn: AsyncConnection[TupleRow], batches: Iterable[Batch]) -> None:
+        """Create the partitions of the days the batches' readings fall on, where allowed."""
+        today = datetime.now(UTC).date()
+        wanted: set[date] = set()
+        for batch in batches:
+            if not len(batch):
+                continue
+            first = int(batch.ts.min()) // _US_PER_DAY
+            last = int(batch.ts.max()) // _US_PER_DAY
+            for number in range(first, last + 1):
+                day = date.fromordinal(_EPOCH_ORDINAL + number)
+                if day not in self._partitions and self._window.covers(day, today):
+                    wanted.add(day)
+        for day in sorted(wanted):
+            await ensure_partition(conn, day)
+            self._partitions.add(day)
 
     async def _tag_ids(
         self, conn: AsyncConnection[TupleRow], batches: Iterable[Batch]
@@ -128,7 +220,10 @@ class ReadingStore:
         for batch in unknown:
             key = (batch.agent, batch.tags.raw)
             out[key] = self._ids[key] = np.array(
-                [self._tags[(batch.agent, r.device, r.tag)].tag_id for r in batch.tags.refs],
+                [
+                    self._tags[(batch.agent, r.device, r.tag, r.type)].tag_id
+                    for r in batch.tags.refs
+                ],
                 np.int32,
             )
             if len(self._ids) > _ID_CACHE_SIZE:
@@ -136,15 +231,14 @@ class ReadingStore:
         return out
 
     async def _learn_tags(self, conn: AsyncConnection[TupleRow], batches: list[Batch]) -> None:
-        """Add the batches' tags missing from the dictionary, or whose data type changed."""
-        wanted: dict[TagKey, DataType] = {}
-        for batch in batches:
-            for ref in batch.tags.refs:
-                wanted[(batch.agent, ref.device, ref.tag)] = ref.type
+        """Add the batches' tags missing from the dictionary (a new data type is a new row)."""
         missing = sorted(
-            key
-            for key, data_type in wanted.items()
-            if key not in self._tags or self._tags[key].data_type is not data_type
+            {
+                (batch.agent, ref.device, ref.tag, ref.type)
+                for batch in batches
+                for ref in batch.tags.refs
+            }
+            - self._tags.keys()
         )
         if not missing:
             return
@@ -157,58 +251,92 @@ class ReadingStore:
             cursor = await conn.execute(
                 "INSERT INTO tags (agent_id, device, name, data_type)"
                 " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[])"
-                " ON CONFLICT (agent_id, device, name) DO UPDATE"
-                " SET data_type = EXCLUDED.data_type"
+                " ON CONFLICT (agent_id, device, name, data_type) DO UPDATE"
+                " SET last_written = now()"
                 " RETURNING tag_id, agent_id, device, name, data_type",
                 [
                     [key[0] for key in missing],
                     [key[1] for key in missing],
                     [key[2] for key in missing],
-                    [wanted[key].value for key in missing],
+                    [key[3].value for key in missing],
                 ],
             )
             for row in await cursor.fetchall():
                 info = _tag_info(row)
-                self._tags[(info.agent_id, info.device, info.name)] = info
-        # A data type changed or a tag is new: a cached dictionary may now be stale.
-        self._ids.clear()
+                self._tags[(info.agent_id, info.device, info.name, info.data_type)] = info
 
-    async def quarantine(self, topic: str, payload: bytes, error: str) -> None:
-        """Keep a payload that could not be ingested, with the reason."""
+    async def quarantine(self, letter: "DeadLetter") -> None:
+        """Keep a message that could not be ingested, with the reason (once per batch)."""
         async with self._pool.connection() as conn:
             await conn.execute(
-                "INSERT INTO dead_letters (topic, payload, error) VALUES (%s, %s, %s)",
-                (topic, payload, error),
+                "INSERT INTO dead_letters (topic, payload, error, agent_id, kind, reason, epoch,"
+                " batch_id, readings) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (agent_id, epoch, batch_id, md5(payload))"
+                " WHERE batch_id IS NOT NULL DO NOTHING",
+                (
+                    letter.topic,
+                    letter.payload,
+                    letter.error,
+                    letter.agent,
+                    letter.kind,
+                    letter.reason,
+                    letter.epoch,
+                    letter.batch_id,
+                    letter.readings,
+                ),
             )
 
     async def find_tags(self, device: str, name: str, agent: str | None) -> list[TagInfo]:
-        """Tags with this device and name, from one agent or from all."""
+        """Tags with this device and name, from one agent or from all, newest type last."""
         async with self._pool.connection() as conn:
             cursor = await conn.execute(
                 "SELECT tag_id, agent_id, device, name, data_type FROM tags"
                 " WHERE device = %s AND name = %s AND (%s::text IS NULL OR agent_id = %s)"
-                " ORDER BY agent_id",
+                " ORDER BY agent_id, last_written, tag_id",
                 (device, name, agent, agent),
             )
             return [_tag_info(row) for row in await cursor.fetchall()]
 
     async def readings(
-        self, tag: TagInfo, start: datetime, end: datetime, limit: int
+        self, tags: Sequence[TagInfo], start: datetime, end: datetime, limit: int
     ) -> list[StoredReading]:
-        """Readings of one tag with start <= ts < end, oldest first, at most `limit`."""
+        """Readings of one tag's versions with start <= ts < end, oldest first, at most `limit`.
+
+        Each reading comes back with the data type of the tag version it was written under.
+        """
+        types = {tag.tag_id: tag.data_type for tag in tags}
         async with self._pool.connection() as conn:
             cursor = await conn.execute(
-                "SELECT ts, value, value_text, quality, server_ts FROM readings"
-                " WHERE tag_id = %s AND ts >= %s AND ts < %s ORDER BY ts, seq LIMIT %s",
-                (tag.tag_id, start, end, limit),
+                "SELECT ts, value, value_text, quality, server_ts, tag_id FROM readings"
+                " WHERE tag_id = ANY(%s) AND ts >= %s AND ts < %s ORDER BY ts, seq LIMIT %s",
+                (list(types), start, end, limit),
             )
             rows = await cursor.fetchall()
         return [
             StoredReading(
-                row[0], join_value(tag.data_type, row[1], row[2]), Quality(row[3]), row[4]
+                row[0],
+                join_value(types[row[5]], row[1], row[2]),
+                Quality(row[3]),
+                row[4],
+                types[row[5]],
             )
             for row in rows
         ]
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message that could not be ingested as a whole."""
+
+    topic: str
+    payload: bytes
+    error: str
+    reason: str
+    kind: str
+    agent: str | None = None
+    epoch: int | None = None
+    batch_id: int | None = None
+    readings: int = 0
 
 
 def _tag_info(row: TupleRow) -> TagInfo:

@@ -37,7 +37,8 @@ MIN_TS_US = 946_684_800_000_000
 MAX_TS_US = 4_102_444_800_000_000
 
 AgentId = Annotated[str, StringConstraints(pattern=AGENT_ID_PATTERN)]
-Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+# No control characters: names end up in PostgreSQL text (no NUL), logs and file names.
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]+$")]
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,10 +285,10 @@ def _schema_error(section: str, exc: ValidationError) -> WireError:
     return WireError(f"{label}: {first['msg']}", reason="schema")
 
 
-def batch_identity(raw: bytes) -> tuple[str, int, int] | None:
-    """(agent, epoch, batch id) of a payload whose header parses, else None."""
+def batch_identity(raw: bytes) -> tuple[str, int, int, int] | None:
+    """(agent, epoch, batch id, readings) of a payload whose header parses, else None."""
     try:
         header = split_payload(raw).header
     except WireError:
         return None
-    return header.agent, header.epoch, header.batch
+    return header.agent, header.epoch, header.batch, header.n

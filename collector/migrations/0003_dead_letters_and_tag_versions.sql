@@ -13,8 +13,9 @@ ALTER TABLE dead_letters
     ADD COLUMN partial      boolean NOT NULL DEFAULT false,
     ADD COLUMN replayed_at  timestamptz,
     ADD COLUMN replay_error text;
--- One dead letter per batch, however often the agent sends it.
-CREATE UNIQUE INDEX dead_letters_batch ON dead_letters (agent_id, epoch, batch_id)
+-- One dead letter per batch, however often the agent sends it (a different payload under the
+-- same batch id is not the same batch: it is kept too).
+CREATE UNIQUE INDEX dead_letters_batch ON dead_letters (agent_id, epoch, batch_id, md5(payload))
     WHERE batch_id IS NOT NULL;
 CREATE INDEX dead_letters_received ON dead_letters (received_at, id);
 CREATE INDEX dead_letters_agent ON dead_letters (agent_id, received_at, id);

@@ -75,29 +75,51 @@ async def test_bad_payloads_are_quarantined_counted_and_ingest_goes_on(
         "malformed": b"\x00not a batch",
         "version": join(header, dictionary, columns, version=9),
         "schema": mutate(good, type=["float32", "no-such-type"]),
-        "timestamp": mutate(good, ts=[TS, 10**18 * 9]),
-        "reading": mutate(good, kind=[1, 0]),
         "agent_mismatch": batch("someone-else", 1, [1.0]),
         "too_large": batch("a1", 1, [1.5] * 400),
     }
-    for payload in bad.values():
+    # A bad reading costs only itself: the other reading of each of these batches is stored.
+    partly_bad = {
+        "timestamp": mutate(batch("a1", 10, [1.0, 2.0]), ts=[TS, 10**18 * 9]),
+        "reading": mutate(batch("a1", 20, [1.0, 2.0]), kind=[1, 0]),
+    }
+    for payload in [*bad.values(), *partly_bad.values()]:
         await publisher.publish(f"{topic_prefix}/v1/a1/batch", payload, timeout=5)
     await publisher.publish(f"{topic_prefix}/v1/bad agent/batch", batch("a1", 1, [1.0]), timeout=5)
     await publisher.publish(f"{topic_prefix}/v1/a1/batch", batch("a1", 1, [1.0, 2.0]), timeout=5)
 
     async def settled() -> bool:
-        return count(database_url, "SELECT count(*) FROM readings") == 2
+        return count(database_url, "SELECT count(*) FROM readings") == 4
 
     await eventually(settled, what="the good batch after the bad ones")
-    assert count(database_url, "SELECT count(*) FROM dead_letters") == len(bad) + 1
+    assert count(database_url, "SELECT count(*) FROM readings WHERE seq IN (10, 21, 1, 2)") == 4
+    whole = len(bad) + 1
+    assert count(database_url, "SELECT count(*) FROM dead_letters WHERE NOT partial") == whole
     with psycopg.connect(database_url) as conn:
-        rows = conn.execute("SELECT topic, payload, error FROM dead_letters ORDER BY id").fetchall()
+        rows = conn.execute(
+            "SELECT topic, payload, error, reason, agent_id, batch_id FROM dead_letters"
+            " ORDER BY id"
+        ).fetchall()
+        refused = conn.execute(
+            "SELECT d.batch_id, r.idx, r.seq, r.reason, r.error, d.payload FROM dead_readings r"
+            " JOIN dead_letters d ON d.id = r.dead_letter_id ORDER BY r.seq"
+        ).fetchall()
     assert bytes(rows[0][1]) == bad["malformed"], "the raw bytes are kept"
     assert "not a Plantwire batch" in rows[0][2]
+    assert sorted(row[3] for row in rows) == sorted([*bad, "timestamp", "reading", "topic"])
+    assert rows[3][4:] == ("a1", None), "an impostor's batch id is not trusted"
+    assert [(r[0], r[1], r[2], r[3]) for r in refused] == [
+        (10, 1, 11, "timestamp"),
+        (20, 0, 20, "reading"),
+    ]
+    assert "timestamp 9000000000000000000 µs since 1970 outside 2000-01-01" in refused[0][4]
+    assert bytes(refused[0][5]) == partly_bad["timestamp"], "the raw batch is kept once"
     text = await metrics_text(collector)
     for reason in [*bad, "topic"]:
         assert f'plantwire_collector_dead_letters_total{{reason="{reason}"}} 1.0' in text
-    assert 'plantwire_collector_messages_total{outcome="quarantined"} 8.0' in text
+    for reason in partly_bad:
+        assert f'plantwire_collector_refused_readings_total{{reason="{reason}"}} 1.0' in text
+    assert 'plantwire_collector_messages_total{outcome="quarantined"} 6.0' in text
 
 
 async def test_a_batch_sent_twice_is_stored_once(
@@ -184,7 +206,11 @@ async def test_api_answers_bad_requests_with_problem_details(
 async def test_health_and_metrics(collector: str) -> None:
     status, body = await get_json(f"{collector}/healthz")
     assert status == 200
-    assert body == {"status": "ok", "checks": {"database": "ok", "mqtt": "ok"}}
+    assert body == {
+        "status": "ok",
+        "checks": {"database": "ok", "mqtt": "ok"},
+        "tasks": {"agent-liveness": "running", "consumer": "running", "maintenance": "running"},
+    }
     text = await metrics_text(collector)
     assert "plantwire_collector_mqtt_connected 1.0" in text
 

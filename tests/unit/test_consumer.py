@@ -9,7 +9,7 @@ from collector.batches import Batch
 from collector.config import IngestSettings
 from collector.consumer import Consumer
 from collector.metrics import CollectorMetrics
-from collector.store import WriteOutcome
+from collector.store import DeadLetter, WriteOutcome
 from shared.acks import decode_ack
 from shared.mqtt import Message
 from shared.readings import DataType, Reading
@@ -66,8 +66,8 @@ class Store:
         await gate.wait()
         return WriteOutcome(len(batches), 0, sum(len(b) for b in batches))
 
-    async def quarantine(self, topic: str, payload: bytes, error: str) -> None:
-        self.quarantined.append(error)
+    async def quarantine(self, letter: DeadLetter) -> None:
+        self.quarantined.append(letter.error)
 
     def finish(self, first_id: int) -> None:
         self.release.setdefault(first_id, asyncio.Event()).set()

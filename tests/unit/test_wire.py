@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from collector.batches import BatchDecoder, decode_batch
+from collector.batches import BatchDecoder, TimeWindow, decode_batch
 from shared.errors import WireError
 from shared.readings import DataType, Quality, Reading
 from shared.wire import Topics, batch_identity, encode_batch
@@ -57,7 +57,7 @@ def test_layout_tag_dictionary_texts_and_alignment() -> None:
     assert header["texts"] == ["P-1", str(2**64 - 1), str(-(2**63)), "ünïcode"]
     assert columns["kind"] == [0, 0, 0, 0, 2, 2, 1, 0, 2, 2]
     assert (len(raw) - 10 * 38) % 8 == 0, "the body starts 8-byte aligned"
-    assert batch_identity(raw) == ("a1", 1, 1)
+    assert batch_identity(raw) == ("a1", 1, 1, 10)
     assert batch_identity(b"nonsense") is None
 
 
@@ -81,11 +81,9 @@ def test_same_tags_give_the_same_dictionary_bytes() -> None:
     assert [r.tag for r in two.readings] == ["count", "running"]
 
 
-def bad_cases() -> list[tuple[bytes, str, str]]:
+def bad_messages() -> list[tuple[bytes, str, str]]:
+    """Payloads that cannot be read as a batch at all: quarantined whole."""
     header, dictionary, columns = split(good())
-    with_sts = encode_batch("a1", 1, [1, 2], [sample()[0], sample()[7]])
-    string_tag = encode_batch("a1", 1, [1], [sample()[4]])
-    wide_tag = encode_batch("a1", 1, [1], [sample()[5]])
     return [
         (b"\xff\xfe", "malformed", "bad magic"),
         (b"{}", "malformed", "bad magic"),
@@ -97,34 +95,97 @@ def bad_cases() -> list[tuple[bytes, str, str]]:
         (mutate(good(), name=["x"]), "schema", "dictionary: Value error, device, name and type"),
         (mutate(good(), type=["bool", "int128"]), "schema", "dictionary field type.1"),
         (mutate(good(), device=["", "d"]), "schema", "dictionary field device.0"),
+        (mutate(good(), device=["a\x00", "d"]), "schema", "dictionary field device.0"),
         (good()[:-1], "schema", "body has"),
         (mutate(good(), agent="other"), "agent_mismatch", "differs from topic agent"),
         (mutate(good(), batch=2), "schema", "first sequence number"),
         (mutate(good(), seq=[1, 1]), "schema", "reading 0: sequence numbers must increase"),
-        (mutate(good(), t=[0, 5]), "reading", "reading 1: tag index"),
-        (mutate(good(), ts=[TS, 5]), "timestamp", "reading 1: timestamp outside 2000..2100"),
-        (mutate(with_sts, sts=[0, 5]), "timestamp", "reading 1: server timestamp outside"),
-        (mutate(good(), kind=[1, 0]), "reading", "reading 0: a missing value needs quality bad"),
-        (mutate(good(), kind=[0, 7]), "schema", "value kind"),
-        (mutate(good(), val=[1.0, -1.0]), "reading", "reading 1: value is not valid"),
-        (mutate(good(), val=[2.0, 1.0]), "reading", "reading 0: value is not valid"),
-        (mutate(good(), val=[1.0, 1.5]), "reading", "reading 1: value is not valid"),
-        (mutate(good(), val=[1.0, math.nan]), "reading", "reading 1: value is not valid"),
-        (mutate(good(), q=[0, 9]), "schema", "reading 1: quality"),
         (mutate(good(), kind=[0, 2]), "schema", "1 readings say their value is text"),
-        (mutate(good(), kind=[0, 2], texts=["5"]), "reading", "'5' is not a valid uint32"),
-        (mutate(string_tag, kind=[0]), "reading", "value is not valid"),
-        (mutate(wide_tag, texts=["1e3"]), "reading", "not a valid uint64"),
-        (mutate(wide_tag, texts=[str(2**64)]), "reading", "not a valid uint64"),
-        (mutate(wide_tag, kind=[0], val=[2.0**60], texts=[]), "reading", "value is not valid"),
     ]
 
 
-@pytest.mark.parametrize(("raw", "reason", "message"), bad_cases())
+@pytest.mark.parametrize(("raw", "reason", "message"), bad_messages())
 def test_bad_payloads_are_rejected_with_a_reason(raw: bytes, reason: str, message: str) -> None:
     with pytest.raises(WireError, match=message) as caught:
         decode_batch(raw, "a1")
     assert caught.value.reason == reason
+
+
+def bad_readings() -> list[tuple[bytes, int, str, str]]:
+    """Batches with one bad reading (its index given): only that reading is refused."""
+    with_sts = encode_batch("a1", 1, [1, 2], [sample()[0], sample()[7]])
+    string_tag = encode_batch("a1", 1, [1, 2], [sample()[4], sample()[0]])
+    wide_tag = encode_batch("a1", 1, [1, 2], [sample()[5], sample()[0]])
+    year_1601 = -11_644_473_600_000_000
+    return [
+        (mutate(good(), t=[0, 5]), 1, "reading", "reading 1: tag index 5 outside"),
+        (
+            mutate(good(), ts=[TS, year_1601]),
+            1,
+            "timestamp",
+            "reading 1: timestamp 1601-01-01T00:00:00Z outside 2000-01-01T00:00:00Z..",
+        ),
+        (mutate(good(), ts=[2**62, TS]), 0, "timestamp", "reading 0: timestamp 4611686"),
+        (mutate(with_sts, sts=[0, 5]), 1, "timestamp", "reading 1: server timestamp 1970"),
+        (mutate(good(), kind=[1, 0]), 0, "reading", "reading 0: a missing value needs quality"),
+        (mutate(good(), kind=[0, 7]), 1, "reading", "reading 1: value kind 7"),
+        (mutate(good(), val=[1.0, -1.0]), 1, "reading", "reading 1: value -1.0 is not valid"),
+        (mutate(good(), val=[2.0, 1.0]), 0, "reading", "reading 0: value 2.0 is not valid"),
+        (mutate(good(), val=[1.0, 1.5]), 1, "reading", "reading 1: value 1.5 is not valid"),
+        (mutate(good(), val=[1.0, math.nan]), 1, "reading", "reading 1: value nan is not valid"),
+        (mutate(good(), q=[0, 9]), 1, "reading", "reading 1: quality 9"),
+        (mutate(good(), kind=[0, 2], texts=["5"]), 1, "reading", "'5' is not a valid uint32"),
+        (mutate(string_tag, kind=[0, 0], texts=[]), 0, "reading", "value 0.0 is not valid"),
+        (mutate(string_tag, texts=["a\x00b"]), 0, "reading", "is not a valid string"),
+        (mutate(wide_tag, texts=["1e3"]), 0, "reading", "not a valid uint64"),
+        (mutate(wide_tag, texts=[str(2**64)]), 0, "reading", "not a valid uint64"),
+        (
+            mutate(wide_tag, kind=[0, 0], val=[2.0**60, 1.0], texts=[]),
+            0,
+            "reading",
+            "is not valid for a uint64 tag",
+        ),
+    ]
+
+
+@pytest.mark.parametrize(("raw", "index", "reason", "message"), bad_readings())
+def test_a_bad_reading_is_refused_alone(raw: bytes, index: int, reason: str, message: str) -> None:
+    batch = decode_batch(raw, "a1")
+    assert batch.refused is not None
+    assert batch.refused.idx == [index]
+    assert batch.refused.seqs == [index + 1]
+    assert batch.refused.reasons == [reason]
+    assert message in batch.refused.errors[0]
+    assert len(batch) == 1, "the other reading is kept"
+    assert list(batch.seqs) == [2 - index]
+    assert batch.last_seq == 2, "the ledger still records the batch's whole range"
+    assert batch.readings[0].ts_us != -11_644_473_600_000_000
+
+
+def test_refusals_keep_texts_aligned_and_count_by_reason() -> None:
+    readings = sample()
+    raw = encode_batch("a1", 1, list(range(1, 11)), readings)
+    _, _, columns = split(raw)
+    ts = list(columns["ts"])
+    ts[4] = ts[9] = 5  # both text readings of string tags: refused
+    ts[0] = 7
+    batch = decode_batch(mutate(raw, ts=ts), "a1")
+    assert batch.refused is not None
+    assert batch.refused.counts() == {"timestamp": 3}
+    assert batch.refused.idx == [0, 4, 9]
+    assert len(batch) == 7
+    kept = batch.readings
+    assert [r.value for r in kept if r.data_type is DataType.UINT64] == [2**64 - 1]
+    assert [r.value for r in kept if r.data_type is DataType.INT64] == [-(2**63)]
+    assert not [r for r in kept if r.data_type is DataType.STRING]
+
+
+def test_the_timestamp_window_is_configurable() -> None:
+    decoder = BatchDecoder(window=TimeWindow(TS + 1, TS + 2))
+    batch = decoder.decode(good(), "a1")
+    assert batch.refused is not None
+    assert batch.refused.idx == [0]
+    assert "outside 2026-" in batch.refused.errors[0]
 
 
 def test_topics() -> None:
