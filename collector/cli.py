@@ -1,4 +1,4 @@
-"""plantwire-collector: run the collector, or apply database migrations."""
+"""plantwire-collector: run the collector, check its configuration, or apply migrations."""
 
 import argparse
 import asyncio
@@ -12,10 +12,11 @@ from aiohttp import web
 
 from collector import __version__
 from collector.app import create_app
-from collector.config import load_collector_config
+from collector.config import CollectorConfig, load_collector_config
 from collector.migrate import migrate
 from shared.errors import ConfigError, PlantwireError
 from shared.logs import setup_logging
+from shared.wire import Topics
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="consume, store and serve until stopped")
     run.add_argument("--config", type=Path, required=True, help="collector YAML file")
+    check = commands.add_parser("check-config", help="validate a configuration file and exit")
+    check.add_argument("config", type=Path, help="collector YAML file")
     mig = commands.add_parser("migrate", help="apply database migrations and exit")
     source = mig.add_mutually_exclusive_group()
     source.add_argument("--config", type=Path, help="collector YAML file (its database.url)")
@@ -58,6 +61,18 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def config_summary(config: CollectorConfig) -> str:
+    """What a valid configuration makes the collector do, in words that reveal no secret."""
+    mqtt = config.mqtt
+    retention = config.database.retention_days
+    batches = Topics(mqtt.topic_prefix).all_batches()
+    return (
+        f"collector consuming {batches} from {mqtt.host}:{mqtt.port}"
+        f"{' over TLS' if mqtt.uses_tls else ''}, API on {config.http.host}:{config.http.port},"
+        f" {f'readings kept {retention} days' if retention else 'readings kept forever'}"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of plantwire-collector."""
     args = build_parser().parse_args(argv)
@@ -68,6 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"plantwire-collector: {exc}", file=sys.stderr)
         return 2
+    if args.command == "check-config":
+        print(f"{args.config}: OK: {config_summary(config)}")
+        return 0
     setup_logging(config.collector.log_level)
     try:
         web.run_app(

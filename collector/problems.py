@@ -1,10 +1,14 @@
 """RFC 9457 problem details: every API error is application/problem+json naming what is wrong."""
 
 import json
+import logging
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
+
+log = logging.getLogger(__name__)
 
 PROBLEM_TYPE = "application/problem+json"
 
@@ -52,7 +56,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @web.middleware
 async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turn ProblemError and aiohttp's HTTP errors into problem+json answers."""
+    """Turn ProblemError, aiohttp's HTTP errors and unexpected errors into problem+json answers."""
     try:
         return await handler(request)
     except ProblemError as exc:
@@ -61,3 +65,18 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         if exc.status < 400:
             raise
         return problem_response(exc.status, exc.reason, exc.text or exc.reason, (), request.path)
+    except Exception:
+        # The answer names no cause (it could leak internals such as a database URL); the
+        # id ties it to the one log record that has the traceback.
+        error_id = uuid.uuid4().hex[:12]
+        log.exception(
+            "unexpected error answering %s %s (error id %s)", request.method, request.path, error_id
+        )
+        return problem_response(
+            500,
+            "Internal Server Error",
+            f"The collector failed to answer this request; its log names the cause under error"
+            f" id {error_id}.",
+            (),
+            request.path,
+        )

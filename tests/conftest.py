@@ -1,12 +1,20 @@
 """Fixtures: real PostgreSQL and Mosquitto servers for the session, a fresh database per test."""
 
 import asyncio
+import io
 import logging
+import signal
+import sys
+import threading
+import traceback
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from types import FrameType
+from typing import Any
 
 import psycopg
 import pytest
+import pytest_timeout
 
 from collector.cli import run_migrations
 from protocols.simulator.runner import Simulator
@@ -14,6 +22,59 @@ from tests.harness import running_simulator
 from tests.servers import MosquittoServer, PostgresServer, running_mosquitto, running_postgres
 
 TEMPLATE = "plantwire_template"
+
+
+def hang_report(interrupted: FrameType | None = None) -> str:
+    """Every thread's stack, then every task of the event loop running here with its stack.
+
+    `interrupted` is where a signal handler found this thread, shown instead of the handler.
+    """
+    out = io.StringIO()
+    names = {thread.ident: thread.name for thread in threading.enumerate()}
+    frames = sys._current_frames()
+    if interrupted is not None:
+        frames[threading.get_ident()] = interrupted
+    for ident, frame in frames.items():
+        out.write(f"---- thread {names.get(ident, '<unknown>')} ({ident}) ----\n")
+        out.write("".join(traceback.format_stack(frame)))
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        out.write("---- no asyncio event loop is running in this thread ----\n")
+        return out.getvalue()
+    tasks = sorted(asyncio.all_tasks(loop), key=lambda task: task.get_name())
+    out.write(f"---- {len(tasks)} asyncio tasks of the running loop ----\n")
+    for task in tasks:
+        out.write(f"---- task {task.get_name()} ----\n")
+        task.print_stack(file=out)
+    return out.getvalue()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> bool | None:
+    """Time tests out by SIGALRM like pytest-timeout, dumping asyncio tasks besides threads."""
+    if settings.method != "signal" or threading.current_thread() is not threading.main_thread():
+        return None  # pytest-timeout's own timer thread, which ends the process
+
+    def expire(signum: int, frame: FrameType | None) -> None:
+        __tracebackhide__ = True
+        if not settings.disable_debugger_detection and pytest_timeout.is_debugging():
+            return
+        terminal = item.config.get_terminal_writer()
+        terminal.sep("+", title=f"Timeout after {settings.timeout:g}s: {item.nodeid}")
+        terminal.write(hang_report(frame))
+        terminal.sep("+", title="Timeout")
+        pytest.fail(pytest_timeout.PYTEST_FAILURE_MESSAGE % settings.timeout)
+
+    def cancel() -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+
+    # pytest-timeout's pytest_timeout_cancel_timer calls this when the test ends.
+    item.cancel_timeout = cancel  # type: ignore[attr-defined]
+    signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, settings.timeout)
+    return True
 
 
 @pytest.fixture(autouse=True)

@@ -6,10 +6,21 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from shared.errors import MqttError
 from shared.mqtt import MqttClient, MqttSettings
+from tests.harness import (
+    agent_config,
+    collector_config,
+    eventually,
+    get_json,
+    modbus_device,
+    running_agent,
+    running_collector,
+    running_simulator,
+)
 from tests.servers import MosquittoServer, free_port
 from tests.tls import make_pki
 
@@ -44,6 +55,24 @@ def secured_broker(tmp_path: Path) -> Iterator[tuple[MosquittoServer, dict[str, 
         yield broker, pki
     finally:
         broker.stop()
+
+
+def tls_settings(
+    broker: MosquittoServer, pki: dict[str, Path], user: str, **options: object
+) -> MqttSettings:
+    """Settings to reach the secured broker as `user`, with the test CA's client certificate."""
+    return MqttSettings.model_validate(
+        {
+            "url": f"mqtts://127.0.0.1:{broker.port}",
+            "username": user,
+            "password": USERS[user],
+            "ca_file": pki["ca"],
+            "cert_file": pki["client_cert"],
+            "key_file": pki["client_key"],
+            "connect_timeout": 5,
+            **options,
+        }
+    )
 
 
 def client(
@@ -112,3 +141,48 @@ async def test_tls_needs_a_client_certificate_and_the_right_password(
     wrong._client.username_pw_set("line1", "guess")
     with pytest.raises(MqttError, match="cannot connect"):
         await wrong.connect()
+
+
+async def test_readings_flow_from_agent_to_database_through_the_secured_broker(
+    secured_broker: tuple[MosquittoServer, dict[str, Path]], database_url: str, tmp_path: Path
+) -> None:
+    """Agent and collector over TLS with client certificates, passwords and the shipped ACL."""
+    broker, pki = secured_broker
+    collector = collector_config(
+        database_url=database_url, mqtt_url=broker.url, prefix="plantwire", client_id="c"
+    )
+    collector = collector.model_copy(
+        update={"mqtt": tls_settings(broker, pki, "collector", client_id="collector-tls")}
+    )
+    async with running_simulator(opcua=False) as simulator:
+        agent = agent_config(
+            agent_id="line1",
+            buffer=tmp_path / "buffer.sqlite",
+            mqtt_url=broker.url,
+            prefix="plantwire",
+            devices=[modbus_device(simulator.modbus_port, interval="100ms")],
+        )
+        agent = agent.model_copy(update={"mqtt": tls_settings(broker, pki, "line1")})
+        async with running_collector(collector) as base, running_agent(agent) as service:
+
+            def stored() -> int:
+                with psycopg.connect(database_url) as conn:
+                    row = conn.execute(
+                        "SELECT count(*) FROM readings JOIN tags USING (tag_id)"
+                        " WHERE agent_id = 'line1'"
+                    ).fetchone()
+                    return int(row[0]) if row else 0
+
+            async def acknowledged() -> bool:
+                return service.forwarder.readings_acknowledged >= 100
+
+            await eventually(acknowledged, what="the collector to acknowledge readings over TLS")
+            assert await asyncio.to_thread(stored) >= service.forwarder.readings_acknowledged
+
+            async def listed_online() -> bool:
+                status, body = await get_json(f"{base}/api/v1/agents")
+                agents = {each["agent"]: each for each in body["agents"]} if status == 200 else {}
+                return "line1" in agents and agents["line1"]["status"] == "online"
+
+            await eventually(listed_online, what="/api/v1/agents to list line1 online")
+            assert service.mqtt.connected

@@ -1,8 +1,10 @@
 """The three programs' command lines, run in this process against real servers."""
 
 import asyncio
+import os
 import signal
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ from agent.cli import main as agent_main
 from agent.cli import run_agent
 from agent.config import load_agent_config
 from agent.service import AgentService
+from collector.cli import main as collector_main
 from protocols.simulator import cli as sim_cli
 from protocols.simulator.runner import Simulator
 from tests.harness import eventually, modbus_device
@@ -28,6 +31,39 @@ def test_agent_check_config(capsys: pytest.CaptureFixture[str], tmp_path: Path) 
     assert agent_main(["check-config", str(bad)]) == 2
     assert "buffer: required key is missing" in capsys.readouterr().err
     assert agent_main(["run", "--config", str(bad)]) == 2
+
+
+def test_collector_check_config(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert collector_main(["check-config", str(ROOT / "config" / "collector.yaml")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        f"{ROOT / 'config' / 'collector.yaml'}: OK: collector consuming plantwire/v1/+/batch"
+        " from 127.0.0.1:1883, API on 127.0.0.1:8080, readings kept forever"
+    ]
+    secured = tmp_path / "secured.yaml"
+    secured.write_text(
+        "database: {url: 'postgresql://u:hunter2@db:5432/p', retention_days: 90}\n"
+        "mqtt: {url: 'mqtts://u:pw@broker', topic_prefix: site}\n"
+    )
+    assert collector_main(["check-config", str(secured)]) == 0
+    line = capsys.readouterr().out
+    assert "consuming site/v1/+/batch from broker:8883 over TLS" in line
+    assert "readings kept 90 days" in line
+    assert "hunter2" not in line
+    assert "pw@" not in line
+    for text, named in [
+        ("database: {url: x}\n", "mqtt: required key is missing"),
+        (
+            "database: {url: x}\nmqtt: {url: 'mqtt://b'}\nhttp: {prot: 1}\n",
+            "http.prot: unknown key",
+        ),
+        ("database: {url: x, pool_size: 0}\nmqtt: {url: 'mqtt://b'}\n", "database.pool_size"),
+    ]:
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(text)
+        assert collector_main(["check-config", str(bad)]) == 2
+        assert named in capsys.readouterr().err
+    assert collector_main(["check-config", str(tmp_path / "missing.yaml")]) == 2
 
 
 def test_simulator_lists_its_tags(capsys: pytest.CaptureFixture[str]) -> None:
@@ -97,14 +133,14 @@ def test_programs_stop_cleanly_on_sigterm(tmp_path: Path, mosquitto: MosquittoSe
         lambda: agent_main(["run", "--config", str(path)]),
         lambda: sim_cli.main(["--opcua-port", "0", "--modbus-port", str(port)]),
     ]
-    signal.signal(signal.SIGALRM, lambda *_: signal.raise_signal(signal.SIGTERM))
-    try:
-        for program in programs:
-            signal.setitimer(signal.ITIMER_REAL, 1.5)
+    # Not SIGALRM: the suite's per-test time limit owns it.
+    for program in programs:
+        sigterm = threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGTERM))
+        sigterm.start()
+        try:
             assert program() == 0
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        finally:
+            sigterm.cancel()
 
 
 async def test_one_unreachable_device_does_not_hold_up_the_others(

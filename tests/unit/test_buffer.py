@@ -208,3 +208,20 @@ async def test_byte_bound(tmp_path: Path) -> None:
     assert stats.used_bytes <= 2_000_000 * 1.1
     assert stats.readings + dropped == 200_000
     await buffer.close()
+
+
+async def test_commits_are_durable_wal_with_synchronous_full(tmp_path: Path) -> None:
+    """In WAL mode only synchronous=FULL keeps the last commits through a power loss."""
+    buffer = await opened(tmp_path / "b.sqlite")
+    try:
+        # PRAGMA synchronous is per connection: ask the buffer's own, on its own thread.
+        journal, synchronous = await buffer._run(
+            lambda: (
+                buffer._db().execute("PRAGMA journal_mode").fetchone()[0],
+                buffer._db().execute("PRAGMA synchronous").fetchone()[0],
+            )
+        )
+        assert journal == "wal"
+        assert synchronous == 2, "2 is FULL (0 OFF, 1 NORMAL, 3 EXTRA)"
+    finally:
+        await buffer.close()
