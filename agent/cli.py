@@ -107,8 +107,6 @@ async def write_once(config: AgentConfig, device_name: str, tag: str, raw: str) 
     source = build_source(device, SystemClock())
     await source.connect()
     try:
-        if device.type == "opcua":
-            await source.read()  # learn the node's type before writing it
         await source.write(tag, value)
     finally:
         await source.close()

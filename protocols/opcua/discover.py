@@ -8,23 +8,8 @@ from asyncua.client.client import Client
 from asyncua.common.node import Node
 from asyncua.ua.object_ids import ObjectIds
 
-from protocols.opcua.source import SESSION_TIMEOUT_MS
-from shared.readings import DataType
+from protocols.opcua.source import SESSION_TIMEOUT_MS, data_type_of
 
-_BUILTIN_TYPES = {
-    ObjectIds.Boolean: DataType.BOOL,
-    ObjectIds.SByte: DataType.INT16,
-    ObjectIds.Byte: DataType.UINT16,
-    ObjectIds.Int16: DataType.INT16,
-    ObjectIds.UInt16: DataType.UINT16,
-    ObjectIds.Int32: DataType.INT32,
-    ObjectIds.UInt32: DataType.UINT32,
-    ObjectIds.Int64: DataType.INT64,
-    ObjectIds.UInt64: DataType.UINT64,
-    ObjectIds.Float: DataType.FLOAT32,
-    ObjectIds.Double: DataType.FLOAT64,
-    ObjectIds.String: DataType.STRING,
-}
 _SERVER_OBJECT = ua.NodeId(ua.Int32(ObjectIds.Server))
 
 
@@ -64,9 +49,7 @@ async def discover(
                 child_path = [*path, name]
                 if node_class == ua.NodeClass.Variable:
                     type_id = await child.read_data_type()
-                    identifier = type_id.Identifier
-                    builtin = type_id.NamespaceIndex == 0 and isinstance(identifier, int)
-                    data_type = _BUILTIN_TYPES.get(int(identifier)) if builtin else None
+                    data_type = data_type_of(type_id)
                     text = node_text(child.nodeid, namespaces)
                     if data_type is None:
                         skipped.append(f"{text} ({'/'.join(child_path)}): type {type_id}")

@@ -61,19 +61,67 @@ def quality_of(status: ua.StatusCode | None) -> Quality:
     return Quality.BAD
 
 
-def _us(moment: datetime | None) -> int | None:
+# Timestamps outside these bounds are not times a machine measured: OPC UA's null DateTime
+# (1601-01-01), its maximum (9999-12-31, seen from real servers after a write), clocks never set.
+VALID_FROM_US = datetime_to_us(datetime(2000, 1, 1, tzinfo=UTC))
+VALID_UNTIL_US = datetime_to_us(datetime(2100, 1, 1, tzinfo=UTC))
+
+
+def _valid_us(moment: datetime | None) -> int | None:
+    """A timestamp in microseconds, or None if it is missing, null or out of range."""
     if moment is None:
         return None
     if moment.tzinfo is None:  # OPC UA times are UTC
         moment = moment.replace(tzinfo=UTC)
-    return datetime_to_us(moment)
+    us = datetime_to_us(moment)
+    return us if VALID_FROM_US <= us < VALID_UNTIL_US else None
 
 
-def timestamps_us(value: ua.DataValue, fallback_us: int) -> tuple[int, int | None]:
-    """(source timestamp, else server timestamp, else the read time; server timestamp)."""
-    server = _us(value.ServerTimestamp)
-    source = _us(value.SourceTimestamp)
-    return (source if source is not None else server or fallback_us), server
+def stamp_and_quality(data: ua.DataValue, poll_us: int) -> tuple[int, int | None, Quality]:
+    """A DataValue's reading time, server time and quality, after OPC UA Part 4.
+
+    The source timestamp is the reading's time. Without a valid one the value's time is not
+    known: the server timestamp (else the poll time) stands in and the quality drops to
+    uncertain. A server timestamp that is null or out of range counts as missing.
+    """
+    quality = quality_of(data.StatusCode)
+    server_us = _valid_us(data.ServerTimestamp)
+    source_us = _valid_us(data.SourceTimestamp)
+    if source_us is not None:
+        return source_us, server_us, quality
+    if quality is not Quality.BAD:
+        quality = Quality.UNCERTAIN
+    return (server_us if server_us is not None else poll_us), server_us, quality
+
+
+def data_type_of(type_id: ua.NodeId) -> DataType | None:
+    """The data type of a node whose DataType attribute is one of the built-in types we read."""
+    identifier = type_id.Identifier
+    if type_id.NamespaceIndex != 0 or not isinstance(identifier, int):
+        return None
+    # The built-in DataType nodes i=1..25 are numbered like the variant types.
+    try:
+        return TYPE_OF_VARIANT.get(ua.VariantType(identifier))
+    except ValueError:
+        return None
+
+
+async def read_attributes(
+    client: Client, items: Sequence[tuple[ua.NodeId, AttributeIds]]
+) -> list[ua.DataValue]:
+    """One Read service call, asking for source and server timestamps both."""
+    parameters = ua.ReadParameters()
+    parameters.MaxAge = 0
+    parameters.TimestampsToReturn = ua.TimestampsToReturn.Both
+    parameters.NodesToRead = [
+        ua.ReadValueId(NodeId=node_id, AttributeId=attribute) for node_id, attribute in items
+    ]
+    results: list[ua.DataValue] = await client.uaclient.read(parameters)
+    return results
+
+
+def _variant_value(data: ua.DataValue) -> Any:
+    return data.Value.Value if data.Value is not None else None
 
 
 class _Changes:
@@ -177,6 +225,7 @@ class OpcUaSource:
         try:
             self._node_ids = await self._resolve(client)
             self._chunk = await self._server_read_limit(client)
+            await self._learn_types(client)
             if self._config.mode == "subscribe":
                 await self._subscribe(client)
         except _CONNECT_ERRORS as exc:
@@ -234,6 +283,31 @@ class OpcUaSource:
             return self._config.max_nodes_per_read
         return min(limit, self._config.max_nodes_per_read)
 
+    async def _learn_types(self, client: Client) -> None:
+        """Take each untyped tag's type from its node's DataType, so writes work at once."""
+        untyped = [
+            i
+            for i, (tag, node_id) in enumerate(zip(self.tags, self._node_ids, strict=True))
+            if node_id is not None and tag.type is None
+        ]
+        per_read = max(1, self._chunk // 2)  # two attributes per node
+        for start in range(0, len(untyped), per_read):
+            chunk = untyped[start : start + per_read]
+            items = [
+                (node_id, attribute)
+                for i in chunk
+                if (node_id := self._node_ids[i]) is not None
+                for attribute in (AttributeIds.DataType, AttributeIds.ValueRank)
+            ]
+            values = await read_attributes(client, items)
+            for i, type_value, rank_value in zip(chunk, values[0::2], values[1::2], strict=True):
+                type_id, rank = _variant_value(type_value), _variant_value(rank_value)
+                # ValueRank -1, -2, -3 allow a scalar; 0 and above mean arrays, not read here.
+                if isinstance(type_id, ua.NodeId) and (rank is None or rank < 0):
+                    data_type = data_type_of(type_id)
+                    if data_type is not None:
+                        self._types[self.tags[i].name] = data_type
+
     async def _subscribe(self, client: Client) -> None:
         config = self._config
         self._changes = _Changes(self)
@@ -279,9 +353,13 @@ class OpcUaSource:
         wanted = [i for i, node_id in enumerate(self._node_ids) if node_id is not None]
         for start in range(0, len(wanted), self._chunk):
             chunk = wanted[start : start + self._chunk]
-            node_ids = [self._node_ids[i] for i in chunk]
+            items = [
+                (node_id, AttributeIds.Value)
+                for i in chunk
+                if (node_id := self._node_ids[i]) is not None
+            ]
             try:
-                values = await client.uaclient.read_attributes(node_ids, AttributeIds.Value)  # type: ignore[arg-type]
+                values = await read_attributes(client, items)
             except _CONNECT_ERRORS as exc:
                 self._state = DeviceState.DISCONNECTED
                 raise DeviceUnreachable(f"{self.name}: read failed: {exc!r}") from exc
@@ -306,9 +384,8 @@ class OpcUaSource:
         return readings
 
     def reading_of(self, tag: OpcUaTag, data: ua.DataValue, now_us: int) -> Reading:
-        """A reading from a DataValue: quality from its status, both timestamps kept."""
-        ts_us, server_ts_us = timestamps_us(data, now_us)
-        quality = quality_of(data.StatusCode)
+        """A reading from a DataValue, polled or notified: quality and times as Part 4 says."""
+        ts_us, server_ts_us, quality = stamp_and_quality(data, now_us)
         variant = data.Value
         data_type = tag.type
         value: Value | None = None
@@ -344,7 +421,10 @@ class OpcUaSource:
         tag = self.tags[index] if index is not None else None
         data_type = self._types.get(tag_name) if tag else None
         if tag is not None and tag.writable and data_type is None:
-            raise WriteRefused(f"{self.name}/{tag_name}: type unknown until the tag is read once")
+            raise WriteRefused(
+                f"{self.name}/{tag_name}: the node's data type is not a built-in one Plantwire"
+                " writes, and no value was read yet; set the tag's `type`"
+            )
         check_write(self.name, tag, tag_name, data_type or DataType.FLOAT64, value)
         assert index is not None
         assert data_type is not None

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 from asyncua.crypto.cert_gen import setup_self_signed_certificate
+from asyncua.ua.attribute_ids import AttributeIds
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from agent.cli import main as agent_main
@@ -17,11 +18,17 @@ from protocols.base import DeviceUnreachable, WriteFailed, WriteRefused
 from protocols.opcua.config import OpcUaDevice
 from protocols.opcua.source import OpcUaSource
 from protocols.simulator.machine import TAGS
-from protocols.simulator.opcua_server import NAMESPACE_URI, SERVER_URI, OpcUaServerSecurity
+from protocols.simulator.opcua_server import (
+    NAMESPACE_URI,
+    SERVER_URI,
+    OpcUaServerSecurity,
+    node_name,
+)
 from protocols.simulator.runner import Simulator
 from shared.clock import SystemClock
-from shared.readings import DataType, Quality
+from shared.readings import DataType, Quality, Reading
 from tests.harness import DISTINCT_VALUES, by_tag, eventually, opcua_device, running_simulator
+from tests.unit.fakes import FakeClock
 
 
 @contextlib.asynccontextmanager
@@ -58,6 +65,57 @@ async def test_values_types_quality_and_timestamps(simulator: Simulator) -> None
             assert reading.ts_us < stamp, "the source timestamp is when the value last changed"
         else:
             assert reading.ts_us == stamp
+
+
+async def test_polls_ask_for_the_server_timestamp_too(simulator: Simulator) -> None:
+    """The simulator, like a conforming server, returns only the timestamps asked for."""
+    async with connected(opcua_device(endpoint(simulator))) as source:
+        polled = by_tag(await source.read())
+        assert source._client is not None
+        node = source._client.get_node(f"ns=2;s={node_name(TAGS[0])}")
+        [source_only] = await source._client.uaclient.read_attributes(
+            [node.nodeid], AttributeIds.Value
+        )
+    assert source_only.ServerTimestamp is None, "TimestampsToReturn.Source honoured"
+    assert source_only.SourceTimestamp is not None
+    assert all(reading.server_ts_us is not None for reading in polled.values())
+
+
+POLL_US = 2_000_000_000_000_000  # 2033: no server stamp coincides with it
+
+
+@pytest.mark.parametrize("mode", ["poll", "subscribe"])
+async def test_null_source_and_out_of_range_server_timestamps(
+    simulator: Simulator, mode: str
+) -> None:
+    """OPC UA Part 4: no valid source time means the poll time stands in, quality uncertain."""
+    assert simulator.opcua is not None
+    simulator.machine.paused = True
+    simulator.opcua.broken_timestamps = {"good_count", "program"}
+    simulator.machine.set(simulator.clock.time_us(), good_count=4242, program="P-BROKEN")
+    await simulator.opcua.publish()
+    config = {**opcua_device(endpoint(simulator)), "mode": mode, "publishing_interval": "100ms"}
+    source = OpcUaSource(OpcUaDevice.model_validate(config), FakeClock(start_us=POLL_US))
+    await source.connect()
+    try:
+        received: dict[str, Reading] = {}
+
+        async def every_tag() -> bool:
+            received.update(by_tag(await source.read()))
+            return {tag.name for tag in TAGS} <= received.keys()
+
+        await eventually(every_tag, what="a value of every node")
+    finally:
+        await source.close()
+    for name, value in (("good_count", 4242), ("program", "P-BROKEN")):
+        reading = received[name]
+        assert reading.value == value
+        assert reading.ts_us == POLL_US, "the poll time, as neither timestamp is usable"
+        assert reading.server_ts_us is None, "9999-12-31 is no server timestamp"
+        assert reading.quality is Quality.UNCERTAIN
+    assert received["state"].quality is Quality.GOOD
+    assert received["state"].ts_us != POLL_US
+    assert received["state"].server_ts_us is not None
 
 
 async def test_reads_are_batched_and_bad_nodes_stay_bad(simulator: Simulator) -> None:
@@ -148,10 +206,7 @@ async def test_writes(simulator: Simulator) -> None:
             tag["writable"] = True
             tag["max"] = 15000
     async with connected(config) as source:
-        with pytest.raises(WriteRefused, match="type unknown"):
-            await source.write("speed_setpoint", 9000)
-        await source.read()
-        await source.write("speed_setpoint", 9000)
+        await source.write("speed_setpoint", 9000)  # no read first: types are learnt on connect
         await source.write("enable", False)
         await eventually(
             _machine_has(simulator, speed_setpoint=9000, enable=False), what="the machine"
@@ -162,6 +217,18 @@ async def test_writes(simulator: Simulator) -> None:
             await source.write("speed_setpoint", 16000)
         with pytest.raises(WriteFailed, match="refused the write"):
             await source.write("state", 1)  # writable here, read-only on the server
+
+
+async def test_subscribed_device_is_writable_right_after_connect(simulator: Simulator) -> None:
+    config = {**opcua_device(endpoint(simulator)), "mode": "subscribe"}
+    for tag in config["tags"]:
+        tag["writable"] = tag["name"] in ("speed_setpoint", "enable")
+    async with connected(config) as source:
+        await source.write("speed_setpoint", 7000)
+        await source.write("enable", False)
+        with pytest.raises(WriteRefused, match="not a valid uint16"):
+            await source.write("speed_setpoint", 1.5)
+    await eventually(_machine_has(simulator, speed_setpoint=7000, enable=False), what="writes")
 
 
 def _machine_has(simulator: Simulator, **values: Any) -> Any:
