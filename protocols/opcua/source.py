@@ -4,21 +4,31 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from asyncua import ua
 from asyncua.client.client import Client
 from asyncua.common.node import Node
 from asyncua.common.subscription import DataChangeNotif, Subscription
+from asyncua.common.utils import ServiceError
 from asyncua.crypto import security_policies
 from asyncua.crypto.truststore import TrustStore
 from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
 from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.uaerrors import UaError, UaStatusCodeError
+from cryptography import x509
 
 from protocols.base import DeviceState, DeviceUnreachable, WriteFailed, WriteRefused
-from protocols.opcua.config import PATH_ELEMENT, OpcUaDevice, OpcUaTag
+from protocols.opcua.config import PATH_ELEMENT, OpcUaDevice, OpcUaIdentity, OpcUaSecurity, OpcUaTag
+from protocols.opcua.trust import (
+    TrustFolder,
+    TrustStoreError,
+    load_trust_folder,
+    subject,
+    thumbprint,
+)
 from protocols.writes import check_write
 from shared.clock import Clock
 from shared.readings import DataType, Quality, Reading, Value, datetime_to_us, value_fits
@@ -124,6 +134,95 @@ def _variant_value(data: ua.DataValue) -> Any:
     return data.Value.Value if data.Value is not None else None
 
 
+class _TrustStore(TrustStore):
+    """asyncua's trust store, filled from our folder loader, refusing without a traceback."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__([folder], [])
+        self._folder = folder
+        self._contents = TrustFolder((), ())
+        self._store: x509.verification.Store | None = None
+
+    async def load(self) -> None:
+        """Read the folder again (certificates may have been added since the last connect)."""
+        self._contents = await asyncio.to_thread(load_trust_folder, self._folder)
+        self._store = x509.verification.Store(list(self._contents.certificates))
+
+    def is_trusted(self, certificate: x509.Certificate) -> bool:
+        """The certificate is in the folder, or issued by a CA certificate there."""
+        if self._store is None:
+            return False
+        verifier = self.policy_builder.store(self._store).build_client_verifier()
+        try:
+            verifier.verify(certificate, [])
+        except x509.verification.VerificationError:
+            return False
+        return True
+
+    def is_revoked(self, certificate: x509.Certificate) -> bool:
+        """A revocation list in the folder lists the certificate."""
+        return self._contents.is_revoked(certificate)
+
+
+class ServerCertificateRefused(UaError):
+    """The server's certificate failed validation; `status` says why."""
+
+    def __init__(self, status: ua.StatusCode, certificate: x509.Certificate) -> None:
+        super().__init__(status.name)
+        self.status = status
+        self.certificate = certificate
+
+
+def _refusing_validator(validator: CertificateValidator) -> Any:
+    """The validator, raising ServerCertificateRefused (asyncua logs a ServiceError each time)."""
+
+    async def validate(certificate: x509.Certificate, server: ua.ApplicationDescription) -> None:
+        try:
+            await validator.validate(certificate, server)
+        except ServiceError as exc:
+            status = ua.StatusCode(ua.UInt32(exc.code))
+            raise ServerCertificateRefused(status, certificate) from None
+
+    return validate
+
+
+async def prepare_client(client: Client, security: OpcUaSecurity, identity: OpcUaIdentity) -> None:
+    """Set a client's session timeout, secure channel and user identity from configuration."""
+    client.session_timeout = SESSION_TIMEOUT_MS
+    if security.policy != "None":
+        assert security.certificate
+        assert security.private_key
+        assert security.trust_store
+        client.application_uri = security.application_uri
+        store = _TrustStore(security.trust_store)
+        await store.load()
+        client.certificate_validator = _refusing_validator(
+            CertificateValidator(
+                CertificateValidatorOptions.TIME_RANGE
+                | CertificateValidatorOptions.TRUSTED
+                | CertificateValidatorOptions.REVOKED
+                | CertificateValidatorOptions.PEER_SERVER,
+                store,
+            )
+        )
+        await client.set_security(
+            POLICIES[security.policy],
+            certificate=security.certificate,
+            private_key=security.private_key,
+            mode=getattr(ua.MessageSecurityMode, security.mode),
+        )
+    if identity.type == "username":
+        assert identity.username
+        assert identity.password
+        client.set_user(identity.username)
+        client.set_password(identity.password.get_secret_value())
+    elif identity.type == "certificate":
+        assert identity.certificate
+        assert identity.private_key
+        await client.load_client_certificate(str(identity.certificate))
+        await client.load_private_key(identity.private_key)
+
+
 class _Changes:
     """Subscription handler: keeps data change notifications until the poller collects them."""
 
@@ -159,6 +258,7 @@ class OpcUaSource:
         self._changes: _Changes | None = None
         self._subscription: Subscription | None = None
         self._state = DeviceState.DISCONNECTED
+        self._refused = False  # the server's certificate was refused at the last connect
 
     @property
     def name(self) -> str:
@@ -174,66 +274,63 @@ class OpcUaSource:
         """The clock's wall time."""
         return self._clock.time_us()
 
-    async def _prepare(self, client: Client) -> None:
-        client.session_timeout = SESSION_TIMEOUT_MS
-        security = self._config.security
-        if security.policy != "None":
-            assert security.certificate
-            assert security.private_key
-            assert security.trust_store
-            client.application_uri = security.application_uri
-            store = TrustStore([security.trust_store], [])
-            await store.load()
-            client.certificate_validator = CertificateValidator(
-                CertificateValidatorOptions.TIME_RANGE
-                | CertificateValidatorOptions.TRUSTED
-                | CertificateValidatorOptions.REVOKED
-                | CertificateValidatorOptions.PEER_SERVER,
-                store,
-            )
-            await client.set_security(
-                POLICIES[security.policy],
-                certificate=security.certificate,
-                private_key=security.private_key,
-                mode=getattr(ua.MessageSecurityMode, security.mode),
-            )
-        identity = self._config.identity
-        if identity.type == "username":
-            assert identity.username
-            assert identity.password
-            client.set_user(identity.username)
-            client.set_password(identity.password.get_secret_value())
-        elif identity.type == "certificate":
-            assert identity.certificate
-            assert identity.private_key
-            await client.load_client_certificate(str(identity.certificate))
-            await client.load_private_key(identity.private_key)
-
     async def connect(self) -> None:
         """Connect with the configured security, resolve nodes, and subscribe if configured."""
         self._state = DeviceState.CONNECTING
-        client = Client(self._config.endpoint, timeout=self._config.timeout)
+        config = self._config
+        client = Client(config.endpoint, timeout=config.timeout)
         try:
-            await self._prepare(client)
+            await prepare_client(client, config.security, config.identity)
             await client.connect()
-        except _CONNECT_ERRORS as exc:
-            await _disconnect_quietly(client)
-            self._state = DeviceState.DISCONNECTED
+        except ServerCertificateRefused as exc:
+            await self._give_up(client)
+            self._server_refused(exc)
             raise DeviceUnreachable(
-                f"{self.name}: cannot connect to {self._config.endpoint}: {exc!r}"
+                f"{self.name}: server certificate refused ({exc.status.name})"
             ) from exc
+        except TrustStoreError as exc:
+            await self._give_up(client)
+            raise DeviceUnreachable(f"{self.name}: security.trust_store: {exc}") from exc
+        except _CONNECT_ERRORS as exc:
+            await self._give_up(client)
+            raise DeviceUnreachable(
+                f"{self.name}: cannot connect to {config.endpoint}: {exc!r}"
+            ) from exc
+        if self._refused:
+            self._refused = False
+            log.info("%s: the server's certificate is accepted again", self.name)
         try:
             self._node_ids = await self._resolve(client)
             self._chunk = await self._server_read_limit(client)
             await self._learn_types(client)
-            if self._config.mode == "subscribe":
+            if config.mode == "subscribe":
                 await self._subscribe(client)
         except _CONNECT_ERRORS as exc:
-            await _disconnect_quietly(client)
-            self._state = DeviceState.DISCONNECTED
+            await self._give_up(client)
             raise DeviceUnreachable(f"{self.name}: cannot set up the session: {exc!r}") from exc
         self._client = client
         self._state = DeviceState.CONNECTED
+
+    async def _give_up(self, client: Client) -> None:
+        await _disconnect_quietly(client)
+        self._state = DeviceState.DISCONNECTED
+
+    def _server_refused(self, refused: ServerCertificateRefused) -> None:
+        """Say once, not on every reconnect, which certificate is refused and how to trust it."""
+        if self._refused:
+            return
+        self._refused = True
+        certificate = refused.certificate
+        log.error(
+            "%s: refusing the server's certificate (%s): subject %s, SHA-256 %s; if it is the"
+            " right server, trust it with: plantwire-agent trust %s --trust-store %s",
+            self.name,
+            refused.status.name,
+            subject(certificate),
+            thumbprint(certificate),
+            self._config.endpoint,
+            self._config.security.trust_store,
+        )
 
     async def _resolve(self, client: Client) -> list[ua.NodeId | None]:
         """Node ids of every tag; None (and a warning) for one that does not resolve."""
