@@ -518,6 +518,8 @@ class OpcUaSource:
         tag = self.tags[index] if index is not None else None
         data_type = self._types.get(tag_name) if tag else None
         if tag is not None and tag.writable and data_type is None:
+            if self._client is None:  # types are learnt on connect
+                raise DeviceUnreachable(f"{self.name}: not connected")
             raise WriteRefused(
                 f"{self.name}/{tag_name}: the node's data type is not a built-in one Plantwire"
                 " writes, and no value was read yet; set the tag's `type`"
