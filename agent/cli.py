@@ -8,24 +8,28 @@ import logging
 import signal
 import socket
 import sys
+import typing
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 import yaml
+from pydantic import BaseModel, ValidationError
 
 from agent import __version__
 from agent.buffer import BufferLayoutError
 from agent.config import AgentConfig, load_agent_config
 from agent.service import AgentService
-from agent.sources import build_source
+from agent.sources import build_source, device_file_problems
 from protocols.base import SourceError
+from protocols.opcua.config import OpcUaIdentity, OpcUaSecurity
 from shared.clock import SystemClock
 from shared.errors import ConfigError
 from shared.logs import setup_logging
 
 log = logging.getLogger(__name__)
 STOP_TIMEOUT_S = 30.0
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate a configuration file and exit")
     check.add_argument("config", type=Path, help="agent YAML file")
     discover = commands.add_parser(
-        "discover", help="browse an OPC UA server and print a device configuration"
+        "discover",
+        help="browse an OPC UA server and print an agent configuration that reads it",
     )
     discover.add_argument("endpoint", help="opc.tcp://host:port[/path]")
     discover.add_argument("--name", default="opcua-device", help="device name to print")
@@ -48,6 +53,22 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also list the standard Server object's variables",
     )
+    discover.add_argument("--agent-id", default="edge-agent", help="agent.id to print")
+    discover.add_argument(
+        "--buffer", default="/var/lib/plantwire/buffer.sqlite", help="buffer.path to print"
+    )
+    discover.add_argument("--mqtt-url", default="mqtt://localhost:1883", help="mqtt.url to print")
+    _add_section_options(discover, "security", OpcUaSecurity)
+    _add_section_options(discover, "identity", OpcUaIdentity)
+    trust = commands.add_parser(
+        "trust", help="fetch an OPC UA server's certificate and add it to a trust store"
+    )
+    trust.add_argument("endpoint", help="opc.tcp://host:port[/path]")
+    trust.add_argument(
+        "--trust-store", type=Path, required=True, help="folder of trusted certificates"
+    )
+    trust.add_argument("--yes", action="store_true", help="store without asking")
+    trust.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for it")
     cert = commands.add_parser(
         "create-certificate", help="create the agent's OPC UA application certificate"
     )
@@ -65,6 +86,45 @@ def build_parser() -> argparse.ArgumentParser:
     write.add_argument("tag", help="tag name")
     write.add_argument("value", help='value as JSON: true, 42, 1.5, "text"')
     return parser
+
+
+def _is_path(annotation: object) -> bool:
+    return annotation is Path or Path in typing.get_args(annotation)
+
+
+def _add_section_options(
+    parser: argparse.ArgumentParser, section: str, model: type[BaseModel]
+) -> None:
+    """One --SECTION-KEY option per key of a device config section, described as in the docs."""
+    group = parser.add_argument_group(
+        f"{section}", f"the keys of a device's `{section}` section (see docs/configuration.md)"
+    )
+    for key, field in model.model_fields.items():
+        group.add_argument(
+            f"--{section}-{key.replace('_', '-')}",
+            dest=f"{section}__{key}",
+            type=(lambda text: Path(text).resolve()) if _is_path(field.annotation) else str,
+            help=field.description,
+        )
+
+
+def _section_from_options(args: argparse.Namespace, section: str, model: type[ModelT]) -> ModelT:
+    """The section the options describe, validated by the same model as a device's."""
+    values = {
+        key: value
+        for key in model.model_fields
+        if (value := getattr(args, f"{section}__{key}")) is not None
+    }
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        problems = [
+            f"--{section}-{'-'.join(str(p) for p in e['loc']).replace('_', '-')}: {e['msg']}"
+            if e["loc"]
+            else f"{section}: {e['msg']}"
+            for e in exc.errors()
+        ]
+        raise ConfigError("invalid options\n  " + "\n  ".join(problems)) from exc
 
 
 class Stoppable(Protocol):
@@ -107,8 +167,6 @@ async def write_once(config: AgentConfig, device_name: str, tag: str, raw: str) 
     source = build_source(device, SystemClock())
     await source.connect()
     try:
-        if device.type == "opcua":
-            await source.read()  # learn the node's type before writing it
         await source.write(tag, value)
     finally:
         await source.close()
@@ -136,17 +194,78 @@ async def create_certificate(args: argparse.Namespace) -> str:
     )
 
 
-async def discover_device(args: argparse.Namespace) -> str:
-    """YAML of a device entry listing every variable the server has."""
+async def discover_config(args: argparse.Namespace) -> str:
+    """YAML of a complete agent configuration reading every variable the server has."""
     from protocols.opcua.discover import discover
 
+    security = _section_from_options(args, "security", OpcUaSecurity)
+    identity = _section_from_options(args, "identity", OpcUaIdentity)
     tags, skipped = await discover(
-        args.endpoint, depth=args.depth, include_server=args.include_server
+        args.endpoint,
+        security=security,
+        identity=identity,
+        depth=args.depth,
+        include_server=args.include_server,
     )
-    device = {"name": args.name, "type": "opcua", "endpoint": args.endpoint, "tags": tags}
-    text = yaml.safe_dump({"devices": [device]}, sort_keys=False, width=120)
+    if not tags:
+        raise SourceError(f"{args.endpoint}: no variable of a type Plantwire reads was found")
+    device: dict[str, Any] = {"name": args.name, "type": "opcua", "endpoint": args.endpoint}
+    if security.policy != "None":
+        device["security"] = security.model_dump(mode="json", exclude_none=True)
+    if identity.type != "anonymous":
+        device["identity"] = identity.model_dump(mode="json", exclude_none=True)
+        if identity.password is not None:
+            device["identity"]["password"] = identity.password.get_secret_value()
+    device["tags"] = tags
+    document = {
+        "agent": {"id": args.agent_id},
+        "buffer": {"path": args.buffer},
+        "mqtt": {"url": args.mqtt_url},
+        "devices": [device],
+    }
+    try:  # never print a configuration that check-config would refuse
+        AgentConfig.model_validate(document)
+    except ValidationError as exc:
+        raise ConfigError(f"the discovered configuration is not valid: {exc}") from exc
+    writable = sum(1 for tag in tags if tag.get("writable"))
+    text = yaml.safe_dump(document, sort_keys=False, width=120)
     notes = "".join(f"# skipped {note}\n" for note in skipped)
-    return f"# {len(tags)} variables found on {args.endpoint}\n{notes}{text}"
+    return (
+        f"# {len(tags)} variables found on {args.endpoint}, {writable} of them writable"
+        " (writes stay refused unless a tag says writable: true; remove what you do not need)\n"
+        f"{notes}{text}"
+    )
+
+
+def trust_server(args: argparse.Namespace) -> int:
+    """Show the server's certificate; store it in the trust store if the user confirms."""
+    from protocols.opcua.discover import server_certificates
+    from protocols.opcua.trust import store_certificate, subject, thumbprint
+
+    certificates = asyncio.run(server_certificates(args.endpoint, timeout=args.timeout))
+    if not certificates:
+        raise SourceError(f"{args.endpoint} sent no certificate (it offers no secure endpoint)")
+    stored = 0
+    for certificate in certificates:
+        print(f"server certificate of {args.endpoint}")
+        print(f"  subject: {subject(certificate)}")
+        print(f"  SHA-256: {thumbprint(certificate)}")
+        print(f"  valid:   {certificate.not_valid_before_utc} .. {certificate.not_valid_after_utc}")
+        if not args.yes and not _confirm(f"Trust it and store it in {args.trust_store}? [y/N] "):
+            print("not stored")
+            continue
+        path = store_certificate(args.trust_store, certificate)
+        print(f"stored as {path}")
+        stored += 1
+    return 0 if stored else 1
+
+
+def _confirm(question: str) -> bool:
+    try:
+        answer = input(question)
+    except EOFError:
+        return False
+    return answer.strip().lower() in ("y", "yes")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -154,8 +273,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "discover":
-            print(asyncio.run(discover_device(args)), end="")
+            print(asyncio.run(discover_config(args)), end="")
             return 0
+        if args.command == "trust":
+            return trust_server(args)
         if args.command == "create-certificate":
             print(asyncio.run(create_certificate(args)))
             return 0
@@ -170,6 +291,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"plantwire-agent: {exc}", file=sys.stderr)
         return 1
     if args.command == "check-config":
+        problems = device_file_problems(config.devices)
+        if problems:
+            print(
+                f"plantwire-agent: {args.config}: invalid configuration\n  "
+                + "\n  ".join(problems),
+                file=sys.stderr,
+            )
+            return 2
         tags = sum(len(device.tags) for device in config.devices)
         print(
             f"{args.config}: OK: agent {config.agent.id}, {len(config.devices)} devices,"

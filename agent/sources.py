@@ -1,8 +1,12 @@
 """Building the right driver for each configured device, importing only the drivers in use."""
 
+from collections.abc import Sequence
+from pathlib import Path
+
 from agent.config import Device
 from protocols.base import Source
 from protocols.modbus.config import ModbusDevice
+from protocols.opcua.config import OpcUaDevice
 from shared.clock import Clock
 
 
@@ -16,3 +20,35 @@ def build_source(device: Device, clock: Clock) -> Source:
     from protocols.opcua.source import OpcUaSource
 
     return OpcUaSource(device, clock)
+
+
+def device_file_problems(devices: Sequence[Device]) -> list[str]:
+    """Files the devices name that are missing or unusable, each as `key path: problem`."""
+    from protocols.opcua.trust import TrustStoreError, load_trust_folder
+
+    problems: list[str] = []
+    for index, device in enumerate(devices):
+        if not isinstance(device, OpcUaDevice):
+            continue
+        where = f"devices.{index}"
+        security, identity = device.security, device.identity
+        files: list[tuple[str, Path | None]] = [
+            ("identity.certificate", identity.certificate),
+            ("identity.private_key", identity.private_key),
+        ]
+        if security.policy != "None":
+            files += [
+                ("security.certificate", security.certificate),
+                ("security.private_key", security.private_key),
+            ]
+            if security.trust_store is not None:
+                try:
+                    load_trust_folder(security.trust_store)
+                except TrustStoreError as exc:
+                    problems.append(f"{where}.security.trust_store: {exc}")
+        problems += [
+            f"{where}.{key}: {path} is not a readable file"
+            for key, path in files
+            if path is not None and not path.is_file()
+        ]
+    return problems

@@ -61,20 +61,47 @@ def _is_model(annotation: Any) -> TypeGuard[type[BaseModel]]:
     return isinstance(annotation, type) and issubclass(annotation, BaseModel)
 
 
-def _element_models(annotation: Any) -> list[type[BaseModel]]:
-    """Models inside list[...] / unions, whose fields get tables of their own."""
-    if get_origin(annotation) is Annotated:
-        return _element_models(get_args(annotation)[0])
+def _nested_models(annotation: Any) -> tuple[list[type[BaseModel]], bool]:
+    """Models a field holds (its own table each), and whether they come as a list."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _nested_models(get_args(annotation)[0])
     if _is_model(annotation):
-        return [annotation]
+        return [annotation], False
+    if origin is list:
+        return _nested_models(get_args(annotation)[0])[0], True
     found: list[type[BaseModel]] = []
+    as_list = False
     for arg in get_args(annotation):
-        found.extend(_element_models(arg))
-    return found
+        models, in_list = _nested_models(arg)
+        found.extend(models)
+        as_list = as_list or in_list
+    return found, as_list
+
+
+def _variant(model: type[BaseModel]) -> str:
+    """`type=<value>` for one member of a union told apart by its `type` key."""
+    type_field = model.model_fields.get("type")
+    if type_field is None or get_origin(type_field.annotation) is not Literal:
+        return model.__name__
+    return f"type={get_args(type_field.annotation)[0]}"
+
+
+def _kind(annotation: Any, models: list[type[BaseModel]], as_list: bool) -> str:
+    if not models:
+        return _type_name(annotation)
+    optional = type(None) in get_args(annotation)
+    kind = "list of sections" if as_list else "section"
+    return f"{kind} or null" if optional else kind
 
 
 def model_table(model: type[BaseModel], prefix: str = "") -> list[str]:
-    """Markdown sections describing a model's keys, nested sections after their parent."""
+    """Markdown sections describing a model's keys, nested sections after their parent.
+
+    Headings name the key path as it is written in the file: `security` for a section,
+    `tags[]` for the entries of a list, `devices[type=opcua]` for the entries of a list whose
+    kind is chosen by their `type` key.
+    """
     lines = [
         f"### `{prefix or '(top level)'}`",
         "",
@@ -87,20 +114,15 @@ def model_table(model: type[BaseModel], prefix: str = "") -> list[str]:
     for name, field in model.model_fields.items():
         path = f"{prefix}.{name}" if prefix else name
         annotation = field.annotation
-        if _is_model(annotation):
-            nested.append((path, annotation))
-            kind = "section"
-        elif _is_duration(field):
-            kind = "duration"
+        models, as_list = _nested_models(annotation)
+        kind = "duration" if _is_duration(field) else _kind(annotation, models, as_list)
+        if len(models) > 1:
+            nested.extend((f"{path}[{_variant(inner)}]", inner) for inner in models)
         else:
-            kind = _type_name(annotation)
-            nested.extend((f"{path}[]", inner) for inner in _element_models(annotation))
+            nested.extend((f"{path}[]" if as_list else path, inner) for inner in models)
         description = (field.description or "").replace("|", "\\|")
         lines.append(f"| `{name}` | {kind} | {_default(field)} | {description} |")
     lines.append("")
     for path, inner in nested:
-        type_field = inner.model_fields.get("type")
-        if type_field is not None and get_origin(type_field.annotation) is Literal:
-            path = f"{path[:-2]}[type={get_args(type_field.annotation)[0]}]"
         lines.extend(model_table(inner, path))
     return lines

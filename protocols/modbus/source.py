@@ -25,6 +25,29 @@ _TRANSPORT_ERRORS = (ModbusException, OSError, asyncio.TimeoutError)
 
 ModbusClient = AsyncModbusTcpClient | AsyncModbusSerialClient
 
+# The names the Modbus Application Protocol specification (section 7) gives exception codes.
+EXCEPTION_NAMES: dict[int, str] = {
+    ExcCodes.ILLEGAL_FUNCTION: "illegal function",
+    ExcCodes.ILLEGAL_ADDRESS: "illegal data address",
+    ExcCodes.ILLEGAL_VALUE: "illegal data value",
+    ExcCodes.DEVICE_FAILURE: "server device failure",
+    ExcCodes.ACKNOWLEDGE: "acknowledge (busy with a long command)",
+    ExcCodes.DEVICE_BUSY: "server device busy",
+    ExcCodes.NEGATIVE_ACKNOWLEDGE: "negative acknowledge",
+    ExcCodes.MEMORY_PARITY_ERROR: "memory parity error",
+    ExcCodes.GATEWAY_PATH_UNAVIABLE: "gateway path unavailable",
+    ExcCodes.GATEWAY_NO_RESPONSE: "gateway target device failed to respond",
+}
+
+
+def describe_error(response: ModbusPDU) -> str:
+    """An error response in words, e.g. 'illegal data address (exception 2)'."""
+    code = getattr(response, "exception_code", None)
+    if not isinstance(code, int):
+        return str(response)
+    name = EXCEPTION_NAMES.get(code, "unknown exception")
+    return f"{name} (exception {code})"
+
 
 class ModbusSource:
     """A Modbus device, read with as few requests as its tag layout allows."""
@@ -137,7 +160,9 @@ class ModbusSource:
         )
         if response.isError():
             self._state = DeviceState.DISCONNECTED
-            raise DeviceUnreachable(f"{self.name}: device refused {what}: {response}")
+            raise DeviceUnreachable(
+                f"{self.name}: device refused {what}: {describe_error(response)}"
+            )
         if request.table in BIT_TABLES:
             return [1 if bit else 0 for bit in response.bits[: request.count]]
         return list(response.registers)
@@ -189,7 +214,9 @@ class ModbusSource:
                 send = lambda: client.write_registers(address, words, device_id=unit)  # noqa: E731
         response = await self._execute(send, f"write of {tag_name}")
         if response.isError():
-            raise WriteFailed(f"{self.name}/{tag_name}: device refused the write: {response}")
+            raise WriteFailed(
+                f"{self.name}/{tag_name}: device refused the write: {describe_error(response)}"
+            )
         log.info("%s/%s written: %r", self.name, tag_name, value)
 
     def unreachable_readings(self, ts_us: int) -> list[Reading]:

@@ -79,8 +79,9 @@ class OpcUaSecurity(StrictModel):
     )
     trust_store: Path | None = Field(
         default=None,
-        description="Folder of trusted server and CA certificates; a server whose certificate"
-        " is not trusted is refused.",
+        description="Folder of trusted server and CA certificates (PEM or DER, named .der, .pem,"
+        " .crt or .cer) and revocation lists (.crl); a server whose certificate is not trusted"
+        " is refused. `plantwire-agent trust` adds a server's certificate.",
     )
 
     @model_validator(mode="after")

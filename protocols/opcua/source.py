@@ -4,21 +4,31 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from asyncua import ua
 from asyncua.client.client import Client
 from asyncua.common.node import Node
 from asyncua.common.subscription import DataChangeNotif, Subscription
+from asyncua.common.utils import ServiceError
 from asyncua.crypto import security_policies
 from asyncua.crypto.truststore import TrustStore
 from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
 from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.uaerrors import UaError, UaStatusCodeError
+from cryptography import x509
 
 from protocols.base import DeviceState, DeviceUnreachable, WriteFailed, WriteRefused
-from protocols.opcua.config import PATH_ELEMENT, OpcUaDevice, OpcUaTag
+from protocols.opcua.config import PATH_ELEMENT, OpcUaDevice, OpcUaIdentity, OpcUaSecurity, OpcUaTag
+from protocols.opcua.trust import (
+    TrustFolder,
+    TrustStoreError,
+    load_trust_folder,
+    subject,
+    thumbprint,
+)
 from protocols.writes import check_write
 from shared.clock import Clock
 from shared.readings import DataType, Quality, Reading, Value, datetime_to_us, value_fits
@@ -61,19 +71,156 @@ def quality_of(status: ua.StatusCode | None) -> Quality:
     return Quality.BAD
 
 
-def _us(moment: datetime | None) -> int | None:
+# Timestamps outside these bounds are not times a machine measured: OPC UA's null DateTime
+# (1601-01-01), its maximum (9999-12-31, seen from real servers after a write), clocks never set.
+VALID_FROM_US = datetime_to_us(datetime(2000, 1, 1, tzinfo=UTC))
+VALID_UNTIL_US = datetime_to_us(datetime(2100, 1, 1, tzinfo=UTC))
+
+
+def _valid_us(moment: datetime | None) -> int | None:
+    """A timestamp in microseconds, or None if it is missing, null or out of range."""
     if moment is None:
         return None
     if moment.tzinfo is None:  # OPC UA times are UTC
         moment = moment.replace(tzinfo=UTC)
-    return datetime_to_us(moment)
+    us = datetime_to_us(moment)
+    return us if VALID_FROM_US <= us < VALID_UNTIL_US else None
 
 
-def timestamps_us(value: ua.DataValue, fallback_us: int) -> tuple[int, int | None]:
-    """(source timestamp, else server timestamp, else the read time; server timestamp)."""
-    server = _us(value.ServerTimestamp)
-    source = _us(value.SourceTimestamp)
-    return (source if source is not None else server or fallback_us), server
+def stamp_and_quality(data: ua.DataValue, poll_us: int) -> tuple[int, int | None, Quality]:
+    """A DataValue's reading time, server time and quality, after OPC UA Part 4.
+
+    The source timestamp is the reading's time. Without a valid one the value's time is not
+    known: the server timestamp (else the poll time) stands in and the quality drops to
+    uncertain. A server timestamp that is null or out of range counts as missing.
+    """
+    quality = quality_of(data.StatusCode)
+    server_us = _valid_us(data.ServerTimestamp)
+    source_us = _valid_us(data.SourceTimestamp)
+    if source_us is not None:
+        return source_us, server_us, quality
+    if quality is not Quality.BAD:
+        quality = Quality.UNCERTAIN
+    return (server_us if server_us is not None else poll_us), server_us, quality
+
+
+def data_type_of(type_id: ua.NodeId) -> DataType | None:
+    """The data type of a node whose DataType attribute is one of the built-in types we read."""
+    identifier = type_id.Identifier
+    if type_id.NamespaceIndex != 0 or not isinstance(identifier, int):
+        return None
+    # The built-in DataType nodes i=1..25 are numbered like the variant types.
+    try:
+        return TYPE_OF_VARIANT.get(ua.VariantType(identifier))
+    except ValueError:
+        return None
+
+
+async def read_attributes(
+    client: Client, items: Sequence[tuple[ua.NodeId, AttributeIds]]
+) -> list[ua.DataValue]:
+    """One Read service call, asking for source and server timestamps both."""
+    parameters = ua.ReadParameters()
+    parameters.MaxAge = 0
+    parameters.TimestampsToReturn = ua.TimestampsToReturn.Both
+    parameters.NodesToRead = [
+        ua.ReadValueId(NodeId=node_id, AttributeId=attribute) for node_id, attribute in items
+    ]
+    results: list[ua.DataValue] = await client.uaclient.read(parameters)
+    return results
+
+
+def _variant_value(data: ua.DataValue) -> Any:
+    return data.Value.Value if data.Value is not None else None
+
+
+class _TrustStore(TrustStore):
+    """asyncua's trust store, filled from our folder loader, refusing without a traceback."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__([folder], [])
+        self._folder = folder
+        self._contents = TrustFolder((), ())
+        self._store: x509.verification.Store | None = None
+
+    async def load(self) -> None:
+        """Read the folder again (certificates may have been added since the last connect)."""
+        self._contents = await asyncio.to_thread(load_trust_folder, self._folder)
+        self._store = x509.verification.Store(list(self._contents.certificates))
+
+    def is_trusted(self, certificate: x509.Certificate) -> bool:
+        """The certificate is in the folder, or issued by a CA certificate there."""
+        if self._store is None:
+            return False
+        verifier = self.policy_builder.store(self._store).build_client_verifier()
+        try:
+            verifier.verify(certificate, [])
+        except x509.verification.VerificationError:
+            return False
+        return True
+
+    def is_revoked(self, certificate: x509.Certificate) -> bool:
+        """A revocation list in the folder lists the certificate."""
+        return self._contents.is_revoked(certificate)
+
+
+class ServerCertificateRefused(UaError):
+    """The server's certificate failed validation; `status` says why."""
+
+    def __init__(self, status: ua.StatusCode, certificate: x509.Certificate) -> None:
+        super().__init__(status.name)
+        self.status = status
+        self.certificate = certificate
+
+
+def _refusing_validator(validator: CertificateValidator) -> Any:
+    """The validator, raising ServerCertificateRefused (asyncua logs a ServiceError each time)."""
+
+    async def validate(certificate: x509.Certificate, server: ua.ApplicationDescription) -> None:
+        try:
+            await validator.validate(certificate, server)
+        except ServiceError as exc:
+            status = ua.StatusCode(ua.UInt32(exc.code))
+            raise ServerCertificateRefused(status, certificate) from None
+
+    return validate
+
+
+async def prepare_client(client: Client, security: OpcUaSecurity, identity: OpcUaIdentity) -> None:
+    """Set a client's session timeout, secure channel and user identity from configuration."""
+    client.session_timeout = SESSION_TIMEOUT_MS
+    if security.policy != "None":
+        assert security.certificate
+        assert security.private_key
+        assert security.trust_store
+        client.application_uri = security.application_uri
+        store = _TrustStore(security.trust_store)
+        await store.load()
+        client.certificate_validator = _refusing_validator(
+            CertificateValidator(
+                CertificateValidatorOptions.TIME_RANGE
+                | CertificateValidatorOptions.TRUSTED
+                | CertificateValidatorOptions.REVOKED
+                | CertificateValidatorOptions.PEER_SERVER,
+                store,
+            )
+        )
+        await client.set_security(
+            POLICIES[security.policy],
+            certificate=security.certificate,
+            private_key=security.private_key,
+            mode=getattr(ua.MessageSecurityMode, security.mode),
+        )
+    if identity.type == "username":
+        assert identity.username
+        assert identity.password
+        client.set_user(identity.username)
+        client.set_password(identity.password.get_secret_value())
+    elif identity.type == "certificate":
+        assert identity.certificate
+        assert identity.private_key
+        await client.load_client_certificate(str(identity.certificate))
+        await client.load_private_key(identity.private_key)
 
 
 class _Changes:
@@ -111,6 +258,7 @@ class OpcUaSource:
         self._changes: _Changes | None = None
         self._subscription: Subscription | None = None
         self._state = DeviceState.DISCONNECTED
+        self._refused = False  # the server's certificate was refused at the last connect
 
     @property
     def name(self) -> str:
@@ -126,65 +274,63 @@ class OpcUaSource:
         """The clock's wall time."""
         return self._clock.time_us()
 
-    async def _prepare(self, client: Client) -> None:
-        client.session_timeout = SESSION_TIMEOUT_MS
-        security = self._config.security
-        if security.policy != "None":
-            assert security.certificate
-            assert security.private_key
-            assert security.trust_store
-            client.application_uri = security.application_uri
-            store = TrustStore([security.trust_store], [])
-            await store.load()
-            client.certificate_validator = CertificateValidator(
-                CertificateValidatorOptions.TIME_RANGE
-                | CertificateValidatorOptions.TRUSTED
-                | CertificateValidatorOptions.REVOKED
-                | CertificateValidatorOptions.PEER_SERVER,
-                store,
-            )
-            await client.set_security(
-                POLICIES[security.policy],
-                certificate=security.certificate,
-                private_key=security.private_key,
-                mode=getattr(ua.MessageSecurityMode, security.mode),
-            )
-        identity = self._config.identity
-        if identity.type == "username":
-            assert identity.username
-            assert identity.password
-            client.set_user(identity.username)
-            client.set_password(identity.password.get_secret_value())
-        elif identity.type == "certificate":
-            assert identity.certificate
-            assert identity.private_key
-            await client.load_client_certificate(str(identity.certificate))
-            await client.load_private_key(identity.private_key)
-
     async def connect(self) -> None:
         """Connect with the configured security, resolve nodes, and subscribe if configured."""
         self._state = DeviceState.CONNECTING
-        client = Client(self._config.endpoint, timeout=self._config.timeout)
+        config = self._config
+        client = Client(config.endpoint, timeout=config.timeout)
         try:
-            await self._prepare(client)
+            await prepare_client(client, config.security, config.identity)
             await client.connect()
-        except _CONNECT_ERRORS as exc:
-            await _disconnect_quietly(client)
-            self._state = DeviceState.DISCONNECTED
+        except ServerCertificateRefused as exc:
+            await self._give_up(client)
+            self._server_refused(exc)
             raise DeviceUnreachable(
-                f"{self.name}: cannot connect to {self._config.endpoint}: {exc!r}"
+                f"{self.name}: server certificate refused ({exc.status.name})"
             ) from exc
+        except TrustStoreError as exc:
+            await self._give_up(client)
+            raise DeviceUnreachable(f"{self.name}: security.trust_store: {exc}") from exc
+        except _CONNECT_ERRORS as exc:
+            await self._give_up(client)
+            raise DeviceUnreachable(
+                f"{self.name}: cannot connect to {config.endpoint}: {exc!r}"
+            ) from exc
+        if self._refused:
+            self._refused = False
+            log.info("%s: the server's certificate is accepted again", self.name)
         try:
             self._node_ids = await self._resolve(client)
             self._chunk = await self._server_read_limit(client)
-            if self._config.mode == "subscribe":
+            await self._learn_types(client)
+            if config.mode == "subscribe":
                 await self._subscribe(client)
         except _CONNECT_ERRORS as exc:
-            await _disconnect_quietly(client)
-            self._state = DeviceState.DISCONNECTED
+            await self._give_up(client)
             raise DeviceUnreachable(f"{self.name}: cannot set up the session: {exc!r}") from exc
         self._client = client
         self._state = DeviceState.CONNECTED
+
+    async def _give_up(self, client: Client) -> None:
+        await _disconnect_quietly(client)
+        self._state = DeviceState.DISCONNECTED
+
+    def _server_refused(self, refused: ServerCertificateRefused) -> None:
+        """Say once, not on every reconnect, which certificate is refused and how to trust it."""
+        if self._refused:
+            return
+        self._refused = True
+        certificate = refused.certificate
+        log.error(
+            "%s: refusing the server's certificate (%s): subject %s, SHA-256 %s; if it is the"
+            " right server, trust it with: plantwire-agent trust %s --trust-store %s",
+            self.name,
+            refused.status.name,
+            subject(certificate),
+            thumbprint(certificate),
+            self._config.endpoint,
+            self._config.security.trust_store,
+        )
 
     async def _resolve(self, client: Client) -> list[ua.NodeId | None]:
         """Node ids of every tag; None (and a warning) for one that does not resolve."""
@@ -234,6 +380,31 @@ class OpcUaSource:
             return self._config.max_nodes_per_read
         return min(limit, self._config.max_nodes_per_read)
 
+    async def _learn_types(self, client: Client) -> None:
+        """Take each untyped tag's type from its node's DataType, so writes work at once."""
+        untyped = [
+            i
+            for i, (tag, node_id) in enumerate(zip(self.tags, self._node_ids, strict=True))
+            if node_id is not None and tag.type is None
+        ]
+        per_read = max(1, self._chunk // 2)  # two attributes per node
+        for start in range(0, len(untyped), per_read):
+            chunk = untyped[start : start + per_read]
+            items = [
+                (node_id, attribute)
+                for i in chunk
+                if (node_id := self._node_ids[i]) is not None
+                for attribute in (AttributeIds.DataType, AttributeIds.ValueRank)
+            ]
+            values = await read_attributes(client, items)
+            for i, type_value, rank_value in zip(chunk, values[0::2], values[1::2], strict=True):
+                type_id, rank = _variant_value(type_value), _variant_value(rank_value)
+                # ValueRank -1, -2, -3 allow a scalar; 0 and above mean arrays, not read here.
+                if isinstance(type_id, ua.NodeId) and (rank is None or rank < 0):
+                    data_type = data_type_of(type_id)
+                    if data_type is not None:
+                        self._types[self.tags[i].name] = data_type
+
     async def _subscribe(self, client: Client) -> None:
         config = self._config
         self._changes = _Changes(self)
@@ -279,9 +450,13 @@ class OpcUaSource:
         wanted = [i for i, node_id in enumerate(self._node_ids) if node_id is not None]
         for start in range(0, len(wanted), self._chunk):
             chunk = wanted[start : start + self._chunk]
-            node_ids = [self._node_ids[i] for i in chunk]
+            items = [
+                (node_id, AttributeIds.Value)
+                for i in chunk
+                if (node_id := self._node_ids[i]) is not None
+            ]
             try:
-                values = await client.uaclient.read_attributes(node_ids, AttributeIds.Value)  # type: ignore[arg-type]
+                values = await read_attributes(client, items)
             except _CONNECT_ERRORS as exc:
                 self._state = DeviceState.DISCONNECTED
                 raise DeviceUnreachable(f"{self.name}: read failed: {exc!r}") from exc
@@ -306,9 +481,8 @@ class OpcUaSource:
         return readings
 
     def reading_of(self, tag: OpcUaTag, data: ua.DataValue, now_us: int) -> Reading:
-        """A reading from a DataValue: quality from its status, both timestamps kept."""
-        ts_us, server_ts_us = timestamps_us(data, now_us)
-        quality = quality_of(data.StatusCode)
+        """A reading from a DataValue, polled or notified: quality and times as Part 4 says."""
+        ts_us, server_ts_us, quality = stamp_and_quality(data, now_us)
         variant = data.Value
         data_type = tag.type
         value: Value | None = None
@@ -344,7 +518,12 @@ class OpcUaSource:
         tag = self.tags[index] if index is not None else None
         data_type = self._types.get(tag_name) if tag else None
         if tag is not None and tag.writable and data_type is None:
-            raise WriteRefused(f"{self.name}/{tag_name}: type unknown until the tag is read once")
+            if self._client is None:  # types are learnt on connect
+                raise DeviceUnreachable(f"{self.name}: not connected")
+            raise WriteRefused(
+                f"{self.name}/{tag_name}: the node's data type is not a built-in one Plantwire"
+                " writes, and no value was read yet; set the tag's `type`"
+            )
         check_write(self.name, tag, tag_name, data_type or DataType.FLOAT64, value)
         assert index is not None
         assert data_type is not None

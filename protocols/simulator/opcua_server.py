@@ -1,5 +1,6 @@
 """Serving the simulated machine over OPC UA with asyncua's server."""
 
+import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -8,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from asyncua import ua
+from asyncua.common.callback import CallbackType, ServerItemCallback
 from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.server.server import Server
 
@@ -17,6 +19,9 @@ from shared.readings import Value, us_to_datetime
 
 NAMESPACE_URI = "urn:plantwire:simulator"
 SERVER_URI = "urn:plantwire:simulator:server"
+# OPC UA's null DateTime ("no timestamp") and the largest one, which real servers have sent.
+NULL_DATETIME = ua.DateTime(1601, 1, 1, tzinfo=UTC)
+MAX_DATETIME = ua.DateTime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
 _UNSET = object()
 
 
@@ -63,6 +68,9 @@ class OpcUaMachineServer:
     """An OPC UA server with one Machine object whose variables follow the simulated machine.
 
     Writable tags' nodes accept writes from clients, which the machine then takes over.
+    Reads return only the timestamps the client asked for (TimestampsToReturn), as Part 4
+    requires. Tags named in `broken_timestamps` are served as faulty servers serve them: the
+    null DateTime as source timestamp and 9999-12-31 as server timestamp.
     """
 
     def __init__(
@@ -81,6 +89,7 @@ class OpcUaMachineServer:
         self._node_ids: dict[str, ua.NodeId] = {}
         self._published: dict[str, object] = {}
         self._published_version = -1
+        self.broken_timestamps: set[str] = set()
 
     async def start(self) -> None:
         """Create the address space and start listening."""
@@ -109,6 +118,7 @@ class OpcUaMachineServer:
         server.set_identity_tokens(tokens)
         for name in ("asyncua.server", "asyncua.common", "asyncua.uaprotocol"):
             logging.getLogger(name).setLevel(logging.ERROR)
+        server.subscribe_server_callback(CallbackType.PostRead, _return_asked_timestamps)
         namespace = await server.register_namespace(NAMESPACE_URI)
         machine_object = await server.nodes.objects.add_object(
             ua.NodeId(ua.String("Machine"), ua.Int16(namespace)),
@@ -161,10 +171,11 @@ class OpcUaMachineServer:
             value = machine.values[tag.name]
             if self._published.get(tag.name, _UNSET) == value:
                 continue
+            broken = tag.name in self.broken_timestamps
             data = ua.DataValue(
                 ua.Variant(value, VARIANT_OF[tag.data_type]),
-                SourceTimestamp=stamp,
-                ServerTimestamp=stamp,
+                SourceTimestamp=NULL_DATETIME if broken else stamp,
+                ServerTimestamp=MAX_DATETIME if broken else stamp,
             )
             await self._server.write_attribute_value(self._node_ids[tag.name], data)
             self._published[tag.name] = value
@@ -173,3 +184,20 @@ class OpcUaMachineServer:
     async def stop(self) -> None:
         """Stop listening and close every session."""
         await self._server.stop()
+
+
+async def _return_asked_timestamps(event: ServerItemCallback, dispatcher: Any) -> None:
+    """Drop the timestamps a Read did not ask for (asyncua's server returns both regardless)."""
+    wanted = event.request_params.TimestampsToReturn
+    source = wanted in (ua.TimestampsToReturn.Source, ua.TimestampsToReturn.Both)
+    server = wanted in (ua.TimestampsToReturn.Server, ua.TimestampsToReturn.Both)
+    results: list[ua.DataValue] = event.response_params
+    for i, data in enumerate(results):
+        # A copy: the result is the address space's own DataValue.
+        results[i] = dataclasses.replace(
+            data,
+            SourceTimestamp=data.SourceTimestamp if source else None,
+            SourcePicoseconds=data.SourcePicoseconds if source else None,
+            ServerTimestamp=data.ServerTimestamp if server else None,
+            ServerPicoseconds=data.ServerPicoseconds if server else None,
+        )

@@ -119,7 +119,9 @@ async def test_busy_device_is_retried_then_given_up(sim: Simulator) -> None:
         sim.modbus_image.busy_answers = 3
         assert by_tag(await source.read())["state"].quality is Quality.GOOD
         sim.modbus_image.busy_answers = 4
-        with pytest.raises(DeviceUnreachable, match="refused"):
+        with pytest.raises(
+            DeviceUnreachable, match=r"refused .*: server device busy \(exception 6\)$"
+        ):
             await source.read()
         assert source.state is DeviceState.DISCONNECTED
 
@@ -127,8 +129,11 @@ async def test_busy_device_is_retried_then_given_up(sim: Simulator) -> None:
 async def test_read_outside_the_map_is_refused(sim: Simulator) -> None:
     tags = [{"name": "far", "table": "holding_register", "address": 5000}]
     async with connected(device(sim, tags)) as source:
-        with pytest.raises(DeviceUnreachable, match="refused"):
+        with pytest.raises(DeviceUnreachable) as refused:
             await source.read()
+    assert str(refused.value) == (
+        "m: device refused holding_register read at 5000 x1: illegal data address (exception 2)"
+    )
 
 
 async def test_unreachable_device() -> None:
@@ -256,7 +261,7 @@ async def test_writes_outside_the_allow_list_are_refused(sim: Simulator) -> None
         for tag, value, message in refused:
             with pytest.raises(WriteRefused, match=message):
                 await source.write(tag, value)
-        with pytest.raises(WriteFailed, match="refused the write"):
+        with pytest.raises(WriteFailed, match=r"refused the write: illegal .* \(exception \d\)$"):
             await source.write("counter", 5)  # writable here, not on the device
     assert sim.modbus_image.writes_served == 0
     assert sim.machine.values["speed_setpoint"] == 12000

@@ -2,6 +2,8 @@
 
 import asyncio
 import contextlib
+import io
+import logging
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -10,18 +12,28 @@ from typing import Any
 import pytest
 import yaml
 from asyncua.crypto.cert_gen import setup_self_signed_certificate
+from asyncua.ua.attribute_ids import AttributeIds
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from agent.cli import main as agent_main
-from protocols.base import DeviceUnreachable, WriteFailed, WriteRefused
+from protocols.base import DeviceState, DeviceUnreachable, WriteFailed, WriteRefused
 from protocols.opcua.config import OpcUaDevice
 from protocols.opcua.source import OpcUaSource
+from protocols.opcua.trust import thumbprint
 from protocols.simulator.machine import TAGS
-from protocols.simulator.opcua_server import NAMESPACE_URI, SERVER_URI, OpcUaServerSecurity
+from protocols.simulator.opcua_server import (
+    NAMESPACE_URI,
+    SERVER_URI,
+    OpcUaServerSecurity,
+    node_name,
+)
 from protocols.simulator.runner import Simulator
 from shared.clock import SystemClock
-from shared.readings import DataType, Quality
+from shared.readings import DataType, Quality, Reading
 from tests.harness import DISTINCT_VALUES, by_tag, eventually, opcua_device, running_simulator
+from tests.unit.fakes import FakeClock
 
 
 @contextlib.asynccontextmanager
@@ -58,6 +70,57 @@ async def test_values_types_quality_and_timestamps(simulator: Simulator) -> None
             assert reading.ts_us < stamp, "the source timestamp is when the value last changed"
         else:
             assert reading.ts_us == stamp
+
+
+async def test_polls_ask_for_the_server_timestamp_too(simulator: Simulator) -> None:
+    """The simulator, like a conforming server, returns only the timestamps asked for."""
+    async with connected(opcua_device(endpoint(simulator))) as source:
+        polled = by_tag(await source.read())
+        assert source._client is not None
+        node = source._client.get_node(f"ns=2;s={node_name(TAGS[0])}")
+        [source_only] = await source._client.uaclient.read_attributes(
+            [node.nodeid], AttributeIds.Value
+        )
+    assert source_only.ServerTimestamp is None, "TimestampsToReturn.Source honoured"
+    assert source_only.SourceTimestamp is not None
+    assert all(reading.server_ts_us is not None for reading in polled.values())
+
+
+POLL_US = 2_000_000_000_000_000  # 2033: no server stamp coincides with it
+
+
+@pytest.mark.parametrize("mode", ["poll", "subscribe"])
+async def test_null_source_and_out_of_range_server_timestamps(
+    simulator: Simulator, mode: str
+) -> None:
+    """OPC UA Part 4: no valid source time means the poll time stands in, quality uncertain."""
+    assert simulator.opcua is not None
+    simulator.machine.paused = True
+    simulator.opcua.broken_timestamps = {"good_count", "program"}
+    simulator.machine.set(simulator.clock.time_us(), good_count=4242, program="P-BROKEN")
+    await simulator.opcua.publish()
+    config = {**opcua_device(endpoint(simulator)), "mode": mode, "publishing_interval": "100ms"}
+    source = OpcUaSource(OpcUaDevice.model_validate(config), FakeClock(start_us=POLL_US))
+    await source.connect()
+    try:
+        received: dict[str, Reading] = {}
+
+        async def every_tag() -> bool:
+            received.update(by_tag(await source.read()))
+            return {tag.name for tag in TAGS} <= received.keys()
+
+        await eventually(every_tag, what="a value of every node")
+    finally:
+        await source.close()
+    for name, value in (("good_count", 4242), ("program", "P-BROKEN")):
+        reading = received[name]
+        assert reading.value == value
+        assert reading.ts_us == POLL_US, "the poll time, as neither timestamp is usable"
+        assert reading.server_ts_us is None, "9999-12-31 is no server timestamp"
+        assert reading.quality is Quality.UNCERTAIN
+    assert received["state"].quality is Quality.GOOD
+    assert received["state"].ts_us != POLL_US
+    assert received["state"].server_ts_us is not None
 
 
 async def test_reads_are_batched_and_bad_nodes_stay_bad(simulator: Simulator) -> None:
@@ -148,10 +211,7 @@ async def test_writes(simulator: Simulator) -> None:
             tag["writable"] = True
             tag["max"] = 15000
     async with connected(config) as source:
-        with pytest.raises(WriteRefused, match="type unknown"):
-            await source.write("speed_setpoint", 9000)
-        await source.read()
-        await source.write("speed_setpoint", 9000)
+        await source.write("speed_setpoint", 9000)  # no read first: types are learnt on connect
         await source.write("enable", False)
         await eventually(
             _machine_has(simulator, speed_setpoint=9000, enable=False), what="the machine"
@@ -164,6 +224,18 @@ async def test_writes(simulator: Simulator) -> None:
             await source.write("state", 1)  # writable here, read-only on the server
 
 
+async def test_subscribed_device_is_writable_right_after_connect(simulator: Simulator) -> None:
+    config = {**opcua_device(endpoint(simulator)), "mode": "subscribe"}
+    for tag in config["tags"]:
+        tag["writable"] = tag["name"] in ("speed_setpoint", "enable")
+    async with connected(config) as source:
+        await source.write("speed_setpoint", 7000)
+        await source.write("enable", False)
+        with pytest.raises(WriteRefused, match="not a valid uint16"):
+            await source.write("speed_setpoint", 1.5)
+    await eventually(_machine_has(simulator, speed_setpoint=7000, enable=False), what="writes")
+
+
 def _machine_has(simulator: Simulator, **values: Any) -> Any:
     async def check() -> bool:
         return all(simulator.machine.values[k] == v for k, v in values.items())
@@ -171,17 +243,25 @@ def _machine_has(simulator: Simulator, **values: Any) -> Any:
     return check
 
 
-async def test_discover_prints_a_loadable_device(
-    simulator: Simulator, capsys: pytest.CaptureFixture[str]
+async def test_discover_prints_a_configuration_check_config_accepts(
+    simulator: Simulator, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     code = await asyncio.to_thread(agent_main, ["discover", endpoint(simulator), "--name", "d"])
     assert code == 0
-    document = yaml.safe_load(capsys.readouterr().out)
+    text = capsys.readouterr().out
+    config_file = tmp_path / "agent.yaml"
+    config_file.write_text(text)
+    assert await asyncio.to_thread(agent_main, ["check-config", str(config_file)]) == 0
+    assert "OK: agent edge-agent, 1 devices" in capsys.readouterr().out
+    document = yaml.safe_load(text)
+    assert document.keys() == {"agent", "buffer", "mqtt", "devices"}
     [device] = document["devices"]
     config = OpcUaDevice.model_validate(device)
     names = {tag.name: tag for tag in config.tags}
     assert names["Machine.Temperature"].type is DataType.FLOAT32
     assert names["Machine.Temperature"].node == f"nsu={NAMESPACE_URI};s=Machine.Temperature"
+    writable = {tag.name.removeprefix("Machine.") for tag in config.tags if tag.writable}
+    assert writable == {tag.opcua_name for tag in TAGS if tag.writable}
     async with connected(device) as source:
         assert len(await source.read()) == len(TAGS)
 
@@ -320,3 +400,138 @@ async def test_user_identities(certificates: dict[str, Path]) -> None:
         }
         async with connected(x509) as source:
             assert by_tag(await source.read())["state"].quality is Quality.GOOD
+
+
+@pytest.mark.parametrize(
+    ("file_name", "encoding"),
+    [("server.crt", "pem"), ("server.cer", "der"), ("server.pem", "pem"), ("SERVER.DER", "der")],
+)
+async def test_trust_store_takes_pem_and_der_under_any_usual_name(
+    certificates: dict[str, Path], tmp_path: Path, file_name: str, encoding: str
+) -> None:
+    der = certificates["server.der"].read_bytes()
+    certificate = x509.load_der_x509_certificate(der)
+    store = tmp_path / "store"
+    store.mkdir()
+    body = certificate.public_bytes(Encoding.PEM) if encoding == "pem" else der
+    (store / file_name).write_bytes(body)
+    (store / "README.txt").write_text("not a certificate, and not named like one\n")
+    async with secured_simulator(certificates) as sim:
+        config = secure_config(sim, certificates, "Basic256Sha256", "SignAndEncrypt")
+        config["security"]["trust_store"] = str(store)
+        async with connected(config) as source:
+            assert by_tag(await source.read())["program"].value == "P-1001"
+
+
+async def test_empty_trust_store_is_a_device_error_not_a_crash(
+    certificates: dict[str, Path], tmp_path: Path
+) -> None:
+    (tmp_path / "empty").mkdir()
+    async with secured_simulator(certificates) as sim:
+        config = secure_config(sim, certificates, "Basic256Sha256", "SignAndEncrypt")
+        config["security"]["trust_store"] = str(tmp_path / "empty")
+        source = OpcUaSource(OpcUaDevice.model_validate(config), SystemClock())
+        with pytest.raises(DeviceUnreachable, match=r"trust_store: .*empty holds no certificate"):
+            await source.connect()
+        assert source.state is DeviceState.DISCONNECTED
+
+
+async def test_refused_server_is_logged_once_each_way_without_a_traceback(
+    certificates: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    store = tmp_path / "store"
+    shutil.copytree(certificates["untrusted"], store)
+    async with secured_simulator(certificates) as sim:
+        config = secure_config(sim, certificates, "Basic256Sha256", "SignAndEncrypt")
+        config["security"]["trust_store"] = str(store)
+        source = OpcUaSource(OpcUaDevice.model_validate(config), SystemClock())
+        for _ in range(3):
+            with pytest.raises(DeviceUnreachable, match="certificate refused"):
+                await source.connect()
+        shutil.copy(certificates["server.der"], store / "server.der")
+        for _ in range(2):
+            await source.connect()
+            await source.close()
+    ours = [r for r in caplog.records if r.name == "protocols.opcua.source"]
+    assert [(r.levelno, r.getMessage().split(":")[1].strip()) for r in ours] == [
+        (logging.ERROR, "refusing the server's certificate (BadCertificateUntrusted)"),
+        (logging.INFO, "the server's certificate is accepted again"),
+    ]
+    served = x509.load_der_x509_certificate(certificates["server.der"].read_bytes())
+    assert thumbprint(served) in ours[0].getMessage()
+    assert "CN=simulator" in ours[0].getMessage()
+    assert [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR] == ours[:1]
+
+
+async def test_discover_over_a_secured_channel_as_a_user(
+    certificates: dict[str, Path], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    async with secured_simulator(
+        certificates, users={"alice": "s3cret"}, allow_anonymous=False
+    ) as sim:
+        options = [
+            *("--security-policy", "Aes128Sha256RsaOaep"),
+            *("--security-certificate", str(certificates["client.der"])),
+            *("--security-private-key", str(certificates["client.pem"])),
+            *("--security-application-uri", "urn:plantwire:test"),
+            *("--security-trust-store", str(certificates["trusted"])),
+            *("--identity-type", "username"),
+            *("--identity-username", "alice"),
+        ]
+        incomplete = ["discover", endpoint(sim), *options]
+        assert await asyncio.to_thread(agent_main, incomplete) == 2
+        assert "identity: Value error, identity username needs password" in capsys.readouterr().err
+        untrusted = [*incomplete, "--identity-password", "s3cret"]
+        untrusted[untrusted.index(str(certificates["trusted"]))] = str(certificates["untrusted"])
+        assert await asyncio.to_thread(agent_main, untrusted) == 1
+        assert "BadCertificateUntrusted" in capsys.readouterr().err
+        command = [*incomplete, "--identity-password", "s3cret"]
+        assert await asyncio.to_thread(agent_main, command) == 0
+        text = capsys.readouterr().out
+        config_file = tmp_path / "agent.yaml"
+        config_file.write_text(text)
+        assert await asyncio.to_thread(agent_main, ["check-config", str(config_file)]) == 0
+        [device] = yaml.safe_load(text)["devices"]
+        assert device["security"]["policy"] == "Aes128Sha256RsaOaep"
+        assert device["identity"] == {"type": "username", "username": "alice", "password": "s3cret"}
+        async with connected(device) as source:
+            assert len(await source.read()) == len(TAGS)
+
+
+async def test_trust_command_stores_the_server_certificate_only_when_confirmed(
+    certificates: dict[str, Path],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    served = x509.load_der_x509_certificate(certificates["server.der"].read_bytes())
+    store = tmp_path / "trusted-by-command"
+    async with secured_simulator(certificates) as sim:
+        command = ["trust", endpoint(sim), "--trust-store", str(store)]
+        monkeypatch.setattr("sys.stdin", io.StringIO("n\n"))
+        assert await asyncio.to_thread(agent_main, command) == 1
+        out = capsys.readouterr().out
+        assert "subject: CN=simulator" in out
+        assert f"SHA-256: {thumbprint(served)}" in out
+        assert "not stored" in out
+        assert not store.exists()
+        monkeypatch.setattr("sys.stdin", io.StringIO(""))  # no answer at all: nothing stored
+        assert await asyncio.to_thread(agent_main, command) == 1
+        assert not store.exists()
+        assert await asyncio.to_thread(agent_main, [*command, "--yes"]) == 0
+        assert "stored as" in capsys.readouterr().out
+        [stored] = store.iterdir()
+        assert stored.read_bytes() == certificates["server.der"].read_bytes()
+        config = secure_config(sim, certificates, "Basic256Sha256", "SignAndEncrypt")
+        config["security"]["trust_store"] = str(store)
+        async with connected(config) as source:
+            assert by_tag(await source.read())["program"].value == "P-1001"
+
+
+async def test_trust_command_needs_a_server_with_a_certificate(
+    simulator: Simulator, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    command = ["trust", endpoint(simulator), "--trust-store", str(tmp_path), "--yes"]
+    assert await asyncio.to_thread(agent_main, command) == 1
+    assert "sent no certificate" in capsys.readouterr().err

@@ -1,5 +1,7 @@
-"""Backoff, value mapping, time conversion and the simulated machine."""
+"""Backoff, value mapping, time conversion, log lines and the simulated machine."""
 
+import io
+import logging
 import random
 from datetime import UTC, datetime
 
@@ -9,6 +11,7 @@ from collector.batches import decode_batch
 from collector.store import join_value
 from protocols.simulator.machine import Machine, MachineState
 from shared.backoff import Backoff
+from shared.logs import setup_logging
 from shared.readings import (
     DataType,
     Quality,
@@ -101,3 +104,22 @@ def test_machine_set_rejects_unknown_tags() -> None:
     assert machine.updated_us == 5
     with pytest.raises(KeyError, match="no tag"):
         machine.set(6, colour="red")
+
+
+def test_log_lines_carry_an_iso_time_with_its_offset() -> None:
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    try:
+        setup_logging("INFO")
+        [handler] = root.handlers
+        assert isinstance(handler, logging.StreamHandler)
+        stream = io.StringIO()
+        handler.setStream(stream)
+        record = logging.LogRecord("plant", logging.WARNING, __file__, 1, "hot %s", ("oven",), None)
+        moment = datetime(2026, 11, 26, 14, 3, 11, 123456, tzinfo=UTC)
+        record.created = moment.timestamp()
+        handler.handle(record)
+        assert stream.getvalue() == "2026-11-26T14:03:11.123+00:00 WARNING plant: hot oven\n"
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
