@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from collector import api
+from collector import api, dead_letter_api
 from collector.agents import AgentRegistry
 from collector.config import CollectorConfig, DatabaseSettings
 from collector.consumer import Consumer
@@ -39,6 +39,7 @@ def create_app(config: CollectorConfig) -> web.Application:
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_consumer)
     app.add_routes(api.routes)
+    app.add_routes(dead_letter_api.routes)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     return app
