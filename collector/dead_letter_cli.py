@@ -68,15 +68,21 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
 
     listing = actions.add_parser("list", parents=[config, scope], help="newest first, as a table")
     listing.add_argument("--kind", choices=KINDS, help="only this kind of message")
-    listing.add_argument("--from", dest="since", type=_moment, help="received at or after")
-    listing.add_argument("--to", dest="until", type=_moment, help="received before")
+    listing.add_argument(
+        "--from", dest="since", type=_moment, metavar="TIME", help="received at or after"
+    )
+    listing.add_argument("--to", dest="until", type=_moment, metavar="TIME", help="received before")
     replayed = listing.add_mutually_exclusive_group()
     replayed.add_argument("--replayed", action="store_true", default=None, help="replayed only")
     replayed.add_argument(
         "--not-replayed", dest="replayed", action="store_false", default=None, help="not replayed"
     )
-    listing.add_argument("--limit", type=_limit, default=DEFAULT_LIMIT, help="rows per page")
-    listing.add_argument("--cursor", help="continue where a previous listing stopped")
+    listing.add_argument(
+        "--limit", type=_limit, metavar="N", default=DEFAULT_LIMIT, help="rows per page"
+    )
+    listing.add_argument(
+        "--cursor", metavar="TOKEN", help="continue where a previous listing stopped"
+    )
 
     show = actions.add_parser("show", parents=[config], help="one dead letter with its payload")
     show.add_argument("id", type=_dead_letter_id)
@@ -86,8 +92,12 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
         "purge", parents=[config, scope], help="delete dead letters (dry run without --yes)"
     )
     which = purge.add_mutually_exclusive_group(required=True)
-    which.add_argument("--id", dest="dead_letter_id", type=_dead_letter_id, help="this one")
-    which.add_argument("--before", dest="until", type=_moment, help="all received before TIME")
+    which.add_argument(
+        "--id", dest="dead_letter_id", type=_dead_letter_id, metavar="N", help="this one"
+    )
+    which.add_argument(
+        "--before", dest="until", type=_moment, metavar="TIME", help="all received before TIME"
+    )
     purge.add_argument("--yes", action="store_true", help="delete (else only count)")
 
 
@@ -108,8 +118,8 @@ async def _run(args: argparse.Namespace, settings: DatabaseSettings) -> int:
         open=False,
         kwargs={"autocommit": True},
     )
-    await pool.open(wait=True, timeout=settings.connect_timeout)
     try:
+        await pool.open(wait=True, timeout=settings.connect_timeout)
         store = DeadLetters(pool)
         if args.action == "list":
             return await _list(store, args)

@@ -13,7 +13,7 @@ import pytest
 from collector.cli import main as collector_main
 from collector.dead_letters import expire_dead_letters
 from tests.harness import collector_config, get_json, running_collector
-from tests.servers import MosquittoServer
+from tests.servers import MosquittoServer, free_port
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 AGENTS = ("press-1", "press-2", None)
@@ -364,6 +364,19 @@ def test_cli_purge_counts_without_yes_and_deletes_with_it(
     with pytest.raises(SystemExit):
         cli(capsys, "purge", "--config", config_file, "--yes")  # neither --id nor --before
     assert "one of the arguments --id --before is required" in capsys.readouterr().err
+
+
+def test_cli_says_when_the_database_cannot_be_reached(
+    tmp_path: Path, mosquitto: MosquittoServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "collector.yaml"
+    path.write_text(
+        f"database: {{url: 'postgresql://postgres@127.0.0.1:{free_port()}/x',"
+        f" connect_timeout: 1s}}\nmqtt: {{url: '{mosquitto.url}'}}\n"
+    )
+    status, _, err = cli(capsys, "list", "--config", str(path))
+    assert status == 1
+    assert err.startswith("plantwire-collector: database: ")
 
 
 async def test_retention_expires_old_dead_letters_and_their_refused_readings(
