@@ -12,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from collector import api
+from collector import api, dead_letter_api
 from collector.agents import AgentRegistry
 from collector.config import CollectorConfig, DatabaseSettings
 from collector.consumer import Consumer
@@ -51,6 +51,7 @@ def create_app(config: CollectorConfig) -> web.Application:
     # Last, so its cleanup runs first: every task stops before the pool and broker close.
     app.cleanup_ctx.append(_supervision)
     app.add_routes(api.routes)
+    app.add_routes(dead_letter_api.routes)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     return app

@@ -81,6 +81,11 @@ class ReadingStore:
         # Tag ids per (agent, dictionary bytes): agents resend the same dictionary.
         self._ids: OrderedDict[tuple[str, bytes], NDArray[np.int32]] = OrderedDict()
 
+    @property
+    def pool(self) -> AsyncConnectionPool[AsyncConnection[TupleRow]]:
+        """The connection pool, for queries that are not about readings."""
+        return self._pool
+
     async def ping(self) -> None:
         """Raise if the database does not answer."""
         async with self._pool.connection() as conn:

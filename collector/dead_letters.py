@@ -1,0 +1,208 @@
+"""Dead letters: list, inspect and purge what could not be ingested; expire it with retention."""
+
+import base64
+import binascii
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from psycopg import AsyncConnection, sql
+from psycopg.rows import TupleRow
+from psycopg_pool import AsyncConnectionPool
+
+KINDS = ("batch", "state", "heartbeat", "unknown")
+"""What a dead letter's topic said the message was."""
+
+_COLUMNS = (
+    "id, received_at, topic, agent_id, kind, reason, error, epoch, batch_id, readings, partial,"
+    " replayed_at, replay_error, octet_length(payload)"
+)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_MAX_ID = 2**63 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """One row of dead_letters, without its payload."""
+
+    id: int
+    received_at: datetime
+    topic: str
+    agent_id: str | None
+    kind: str
+    reason: str
+    error: str
+    epoch: int | None
+    batch_id: int | None
+    readings: int
+    partial: bool
+    replayed_at: datetime | None
+    replay_error: str | None
+    payload_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class RefusedReading:
+    """One reading of a partly stored batch that was refused (a row of dead_readings)."""
+
+    idx: int
+    seq: int
+    reason: str
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterDetail:
+    """A dead letter with its raw payload and the readings it refused one by one."""
+
+    letter: DeadLetter
+    payload: bytes
+    refused: list[RefusedReading]
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterFilter:
+    """Which dead letters a query covers; every field that is set must match."""
+
+    agent: str | None = None
+    reason: str | None = None
+    kind: str | None = None
+    since: datetime | None = None
+    """received_at >= since"""
+    until: datetime | None = None
+    """received_at < until"""
+    replayed: bool | None = None
+    dead_letter_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterPage:
+    """One page of a listing, newest first, and the cursor of the next page (None: last page)."""
+
+    items: list[DeadLetter]
+    next_cursor: str | None
+
+
+def encode_cursor(letter: DeadLetter) -> str:
+    """An opaque token for the position just after `letter` in a newest-first listing."""
+    micros = (letter.received_at - _EPOCH) // _MICROSECOND
+    return base64.urlsafe_b64encode(f"{micros}:{letter.id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(token: str) -> tuple[datetime, int]:
+    """The (received_at, id) a cursor stands for; ValueError if it is not one of ours."""
+    try:
+        text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("ascii")
+        micros, dead_letter_id = (int(part) for part in text.split(":"))
+        moment = _EPOCH + micros * _MICROSECOND
+    except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError):
+        raise ValueError("not a cursor from a previous page's `next`") from None
+    if not 0 < dead_letter_id <= _MAX_ID:
+        raise ValueError("not a cursor from a previous page's `next`")
+    return moment, dead_letter_id
+
+
+def valid_id(raw: str) -> int | None:
+    """A dead letter id from text, or None if the text cannot be one."""
+    if not raw.isascii() or not raw.isdigit() or not 0 < int(raw) <= _MAX_ID:
+        return None
+    return int(raw)
+
+
+def _where(selection: DeadLetterFilter, after: tuple[datetime, int] | None = None) -> sql.Composed:
+    conditions: list[sql.Composable] = []
+    for column, value in (
+        ("agent_id", selection.agent),
+        ("reason", selection.reason),
+        ("kind", selection.kind),
+        ("id", selection.dead_letter_id),
+    ):
+        if value is not None:
+            conditions.append(sql.SQL("{} = {}").format(sql.Identifier(column), value))
+    if selection.since is not None:
+        conditions.append(sql.SQL("received_at >= {}").format(selection.since))
+    if selection.until is not None:
+        conditions.append(sql.SQL("received_at < {}").format(selection.until))
+    if selection.replayed is not None:
+        test = "IS NOT NULL" if selection.replayed else "IS NULL"
+        conditions.append(sql.SQL("replayed_at " + test))
+    if after is not None:
+        # A row comparison, so ties on received_at are broken by id and none is skipped.
+        conditions.append(sql.SQL("(received_at, id) < ({}, {})").format(*after))
+    if not conditions:
+        return sql.Composed([])
+    return sql.SQL(" WHERE ") + sql.SQL(" AND ").join(conditions)
+
+
+def _letter(row: TupleRow) -> DeadLetter:
+    return DeadLetter(*row)
+
+
+class DeadLetters:
+    """Queries over the dead_letters table through a connection pool."""
+
+    def __init__(self, pool: AsyncConnectionPool[AsyncConnection[TupleRow]]) -> None:
+        self._pool = pool
+
+    async def list(
+        self, selection: DeadLetterFilter, limit: int, after: tuple[datetime, int] | None = None
+    ) -> DeadLetterPage:
+        """Up to `limit` dead letters newest first, after a decoded cursor's position if given."""
+        query = (
+            sql.SQL(f"SELECT {_COLUMNS} FROM dead_letters")
+            + _where(selection, after)
+            + sql.SQL(" ORDER BY received_at DESC, id DESC LIMIT {}").format(limit + 1)
+        )
+        async with self._pool.connection() as conn:
+            rows = await (await conn.execute(query)).fetchall()
+        items = [_letter(row) for row in rows[:limit]]
+        more = len(rows) > limit
+        return DeadLetterPage(items, encode_cursor(items[-1]) if more else None)
+
+    async def get(self, dead_letter_id: int) -> DeadLetterDetail | None:
+        """One dead letter with its payload and refused readings, or None if there is none."""
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                f"SELECT {_COLUMNS}, payload FROM dead_letters WHERE id = %s",
+                (dead_letter_id,),
+            )
+            row = await cursor.fetchone()
+            if row is None:
+                return None
+            cursor = await conn.execute(
+                "SELECT idx, seq, reason, error FROM dead_readings"
+                " WHERE dead_letter_id = %s ORDER BY idx",
+                (dead_letter_id,),
+            )
+            refused = [RefusedReading(*reading) for reading in await cursor.fetchall()]
+        return DeadLetterDetail(_letter(row[:-1]), bytes(row[-1]), refused)
+
+    async def count(self, selection: DeadLetterFilter) -> int:
+        """How many dead letters match."""
+        query = sql.SQL("SELECT count(*) FROM dead_letters") + _where(selection)
+        async with self._pool.connection() as conn:
+            row = await (await conn.execute(query)).fetchone()
+        return int(row[0]) if row is not None else 0
+
+    async def purge(self, selection: DeadLetterFilter) -> int:
+        """Delete the matching dead letters (and their refused readings); return how many.
+
+        The selection must name an id or an upper bound on received_at, so that a filter left
+        empty by mistake cannot delete everything.
+        """
+        if selection.dead_letter_id is None and selection.until is None:
+            raise ValueError("purge needs a dead letter id or a time to purge before")
+        query = sql.SQL("DELETE FROM dead_letters") + _where(selection)
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(query)
+            return cursor.rowcount
+
+
+async def expire_dead_letters(conn: AsyncConnection[TupleRow], days: int) -> int:
+    """Delete dead letters received more than `days` days ago; return how many."""
+    # The database's clock, the one that stamped received_at.
+    cursor = await conn.execute(
+        "DELETE FROM dead_letters WHERE received_at < now() - make_interval(days => %s)",
+        (days,),
+    )
+    return cursor.rowcount
