@@ -34,6 +34,8 @@ HUGE_EVERY = 1500
 """A huge state and a huge heartbeat per this many messages (each kept whole as a dead letter)."""
 HUGE_MAX = 3
 """Most huge messages of each status kind in one run."""
+OVERSIZED_EVERY = 100
+"""One batch above the collector's payload limit per this many messages (kept whole too)."""
 
 # The neighbour's own tags: one of each family of checks the collector makes on a value.
 TAGS = (
@@ -110,7 +112,6 @@ class Garbage:
         weights: dict[str, int] = {
             "batch_malformed": 2,
             "batch_random": 2,
-            "batch_oversized": 1,
             "batch_version": 1,
             "batch_schema": 2,
             "batch_agent_mismatch": 1,
@@ -126,13 +127,16 @@ class Garbage:
         self.rng.shuffle(order)
         self._kinds = itertools.cycle(order)
         self._makers: dict[str, Callable[[], Payload]] = {
-            kind: getattr(self, f"_{kind}") for kind in [*weights, "state_huge", "heartbeat_huge"]
+            kind: getattr(self, f"_{kind}")
+            for kind in [*weights, "batch_oversized", "state_huge", "heartbeat_huge"]
         }
 
     def next(self) -> tuple[str, Payload]:
         """The next message: (what it is, (topic kind, payload))."""
         self.count += 1
         kind = next(self._kinds)
+        if self.count % OVERSIZED_EVERY == 0:
+            kind = "batch_oversized"
         huge = {100: "state_huge", 200: "heartbeat_huge"}.get(self.count % HUGE_EVERY)
         if huge is not None and self.count // HUGE_EVERY < HUGE_MAX:
             kind = huge

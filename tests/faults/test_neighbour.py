@@ -10,8 +10,9 @@ from tests.faults.neighbour import HUGE_STATUS_BYTES
 from tests.faults.plant import Plant
 from tests.faults.test_faults import flowing, running_plant
 
-PAYLOAD_LIMIT = 4096
-"""The plant collector's ingest.max_payload_bytes: low, so oversized garbage stays cheap."""
+PAYLOAD_LIMIT = 32 * 1024
+"""The plant collector's ingest.max_payload_bytes: twice the first agent's largest batch (500
+readings), and low, so oversized garbage stays cheap."""
 FLOOD_SECONDS = 20.0
 FLOOD_MAX_MESSAGES = 20_000
 """About 5 s of publishing here, and 15-20 s of the collector's work: dead letters are written
