@@ -6,7 +6,6 @@ from collections import Counter
 
 import psycopg
 
-from tests.faults.neighbour import HUGE_STATUS_BYTES
 from tests.faults.plant import Plant
 from tests.faults.test_faults import flowing, running_plant
 
@@ -15,21 +14,20 @@ PAYLOAD_LIMIT = 32 * 1024
 readings), and low, so oversized garbage stays cheap."""
 FLOOD_SECONDS = 20.0
 FLOOD_MAX_MESSAGES = 20_000
-"""About 5 s of publishing here, and 15-20 s of the collector's work: dead letters are written
+"""About 4 s of publishing here, and 15 s of the collector's work: dead letters are written
 one by one, so a longer flood only lengthens the queue every agent's data waits in."""
 ROGUE = "rogue"
 
 
-def dead_letters(plant: Plant) -> dict[str, tuple[int, int]]:
-    """Dead letters per topic kind of the neighbour: (rows, rows of a huge payload)."""
+def dead_letters(plant: Plant) -> Counter[str]:
+    """Dead letters from the neighbour's topics, by topic kind (batch, state, heartbeat)."""
     with psycopg.connect(plant.database_url, connect_timeout=5) as conn:
         rows = conn.execute(
-            "SELECT split_part(topic, '/', 4), count(*),"
-            " count(*) FILTER (WHERE octet_length(payload) >= %s)"
-            " FROM dead_letters WHERE topic LIKE %s GROUP BY 1",
-            (HUGE_STATUS_BYTES, f"{plant.prefix}/v1/{ROGUE}/%"),
+            "SELECT split_part(topic, '/', 4), count(*) FROM dead_letters"
+            " WHERE topic LIKE %s GROUP BY 1",
+            (f"{plant.prefix}/v1/{ROGUE}/%",),
         ).fetchall()
-    return {kind: (int(count), int(huge)) for kind, count, huge in rows}
+    return Counter({kind: int(count) for kind, count in rows})
 
 
 async def test_a_neighbour_publishing_garbage_at_full_speed(plant_factory: type[Plant]) -> None:
@@ -69,7 +67,8 @@ async def test_a_neighbour_publishing_garbage_at_full_speed(plant_factory: type[
 
     # The neighbour's last message is a good batch: once it is stored, the collector has been
     # through everything the neighbour sent, and the first agent's readings published
-    # meanwhile, mixed in with the garbage, were stored as it went.
+    # meanwhile, mixed in with the garbage, were stored as it went. (Needs issue 8 item 2:
+    # until then the consumer task ends at the first bad status message and this times out.)
     sentinel = report["sentinel_seq"]
     await plant.wait_until(
         lambda: sentinel in plant.stored_seqs(ROGUE), 60, "the collector to get through the flood"
@@ -110,12 +109,11 @@ async def test_a_neighbour_publishing_garbage_at_full_speed(plant_factory: type[
         assert reasons.get(reason, 0) > 0, f"no dead letter counted as {reason}: {reasons}"
     assert reasons.get("timestamp", 0) + reasons.get("reading", 0) > 0, reasons
     kept = dead_letters(plant)
-    whole = ("batch_malformed", "batch_random", "batch_oversized", "batch_version")
-    whole_sent = sum(sent[kind] for kind in (*whole, "batch_schema", "batch_agent_mismatch"))
-    assert kept["batch"][0] >= whole_sent, f"{kept} for {sent}"
+    refused_whole = ("malformed", "random", "oversized", "version", "schema", "agent_mismatch")
+    assert kept["batch"] >= sum(sent[f"batch_{what}"] for what in refused_whole), (kept, sent)
     # Needs the fix of issue 8 item 2 (status messages are input like any other): bad and
     # huge state and heartbeat messages are dead-lettered instead of ending the consumer.
+    # The huge ones pass their schema: only a size limit refuses them.
     for kind in ("state", "heartbeat"):
-        rows, huge = kept.get(kind, (0, 0))
-        assert rows >= sent[f"{kind}_malformed"] + sent[f"{kind}_schema"], f"{kept} for {sent}"
-        assert huge == sent[f"{kind}_huge"], f"huge {kind} messages not refused: {kept}"
+        bad = sum(sent[f"{kind}_{what}"] for what in ("malformed", "schema", "huge"))
+        assert kept[kind] >= bad, (kept, sent)
