@@ -1,9 +1,11 @@
 """The collector's configuration file, validated strictly."""
 
+from datetime import UTC, datetime
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import AwareDatetime, Field, SecretStr, model_validator
 
+from shared.acks import AckVersion
 from shared.config import Duration, StrictModel, load_config
 from shared.mqtt import MqttSettings
 
@@ -38,6 +40,19 @@ class DatabaseSettings(StrictModel):
     )
     partition_days_ahead: int = Field(
         default=7, ge=1, le=366, description="Daily partitions kept created ahead of today."
+    )
+    partition_days_back: int = Field(
+        default=400,
+        ge=1,
+        le=36600,
+        description="A reading of a day up to this many days ago gets its day's partition,"
+        " created when it arrives; older (or later than `partition_days_ahead`) readings are"
+        " kept in readings_default until this window covers their day.",
+    )
+    dead_letter_days: int | None = Field(
+        default=30,
+        ge=1,
+        description="Delete dead letters received longer ago than this (null: keep all).",
     )
 
 
@@ -80,10 +95,34 @@ class IngestSettings(StrictModel):
     max_payload_bytes: int = Field(
         default=16 * 1024 * 1024, ge=1024, description="Larger payloads are quarantined."
     )
+    max_status_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        description="Larger state and heartbeat messages are quarantined.",
+    )
+    oldest_timestamp: AwareDatetime = Field(
+        default=datetime(2000, 1, 1, tzinfo=UTC),
+        description="Readings timestamped before this are refused (each kept as a dead letter).",
+    )
+    newest_timestamp: AwareDatetime = Field(
+        default=datetime(2100, 1, 1, tzinfo=UTC),
+        description="Readings timestamped at or after this are refused likewise.",
+    )
+    ack_version: AckVersion = Field(
+        default=2,
+        description="Acknowledgement version sent to agents: 2 says which readings were"
+        " refused; 1 while agents older than this release remain (docs/protocol.md).",
+    )
     retry_interval: Duration = Field(default=1.0, gt=0, description="Pause after a failed write.")
     ack_timeout: Duration = Field(
         default=10.0, gt=0, description="Wait for the broker to take an acknowledgement."
     )
+
+    @model_validator(mode="after")
+    def _window(self) -> "IngestSettings":
+        if self.oldest_timestamp >= self.newest_timestamp:
+            raise ValueError("oldest_timestamp must be earlier than newest_timestamp")
+        return self
 
 
 class AgentSettings(StrictModel):
