@@ -59,11 +59,15 @@ BAD_READINGS: tuple[tuple[str, int, DataType, Value], ...] = (
 
 @dataclass
 class Report:
-    """What the neighbour sent; seqs are its own sequence numbers (epoch 1)."""
+    """What the neighbour sent; seqs are its own sequence numbers (epoch 1).
+
+    `refused_readings` are the bad readings of otherwise good batches (all in `must_not_store`).
+    """
 
     sent: Counter[str] = field(default_factory=Counter)
     must_store: list[int] = field(default_factory=list)
     must_not_store: list[int] = field(default_factory=list)
+    refused_readings: list[int] = field(default_factory=list)
     spoofed_batches: list[int] = field(default_factory=list)
     failed: int = 0
     sentinel_seq: int = 0
@@ -75,6 +79,7 @@ class Report:
             "sent": dict(self.sent),
             "must_store": self.must_store,
             "must_not_store": self.must_not_store,
+            "refused_readings": self.refused_readings,
             "spoofed_batches": self.spoofed_batches,
             "failed": self.failed,
             "sentinel_seq": self.sentinel_seq,
@@ -241,7 +246,11 @@ class Garbage:
             readings[i] = Reading(device, tag, data_type, ts or readings[i].ts_us, value)
         seqs = self._seqs(len(readings))
         for i, seq in enumerate(seqs):
-            (self.report.must_not_store if i in bad_at else self.report.must_store).append(seq)
+            if i in bad_at:
+                self.report.must_not_store.append(seq)
+                self.report.refused_readings.append(seq)
+            else:
+                self.report.must_store.append(seq)
         raw = encode_batch(self.agent, 1, seqs, readings)
         self._remember(raw)
         return "batch", raw
