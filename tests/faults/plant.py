@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import yaml
 from tests.servers import MosquittoServer, PostgresServer, free_port, wait_for_port
 
 BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Plant:
@@ -31,6 +33,7 @@ class Plant:
         buffer: dict[str, Any] | None = None,
         keepalive: str = "2s",
         broker_port: int | None = None,
+        ingest: dict[str, Any] | None = None,
     ) -> None:
         self.root = root
         self.postgres = postgres
@@ -108,7 +111,7 @@ class Plant:
                     "keepalive": "2s",
                 },
                 "http": {"port": self.collector_ports[index]},
-                "ingest": {"group_max_delay": "50ms", "retry_interval": "200ms"},
+                "ingest": {"group_max_delay": "50ms", "retry_interval": "200ms", **(ingest or {})},
             }
             (root / f"collector{index}.yaml").write_text(yaml.safe_dump(collector))
 
@@ -116,7 +119,9 @@ class Plant:
 
     def _spawn(self, name: str, args: list[str]) -> None:
         log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115 - lives with the child
-        self.processes[name] = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        self.processes[name] = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
+        )
 
     def start_simulator(self) -> None:
         """Start the PLC simulator (Modbus only)."""
@@ -146,19 +151,53 @@ class Plant:
 
     def collector_stored_batches(self, index: int) -> float:
         """Batches one collector stored, from its /metrics."""
+        return self.collector_metric(index, "plantwire_collector_messages_total").get(
+            'outcome="stored"', 0.0
+        )
+
+    def collector_metric(self, index: int, name: str) -> dict[str, float]:
+        """One metric of a collector's /metrics page, by its label text ("" when it has none)."""
         url = f"http://127.0.0.1:{self.collector_ports[index]}/metrics"
         with urllib.request.urlopen(url, timeout=5) as response:
             text = response.read().decode()
-        prefix = 'plantwire_collector_messages_total{outcome="stored"}'
-        return sum(
-            float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix)
-        )
+        values: dict[str, float] = {}
+        for line in text.splitlines():
+            series, _, value = line.rpartition(" ")
+            metric, _, labels = series.partition("{")
+            if metric == name:
+                values[labels.rstrip("}")] = float(value)
+        return values
+
+    def collector_health(self, index: int = 1) -> tuple[int, str]:
+        """Status code and body of a collector's /healthz."""
+        url = f"http://127.0.0.1:{self.collector_ports[index]}/healthz"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
 
     def start_agent(self) -> None:
         """Start the agent."""
         self._spawn(
             "agent",
             [str(BIN / "plantwire-agent"), "run", "--config", str(self.root / "agent.yaml")],
+        )
+
+    def start_neighbour(self, *args: str) -> None:
+        """Start the garbage-publishing neighbour (tests/faults/neighbour.py) on this broker."""
+        self._spawn(
+            "neighbour",
+            [
+                sys.executable,
+                "-m",
+                "tests.faults.neighbour",
+                "--url",
+                self.broker.url,
+                "--prefix",
+                self.prefix,
+                *args,
+            ],
         )
 
     def kill(self, name: str) -> None:
@@ -214,13 +253,18 @@ class Plant:
                 return []
             raise
 
-    def stored_seqs(self) -> list[int]:
-        """Sequence numbers of the agent's readings in PostgreSQL, with repeats."""
+    def agent_epoch(self) -> int:
+        """The agent's buffer epoch (0 before the agent made its buffer)."""
+        rows = self._query_buffer("SELECT value FROM meta WHERE key = 'epoch'")
+        return int(rows[0][0]) if rows else 0
+
+    def stored_seqs(self, agent: str = "line1") -> list[int]:
+        """Sequence numbers of an agent's readings in PostgreSQL, with repeats."""
         try:
             with psycopg.connect(self.database_url, connect_timeout=5) as conn:
                 rows = conn.execute(
-                    "SELECT r.seq FROM readings r JOIN tags t USING (tag_id)"
-                    " WHERE t.agent_id = 'line1'"
+                    "SELECT r.seq FROM readings r JOIN tags t USING (tag_id) WHERE t.agent_id = %s",
+                    (agent,),
                 ).fetchall()
         except (psycopg.OperationalError, psycopg.errors.UndefinedTable):
             return []  # the database is down, or the collector has not migrated it yet
