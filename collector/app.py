@@ -17,6 +17,7 @@ from collector.agents import AgentRegistry
 from collector.config import CollectorConfig, DatabaseSettings
 from collector.consumer import Consumer
 from collector.metrics import CollectorMetrics
+from collector.dead_letters import expire_dead_letters
 from collector.migrate import migrate
 from collector.partitions import (
     PartitionWindow,
@@ -149,6 +150,8 @@ async def maintain(
         if settings.retention_days is not None:
             await drop_expired_partitions(conn, today, settings.retention_days)
         await forget_old_batches(conn, settings.batch_ledger_days)
+        if settings.dead_letter_days is not None:
+            await expire_dead_letters(conn, settings.dead_letter_days)
 
 
 async def _consumer(app: web.Application) -> AsyncIterator[None]:

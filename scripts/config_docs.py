@@ -17,7 +17,7 @@ INTRO = """# Configuration
 Each program reads one YAML file. Unknown keys, wrong types and missing required keys stop
 start-up with a message naming the file and the key path. Durations are written `500ms`, `5s`,
 `2m`, `1h`, `7d` or as a number of seconds. Check a file without starting anything:
-`plantwire-agent check-config FILE`.
+`plantwire-agent check-config FILE` or `plantwire-collector check-config FILE`.
 
 This page is generated from the models' field descriptions by `python scripts/config_docs.py`;
 a test fails when it is out of date.

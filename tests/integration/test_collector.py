@@ -97,8 +97,7 @@ async def test_bad_payloads_are_quarantined_counted_and_ingest_goes_on(
     assert count(database_url, "SELECT count(*) FROM dead_letters WHERE NOT partial") == whole
     with psycopg.connect(database_url) as conn:
         rows = conn.execute(
-            "SELECT topic, payload, error, reason, agent_id, batch_id FROM dead_letters"
-            " ORDER BY id"
+            "SELECT topic, payload, error, reason, agent_id, batch_id FROM dead_letters ORDER BY id"
         ).fetchall()
         refused = conn.execute(
             "SELECT d.batch_id, r.idx, r.seq, r.reason, r.error, d.payload FROM dead_readings r"
