@@ -16,8 +16,8 @@ from collector import api, dead_letter_api
 from collector.agents import AgentRegistry
 from collector.config import CollectorConfig, DatabaseSettings
 from collector.consumer import Consumer
-from collector.metrics import CollectorMetrics
 from collector.dead_letters import expire_dead_letters
+from collector.metrics import CollectorMetrics
 from collector.migrate import migrate
 from collector.partitions import (
     PartitionWindow,

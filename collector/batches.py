@@ -174,6 +174,16 @@ def typed_value(data_type: DataType, number: float) -> Value:
     return int(number)
 
 
+Found = list[tuple[int, str, str]]
+"""Refused readings: (index, reason, error)."""
+
+
+def check_size(payload: bytes, limit: int) -> None:
+    """Raise WireError (too_large) for a payload longer than `limit` bytes."""
+    if len(payload) > limit:
+        raise WireError(f"payload of {len(payload)} bytes exceeds {limit}", reason="too_large")
+
+
 @dataclass(frozen=True, slots=True)
 class TimeWindow:
     """Source and server timestamps a reading may carry, in microseconds since the epoch."""
@@ -201,17 +211,7 @@ class BatchDecoder:
         readings that fail their own checks are left out of the columns and listed in
         `refused`, with the raw payload, so they cost only themselves.
         """
-        sections = split_payload(raw)
-        header = sections.header
-        if header.agent != topic_agent:
-            raise WireError(
-                f"payload agent {header.agent!r} differs from topic agent {topic_agent!r}",
-                reason="agent_mismatch",
-            )
-        tags = self._table(sections.dictionary)
-        batch = _columns(header, tags, sections.body)
-        batch = replace(batch, topic=topic, raw=raw)
-        bad, found = check_batch(batch, self._window)
+        batch, bad, found = self.decode_all(raw, topic_agent, topic)
         if not found:
             return batch
         found.sort()
@@ -222,6 +222,22 @@ class BatchDecoder:
             [error for _, _, error in found],
         )
         return batch.select(~bad, refused)
+
+    def decode_all(
+        self, raw: bytes, topic_agent: str, topic: str = ""
+    ) -> tuple[Batch, NDArray[np.bool_], Found]:
+        """The whole batch, which readings fail their checks, and why (for replaying them)."""
+        sections = split_payload(raw)
+        header = sections.header
+        if header.agent != topic_agent:
+            raise WireError(
+                f"payload agent {header.agent!r} differs from topic agent {topic_agent!r}",
+                reason="agent_mismatch",
+            )
+        tags = self._table(sections.dictionary)
+        batch = replace(_columns(header, tags, sections.body), topic=topic, raw=raw)
+        bad, found = check_batch(batch, self._window)
+        return batch, bad, found
 
     def _table(self, raw: bytes) -> TagTable:
         table = self._tables.get(raw)
@@ -271,10 +287,6 @@ def _columns(header: BatchHeader, tags: TagTable, body: memoryview) -> Batch:
         arrays["sts"].astype(np.int64, copy=False) if header.sts else None,
         last_seq=int(seqs[-1]),
     )
-
-
-Found = list[tuple[int, str, str]]
-"""Refused readings: (index, reason, error)."""
 
 
 class _Refusals:

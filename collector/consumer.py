@@ -11,7 +11,7 @@ from typing import Any, Protocol, TypeVar
 from psycopg import Error as DatabaseError
 from psycopg import InterfaceError, OperationalError
 
-from collector.batches import Batch, BatchDecoder, TimeWindow
+from collector.batches import Batch, BatchDecoder, TimeWindow, check_size
 from collector.config import IngestSettings
 from collector.metrics import CollectorMetrics
 from collector.store import DeadLetter, ReadingStore, WriteOutcome
@@ -111,11 +111,7 @@ class Consumer:
         self._metrics = metrics
         self._group = _Group([], [], 0, 0.0)
         self._writes: deque[_Write] = deque()
-        self._decoder = BatchDecoder(
-            window=TimeWindow(
-                datetime_to_us(settings.oldest_timestamp), datetime_to_us(settings.newest_timestamp)
-            )
-        )
+        self._decoder = batch_decoder(settings)
         self._acks: set[asyncio.Future[None]] = set()
 
     async def run(self) -> None:
@@ -198,10 +194,7 @@ class Consumer:
                 limit = self._settings.max_status_bytes
             else:
                 raise WireError(f"no {kind!r} messages are expected here", reason="topic")
-            if len(message.payload) > limit:
-                raise WireError(
-                    f"payload of {len(message.payload)} bytes exceeds {limit}", reason="too_large"
-                )
+            check_size(message.payload, limit)
             if kind != "batch":
                 await self._status(agent, kind, message)
                 return
@@ -399,6 +392,12 @@ class Consumer:
             # as a duplicate. Nothing is lost, only time.
             self._metrics.ack_failures.inc()
             log.warning("could not acknowledge to agent %s: %s", agent, exc)
+
+
+def batch_decoder(settings: IngestSettings) -> BatchDecoder:
+    """A decoder refusing readings outside the configured timestamp window."""
+    oldest, newest = settings.oldest_timestamp, settings.newest_timestamp
+    return BatchDecoder(window=TimeWindow(datetime_to_us(oldest), datetime_to_us(newest)))
 
 
 def _reraise_cancellation(exc: DatabaseError) -> None:

@@ -20,6 +20,8 @@ _ID_CACHE_SIZE = 1024
 
 TagKey = tuple[str, str, str, DataType]
 """(agent id, device, tag name, data type): a tag whose type changes gets a new row."""
+TagIds = dict[tuple[str, bytes], NDArray[np.int32]]
+"""Tag ids by tag index, per (agent, dictionary bytes)."""
 _US_PER_DAY = 86_400_000_000
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
@@ -101,10 +103,9 @@ class ReadingStore:
         for batch in batches:
             unique.setdefault((batch.agent, batch.epoch, batch.batch_id), batch)
         async with self._pool.connection() as conn:
-            ids = await self._tag_ids(conn, unique.values())
-            await self._place(conn, unique.values())
+            ids = await self._prepare_in(conn, list(unique.values()))
             async with conn.transaction():
-                fresh = await self._write_in(conn, list(unique.values()), ids)
+                fresh = await self.write_in(conn, list(unique.values()), ids)
         refused: Counter[str] = Counter()
         for batch in fresh:
             if batch.refused is not None:
@@ -112,11 +113,18 @@ class ReadingStore:
         stored = sum(len(batch) for batch in fresh)
         return WriteOutcome(len(fresh), len(batches) - len(fresh), stored, dict(refused))
 
-    async def _write_in(
-        self,
-        conn: AsyncConnection[TupleRow],
-        batches: list[Batch],
-        ids: dict[tuple[str, bytes], NDArray[np.int32]],
+    async def prepare(self, batches: list[Batch]) -> TagIds:
+        """Learn the batches' tags and create their days' partitions, before a write."""
+        async with self._pool.connection() as conn:
+            return await self._prepare_in(conn, batches)
+
+    async def _prepare_in(self, conn: AsyncConnection[TupleRow], batches: list[Batch]) -> TagIds:
+        ids = await self._tag_ids(conn, batches)
+        await self._place(conn, batches)
+        return ids
+
+    async def write_in(
+        self, conn: AsyncConnection[TupleRow], batches: list[Batch], ids: TagIds
     ) -> list[Batch]:
         """Within a transaction: record the batches in the ledger, copy the new ones' readings."""
         cursor = await conn.execute(
@@ -147,7 +155,7 @@ class ReadingStore:
         self,
         conn: AsyncConnection[TupleRow],
         batches: Sequence[Batch],
-        ids: dict[tuple[str, bytes], NDArray[np.int32]],
+        ids: TagIds,
     ) -> None:
         """COPY the batches' readings (inside the caller's transaction)."""
         rows = [encode_rows(b, ids[(b.agent, b.tags.raw)]) for b in batches if len(b)]
