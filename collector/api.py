@@ -97,7 +97,7 @@ async def get_readings(request: web.Request) -> web.Response:
         raise _bad("from", "must be earlier than `to`")
     limit = parse_limit(request.query.get("limit"), settings.http.max_readings)
     versions = await _resolve_tag(request)
-    tag = versions[-1]
+    tag = await request.app[STORE].latest(versions)
     rows = await request.app[STORE].readings(versions, start, end, limit + 1)
     mixed = len({reading.data_type for reading in rows[:limit]} | {tag.data_type}) > 1
     return web.json_response(

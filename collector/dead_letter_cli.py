@@ -1,4 +1,4 @@
-"""plantwire-collector dead-letters list|show|purge: the dead letter queue from a shell."""
+"""plantwire-collector dead-letters list|show|replay|purge: the dead letter queue from a shell."""
 
 import argparse
 import asyncio
@@ -14,8 +14,11 @@ import psycopg
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from collector.agents import AgentRegistry
 from collector.api import format_ts, parse_limit, parse_time
-from collector.config import CollectorConfig, DatabaseSettings
+from collector.app import partition_window
+from collector.config import CollectorConfig
+from collector.consumer import batch_decoder
 from collector.dead_letter_api import DEFAULT_LIMIT, MAX_LIMIT
 from collector.dead_letters import (
     KINDS,
@@ -26,6 +29,9 @@ from collector.dead_letters import (
     valid_id,
 )
 from collector.problems import ProblemError
+from collector.replay import Replayer
+from collector.store import ReadingStore
+from shared.wire import Topics
 
 ERROR_WIDTH = 60
 """Characters of an error message the listing shows."""
@@ -100,21 +106,33 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
     )
     purge.add_argument("--yes", action="store_true", help="delete (else only count)")
 
+    replay = actions.add_parser(
+        "replay",
+        parents=[config, scope],
+        help="ingest again after the cause is fixed (a batch is stored at most once)",
+    )
+    chosen = replay.add_mutually_exclusive_group(required=True)
+    chosen.add_argument(
+        "--id", dest="dead_letter_id", type=_dead_letter_id, metavar="N", help="this one"
+    )
+    chosen.add_argument("--all", action="store_true", help="every one not yet replayed")
+
 
 def run(args: argparse.Namespace, config: CollectorConfig) -> int:
     """Carry out a `dead-letters` subcommand; return the exit status."""
     try:
-        return asyncio.run(_run(args, config.database))
+        return asyncio.run(_run(args, config))
     except (psycopg.Error, PoolTimeout) as exc:
         print(f"plantwire-collector: database: {exc}", file=sys.stderr)
         return 1
 
 
-async def _run(args: argparse.Namespace, settings: DatabaseSettings) -> int:
+async def _run(args: argparse.Namespace, config: CollectorConfig) -> int:
+    settings = config.database
     pool: AsyncConnectionPool[psycopg.AsyncConnection[TupleRow]] = AsyncConnectionPool(
         settings.url.get_secret_value(),
         min_size=1,
-        max_size=1,
+        max_size=2,
         open=False,
         kwargs={"autocommit": True},
     )
@@ -125,6 +143,8 @@ async def _run(args: argparse.Namespace, settings: DatabaseSettings) -> int:
             return await _list(store, args)
         if args.action == "show":
             return await _show(store, args)
+        if args.action == "replay":
+            return await _replay(store, _replayer(pool, config), args)
         return await _purge(store, args)
     finally:
         await pool.close()
@@ -229,3 +249,44 @@ async def _purge(store: DeadLetters, args: argparse.Namespace) -> int:
         return 0
     print(f"deleted {await store.purge(selection)} dead letter(s)")
     return 0
+
+
+def _replayer(
+    pool: AsyncConnectionPool[psycopg.AsyncConnection[TupleRow]], config: CollectorConfig
+) -> Replayer:
+    return Replayer(
+        ReadingStore(pool, partition_window(config.database)),
+        AgentRegistry(pool),
+        config.ingest,
+        Topics(config.mqtt.topic_prefix),
+        batch_decoder(config.ingest),
+    )
+
+
+async def _replay(store: DeadLetters, replayer: Replayer, args: argparse.Namespace) -> int:
+    if args.dead_letter_id is not None:
+        ids = [args.dead_letter_id]
+    else:
+        selection = DeadLetterFilter(agent=args.agent, reason=args.reason, replayed=False)
+        ids, after = [], None
+        while True:
+            page = await store.list(selection, MAX_LIMIT, after)
+            ids += [letter.id for letter in page.items]
+            if page.next_cursor is None:
+                break
+            after = decode_cursor(page.next_cursor)
+    failed = 0
+    for dead_letter_id in sorted(ids):
+        outcome = await replayer.replay(dead_letter_id)
+        failed += outcome.status in ("still_failing", "not_found", "partly")
+        line = f"{dead_letter_id}: {outcome.status.replace('_', ' ')}"
+        if outcome.readings_stored:
+            line += f", {outcome.readings_stored} readings stored"
+        if outcome.readings_still_refused:
+            line += f", {outcome.readings_still_refused} still refused"
+        if outcome.error:
+            line += f": {outcome.error}"
+        print(line)
+    if not ids:
+        print("no dead letters to replay")
+    return 1 if failed else 0

@@ -265,7 +265,7 @@ class ReadingStore:
                 "INSERT INTO tags (agent_id, device, name, data_type)"
                 " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[])"
                 " ON CONFLICT (agent_id, device, name, data_type) DO UPDATE"
-                " SET last_written = now()"
+                " SET data_type = EXCLUDED.data_type"  # a no-op that makes RETURNING see it
                 " RETURNING tag_id, agent_id, device, name, data_type",
                 [
                     [key[0] for key in missing],
@@ -300,15 +300,34 @@ class ReadingStore:
             )
 
     async def find_tags(self, device: str, name: str, agent: str | None) -> list[TagInfo]:
-        """Tags with this device and name, from one agent or from all, newest type last."""
+        """Tags with this device and name, from one agent or from all (a row per data type)."""
         async with self._pool.connection() as conn:
             cursor = await conn.execute(
                 "SELECT tag_id, agent_id, device, name, data_type FROM tags"
                 " WHERE device = %s AND name = %s AND (%s::text IS NULL OR agent_id = %s)"
-                " ORDER BY agent_id, last_written, tag_id",
+                " ORDER BY agent_id, tag_id",
                 (device, name, agent, agent),
             )
             return [_tag_info(row) for row in await cursor.fetchall()]
+
+    async def latest(self, tags: Sequence[TagInfo]) -> TagInfo:
+        """The version of a tag that holds its most recent reading (the last one if none has)."""
+        if len(tags) == 1:
+            return tags[0]
+        newest: tuple[datetime, TagInfo] | None = None
+        async with self._pool.connection() as conn:
+            for tag in tags:
+                cursor = await conn.execute(
+                    "SELECT max(ts) FROM readings WHERE tag_id = %s", (tag.tag_id,)
+                )
+                row = await cursor.fetchone()
+                if (
+                    row is not None
+                    and row[0] is not None
+                    and (newest is None or row[0] >= newest[0])
+                ):
+                    newest = (row[0], tag)
+        return tags[-1] if newest is None else newest[1]
 
     async def readings(
         self, tags: Sequence[TagInfo], start: datetime, end: datetime, limit: int

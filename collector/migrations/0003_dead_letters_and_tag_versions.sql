@@ -34,4 +34,3 @@ CREATE TABLE dead_readings (
 ALTER TABLE tags DROP CONSTRAINT tags_agent_id_device_name_key;
 ALTER TABLE tags ADD CONSTRAINT tags_agent_id_device_name_type_key
     UNIQUE (agent_id, device, name, data_type);
-ALTER TABLE tags ADD COLUMN last_written timestamptz NOT NULL DEFAULT now();
