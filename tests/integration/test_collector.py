@@ -1,14 +1,17 @@
 """The collector against real Mosquitto and PostgreSQL: quarantine, exactly-once, API errors."""
 
-from collections.abc import AsyncIterator
+import json
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import aiohttp
 import psycopg
 import pytest
 
+from collector.batches import Batch
 from collector.cli import main as collector_main
 from collector.config import CollectorConfig
+from collector.store import ReadingStore, WriteOutcome
 from shared.mqtt import MqttClient, MqttSettings
 from shared.readings import DataType, Reading
 from shared.wire import encode_batch
@@ -287,3 +290,102 @@ async def test_retention_drops_whole_old_partitions_and_forgets_old_batch_ids(
         assert await cursor.fetchall() == [(2,)], "recent readings stay"
     assert day_of("readings_default") is None
     assert day_of("readings_p2026x101") is None
+
+
+def state(status: str = "online", **extra: object) -> bytes:
+    document = {
+        "v": 1,
+        "status": status,
+        "version": "0.1.0",
+        "config_hash": "abc",
+        "devices": ["press"],
+        "epoch": 42,
+        **extra,
+    }
+    return json.dumps(document).encode()
+
+
+async def test_bad_status_messages_are_quarantined_and_ingest_never_stops(
+    collector: str, publisher: MqttClient, database_url: str, topic_prefix: str
+) -> None:
+    bad = {
+        "state": [b"{not json", b"[]", state(status="exploded"), state(junk=1), b"\xff\xfe"],
+        "heartbeat": [b"", b"null", json.dumps({"v": 1, "ts": "soon"}).encode()],
+    }
+    huge = state(devices=["d" * 100] * 1000)
+    sent = 0
+    for kind, payloads in bad.items():
+        for payload in payloads:
+            await publisher.publish(f"{topic_prefix}/v1/a1/{kind}", payload, timeout=5)
+            sent += 1
+    await publisher.publish(f"{topic_prefix}/v1/a1/state", huge, timeout=5)
+    await publisher.publish(f"{topic_prefix}/v1/a1/state", state(), timeout=5)
+    # A database refusal (PostgreSQL's jsonb has no NUL) is quarantined too, not retried forever.
+    await publisher.publish(f"{topic_prefix}/v1/a2/state", state(version="\u0000"), timeout=5)
+    await publisher.publish(f"{topic_prefix}/v1/a1/batch", batch("a1", 1, [1.0, 2.0]), timeout=5)
+
+    async def settled() -> bool:
+        return count(database_url, "SELECT count(*) FROM readings") == 2
+
+    await eventually(settled, what="the batch after the bad status messages")
+    reasons = dict(
+        row
+        for row in psycopg.connect(database_url)
+        .execute("SELECT reason, count(*) FROM dead_letters GROUP BY reason")
+        .fetchall()
+    )
+    assert reasons == {"state": 5, "heartbeat": 3, "too_large": 1, "store": 1}
+    status, body = await get_json(f"{collector}/api/v1/agents/a1")
+    assert status == 200
+    assert body["status"] == "online", "the good birth after the garbage is recorded"
+    status, health = await get_json(f"{collector}/healthz")
+    assert status == 200, health
+    text = await metrics_text(collector)
+    assert 'plantwire_collector_dead_letters_total{reason="state"} 5.0' in text
+    assert 'plantwire_collector_dead_letters_total{reason="heartbeat"} 3.0' in text
+
+
+async def test_a_crashed_consumer_is_restarted_counted_and_reported(
+    config: CollectorConfig,
+    publisher: MqttClient,
+    database_url: str,
+    topic_prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    original = ReadingStore.write
+    crashes = 0
+
+    async def crash_once(self: ReadingStore, batches: Sequence[Batch]) -> WriteOutcome:
+        nonlocal crashes
+        if crashes == 0:
+            crashes += 1
+            raise RuntimeError("a bug in the write path")
+        return await original(self, batches)
+
+    monkeypatch.setattr(ReadingStore, "write", crash_once)
+    topic = f"{topic_prefix}/v1/a1/batch"
+    async with running_collector(config) as base:
+        await publisher.publish(topic, batch("a1", 1, [1.0]), timeout=5)
+
+        async def failing() -> bool:
+            status, body = await get_json(f"{base}/healthz")
+            return status == 503 and body["tasks"]["consumer"] == "failing"
+
+        await eventually(failing, timeout=10, what="/healthz to report the crashed consumer")
+        _, body = await get_json(f"{base}/healthz")
+        assert body["checks"]["task consumer"] == "failing: RuntimeError: a bug in the write path"
+
+        # The agent sends the unacknowledged batch again; the restarted consumer stores it.
+        async def stored() -> bool:
+            await publisher.publish(topic, batch("a1", 1, [1.0]), timeout=5)
+            return count(database_url, "SELECT count(*) FROM readings") == 1
+
+        await eventually(stored, timeout=30, what="the resent batch stored after the restart")
+        await publisher.publish(topic, batch("a1", 2, [2.0]), timeout=5)
+
+        async def next_one() -> bool:
+            return count(database_url, "SELECT count(*) FROM readings") == 2
+
+        await eventually(next_one, what="ingest to go on")
+        text = await metrics_text(base)
+        assert 'plantwire_collector_task_restarts_total{task="consumer"} 1.0' in text
