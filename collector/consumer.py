@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from psycopg import DataError, IntegrityError
 from psycopg import Error as DatabaseError
-from psycopg import InterfaceError, OperationalError
 
 from collector.batches import Batch, BatchDecoder, TimeWindow, check_size
 from collector.config import IngestSettings
@@ -220,8 +220,9 @@ class Consumer:
     async def _retrying(self, what: str, operation: Callable[[], Awaitable[_T]]) -> _T:
         """Run a database operation, retrying while the database is unreachable.
 
-        Raises _Refused if the database rejects the operation itself: retrying that would stop
-        ingest for good.
+        Raises _Refused if the database rejects the data itself (a data or integrity error):
+        retrying that would stop ingest for good. Any other error (an outage, or a fault of
+        the collector or its schema) is retried: the agents keep the data meanwhile.
         """
         failing = False
         while True:
@@ -231,7 +232,7 @@ class Consumer:
             except DatabaseError as exc:
                 _reraise_cancellation(exc)
                 self._metrics.write_errors.inc()
-                if not isinstance(exc, OperationalError | InterfaceError):
+                if isinstance(exc, DataError | IntegrityError):
                     raise _Refused(f"{exc.__class__.__name__}: {exc}") from exc
                 if not failing:
                     log.error("cannot %s: %s; retrying", what, exc)

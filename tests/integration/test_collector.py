@@ -224,7 +224,7 @@ def test_migrate_command_is_idempotent(
     assert "applied migrations: [1, 2, 3]" in capsys.readouterr().out
     assert collector_main(["migrate", "--database-url", postgres_fresh_url]) == 0
     assert "up to date" in capsys.readouterr().out
-    assert count(postgres_fresh_url, "SELECT count(*) FROM schema_migrations") == 2
+    assert count(postgres_fresh_url, "SELECT count(*) FROM schema_migrations") == 3
 
 
 def test_migrate_needs_a_database(
