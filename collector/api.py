@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 from aiohttp import web
 
 from collector.agents import AgentRecord
-from collector.problems import InvalidParam, ProblemError
+from collector.problems import InvalidParam, ProblemError, bad_param
 from collector.state import AGENTS, SETTINGS, STORE
 from collector.store import StoredReading, TagInfo
 
@@ -20,9 +20,9 @@ def parse_time(name: str, raw: str | None, default: datetime) -> datetime:
         moment = datetime.fromisoformat(raw)
     except ValueError:
         reason = f"expected an RFC 3339 timestamp such as 2026-01-31T08:00:00Z, got {raw!r}"
-        raise _bad(name, reason) from None
+        raise bad_param(name, reason) from None
     if moment.tzinfo is None:
-        raise _bad(name, "timestamp needs a time zone, e.g. a trailing Z for UTC")
+        raise bad_param(name, "timestamp needs a time zone, e.g. a trailing Z for UTC")
     return moment
 
 
@@ -31,14 +31,8 @@ def parse_limit(raw: str | None, maximum: int) -> int:
     if raw is None:
         return maximum
     if not raw.isdigit() or not 1 <= int(raw) <= maximum:
-        raise _bad("limit", f"expected a whole number from 1 to {maximum}, got {raw!r}")
+        raise bad_param("limit", f"expected a whole number from 1 to {maximum}, got {raw!r}")
     return int(raw)
-
-
-def _bad(name: str, reason: str) -> ProblemError:
-    return ProblemError(
-        400, "Invalid request parameter", f"{name}: {reason}", [InvalidParam(name, reason)]
-    )
 
 
 def format_ts(moment: datetime) -> str:
@@ -63,10 +57,10 @@ async def _resolve_tag(request: web.Request) -> list[TagInfo]:
     """The versions (one per data type it has had) of the tag the request names."""
     raw = request.query.get("tag")
     if not raw:
-        raise _bad("tag", "required: the tag as <device>/<tag>, e.g. press-1/temperature")
+        raise bad_param("tag", "required: the tag as <device>/<tag>, e.g. press-1/temperature")
     device, slash, name = raw.partition("/")
     if not slash or not device or not name:
-        raise _bad("tag", f"expected <device>/<tag>, got {raw!r}")
+        raise bad_param("tag", f"expected <device>/<tag>, got {raw!r}")
     agent = request.query.get("agent")
     matches = await request.app[STORE].find_tags(device, name, agent)
     if not matches:
@@ -78,7 +72,9 @@ async def _resolve_tag(request: web.Request) -> list[TagInfo]:
         )
     agents = sorted({tag.agent_id for tag in matches})
     if len(agents) > 1:
-        raise _bad("agent", f"tag {raw!r} exists on several agents ({', '.join(agents)}); name one")
+        raise bad_param(
+            "agent", f"tag {raw!r} exists on several agents ({', '.join(agents)}); name one"
+        )
     return matches
 
 
@@ -94,7 +90,7 @@ async def get_readings(request: web.Request) -> web.Response:
     end = parse_time("to", request.query.get("to"), now)
     start = parse_time("from", request.query.get("from"), end - timedelta(hours=1))
     if start >= end:
-        raise _bad("from", "must be earlier than `to`")
+        raise bad_param("from", "must be earlier than `to`")
     limit = parse_limit(request.query.get("limit"), settings.http.max_readings)
     versions = await _resolve_tag(request)
     tag = await request.app[STORE].latest(versions)

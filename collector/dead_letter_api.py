@@ -14,19 +14,13 @@ from collector.dead_letters import (
     decode_cursor,
     valid_id,
 )
-from collector.problems import InvalidParam, ProblemError
+from collector.problems import InvalidParam, ProblemError, bad_param
 from collector.state import STORE
 
 routes = web.RouteTableDef()
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
-
-
-def _invalid(name: str, reason: str) -> ProblemError:
-    return ProblemError(
-        400, "Invalid request parameter", f"{name}: {reason}", [InvalidParam(name, reason)]
-    )
 
 
 def _dead_letters(request: web.Request) -> DeadLetters:
@@ -43,14 +37,14 @@ def _selection(request: web.Request) -> DeadLetterFilter:
     query = request.query
     kind = query.get("kind")
     if kind is not None and kind not in KINDS:
-        raise _invalid("kind", f"expected one of {', '.join(KINDS)}, got {kind!r}")
+        raise bad_param("kind", f"expected one of {', '.join(KINDS)}, got {kind!r}")
     replayed_raw = query.get("replayed")
     if replayed_raw not in (None, "true", "false"):
-        raise _invalid("replayed", f"expected true or false, got {replayed_raw!r}")
+        raise bad_param("replayed", f"expected true or false, got {replayed_raw!r}")
     since = _optional_time(request, "from")
     until = _optional_time(request, "to")
     if since is not None and until is not None and since >= until:
-        raise _invalid("from", "must be earlier than `to`")
+        raise bad_param("from", "must be earlier than `to`")
     return DeadLetterFilter(
         agent=query.get("agent"),
         reason=query.get("reason"),
@@ -90,7 +84,7 @@ async def list_dead_letters(request: web.Request) -> web.Response:
     try:
         after = decode_cursor(cursor) if cursor is not None else None
     except ValueError as exc:
-        raise _invalid("cursor", str(exc)) from None
+        raise bad_param("cursor", str(exc)) from None
     page = await _dead_letters(request).list(selection, limit, after)
     # The next page's URL keeps every filter and the limit, so following it needs nothing else.
     following = (
@@ -107,7 +101,7 @@ async def get_dead_letter(request: web.Request) -> web.Response:
     raw = request.match_info["id"]
     dead_letter_id = valid_id(raw)
     if dead_letter_id is None:
-        raise _invalid("id", f"expected a dead letter id (a positive whole number), got {raw!r}")
+        raise bad_param("id", f"expected a dead letter id (a positive whole number), got {raw!r}")
     detail = await _dead_letters(request).get(dead_letter_id)
     if detail is None:
         raise ProblemError(

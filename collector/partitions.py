@@ -35,8 +35,13 @@ def partition_name(day: date) -> str:
     return f"readings_p{day:%Y%m%d}"
 
 
+def midnight(day: date) -> datetime:
+    """The start of a UTC day."""
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
 def _create_sql(day: date) -> sql.Composed:
-    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    start = midnight(day)
     return sql.SQL(
         "CREATE TABLE IF NOT EXISTS {} PARTITION OF readings FOR VALUES FROM ({}) TO ({})"
     ).format(
@@ -73,7 +78,7 @@ async def ensure_partition(conn: psycopg.AsyncConnection[TupleRow], day: date) -
 
 
 async def _create_from_default(conn: psycopg.AsyncConnection[TupleRow], day: date) -> int:
-    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    start = midnight(day)
     async with conn.transaction():
         # Hold off writers of that day (and other collectors doing the same) while rows move.
         await conn.execute("LOCK TABLE readings_default IN SHARE ROW EXCLUSIVE MODE")
@@ -93,12 +98,13 @@ async def ensure_partitions(
     conn: psycopg.AsyncConnection[TupleRow], today: date, days_ahead: int
 ) -> list[str]:
     """Create the partitions for yesterday through `days_ahead` days on; return those created."""
-    created = []
-    for offset in range(-1, days_ahead + 1):
-        day = today + timedelta(days=offset)
-        if await ensure_partition(conn, day):
-            created.append(partition_name(day))
-    return created
+    days = [today + timedelta(days=offset) for offset in range(-1, days_ahead + 1)]
+    return await _ensure_days(conn, days)
+
+
+async def _ensure_days(conn: psycopg.AsyncConnection[TupleRow], days: list[date]) -> list[str]:
+    """Make sure each day has its partition; return the names of those created now."""
+    return [partition_name(day) for day in days if await ensure_partition(conn, day)]
 
 
 async def drain_default(
@@ -109,15 +115,11 @@ async def drain_default(
         "SELECT DISTINCT (ts AT TIME ZONE 'UTC')::date FROM readings_default"
         " WHERE ts >= %s AND ts < %s ORDER BY 1",
         (
-            datetime(first.year, first.month, first.day, tzinfo=UTC),
-            datetime(last.year, last.month, last.day, tzinfo=UTC) + timedelta(days=1),
+            midnight(first),
+            midnight(last) + timedelta(days=1),
         ),
     )
-    created = []
-    for (day,) in await cursor.fetchall():
-        if await ensure_partition(conn, day):
-            created.append(partition_name(day))
-    return created
+    return await _ensure_days(conn, [row[0] for row in await cursor.fetchall()])
 
 
 def day_of(name: str) -> date | None:
@@ -141,7 +143,7 @@ async def drop_expired_partitions(
     cutoff = today - timedelta(days=retention_days)
     gone = await conn.execute(
         "DELETE FROM readings_default WHERE ts < %s",
-        (datetime(cutoff.year, cutoff.month, cutoff.day, tzinfo=UTC),),
+        (midnight(cutoff),),
     )
     if gone.rowcount:
         log.info(

@@ -34,6 +34,13 @@ class ProblemError(Exception):
         self.invalid = invalid
 
 
+def bad_param(name: str, reason: str) -> ProblemError:
+    """A 400 problem naming the request parameter that was rejected."""
+    return ProblemError(
+        400, "Invalid request parameter", f"{name}: {reason}", [InvalidParam(name, reason)]
+    )
+
+
 def problem_response(
     status: int, title: str, detail: str, invalid: Sequence[InvalidParam] = (), instance: str = ""
 ) -> web.Response:
