@@ -3,6 +3,8 @@
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 
+import pytest
+from psycopg import DataError
 from psycopg.errors import QueryCanceled
 
 from collector.batches import Batch
@@ -10,7 +12,7 @@ from collector.config import IngestSettings
 from collector.consumer import Consumer
 from collector.metrics import CollectorMetrics
 from collector.store import DeadLetter, WriteOutcome
-from shared.acks import decode_ack
+from shared.acks import Refusal, decode_ack
 from shared.mqtt import Message
 from shared.readings import DataType, Reading
 from shared.wire import Topics, encode_batch
@@ -58,12 +60,14 @@ class Store:
         self.started: list[list[int]] = []
         self.release: dict[int, asyncio.Event] = {}
         self.quarantined: list[str] = []
+        self.written: list[int] = []
 
     async def write(self, batches: Sequence[Batch]) -> WriteOutcome:
         ids = [b.batch_id for b in batches]
         self.started.append(ids)
         gate = self.release.setdefault(ids[0], asyncio.Event())
         await gate.wait()
+        self.written.append(sum(len(b) for b in batches))
         return WriteOutcome(len(batches), 0, sum(len(b) for b in batches))
 
     async def quarantine(self, letter: DeadLetter) -> None:
@@ -142,3 +146,82 @@ async def test_a_cancelled_write_ends_even_if_it_surfaces_as_a_database_error() 
     done, _ = await asyncio.wait({task}, timeout=2)
     assert done, "the consumer stopped"
     assert broker.acked == []
+
+
+def consumer_of(broker: Broker, store: Store, **settings: object) -> Consumer:
+    return Consumer(
+        broker,
+        store,  # type: ignore[arg-type]
+        topics=TOPICS,
+        settings=IngestSettings.model_validate({"retry_interval": 0.01, **settings}),
+        metrics=CollectorMetrics(),
+    )
+
+
+def mixed(first: int) -> Message:
+    """A batch of two readings whose second has a timestamp from 1601."""
+    readings = [
+        Reading("d", "t", DataType.FLOAT64, TS, 1.0),
+        Reading("d", "t", DataType.FLOAT64, -11_644_473_600_000_000, 2.0),
+    ]
+    return Message(
+        TOPICS.batch("a1"), encode_batch("a1", 1, [first, first + 1], readings), 1, first, False
+    )
+
+
+@pytest.mark.parametrize("version", [1, 2])
+async def test_refused_readings_are_acknowledged_in_the_version_asked_for(version: int) -> None:
+    broker, store = Broker(), Store()
+    store.finish(1)
+    task = asyncio.create_task(consumer_of(broker, store, ack_version=version).run())
+    try:
+        broker.inbox.put_nowait(mixed(1))
+        await until(lambda: broker.acked == [1])
+        ack = decode_ack(broker.published[0][1])
+        assert (ack.v, ack.stored) == (version, [1])
+        assert ack.refused == (
+            [Refusal(batch=1, readings={"timestamp": 1})] if version == 2 else []
+        )
+        assert store.written[0] == 1, "the good reading is written"
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_batch_the_database_refuses_as_data_is_quarantined_alone() -> None:
+    class PickyStore(Store):
+        async def write(self, batches: Sequence[Batch]) -> WriteOutcome:
+            if any(b.batch_id == 2 for b in batches):
+                raise DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes")
+            self.written.append(sum(len(b) for b in batches))
+            return WriteOutcome(len(batches), 0, sum(len(b) for b in batches))
+
+    broker, store = Broker(), PickyStore()
+    consumer = consumer_of(broker, store, group_max_readings=10, group_max_delay=0.2)
+    task = asyncio.create_task(consumer.run())
+    try:
+        for mid in (1, 2, 3):
+            broker.inbox.put_nowait(message(mid))
+        await until(lambda: sorted(broker.acked) == [0, 1, 2, 3])
+        assert len(store.quarantined) == 1
+        assert "the database refused it: DataError" in store.quarantined[0]
+        acks = [decode_ack(p) for _, p in broker.published]
+        assert sorted(b for a in acks for b in a.stored) == [1, 3]
+        rejected = [r for a in acks for r in a.rejected]
+        assert [(r.batch, r.reason) for r in rejected] == [(2, "store")]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_crashing_consumer_releases_the_messages_it_held() -> None:
+    class BrokenStore(Store):
+        async def write(self, batches: Sequence[Batch]) -> WriteOutcome:
+            raise RuntimeError("a bug")
+
+    broker = Broker()
+    consumer = consumer_of(broker, BrokenStore(), group_max_readings=1)
+    broker.inbox.put_nowait(message(1))
+    with pytest.raises(RuntimeError, match="a bug"):
+        await asyncio.wait_for(consumer.run(), 5)
+    assert broker.acked == [1], "the broker is not left waiting for a PUBACK"
