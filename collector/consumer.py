@@ -258,7 +258,10 @@ class Consumer:
             self._group.batches.append(batch)
             self._group.readings += len(batch)
 
-    async def _quarantine(self, message: Message, error: str, reason: str) -> None:
+    async def _quarantine(
+        self, message: Message, error: str, reason: str, *, hold: bool = True
+    ) -> None:
+        """Keep a message as a dead letter, tell its agent, and (with `hold`) ack it in turn."""
         log.warning("quarantined a message on %s: %s", message.topic, error)
         identity = _batch_identity(self._topics, message)
         letter = DeadLetter(
@@ -278,7 +281,8 @@ class Consumer:
             # Not even kept as a dead letter: say so loudly, the agent still has the batch.
             log.error("could not keep the message from %s: %s", message.topic, exc)
             self._metrics.messages.labels(outcome="lost").inc()
-            self._hold(message, None)
+            if hold:
+                self._hold(message, None)
             return
         self._metrics.dead_letters.labels(reason=reason).inc()
         self._metrics.messages.labels(outcome="quarantined").inc()
@@ -286,7 +290,8 @@ class Consumer:
             agent, epoch, batch_id, _ = identity
             rejection = Rejection(batch=batch_id, error=error, reason=reason)
             self._acknowledge(agent, self._ack(epoch, [], [rejection], []))
-        self._hold(message, None)
+        if hold:
+            self._hold(message, None)
 
     def _ack(
         self, epoch: int, stored: list[int], rejected: list[Rejection], refused: list[Refusal]
@@ -353,8 +358,10 @@ class Consumer:
                 self._metrics.refused_readings.labels(reason=reason).inc(count)
             failed = {id(batch) for batch, _ in written.refused}
             for batch, error in written.refused:
-                message = Message(batch.topic, batch.raw, 0, 0, False)  # the original is held
-                await self._quarantine(message, f"the database refused it: {error}", "store")
+                # The original message is in this group and is acknowledged with it below.
+                message = Message(batch.topic, batch.raw, 1, 0, False)
+                error = f"the database refused it: {error}"
+                await self._quarantine(message, error, "store", hold=False)
             # Duplicates are acknowledged too: they are stored, from an earlier send.
             stored: dict[tuple[str, int], list[Batch]] = {}
             for batch in write.group.batches:
