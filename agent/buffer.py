@@ -339,7 +339,11 @@ class SqliteBuffer:
             )
 
     def _recovered(self) -> None:
-        """Called on the worker thread after a write committed: reads alone prove nothing."""
+        """Called on the worker thread after readings were committed.
+
+        Only adds count: a read, or a small write that fits in a free page, proves nothing,
+        and recovering on those would log a flapping state.
+        """
         if self._failing_since is not None:
             outage = time.monotonic() - self._failing_since
             self._failing_since = None
@@ -478,7 +482,6 @@ class SqliteBuffer:
         first, last = rows[0][0], rows[-1][0]
         batch = self._load(first, last)
         conn.execute("INSERT INTO batches (first_seq, last_seq) VALUES (?, ?)", (first, last))
-        self._recovered()
         self._unsent_batches.append((first, last))
         self._next_seq_to_batch = last + 1
         self._in_flight.add(first)
@@ -543,7 +546,6 @@ class SqliteBuffer:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        self._recovered()
         self._count -= deleted
         self._unsent_batches.remove((batch_id, last))
         self._loop_call(self._room.set)

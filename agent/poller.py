@@ -14,6 +14,8 @@ from shared.readings import Reading
 log = logging.getLogger(__name__)
 
 ReadingSink = Callable[[Sequence[Reading]], Awaitable[int]]
+HANDING_AT_STOP_S = 1.0
+"""How long a stop waits for the last readings to be buffered before giving them up."""
 
 
 def raise_if_cancel_was_lost() -> None:
@@ -78,12 +80,16 @@ class DevicePoller:
         next_poll = self._clock.monotonic()
         try:
             while True:
-                raise_if_cancel_was_lost()
-                if self._source.state is not DeviceState.CONNECTED and not await self._connect():
-                    await self._clock.sleep(self._backoff.next_delay())
-                    next_poll = self._clock.monotonic()
-                    continue
+                # Checked after each call into a driver: see raise_if_cancel_was_lost.
+                if self._source.state is not DeviceState.CONNECTED:
+                    connected = await self._connect()
+                    raise_if_cancel_was_lost()
+                    if not connected:
+                        await self._clock.sleep(self._backoff.next_delay())
+                        next_poll = self._clock.monotonic()
+                        continue
                 await self._poll()
+                raise_if_cancel_was_lost()
                 next_poll += self._interval
                 now = self._clock.monotonic()
                 if next_poll < now:  # overran: skip the missed polls rather than burst
@@ -94,22 +100,22 @@ class DevicePoller:
             await self._source.close()
 
     async def _finish_handing(self) -> None:
-        """On stop: let a write in progress commit; give up one still waiting for room or disk.
+        """On stop: let the last hand-over commit, unless it waits for room or disk too long.
 
-        The buffer finishes a write it has begun even when cancelled, so readings already
-        read are committed on a clean stop; but a `block` buffer that stays full, or a disk
-        that stays full, must not hold the stop up for ever (the buffer logs what it gave up).
+        Readings already read are committed on a clean stop; but a `block` buffer that stays
+        full, or a disk that stays full, must not hold the stop up for ever (the buffer logs
+        what it gave up, and it finishes a write it has begun even when cancelled).
         """
         handing, self._handing = self._handing, None
         if handing is None:
             return
+        await asyncio.wait({handing}, timeout=HANDING_AT_STOP_S)
         if not handing.done():
             handing.cancel()
             await asyncio.wait({handing})
         if not handing.cancelled() and handing.exception() is not None:
-            log.error(
-                "device %s: last readings not buffered: %s", self._source.name, handing.exception()
-            )
+            error = handing.exception()
+            log.error("device %s: last readings not buffered: %s", self._source.name, error)
 
     async def _connect(self) -> bool:
         try:
