@@ -107,6 +107,7 @@ class MqttClient:
         receive_queue: int = 64,
     ) -> None:
         self._settings = settings
+        self._client_id = client_id
         self._v5 = settings.protocol == "5"
         self._persistent = persistent_session
         self._client = paho.Client(
@@ -233,7 +234,7 @@ class MqttClient:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_resolve, joined, None)
 
-        threading.Thread(target=join, name="mqtt-close", daemon=True).start()
+        threading.Thread(target=join, name=f"mqtt-close-{self._client_id}", daemon=True).start()
         # A clean DISCONNECT gets most of the time; the forced close what is left.
         for share, force in ((0.8, False), (0.2, True)):
             if force:
