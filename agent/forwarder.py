@@ -170,8 +170,7 @@ class Forwarder:
         if ack.epoch != self._buffer.epoch:
             log.warning("ignored an acknowledgement for buffer epoch %d", ack.epoch)
             return
-        rejected = {r.batch: r.reason or "unknown" for r in ack.rejected}
-        for batch_id in [*ack.stored, *rejected]:
+        for batch_id in [*ack.stored, *(r.batch for r in ack.rejected)]:
             self._in_flight.pop(batch_id, None)
             try:
                 deleted = await self._buffer.acknowledge(batch_id)
@@ -180,20 +179,20 @@ class Forwarder:
                 # acknowledges it again (storing it once), and the delete is retried then.
                 continue
             self.readings_acknowledged += deleted
-            if deleted and batch_id in rejected:
-                # Counted when the batch leaves the buffer, so a repeated ack counts nothing.
-                self.rejected_batches += 1
-                self.rejected_readings[rejected[batch_id]] += deleted
             if deleted:
-                self._count_refused(ack, batch_id)
+                # Reported when the batch leaves the buffer, so a repeated ack counts nothing.
+                self._report_refusals(ack, batch_id, deleted)
         self._acked.set()
 
-    def _count_refused(self, ack: AckPayload, batch_id: int) -> None:
+    def _report_refusals(self, ack: AckPayload, batch_id: int, readings: int) -> None:
+        """Count and log what the collector refused of one batch: all of it, or some readings."""
         for rejection in ack.rejected:
             if rejection.batch == batch_id:
+                self.rejected_batches += 1
+                self.rejected_readings[rejection.reason or "unknown"] += readings
                 log.error(
                     "the collector rejected batch %d (kept in its dead letters): %s%s",
-                    rejection.batch,
+                    batch_id,
                     rejection.error,
                     f" ({rejection.reason})" if rejection.reason else "",
                 )
@@ -203,6 +202,6 @@ class Forwarder:
                 log.warning(
                     "the collector refused %d readings of batch %d (kept in its dead letters): %s",
                     sum(refusal.readings.values()),
-                    refusal.batch,
+                    batch_id,
                     ", ".join(f"{n} {reason}" for reason, n in sorted(refusal.readings.items())),
                 )

@@ -9,6 +9,7 @@ buffer file.
 import asyncio
 import contextlib
 import logging
+import signal
 import sqlite3
 import threading
 import time
@@ -134,15 +135,31 @@ async def test_stop_with_the_device_down(
         await stop_within_grace(agent)
 
 
+@pytest.mark.parametrize("how", ["absent", "hung"])
 async def test_stop_with_the_broker_down(
-    simulator: Simulator, tmp_path: Path, topic_prefix: str
+    how: str, simulator: Simulator, tmp_path: Path, topic_prefix: str
 ) -> None:
-    nothing = f"mqtt://127.0.0.1:{free_port()}"
+    broker = MosquittoServer(port=free_port())
     device = modbus_device(simulator.modbus_port, interval="50ms")
-    agent = AgentService(config_for(tmp_path, topic_prefix, nothing, device), stop_grace=GRACE_S)
-    await agent.start()
-    await buffered_at_least(agent, 100)
-    await stop_within_grace(agent)
+    agent = AgentService(config_for(tmp_path, topic_prefix, broker.url, device), stop_grace=GRACE_S)
+    try:
+        if how == "hung":
+            broker.start()
+        await agent.start()
+        if how == "hung":
+            await eventually(lambda: _true(agent.mqtt.connected), what="connected")
+            assert broker.process is not None
+            broker.process.send_signal(signal.SIGSTOP)  # up, but answering nothing
+        await buffered_at_least(agent, 100)
+        await stop_within_grace(agent)
+    finally:
+        if broker.process is not None:
+            broker.process.send_signal(signal.SIGCONT)
+        broker.stop()
+
+
+async def _true(value: bool) -> bool:
+    return value
 
 
 async def test_stop_while_a_late_broker_appears(

@@ -143,6 +143,8 @@ async def fail_and_recover(agent: AgentService, disk: Path) -> int:
         metrics = await response.text()
     assert "plantwire_agent_buffer_failing 1.0" in metrics
     assert "plantwire_agent_buffer_errors_total 0.0" not in metrics
+    heartbeat = agent.health.heartbeat(await agent.health.snapshot(False))
+    assert b'"state":"failing"' in heartbeat
     stuck = (await agent.buffer.stats()).readings
 
     filler.unlink()
