@@ -19,7 +19,7 @@ async def test_a_crashing_forwarder_is_restarted_counted_and_reported(tmp_path: 
         prefix="crashy",
         devices=[modbus_device(free_port())],
     )
-    supervisor = Supervisor("agent", backoff_initial=0.05, backoff_cap=0.1, healthy_after=1.0)
+    supervisor = Supervisor("agent", backoff_initial=0.05, backoff_cap=0.1, healthy_after=3.0)
     service = AgentService(config, stop_grace=5, supervisor=supervisor)
     real = service.buffer.wait_for_data
     crashes = 3
@@ -37,7 +37,8 @@ async def test_a_crashing_forwarder_is_restarted_counted_and_reported(tmp_path: 
         local = f"http://127.0.0.1:{service.http.port}"
 
         async def crashed_three_times() -> bool:
-            return crashes == 0 and supervisor.failing() == ["forwarder"]
+            forwarder = next(t for t in supervisor.health() if t.name == "forwarder")
+            return forwarder.restarts == 3 and supervisor.failing() == ["forwarder"]
 
         await eventually(crashed_three_times, timeout=10, what="three forwarder crashes")
         status, body = await get_json(f"{local}/healthz")
