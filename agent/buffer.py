@@ -3,6 +3,11 @@
 Readings get a sequence number on entry. A batch is a contiguous range of sequence numbers,
 recorded durably before it is first sent, so a batch id always names the same readings,
 also after a crash; the collector relies on that to store each batch exactly once.
+
+A full disk, an I/O error or a read-only file is a state of the buffer, not a crash: the
+buffer reports itself failing (logged once each way), an add holds on to its readings and
+retries the write with backoff (so a device's polling pauses until its readings can be
+written), and the forwarder retries; nothing committed before is touched.
 """
 
 import asyncio
@@ -17,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol, TypeVar
 
+from shared.backoff import Backoff
 from shared.errors import PlantwireError
 from shared.readings import DataType, Quality, Reading
 
@@ -27,6 +33,19 @@ _TABLES = {"meta", "readings", "tags", "batches"}
 
 class BufferLayoutError(PlantwireError):
     """The buffer file exists but was written with a layout this version cannot read."""
+
+
+class BufferUnavailable(PlantwireError):
+    """The buffer file cannot be written or read now (disk full, I/O error, read-only)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BufferCondition:
+    """Whether the buffer can write, independent of any device or the broker."""
+
+    state: Literal["ok", "failing"]
+    last_error: str | None
+    errors: int
 
 
 _SQLITE_MAX_INT = 2**63 - 1
@@ -87,6 +106,10 @@ class Buffer(Protocol):
         """An event set whenever readings are added."""
         ...
 
+    def condition(self) -> BufferCondition:
+        """Whether writes succeed right now, and the last error if not."""
+        ...
+
 
 class SqliteBuffer:
     """Buffer in one SQLite file (WAL, synchronous=FULL), used from one worker thread.
@@ -95,6 +118,9 @@ class SqliteBuffer:
     bound: `drop_oldest` deletes the oldest readings not yet cut into a batch, `drop_newest`
     keeps only the incoming readings that fit, and `block` makes the add wait for room. Every
     drop is counted, in the file too, so the counts survive a restart.
+
+    When SQLite cannot write (disk full, I/O error, read-only file), an add keeps its readings
+    and tries again after `retry_initial` seconds, doubling up to `retry_cap`.
     """
 
     def __init__(
@@ -104,8 +130,15 @@ class SqliteBuffer:
         max_readings: int | None = None,
         max_bytes: int | None = None,
         when_full: WhenFull = "drop_oldest",
+        retry_initial: float = 0.5,
+        retry_cap: float = 5.0,
     ) -> None:
         self._path = path
+        self._retry = (retry_initial, retry_cap)
+        self._failing_since: float | None = None
+        self._last_error: str | None = None
+        self._last_used_bytes = 0
+        self.errors = 0
         self._max_readings = max_readings
         self._max_bytes = max_bytes
         self._when_full = when_full
@@ -214,17 +247,116 @@ class SqliteBuffer:
         return self._conn
 
     async def add(self, readings: Sequence[Reading]) -> int:
-        """Commit readings in one transaction; return how many the full-buffer policy dropped."""
+        """Commit readings in one transaction; return how many the full-buffer policy dropped.
+
+        While the file cannot be written this keeps the readings and retries with backoff. A
+        cancel while waiting (for room, or for the disk) gives the readings up, with a log
+        line; a write already begun is finished first, so they are then committed.
+        """
         if not readings:
             return 0
-        if self._when_full == "block":
-            while not await self._run(lambda: self._room_for(len(readings))):
-                self._room.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._room.wait(), timeout=1.0)
-        dropped = await self._run(lambda: self._add(readings))
-        self._data.set()
-        return dropped
+        committed = False
+
+        def write() -> int:
+            nonlocal committed
+            dropped = self._add(readings)
+            committed = True
+            return dropped
+
+        backoff = Backoff(*self._retry)
+        try:
+            while True:
+                if self._when_full == "block":
+                    await self._wait_for_room(len(readings))
+                try:
+                    dropped = await self._submit(write)
+                except BufferUnavailable:
+                    await asyncio.sleep(backoff.next_delay())
+                    continue
+                self._data.set()
+                return dropped
+        except asyncio.CancelledError:
+            if not committed:
+                log.warning(
+                    "%d readings not buffered: stopped while the buffer had no room or could"
+                    " not write",
+                    len(readings),
+                )
+            raise
+
+    async def _wait_for_room(self, incoming: int) -> None:
+        backoff = Backoff(*self._retry)
+        while True:
+            try:
+                if await self._submit(lambda: self._room_for(incoming)):
+                    return
+            except BufferUnavailable:
+                await asyncio.sleep(backoff.next_delay())
+                continue
+            self._room.clear()
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for can drop a cancellation.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await self._room.wait()
+
+    async def _submit(self, function: Callable[[], _T]) -> _T:
+        """Run `function` on the worker; if cancelled meanwhile, let it finish, then raise."""
+        self._loop = asyncio.get_running_loop()
+        future = self._loop.run_in_executor(self._executor, self._guarded(function))
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            # A statement under way cannot be withdrawn: wait for it so that whoever stops
+            # us knows where the data is (committed, or not) before closing the file.
+            await asyncio.wait({future})
+            raise
+
+    def _guarded(self, function: Callable[[], _T]) -> Callable[[], _T]:
+        """`function` with SQLite's I/O failures turned into the buffer's failing state."""
+
+        def run() -> _T:
+            try:
+                result = function()
+            except (sqlite3.IntegrityError, sqlite3.ProgrammingError):
+                raise  # a bug, not the disk
+            except sqlite3.DatabaseError as exc:
+                self._failed(exc)
+                raise BufferUnavailable(f"buffer {self._path}: {exc}") from exc
+            return result
+
+        return run
+
+    def _failed(self, exc: Exception) -> None:
+        """Called on the worker thread when SQLite refuses a read or write."""
+        self.errors += 1
+        self._last_error = f"{exc.__class__.__name__}: {exc}"
+        if self._failing_since is None:
+            self._failing_since = time.monotonic()
+            log.error(
+                "buffer %s cannot be written: %s; holding readings and retrying",
+                self._path,
+                exc,
+            )
+
+    def _recovered(self) -> None:
+        """Called on the worker thread after readings were committed.
+
+        Only adds count: a read, or a small write that fits in a free page, proves nothing,
+        and recovering on those would log a flapping state.
+        """
+        if self._failing_since is not None:
+            outage = time.monotonic() - self._failing_since
+            self._failing_since = None
+            log.info("buffer %s writable again after %.1fs", self._path, outage)
+
+    def condition(self) -> BufferCondition:
+        """Whether the last access to the file succeeded; the last error if it did not."""
+        failing = self._failing_since is not None
+        return BufferCondition(
+            "failing" if failing else "ok",
+            self._last_error if failing else None,
+            self.errors,
+        )
 
     def _used_bytes(self) -> int:
         conn = self._db()
@@ -306,6 +438,7 @@ class SqliteBuffer:
                 del tag_ids[(device, tag, type_name)]
                 del self._tags[tag_id]
             raise
+        self._recovered()
         self._count += len(rows) - dropped_oldest
         self._dropped["dropped_oldest"] += dropped_oldest
         self._dropped["dropped_newest"] += dropped_newest
@@ -331,14 +464,15 @@ class SqliteBuffer:
 
     async def begin(self, limit: int) -> PendingBatch | None:
         """Hand out the oldest unsent batch, or cut a new one of at most `limit` readings."""
-        return await self._run(lambda: self._begin(limit))
+        return await self._submit(lambda: self._begin(limit))
 
     def _begin(self, limit: int) -> PendingBatch | None:
         conn = self._db()
         for first, last in self._unsent_batches:
             if first not in self._in_flight:
+                batch = self._load(first, last)
                 self._in_flight.add(first)
-                return self._load(first, last)
+                return batch
         rows = conn.execute(
             "SELECT seq FROM readings WHERE seq >= ? ORDER BY seq LIMIT ?",
             (self._next_seq_to_batch, limit),
@@ -346,11 +480,12 @@ class SqliteBuffer:
         if not rows:
             return None
         first, last = rows[0][0], rows[-1][0]
+        batch = self._load(first, last)
         conn.execute("INSERT INTO batches (first_seq, last_seq) VALUES (?, ?)", (first, last))
         self._unsent_batches.append((first, last))
         self._next_seq_to_batch = last + 1
         self._in_flight.add(first)
-        return self._load(first, last)
+        return batch
 
     def _load(self, first: int, last: int) -> PendingBatch:
         rows = (
@@ -382,7 +517,7 @@ class SqliteBuffer:
 
     async def end(self, batch: PendingBatch, *, accepted: bool) -> None:
         """Delete an accepted batch's readings; otherwise let it be sent again."""
-        await self._run(lambda: self._end(batch, accepted))
+        await self._submit(lambda: self._end(batch, accepted))
 
     def _end(self, batch: PendingBatch, accepted: bool) -> None:
         if accepted:
@@ -392,7 +527,7 @@ class SqliteBuffer:
 
     async def acknowledge(self, batch_id: int) -> int:
         """Delete a committed batch (a no-op for one already deleted); return its size."""
-        return await self._run(lambda: self._acknowledge(batch_id))
+        return await self._submit(lambda: self._acknowledge(batch_id))
 
     def _acknowledge(self, batch_id: int) -> int:
         self._in_flight.discard(batch_id)
@@ -401,11 +536,16 @@ class SqliteBuffer:
             return 0
         conn = self._db()
         conn.execute("BEGIN")
-        deleted: int = conn.execute(
-            "DELETE FROM readings WHERE seq BETWEEN ? AND ?", (batch_id, last)
-        ).rowcount
-        conn.execute("DELETE FROM batches WHERE first_seq = ?", (batch_id,))
-        conn.execute("COMMIT")
+        try:
+            deleted: int = conn.execute(
+                "DELETE FROM readings WHERE seq BETWEEN ? AND ?", (batch_id, last)
+            ).rowcount
+            conn.execute("DELETE FROM batches WHERE first_seq = ?", (batch_id,))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
         self._count -= deleted
         self._unsent_batches.remove((batch_id, last))
         self._loop_call(self._room.set)
@@ -416,12 +556,19 @@ class SqliteBuffer:
         return await self._run(self._stats)
 
     def _stats(self) -> BufferStats:
-        row = self._db().execute("SELECT ts FROM readings ORDER BY seq LIMIT 1").fetchone()
+        oldest = None
+        try:
+            row = self._db().execute("SELECT ts FROM readings ORDER BY seq LIMIT 1").fetchone()
+            oldest = row[0] if row else None
+            self._last_used_bytes = self._used_bytes()
+        except sqlite3.DatabaseError as exc:
+            # Health reports must not fail with the file: report what is known in memory.
+            self._failed(exc)
         return BufferStats(
             self._count,
             len(self._in_flight),
-            row[0] if row else None,
-            used_bytes=self._used_bytes(),
+            oldest,
+            used_bytes=self._last_used_bytes,
             **self._dropped,
         )
 

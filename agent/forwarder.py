@@ -4,17 +4,23 @@ A batch is published at QoS 1 and stays in the buffer until the collector acknow
 it committed it (the `ack` topic), not merely when the broker took it. At most `window`
 batches are in flight; one not acknowledged within `ack_timeout` is sent again, unchanged, and
 the collector stores it at most once.
+
+The collector's acknowledgement comes in two versions: v1 lists stored and rejected batches;
+v2 adds a reason to each rejection and the readings it refused from batches it otherwise
+stored. Both are accepted, and refused readings are counted by reason (`unknown` when a v1
+acknowledgement gives none). While the buffer cannot be read or written, forwarding waits.
 """
 
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from typing import Protocol
 
-from agent.buffer import Buffer, PendingBatch
+from agent.buffer import Buffer, BufferUnavailable, PendingBatch
 from agent.config import ForwardSettings
-from shared.acks import decode_ack
+from shared.acks import AckPayload, decode_ack
 from shared.clock import Clock
 from shared.errors import MqttError, WireError
 from shared.wire import Topics, encode_batch
@@ -73,6 +79,7 @@ class Forwarder:
         self.resends = 0
         self.send_failures = 0
         self.rejected_batches = 0
+        self.rejected_readings: Counter[str] = Counter()
 
     @property
     def in_flight(self) -> int:
@@ -102,7 +109,12 @@ class Forwarder:
                 continue
             # Clear before looking, so readings added after the look still wake us.
             data.clear()
-            batch = await self._buffer.begin(settings.batch_max_readings)
+            try:
+                batch = await self._buffer.begin(settings.batch_max_readings)
+            except BufferUnavailable:
+                # The buffer logs and reports this state itself; try again shortly.
+                await asyncio.sleep(settings.retry_interval)
+                continue
             if batch is None:
                 await self._wait(data, 1.0)
                 if settings.linger:
@@ -115,8 +127,11 @@ class Forwarder:
 
     async def _wait(self, event: asyncio.Event, timeout: float) -> None:
         event.clear()
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancellation that
+        # arrives together with the event, and the forwarder would then never stop.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout=max(0.0, timeout))
+            async with asyncio.timeout(max(0.0, timeout)):
+                await event.wait()
 
     async def _send(self, flight: _InFlight) -> None:
         try:
@@ -146,7 +161,7 @@ class Forwarder:
             self.resends += 1
 
     async def handle_ack(self, raw: bytes) -> None:
-        """Delete the batches the collector says it has; log and count rejected ones."""
+        """Delete the batches the collector says it has; log and count what it refused."""
         try:
             ack = decode_ack(raw)
         except WireError as exc:
@@ -155,14 +170,38 @@ class Forwarder:
         if ack.epoch != self._buffer.epoch:
             log.warning("ignored an acknowledgement for buffer epoch %d", ack.epoch)
             return
-        for rejection in ack.rejected:
-            self.rejected_batches += 1
-            log.error(
-                "the collector rejected batch %d (kept in its dead letters): %s",
-                rejection.batch,
-                rejection.error,
-            )
         for batch_id in [*ack.stored, *(r.batch for r in ack.rejected)]:
             self._in_flight.pop(batch_id, None)
-            self.readings_acknowledged += await self._buffer.acknowledge(batch_id)
+            try:
+                deleted = await self._buffer.acknowledge(batch_id)
+            except BufferUnavailable:
+                # Still buffered, and no longer in flight: it is sent again, the collector
+                # acknowledges it again (storing it once), and the delete is retried then.
+                continue
+            self.readings_acknowledged += deleted
+            if deleted:
+                # Reported when the batch leaves the buffer, so a repeated ack counts nothing.
+                self._report_refusals(ack, batch_id, deleted)
         self._acked.set()
+
+    def _report_refusals(self, ack: AckPayload, batch_id: int, readings: int) -> None:
+        """Count and log what the collector refused of one batch: all of it, or some readings."""
+        for rejection in ack.rejected:
+            if rejection.batch == batch_id:
+                self.rejected_batches += 1
+                self.rejected_readings[rejection.reason or "unknown"] += readings
+                log.error(
+                    "the collector rejected batch %d (kept in its dead letters): %s%s",
+                    batch_id,
+                    rejection.error,
+                    f" ({rejection.reason})" if rejection.reason else "",
+                )
+        for refusal in ack.refused:
+            if refusal.batch == batch_id:
+                self.rejected_readings.update(refusal.readings)
+                log.warning(
+                    "the collector refused %d readings of batch %d (kept in its dead letters): %s",
+                    sum(refusal.readings.values()),
+                    batch_id,
+                    ", ".join(f"{n} {reason}" for reason, n in sorted(refusal.readings.items())),
+                )

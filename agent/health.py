@@ -3,17 +3,19 @@
 import asyncio
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 from agent import __version__
-from agent.buffer import Buffer, BufferStats
+from agent.buffer import Buffer, BufferCondition, BufferStats
 from agent.forwarder import Forwarder
 from agent.poller import DevicePoller
 from shared.agent_status import BufferHealth, HeartbeatPayload, StatePayload
 from shared.clock import Clock
 from shared.errors import MqttError
 from shared.mqtt import MqttClient, Will
+from shared.supervisor import TaskHealth, TaskState
 from shared.wire import Topics
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,14 @@ class Snapshot:
     resends: int
     send_failures: int
     rejected_batches: int
+    rejected_readings: dict[str, int]
+    buffer_condition: BufferCondition
+    tasks: list[TaskHealth]
+
+    @property
+    def failing_tasks(self) -> list[str]:
+        """Names of the tasks that crashed and keep failing."""
+        return [task.name for task in self.tasks if task.state is TaskState.FAILING]
 
 
 class HealthReporter:
@@ -54,6 +64,7 @@ class HealthReporter:
         topics: Topics,
         clock: Clock,
         interval: float,
+        tasks: Callable[[], list[TaskHealth]] = list,
     ) -> None:
         self._agent_id = agent_id
         self._config_hash = hashlib.sha256(config_json.encode()).hexdigest()
@@ -64,6 +75,7 @@ class HealthReporter:
         self._topics = topics
         self._clock = clock
         self._interval = interval
+        self._tasks = tasks
         self.heartbeats_sent = 0
 
     def state(self, status: Literal["online", "offline"]) -> bytes:
@@ -121,11 +133,15 @@ class HealthReporter:
             resends=forwarder.resends,
             send_failures=forwarder.send_failures,
             rejected_batches=forwarder.rejected_batches,
+            rejected_readings=dict(forwarder.rejected_readings),
+            buffer_condition=self._buffer.condition(),
+            tasks=self._tasks(),
         )
 
     def heartbeat(self, snapshot: Snapshot) -> bytes:
         """A heartbeat message from a snapshot."""
         stats = snapshot.buffer
+        condition = snapshot.buffer_condition
         return (
             HeartbeatPayload(
                 v=1,
@@ -137,9 +153,12 @@ class HealthReporter:
                     dropped_oldest=stats.dropped_oldest,
                     dropped_newest=stats.dropped_newest,
                     used_bytes=stats.used_bytes,
+                    state=condition.state,
+                    error=condition.last_error,
                 ),
                 devices=snapshot.devices,
                 readings_acknowledged=snapshot.readings_acknowledged,
+                failing_tasks=snapshot.failing_tasks,
             )
             .model_dump_json()
             .encode()
@@ -173,7 +192,7 @@ class HealthReporter:
                 was_connected = False
             await asyncio.sleep(min(0.5, self._interval))
 
-    async def say_goodbye(self, mqtt: MqttClient) -> None:
+    async def say_goodbye(self, mqtt: MqttClient, timeout: float = 5.0) -> None:
         """Publish offline on a clean stop (a clean disconnect does not fire the will)."""
         if mqtt.connected:
             try:
@@ -182,7 +201,7 @@ class HealthReporter:
                     self.state("offline"),
                     qos=1,
                     retain=True,
-                    timeout=5,
+                    timeout=timeout,
                 )
             except MqttError as exc:
                 log.warning("could not publish offline state: %s", exc)

@@ -63,6 +63,39 @@ class _SnapshotMetrics:
         dropped.add_metric(["drop_oldest"], snap.buffer.dropped_oldest)
         dropped.add_metric(["drop_newest"], snap.buffer.dropped_newest)
         yield dropped
+        yield GaugeMetricFamily(
+            prefix + "buffer_failing",
+            "1 while the buffer file cannot be written (disk full, I/O error, read-only).",
+            value=1.0 if snap.buffer_condition.state == "failing" else 0.0,
+        )
+        yield CounterMetricFamily(
+            prefix + "buffer_errors",
+            "Buffer file reads and writes that SQLite refused.",
+            value=snap.buffer_condition.errors,
+        )
+        rejected = CounterMetricFamily(
+            prefix + "rejected_readings",
+            "Readings the collector refused or rejected with their batch, by reason.",
+            labels=["reason"],
+        )
+        for reason, count in sorted(snap.rejected_readings.items()):
+            rejected.add_metric([reason], count)
+        yield rejected
+        restarts = CounterMetricFamily(
+            prefix + "task_restarts",
+            "Restarts of the agent's long-running tasks after a crash.",
+            labels=["task"],
+        )
+        failing = GaugeMetricFamily(
+            prefix + "task_failing",
+            "1 while a task has crashed and not yet run steadily since.",
+            labels=["task"],
+        )
+        for task in snap.tasks:
+            restarts.add_metric([task.name], task.restarts)
+            failing.add_metric([task.name], 1.0 if task.name in snap.failing_tasks else 0.0)
+        yield restarts
+        yield failing
         for name, help_text, value in [
             ("batches_sent", "Batches sent for the first time.", snap.batches_sent),
             ("readings_sent", "Readings sent for the first time.", snap.readings_sent),
@@ -102,27 +135,46 @@ class _SnapshotMetrics:
         yield from (state, polls, polled, suppressed, handed)
 
     def health(self) -> tuple[int, dict[str, object]]:
-        """HTTP status and body of /healthz: 503 when the buffer is close to dropping."""
+        """HTTP status and body of /healthz.
+
+        503 while the buffer is close to dropping or cannot be written, or a task keeps
+        crashing; 200 with status "degraded" for what buffering rides out (broker, devices).
+        """
         snap = self.snapshot
         assert snap is not None
         full = snap.buffer.used_bytes / self._max_bytes if self._max_bytes else 0.0
-        problems = []
+        condition = snap.buffer_condition
+        failing = []
+        if full >= FULL_WARNING:
+            failing.append(f"buffer {full:.0%} full: readings will be dropped soon")
+        if condition.state == "failing":
+            failing.append(f"buffer cannot be written ({condition.last_error}): polling paused")
+        failing += [f"task {name} keeps crashing" for name in snap.failing_tasks]
+        problems = list(failing)
         if not snap.connected:
             problems.append("broker disconnected: readings are being buffered")
         problems += [f"device {d} {s}" for d, s in snap.devices.items() if s != "connected"]
-        if full >= FULL_WARNING:
-            problems.append(f"buffer {full:.0%} full: readings will be dropped soon")
         body: dict[str, object] = {
-            "status": "failing" if full >= FULL_WARNING else ("degraded" if problems else "ok"),
+            "status": "failing" if failing else ("degraded" if problems else "ok"),
             "problems": problems,
             "buffer": {
+                "state": condition.state,
+                "error": condition.last_error,
                 "readings": snap.buffer.readings,
                 "oldest_age_s": snap.oldest_age_s,
                 "used_bytes": snap.buffer.used_bytes,
             },
             "devices": snap.devices,
+            "tasks": {
+                task.name: {
+                    "state": task.state.value,
+                    "restarts": task.restarts,
+                    "last_error": task.last_error,
+                }
+                for task in snap.tasks
+            },
         }
-        return (503 if full >= FULL_WARNING else 200), body
+        return (503 if failing else 200), body
 
 
 class AgentHttp:
@@ -149,7 +201,8 @@ class AgentHttp:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5)
+            async with asyncio.timeout(5):  # not wait_for, which can lose a cancel on 3.11
+                head = await reader.readuntil(b"\r\n\r\n")
             method, path, *_ = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
             status, content_type, body = await self._route(method, path.split("?", 1)[0])
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ValueError):

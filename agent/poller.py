@@ -14,6 +14,22 @@ from shared.readings import Reading
 log = logging.getLogger(__name__)
 
 ReadingSink = Callable[[Sequence[Reading]], Awaitable[int]]
+HANDING_AT_STOP_S = 1.0
+"""How long a stop waits for the last readings to be buffered before giving them up."""
+
+
+def raise_if_cancel_was_lost() -> None:
+    """Raise CancelledError if this task was asked to stop and something swallowed it.
+
+    On Python 3.11, `asyncio.wait_for` returns the result instead of raising when the
+    cancellation and the awaited result arrive in the same loop iteration (CPython
+    gh-86296; rewritten in 3.12). The drivers' libraries (pymodbus, asyncua) use it on every
+    request, so a stop's one cancel can vanish there and a loop would run on for ever. The
+    request stays counted in `Task.cancelling()`, which this checks.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 class DevicePoller:
@@ -21,6 +37,8 @@ class DevicePoller:
 
     A failure is logged once when it starts and once when it ends; while the device is
     unreachable its tags get one bad-quality reading, and reconnects back off with jitter.
+    While the buffer cannot write (disk full), the hand-over of the last poll's readings
+    waits, and so polling of this device pauses until they are written.
     """
 
     def __init__(
@@ -62,21 +80,42 @@ class DevicePoller:
         next_poll = self._clock.monotonic()
         try:
             while True:
-                if self._source.state is not DeviceState.CONNECTED and not await self._connect():
-                    await self._clock.sleep(self._backoff.next_delay())
-                    next_poll = self._clock.monotonic()
-                    continue
+                # Checked after each call into a driver: see raise_if_cancel_was_lost.
+                if self._source.state is not DeviceState.CONNECTED:
+                    connected = await self._connect()
+                    raise_if_cancel_was_lost()
+                    if not connected:
+                        await self._clock.sleep(self._backoff.next_delay())
+                        next_poll = self._clock.monotonic()
+                        continue
                 await self._poll()
+                raise_if_cancel_was_lost()
                 next_poll += self._interval
                 now = self._clock.monotonic()
                 if next_poll < now:  # overran: skip the missed polls rather than burst
                     next_poll = now
                 await self._clock.sleep(next_poll - now)
         finally:
-            if self._handing is not None:
-                # Readings already read are committed, not thrown away, on a clean stop.
-                await asyncio.shield(self._handing)
+            await self._finish_handing()
             await self._source.close()
+
+    async def _finish_handing(self) -> None:
+        """On stop: let the last hand-over commit, unless it waits for room or disk too long.
+
+        Readings already read are committed on a clean stop; but a `block` buffer that stays
+        full, or a disk that stays full, must not hold the stop up for ever (the buffer logs
+        what it gave up, and it finishes a write it has begun even when cancelled).
+        """
+        handing, self._handing = self._handing, None
+        if handing is None:
+            return
+        await asyncio.wait({handing}, timeout=HANDING_AT_STOP_S)
+        if not handing.done():
+            handing.cancel()
+            await asyncio.wait({handing})
+        if not handing.cancelled() and handing.exception() is not None:
+            error = handing.exception()
+            log.error("device %s: last readings not buffered: %s", self._source.name, error)
 
     async def _connect(self) -> bool:
         try:
@@ -121,7 +160,8 @@ class DevicePoller:
         is kept, memory is bounded, and a blocking buffer still holds the poller back.
         """
         if self._handing is not None:
-            await self._handing
+            # Shielded: stopping the poller must not cancel a write of readings already read.
+            await asyncio.shield(self._handing)
         self.handed += len(readings)
         self._handing = asyncio.ensure_future(self._sink(readings))
 

@@ -1,7 +1,11 @@
-"""The running agent: buffer, MQTT link, one poller per device and the forwarder."""
+"""The running agent: buffer, MQTT link, one poller per device and the forwarder.
+
+The pollers, the forwarder, the acknowledgement receiver and the heartbeat run under one
+supervisor: a task that crashes is logged, counted and restarted with backoff, and reported
+by /healthz and the heartbeat while it keeps failing.
+"""
 
 import asyncio
-import contextlib
 import logging
 
 from agent.buffer import SqliteBuffer
@@ -14,6 +18,7 @@ from agent.report import ExceptionFilter
 from agent.sources import build_source
 from shared.clock import Clock, SystemClock
 from shared.mqtt import MqttClient
+from shared.supervisor import Supervisor
 from shared.wire import Topics
 
 log = logging.getLogger(__name__)
@@ -31,11 +36,26 @@ def exception_filter(device: Device, clock: Clock) -> ExceptionFilter | None:
     return ExceptionFilter(deadbands, device.heartbeat, clock)
 
 
-class AgentService:
-    """Wires the agent's parts together and runs them until stopped."""
+STOP_GRACE_S = 10.0
 
-    def __init__(self, config: AgentConfig, clock: Clock | None = None) -> None:
+
+class AgentService:
+    """Wires the agent's parts together and runs them until stopped.
+
+    `stop_grace` bounds `stop()` in seconds, whatever state the devices, the broker and the
+    buffer are in; `supervisor` tunes the task supervisor (tests shorten its backoff).
+    """
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        clock: Clock | None = None,
+        *,
+        stop_grace: float = STOP_GRACE_S,
+        supervisor: Supervisor | None = None,
+    ) -> None:
         self.config = config
+        self.stop_grace = stop_grace
         self.clock = clock or SystemClock()
         agent_id = config.agent.id
         self.buffer = SqliteBuffer(
@@ -78,12 +98,18 @@ class AgentService:
             topics=self.topics,
             clock=self.clock,
             interval=config.agent.heartbeat_interval,
+            tasks=lambda: self.supervisor.health(),
         )
         self.mqtt.set_will(self.health.will())
         self.http = AgentHttp(
             lambda: self.health.snapshot(self.mqtt.connected), config.buffer.max_bytes
         )
-        self._tasks: list[asyncio.Task[None]] = []
+        self.supervisor = supervisor or Supervisor("agent")
+        self.supervisor.add("acks", self._receive)
+        for device, poller in zip(config.devices, self.pollers, strict=True):
+            self.supervisor.add(f"poll-{device.name}", poller.run)
+        self.supervisor.add("forwarder", self.forwarder.run)
+        self.supervisor.add("heartbeat", lambda: self.health.run(self.mqtt))
         self._running = False
 
     async def start(self) -> None:
@@ -95,11 +121,7 @@ class AgentService:
             await self.http.start(identity.http_host, identity.http_port)
         self.mqtt.keep_subscribed(self.topics.ack(identity.id))
         self.mqtt.start()
-        self._tasks.append(asyncio.create_task(self._receive(), name="acks"))
-        for device, poller in zip(self.config.devices, self.pollers, strict=True):
-            self._tasks.append(asyncio.create_task(poller.run(), name=f"poll-{device.name}"))
-        self._tasks.append(asyncio.create_task(self.forwarder.run(), name="forwarder"))
-        self._tasks.append(asyncio.create_task(self.health.run(self.mqtt), name="health"))
+        self.supervisor.start()
         log.info(
             "agent %s started: %d devices, buffer %s (epoch %d)%s",
             identity.id,
@@ -116,19 +138,21 @@ class AgentService:
             if self.topics.kind_of(message.topic) == "ack":
                 await self.forwarder.handle_ack(message.payload)
 
-    async def stop(self) -> None:
-        """Stop polling and forwarding; what is buffered stays buffered for the next start."""
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop polling and forwarding within `grace` s (default `stop_grace`).
+
+        What is buffered stays buffered for the next start. Half the grace goes to the tasks
+        (a write already begun is finished), then the goodbye, the MQTT link and the file.
+        """
         if not self._running:
             return
         self._running = False
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
-        await self.health.say_goodbye(self.mqtt)
+        loop = asyncio.get_running_loop()
+        grace = self.stop_grace if grace is None else grace
+        deadline = loop.time() + grace
+        await self.supervisor.stop(timeout=grace / 2)
+        await self.health.say_goodbye(self.mqtt, timeout=max(0.1, (deadline - loop.time()) / 3))
         await self.http.stop()
-        await self.mqtt.close()
+        await self.mqtt.close(timeout=max(0.1, deadline - loop.time() - 0.5))
         await self.buffer.close()
         log.info("agent %s stopped", self.config.agent.id)

@@ -32,6 +32,10 @@ class BufferHealth(_Strict):
     dropped_oldest: int = Field(description="Readings dropped by drop_oldest, ever.")
     dropped_newest: int = Field(description="Readings refused by drop_newest, ever.")
     used_bytes: int = Field(description="Bytes of buffer pages in use.")
+    state: Literal["ok", "failing"] = Field(
+        default="ok", description="failing while the buffer file cannot be written."
+    )
+    error: str | None = Field(default=None, description="Why it is failing, if it is.")
 
 
 class HeartbeatPayload(_Strict):
@@ -42,6 +46,9 @@ class HeartbeatPayload(_Strict):
     buffer: BufferHealth
     devices: dict[str, str] = Field(description="Connection state per device.")
     readings_acknowledged: int = Field(description="Readings confirmed by a collector, this run.")
+    failing_tasks: list[str] = Field(
+        default_factory=list, description="The agent's tasks that crashed and keep failing."
+    )
 
 
 def decode_state(raw: bytes) -> StatePayload:

@@ -107,6 +107,7 @@ class MqttClient:
         receive_queue: int = 64,
     ) -> None:
         self._settings = settings
+        self._client_id = client_id
         self._v5 = settings.protocol == "5"
         self._persistent = persistent_session
         self._client = paho.Client(
@@ -120,6 +121,8 @@ class MqttClient:
         # A bounded queue: publishing while the broker is away fails instead of piling up.
         self._client.max_queued_messages_set(settings.max_inflight)
         self._client.reconnect_delay_set(min_delay=1, max_delay=30)
+        # Also bounds how long the network thread can sit in connect() when asked to stop.
+        self._client.connect_timeout = settings.connect_timeout
         url = urlsplit(settings.url)
         username = settings.username or (unquote(url.username) if url.username else None)
         password = (
@@ -194,17 +197,57 @@ class MqttClient:
         )
         self._client.loop_start()
 
-    async def close(self) -> None:
-        """Disconnect cleanly (no last will) and stop the network thread."""
+    async def close(self, timeout: float = 5.0) -> None:
+        """Disconnect cleanly (no last will) and end the network thread within `timeout` s.
+
+        paho's thread leaves its loop only once its outgoing queues are empty or the socket
+        fails, and `loop_stop()` joins it with no time limit. So the join runs in a thread of
+        its own (never the event loop's default executor, which `asyncio.run()` waits for
+        without a limit at exit); if it is not done in time, the socket is shut down, which
+        makes the thread's next select() fail and the thread end.
+        """
         self._closing = True
         self._client.disconnect()
-        await asyncio.to_thread(self._client.loop_stop)
+        if self._loop is not None:
+            stopped = await self._stop_network_thread(timeout)
+            if not stopped:
+                log.error(
+                    "MQTT network thread still running %.0f s after disconnect; abandoned",
+                    timeout,
+                )
         with self._lock:
             pending = list(self._pending.values())
             self._pending.clear()
         for future in pending:
             if not future.done():
                 future.set_result("connection closed")
+
+    async def _stop_network_thread(self, timeout: float) -> bool:
+        """Join paho's thread without blocking the loop; force its socket shut if it lingers."""
+        assert self._loop is not None
+        loop = self._loop
+        joined = loop.create_future()
+
+        def join() -> None:
+            self._client.loop_stop()
+            # RuntimeError: the event loop closed meanwhile; nobody is waiting any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_resolve, joined, None)
+
+        threading.Thread(target=join, name=f"mqtt-close-{self._client_id}", daemon=True).start()
+        # A clean DISCONNECT gets most of the time; the forced close what is left.
+        for share, force in ((0.8, False), (0.2, True)):
+            if force:
+                sock = self._client.socket()
+                if isinstance(sock, socket.socket):  # ssl.SSLSocket is one too
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout * share):
+                    await asyncio.shield(joined)
+            if joined.done():
+                return True
+        return False
 
     async def publish(
         self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False, timeout: float
@@ -258,7 +301,10 @@ class MqttClient:
                 return
             self._pending[mid] = future
         try:
-            error = await asyncio.wait_for(future, timeout)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancellation
+            # that arrives together with the result, and the caller then never stops.
+            async with asyncio.timeout(timeout):
+                error = await future
         except TimeoutError as exc:
             raise MqttError(f"no {what} within {timeout:g}s") from exc
         finally:

@@ -115,14 +115,14 @@ async def test_a_silent_agent_goes_offline_after_the_grace_period(
         prefix=topic_prefix,
         devices=[modbus_device(simulator.modbus_port)],
     )
-    async with running_collector(collector) as base, running_agent(config) as agent:
+    async with running_collector(collector) as base, running_agent(config):
 
         async def status_is(expected: str) -> bool:
             code, body = await get_json(f"{base}/api/v1/agents/quiet")
             return code == 200 and body["status"] == expected
 
         await eventually(lambda: status_is("online"), what="the agent online")
-        health_task = next(t for t in agent._tasks if t.get_name() == "health")
+        health_task = next(t for t in asyncio.all_tasks() if t.get_name() == "heartbeat")
         health_task.cancel()  # the agent hangs: connected, but no heartbeats any more
         await asyncio.sleep(0)
         await eventually(

@@ -1,12 +1,16 @@
 """The SQLite buffer: durable batches with stable identity across restarts."""
 
 import asyncio
+import logging
 import math
 import sqlite3
 from pathlib import Path
 
-from agent.buffer import SqliteBuffer
+import pytest
+
+from agent.buffer import BufferCondition, SqliteBuffer
 from shared.readings import DataType, Quality, Reading
+from tests.harness import eventually
 
 TS = 1_790_000_000_000_000
 
@@ -225,3 +229,67 @@ async def test_commits_are_durable_wal_with_synchronous_full(tmp_path: Path) -> 
         assert synchronous == 2, "2 is FULL (0 OFF, 1 NORMAL, 3 EXTRA)"
     finally:
         await buffer.close()
+
+
+async def test_a_full_disk_is_a_state_the_add_rides_out_without_losing_anything(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="agent.buffer")
+    buffer = SqliteBuffer(tmp_path / "b.sqlite", retry_initial=0.01, retry_cap=0.05)
+    await buffer.open()
+    await buffer.add(readings(100))
+    # SQLite's own page limit fails writes with the error a full disk gives: SQLITE_FULL.
+    pages = await buffer._run(lambda: buffer._db().execute("PRAGMA page_count").fetchone()[0])
+    await buffer._run(lambda: buffer._db().execute(f"PRAGMA max_page_count = {pages}"))
+    adding = asyncio.create_task(buffer.add(readings(5000, start=100)))
+
+    async def failing() -> bool:
+        return buffer.condition().errors >= 3
+
+    await eventually(failing, timeout=5, what="the add to retry")
+    condition = buffer.condition()
+    assert condition.state == "failing"
+    assert condition.last_error is not None
+    assert "full" in condition.last_error
+    assert not adding.done(), "the add holds its readings and retries"
+    assert (await buffer.stats()).readings == 100
+    first = await buffer.begin(1000)  # the forwarder goes on with what is committed
+    assert first is not None
+    assert len(first.seqs) == 100
+    assert buffer.condition().state == "failing", "only committed readings end the state"
+    await buffer._run(lambda: buffer._db().execute("PRAGMA max_page_count = 1073741823"))
+    assert await asyncio.wait_for(adding, 5) == 0
+    assert buffer.condition() == BufferCondition("ok", None, buffer.condition().errors)
+    batch = await buffer.begin(10_000)
+    assert batch is not None
+    assert list(batch.seqs) == list(range(101, 5101))
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    recoveries = [r for r in caplog.records if "writable again" in r.message]
+    assert len(errors) == 1
+    assert "cannot be written" in errors[0].message
+    assert len(recoveries) == 1
+    assert recoveries[0].levelno == logging.INFO
+    await buffer.close()
+
+
+async def test_cancelling_an_add_that_waits_for_the_disk_gives_up_only_its_readings(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    buffer = SqliteBuffer(tmp_path / "b.sqlite", retry_initial=0.01, retry_cap=0.05)
+    await buffer.open()
+    await buffer.add(readings(10))
+    pages = await buffer._run(lambda: buffer._db().execute("PRAGMA page_count").fetchone()[0])
+    await buffer._run(lambda: buffer._db().execute(f"PRAGMA max_page_count = {pages}"))
+    adding = asyncio.create_task(buffer.add(readings(5000, start=10)))
+
+    async def failing() -> bool:
+        return buffer.condition().state == "failing"
+
+    await eventually(failing, timeout=5, what="the buffer to fail")
+    adding.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await adding
+    assert "5000 readings not buffered" in caplog.text
+    await buffer.close()
+    with sqlite3.connect(tmp_path / "b.sqlite") as conn:
+        assert conn.execute("SELECT count(*) FROM readings").fetchone()[0] == 10

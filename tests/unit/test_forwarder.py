@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.buffer import SqliteBuffer
+from agent.buffer import BufferUnavailable, PendingBatch, SqliteBuffer
 from agent.config import ForwardSettings
 from agent.forwarder import Forwarder
-from shared.acks import Rejection, encode_ack
+from shared.acks import Refusal, Rejection, encode_ack
 from shared.clock import SystemClock
 from shared.readings import DataType, Reading
 from shared.wire import Topics
@@ -130,3 +130,111 @@ def _empty(buffer: SqliteBuffer) -> object:
         return (await buffer.stats()).readings == 0
 
     return check
+
+
+async def test_v2_refusals_and_rejections_are_counted_by_reason_once(
+    buffer: SqliteBuffer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="agent.forwarder")
+    publisher = FlakyPublisher(failures=0)
+    sender = forwarder(buffer, publisher, ack_timeout=60, window=3)
+    async with running(sender):
+        await until(lambda: _true(len(publisher.published) == 3))
+        ack = encode_ack(
+            buffer.epoch,
+            stored=[1],
+            rejected=[Rejection(batch=11, error="bad header", reason="schema")],
+            refused=[Refusal(batch=1, readings={"timestamp": 2, "value": 1})],
+        )
+        await sender.handle_ack(ack)
+        await sender.handle_ack(ack)  # a repeated acknowledgement counts nothing again
+    assert sender.rejected_readings == {"timestamp": 2, "value": 1, "schema": 10}
+    assert sender.rejected_batches == 1
+    assert sender.readings_acknowledged == 20
+    assert (await buffer.stats()).readings == 5
+    refusals = [r for r in caplog.records if "refused 3 readings of batch 1" in r.message]
+    assert len(refusals) == 1
+    assert "2 timestamp, 1 value" in refusals[0].message
+    assert "rejected batch 11" in caplog.text
+    assert "(schema)" in caplog.text
+
+
+async def test_a_v1_rejection_counts_its_readings_as_unknown(buffer: SqliteBuffer) -> None:
+    publisher = FlakyPublisher(failures=0)
+    sender = forwarder(buffer, publisher, ack_timeout=60, window=1)
+    async with running(sender):
+        await until(lambda: _true(len(publisher.published) == 1))
+        v1 = encode_ack(buffer.epoch, [], [Rejection(batch=1, error="bad")], version=1)
+        assert b'"v":1' in v1
+        await sender.handle_ack(v1)
+    assert sender.rejected_readings == {"unknown": 10}
+
+
+class FailingBuffer:
+    """A buffer whose begin and acknowledge fail the way a full disk makes them fail."""
+
+    def __init__(self, inner: SqliteBuffer, failures: int) -> None:
+        self.inner = inner
+        self.epoch = inner.epoch
+        self.failures = failures
+
+    def _maybe_fail(self) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise BufferUnavailable("database or disk is full")
+
+    async def begin(self, limit: int) -> PendingBatch | None:
+        self._maybe_fail()
+        return await self.inner.begin(limit)
+
+    async def acknowledge(self, batch_id: int) -> int:
+        self._maybe_fail()
+        return await self.inner.acknowledge(batch_id)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+async def test_a_failing_buffer_makes_the_forwarder_wait_not_crash(buffer: SqliteBuffer) -> None:
+    failing = FailingBuffer(buffer, failures=3)
+    publisher = FlakyPublisher(failures=0)
+    sender = Forwarder(
+        failing,  # type: ignore[arg-type]
+        publisher,
+        agent_id="a1",
+        topics=Topics("plant"),
+        settings=ForwardSettings.model_validate(
+            {"batch_max_readings": 10, "retry_interval": 0.001, "ack_timeout": 0.05}
+        ),
+        clock=SystemClock(),
+    )
+    task = asyncio.create_task(sender.run())
+    try:
+        await until(lambda: _true(len(publisher.published) >= 1))
+        assert not failing.failures, "begin was retried"
+        failing.failures = 1
+        await sender.handle_ack(encode_ack(buffer.epoch, [1]))
+        assert (await buffer.stats()).readings == 25, "a failed delete keeps the batch"
+        await until(lambda: _true(len(publisher.published) >= 4))  # batch 1 is sent again
+        await sender.handle_ack(encode_ack(buffer.epoch, [1]))
+        assert (await buffer.stats()).readings == 15
+        assert not task.done()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_a_stop_is_not_lost_when_data_arrives_at_the_same_moment(
+    buffer: SqliteBuffer,
+) -> None:
+    publisher = FlakyPublisher(failures=0)
+    sender = forwarder(buffer, publisher, ack_timeout=60, window=8)
+    task = asyncio.create_task(sender.run())
+    await until(lambda: _true(len(publisher.published) == 3))
+    await asyncio.sleep(0.05)  # now waiting for new data
+    buffer.wait_for_data().set()
+    task.cancel()  # in the same loop iteration: Python 3.11's wait_for would lose this
+    done, _ = await asyncio.wait({task}, timeout=5)
+    assert done, "the forwarder ran on after being cancelled"
+    assert task.cancelled()

@@ -8,7 +8,8 @@ import pytest
 
 from agent.poller import DevicePoller
 from protocols.base import DeviceState
-from shared.readings import Quality, Reading
+from shared.readings import DataType, Quality, Reading
+from tests.harness import eventually
 from tests.unit.fakes import FakeClock, ScriptedSource
 
 
@@ -85,3 +86,79 @@ async def test_overrun_skips_missed_polls() -> None:
     with pytest.raises(asyncio.CancelledError):
         await poller.run()
     assert 0.0 in clock.sleeps[1:], "no sleep after an overrun: poll again at once"
+
+
+class AnsweringSource(ScriptedSource):
+    """A device whose reads wait for an answer through asyncio.wait_for, as pymodbus does."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock, [])
+        self.answer: asyncio.Future[list[Reading]] | None = None
+        self.reads = 0
+
+    async def connect(self) -> None:
+        self._state = DeviceState.CONNECTED
+
+    async def read(self) -> list[Reading]:
+        self.reads += 1
+        self.answer = asyncio.get_running_loop().create_future()
+        return await asyncio.wait_for(self.answer, timeout=30)
+
+
+async def test_a_stop_is_honoured_when_the_driver_swallows_the_cancellation() -> None:
+    # On Python 3.11 a cancel that arrives with the answer is lost inside wait_for; the
+    # poller must stop all the same (this hung AgentService.stop before).
+    clock = FakeClock()
+    source = AnsweringSource(clock)
+    sink = Collected()
+    poller = DevicePoller(source, sink, interval=0.01, clock=clock)
+    task = asyncio.create_task(poller.run())
+
+    async def reading() -> bool:
+        return source.answer is not None and not source.answer.done()
+
+    await eventually(reading, timeout=5, what="a read in progress")
+    assert source.answer is not None
+    source.answer.set_result([Reading("fake", "t", DataType.INT32, clock.time_us(), 1)])
+    task.cancel()  # same loop iteration as the answer
+    done, _ = await asyncio.wait({task}, timeout=5)
+    assert done, "the poller ran on after being cancelled"
+    assert task.cancelled()
+    assert source.reads == 1, "no poll after the stop"
+    assert source.closed == 1
+    assert len(sink.readings) == 1, "the readings read before the stop are handed over"
+
+
+class SlowSink:
+    """A buffer stand-in whose first write takes a while and whose later ones never get room."""
+
+    def __init__(self) -> None:
+        self.committed: list[Reading] = []
+        self.writing = asyncio.Event()
+
+    async def __call__(self, readings: Sequence[Reading]) -> int:
+        if self.committed:
+            await asyncio.Event().wait()  # a `block` buffer that stays full
+        self.writing.set()
+        await asyncio.shield(asyncio.sleep(0.05))
+        self.committed.extend(readings)
+        return 0
+
+
+async def test_stopping_gives_up_a_hand_over_that_waits_for_room() -> None:
+    clock = FakeClock()
+    source = ScriptedSource(clock, ["ok", "ok", "ok", "ok", "ok"])
+    sink = SlowSink()
+    poller = DevicePoller(source, sink, interval=1.0, clock=clock)
+    task = asyncio.create_task(poller.run())
+    await asyncio.wait_for(sink.writing.wait(), 5)
+
+    async def blocked() -> bool:
+        return poller.handed == 2
+
+    await eventually(blocked, timeout=5, what="the second hand-over to wait")
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=5)
+    assert done, "a hand-over waiting for room held the stop up"
+    assert len(sink.committed) == 1
+    assert source.closed == 1
