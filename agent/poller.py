@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from agent.report import ExceptionFilter
 from protocols.base import DeviceState, DeviceUnreachable, Source
 from shared.backoff import Backoff
+from shared.cancellation import raise_if_cancelled
 from shared.clock import Clock
 from shared.readings import Reading
 
@@ -16,20 +17,6 @@ log = logging.getLogger(__name__)
 ReadingSink = Callable[[Sequence[Reading]], Awaitable[int]]
 HANDING_AT_STOP_S = 1.0
 """How long a stop waits for the last readings to be buffered before giving them up."""
-
-
-def raise_if_cancel_was_lost() -> None:
-    """Raise CancelledError if this task was asked to stop and something swallowed it.
-
-    On Python 3.11, `asyncio.wait_for` returns the result instead of raising when the
-    cancellation and the awaited result arrive in the same loop iteration (CPython
-    gh-86296; rewritten in 3.12). The drivers' libraries (pymodbus, asyncua) use it on every
-    request, so a stop's one cancel can vanish there and a loop would run on for ever. The
-    request stays counted in `Task.cancelling()`, which this checks.
-    """
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 class DevicePoller:
@@ -80,16 +67,16 @@ class DevicePoller:
         next_poll = self._clock.monotonic()
         try:
             while True:
-                # Checked after each call into a driver: see raise_if_cancel_was_lost.
+                # Checked after each call into a driver: see raise_if_cancelled.
                 if self._source.state is not DeviceState.CONNECTED:
                     connected = await self._connect()
-                    raise_if_cancel_was_lost()
+                    raise_if_cancelled()
                     if not connected:
                         await self._clock.sleep(self._backoff.next_delay())
                         next_poll = self._clock.monotonic()
                         continue
                 await self._poll()
-                raise_if_cancel_was_lost()
+                raise_if_cancelled()
                 next_poll += self._interval
                 now = self._clock.monotonic()
                 if next_poll < now:  # overran: skip the missed polls rather than burst

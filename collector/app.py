@@ -29,6 +29,7 @@ from collector.partitions import (
 from collector.problems import problem_middleware
 from collector.state import AGENTS, METRICS, MQTT, SETTINGS, STORE, SUPERVISOR
 from collector.store import ReadingStore
+from shared.cancellation import raise_if_cancelled
 from shared.errors import PlantwireError
 from shared.mqtt import MqttClient
 from shared.supervisor import Supervisor
@@ -112,6 +113,7 @@ async def _watch_agents(registry: AgentRegistry, grace_s: float) -> None:
             for agent in await registry.mark_silent_offline(grace_s):
                 log.warning("agent %s silent for %.0fs: marked offline", agent, grace_s)
         except psycopg.OperationalError as exc:
+            raise_if_cancelled(exc)  # a cancelled query surfaces as QueryCanceled
             if not failing:
                 log.error("cannot check agents' liveness: %s; trying again", exc)
             failing = True
@@ -126,6 +128,7 @@ async def _keep_partitions(
         try:
             await maintain(pool, settings)
         except psycopg.OperationalError as exc:
+            raise_if_cancelled(exc)
             log.error("maintenance failed: %s; trying again in a minute", exc)
             await asyncio.sleep(60.0)
             continue
@@ -191,7 +194,8 @@ async def healthz(request: web.Request) -> web.Response:
     """200 when the database answers and the broker is connected, else 503."""
     checks: dict[str, str] = {}
     try:
-        await asyncio.wait_for(request.app[STORE].ping(), timeout=2.0)
+        async with asyncio.timeout(2.0):
+            await request.app[STORE].ping()
         checks["database"] = "ok"
     except (psycopg.Error, TimeoutError) as exc:
         checks["database"] = f"failing: {exc.__class__.__name__}"

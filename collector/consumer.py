@@ -16,6 +16,7 @@ from collector.config import IngestSettings
 from collector.metrics import CollectorMetrics
 from collector.store import DeadLetter, ReadingStore, WriteOutcome
 from shared.acks import Refusal, Rejection, encode_ack
+from shared.cancellation import raise_if_cancelled
 from shared.errors import MqttError, WireError
 from shared.mqtt import Message
 from shared.readings import datetime_to_us
@@ -120,6 +121,7 @@ class Consumer:
         pending: asyncio.Task[Message] | None = None
         try:
             while True:
+                raise_if_cancelled()
                 if pending is None:
                     pending = asyncio.ensure_future(anext(stream))
                 waits: set[asyncio.Future[Any]] = {pending}
@@ -230,7 +232,7 @@ class Consumer:
                 result = await operation()
                 break
             except DatabaseError as exc:
-                _reraise_cancellation(exc)
+                raise_if_cancelled(exc)
                 self._metrics.write_errors.inc()
                 if isinstance(exc, DataError | IntegrityError):
                     raise _Refused(f"{exc.__class__.__name__}: {exc}") from exc
@@ -406,17 +408,6 @@ def batch_decoder(settings: IngestSettings) -> BatchDecoder:
     """A decoder refusing readings outside the configured timestamp window."""
     oldest, newest = settings.oldest_timestamp, settings.newest_timestamp
     return BatchDecoder(window=TimeWindow(datetime_to_us(oldest), datetime_to_us(newest)))
-
-
-def _reraise_cancellation(exc: DatabaseError) -> None:
-    """Raise CancelledError if this task is being cancelled.
-
-    A cancelled query can surface as a database error (the server confirms the cancel); a
-    retry loop that took it for an outage would never let the task end.
-    """
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError from exc
 
 
 def _topic_agent(topics: Topics, message: Message) -> str | None:

@@ -18,6 +18,7 @@ from enum import StrEnum
 from typing import Literal
 
 from shared.backoff import Backoff
+from shared.cancellation import raise_if_cancelled
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +144,7 @@ class Supervisor:
                     spec.state = TaskState.RUNNING
                 try:
                     await spec.run()
+                    raise_if_cancelled()  # a task that swallowed its cancel has not finished
                 except Exception as exc:  # the whole point: one task's crash stays its own
                     if steady is not None:
                         steady.cancel()
