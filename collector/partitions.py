@@ -14,6 +14,8 @@ from psycopg import sql
 from psycopg.rows import TupleRow
 
 log = logging.getLogger(__name__)
+# Any 64-bit constant works, as long as every collector uses the same one.
+_PARTITION_LOCK = 0x7077_7061_7274
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +45,7 @@ def midnight(day: date) -> datetime:
 def _create_sql(day: date) -> sql.Composed:
     start = midnight(day)
     return sql.SQL(
-        "CREATE TABLE IF NOT EXISTS {} PARTITION OF readings FOR VALUES FROM ({}) TO ({})"
+        "CREATE TABLE {} PARTITION OF readings FOR VALUES FROM ({}) TO ({})"
     ).format(
         sql.Identifier(partition_name(day)),
         sql.Literal(start),
@@ -54,44 +56,56 @@ def _create_sql(day: date) -> sql.Composed:
 async def ensure_partition(conn: psycopg.AsyncConnection[TupleRow], day: date) -> bool:
     """Make sure the day's partition exists; return whether this call created it.
 
-    Safe with several collectors racing. If readings_default already holds readings of that
-    day, they are moved into the new partition in the same transaction.
+    Collectors racing to create it take turns (an advisory lock: concurrent CREATE ... PARTITION
+    OF statements deadlock on the parent and the default partition). If readings_default
+    already holds readings of that day, they move into the new partition in the same
+    transaction.
     """
-    name = partition_name(day)
-    exists = await conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,))
-    row = await exists.fetchone()
-    if row is not None and row[0]:
+    if await _exists(conn, day):
         return False
-    try:
-        async with conn.transaction():
-            await conn.execute(_create_sql(day))
-    except (psycopg.errors.DuplicateTable, psycopg.errors.UniqueViolation):
-        return False  # another collector created it a moment ago
-    except psycopg.errors.CheckViolation:
-        # readings_default holds readings of that day: move them into the new partition.
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_PARTITION_LOCK,))
+        if await _exists(conn, day):
+            return False  # another collector created it while this one waited
         try:
-            moved = await _create_from_default(conn, day)
-        except (psycopg.errors.DuplicateTable, psycopg.errors.UniqueViolation):
-            return False
-        log.info("partition %s created; moved %d readings from readings_default", name, moved)
+            async with conn.transaction():  # a savepoint: the CHECK failure must not end all
+                await conn.execute(_create_sql(day))
+            return True
+        except psycopg.errors.DuplicateTable:
+            return False  # created by a collector that does not take the lock
+        except psycopg.errors.CheckViolation:
+            pass
+        moved = await _create_from_default(conn, day)
+    log.info(
+        "partition %s created; moved %d readings from readings_default", partition_name(day), moved
+    )
     return True
 
 
+async def _exists(conn: psycopg.AsyncConnection[TupleRow], day: date) -> bool:
+    # pg_class through a fresh snapshot: to_regclass's catalog cache may not have seen a
+    # table another session created since this transaction took its last lock.
+    cursor = await conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+        " WHERE i.inhparent = 'readings'::regclass AND c.relname = %s)",
+        (partition_name(day),),
+    )
+    row = await cursor.fetchone()
+    return bool(row and row[0])
+
+
 async def _create_from_default(conn: psycopg.AsyncConnection[TupleRow], day: date) -> int:
+    """Within a transaction: move the day's readings out of the default, create, put back."""
     start = midnight(day)
-    async with conn.transaction():
-        # Hold off writers of that day (and other collectors doing the same) while rows move.
-        await conn.execute("LOCK TABLE readings_default IN SHARE ROW EXCLUSIVE MODE")
-        cursor = await conn.execute(
-            "CREATE TEMPORARY TABLE moving ON COMMIT DROP AS WITH gone AS ("
-            " DELETE FROM readings_default WHERE ts >= %s AND ts < %s RETURNING *)"
-            " SELECT * FROM gone",
-            (start, start + timedelta(days=1)),
-        )
-        moved = cursor.rowcount
-        await conn.execute(_create_sql(day))
-        await conn.execute("INSERT INTO readings SELECT * FROM moving")
-    return moved
+    cursor = await conn.execute(
+        "CREATE TEMPORARY TABLE moving ON COMMIT DROP AS WITH gone AS ("
+        " DELETE FROM readings_default WHERE ts >= %s AND ts < %s RETURNING *)"
+        " SELECT * FROM gone",
+        (start, start + timedelta(days=1)),
+    )
+    await conn.execute(_create_sql(day))
+    await conn.execute("INSERT INTO readings SELECT * FROM moving")
+    return cursor.rowcount
 
 
 async def ensure_partitions(

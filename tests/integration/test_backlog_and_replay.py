@@ -14,6 +14,7 @@ from psycopg_pool import AsyncConnectionPool
 from collector.app import maintain
 from collector.cli import main as collector_main
 from collector.config import CollectorConfig, DatabaseSettings
+from collector.partitions import ensure_partition
 from shared.mqtt import MqttClient, MqttSettings
 from shared.readings import DataType, Reading, Value, datetime_to_us
 from shared.wire import encode_batch
@@ -242,3 +243,25 @@ async def test_a_tag_whose_type_changes_keeps_the_type_of_each_reading(
             (3, "uint16"),
         ]
     assert rows(database_url, "SELECT count(*) FROM tags") == [(3,)]
+
+
+async def test_collectors_racing_to_create_a_days_partition_all_succeed(database_url: str) -> None:
+    day = (NOW - timedelta(days=50)).date()
+    moment = datetime(day.year, day.month, day.day, 12, tzinfo=UTC)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO readings (tag_id, ts, value, quality, seq)"
+            " SELECT 1, %s, g, 0, g FROM generate_series(1, 1000) AS g",
+            (moment,),
+        )
+    assert partitions_of(database_url) == {"readings_default": 1000}
+    connections = [
+        await psycopg.AsyncConnection.connect(database_url, autocommit=True) for _ in range(6)
+    ]
+    try:
+        created = await asyncio.gather(*(ensure_partition(conn, day) for conn in connections))
+    finally:
+        for conn in connections:
+            await conn.close()
+    assert created.count(True) == 1, created
+    assert partitions_of(database_url) == {f"readings_p{day:%Y%m%d}": 1000}
