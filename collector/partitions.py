@@ -44,9 +44,7 @@ def midnight(day: date) -> datetime:
 
 def _create_sql(day: date) -> sql.Composed:
     start = midnight(day)
-    return sql.SQL(
-        "CREATE TABLE {} PARTITION OF readings FOR VALUES FROM ({}) TO ({})"
-    ).format(
+    return sql.SQL("CREATE TABLE {} PARTITION OF readings FOR VALUES FROM ({}) TO ({})").format(
         sql.Identifier(partition_name(day)),
         sql.Literal(start),
         sql.Literal(start + timedelta(days=1)),
