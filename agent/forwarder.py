@@ -36,6 +36,10 @@ class Publisher(Protocol):
         """Whether the broker connection is up."""
         ...
 
+    async def wait_connected(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for the broker connection; return whether it is up."""
+        ...
+
     async def publish(
         self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False, timeout: float
     ) -> None:
@@ -92,8 +96,9 @@ class Forwarder:
         settings = self._settings
         while True:
             if not self._publisher.connected:
-                # Publishing now would only queue copies in the client; wait for the broker.
-                await asyncio.sleep(settings.retry_interval)
+                # Publishing now would only queue copies in the client; wait for the broker,
+                # and go on the moment it answers rather than after a fixed pause.
+                await self._publisher.wait_connected(settings.retry_interval)
                 continue
             now = self._clock.monotonic()
             overdue = [

@@ -30,6 +30,7 @@ class Snapshot:
     oldest_age_s: float | None
     devices: dict[str, str]
     polls: dict[str, int]
+    polls_skipped: dict[str, int]
     readings_polled: dict[str, int]
     suppressed: dict[str, int]
     handed: dict[str, int]
@@ -124,6 +125,7 @@ class HealthReporter:
             oldest_age_s=oldest,
             devices={n: p.state.value for n, p in pollers},
             polls={n: p.polls for n, p in pollers},
+            polls_skipped={n: p.skipped for n, p in pollers},
             readings_polled={n: p.readings for n, p in pollers},
             suppressed={n: p.suppressed for n, p in pollers},
             handed={n: p.handed for n, p in pollers},

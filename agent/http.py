@@ -113,6 +113,11 @@ class _SnapshotMetrics:
             prefix + "device_connected", "1 while a device is connected.", labels=["device"]
         )
         polls = CounterMetricFamily(prefix + "device_polls", "Successful polls.", labels=["device"])
+        skipped = CounterMetricFamily(
+            prefix + "polls_skipped",
+            "Polls that could not start on time (the device or the agent is overloaded).",
+            labels=["device"],
+        )
         polled = CounterMetricFamily(
             prefix + "device_readings", "Readings polled.", labels=["device"]
         )
@@ -129,10 +134,11 @@ class _SnapshotMetrics:
         for device, device_state in snap.devices.items():
             state.add_metric([device], 1.0 if device_state == "connected" else 0.0)
             polls.add_metric([device], snap.polls[device])
+            skipped.add_metric([device], snap.polls_skipped[device])
             polled.add_metric([device], snap.readings_polled[device])
             suppressed.add_metric([device], snap.suppressed[device])
             handed.add_metric([device], snap.handed[device])
-        yield from (state, polls, polled, suppressed, handed)
+        yield from (state, polls, skipped, polled, suppressed, handed)
 
     def health(self) -> tuple[int, dict[str, object]]:
         """HTTP status and body of /healthz.

@@ -48,6 +48,7 @@ class DevicePoller:
         self.polls = 0
         self.readings = 0
         self.handed = 0  # readings given to the buffer, bad ones included
+        self.skipped = 0  # polls that could not start on time
         self._handing: asyncio.Future[int] | None = None
 
     @property
@@ -79,7 +80,10 @@ class DevicePoller:
                 raise_if_cancelled()
                 next_poll += self._interval
                 now = self._clock.monotonic()
-                if next_poll < now:  # overran: skip the missed polls rather than burst
+                if next_poll < now:
+                    # Overran: skip (and count) the polls that could not start on time, rather
+                    # than queue them up and burst.
+                    self.skipped += int((now - next_poll) // self._interval)
                     next_poll = now
                 await self._clock.sleep(next_poll - now)
         finally:

@@ -158,6 +158,7 @@ class MqttClient:
         # taken: a full queue stops paho reading the socket, which slows the broker down.
         self._room = threading.Semaphore(receive_queue)
         self._messages: asyncio.Queue[Message] | None = None
+        self._connect_waiters: set[asyncio.Future[None]] = set()
 
     def set_will(self, will: Will) -> None:
         """Set the last will; takes effect on the next connect."""
@@ -167,6 +168,26 @@ class MqttClient:
     def connected(self) -> bool:
         """Whether the broker has acknowledged the current connection."""
         return self._connected.is_set()
+
+    async def wait_connected(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for the broker's CONNACK; return whether connected."""
+        if self._connected.is_set() or self._loop is None:
+            return self._connected.is_set()
+        waiter: asyncio.Future[None] = self._loop.create_future()
+        # Added before yielding: a CONNACK arriving now wakes it through the loop.
+        self._connect_waiters.add(waiter)
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await waiter
+        finally:
+            self._connect_waiters.discard(waiter)
+        return self._connected.is_set()
+
+    def _wake_connect_waiters(self) -> None:
+        for waiter in self._connect_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     async def connect(self) -> None:
         """Connect and wait for CONNACK; raise MqttError if none comes in time."""
@@ -341,6 +362,9 @@ class MqttClient:
             return
         self._connect_error = None
         self._connected.set()
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: shutting down
+                self._loop.call_soon_threadsafe(self._wake_connect_waiters)
         log.info("connected to broker %s", self._settings.url)
         for topic_filter, qos in self._subscriptions.items():
             client.subscribe(topic_filter, qos)

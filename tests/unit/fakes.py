@@ -85,6 +85,10 @@ class FlakyPublisher:
         self.connected_checks += 1
         return self.connected_checks > 2  # the broker turns up on the third look
 
+    async def wait_connected(self, timeout: float) -> bool:
+        await asyncio.sleep(0)
+        return self.connected
+
     async def publish(
         self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False, timeout: float
     ) -> None:

@@ -86,6 +86,7 @@ async def test_overrun_skips_missed_polls() -> None:
     with pytest.raises(asyncio.CancelledError):
         await poller.run()
     assert 0.0 in clock.sleeps[1:], "no sleep after an overrun: poll again at once"
+    assert poller.skipped == 2, "a 3.5 s overrun skips two whole 1 s polls, counted"
 
 
 class AnsweringSource(ScriptedSource):
