@@ -10,6 +10,7 @@ from typing import Literal
 from agent import __version__
 from agent.buffer import Buffer, BufferCondition, BufferStats
 from agent.forwarder import Forwarder
+from agent.overload import OverloadWatch
 from agent.poller import DevicePoller
 from shared.agent_status import BufferHealth, HeartbeatPayload, StatePayload
 from shared.clock import Clock
@@ -31,6 +32,7 @@ class Snapshot:
     devices: dict[str, str]
     polls: dict[str, int]
     polls_skipped: dict[str, int]
+    overloaded: bool
     readings_polled: dict[str, int]
     suppressed: dict[str, int]
     handed: dict[str, int]
@@ -75,6 +77,7 @@ class HealthReporter:
         self._forwarder = forwarder
         self._topics = topics
         self._clock = clock
+        self._overload = OverloadWatch(pollers, clock)
         self._interval = interval
         self._tasks = tasks
         self.heartbeats_sent = 0
@@ -126,6 +129,7 @@ class HealthReporter:
             devices={n: p.state.value for n, p in pollers},
             polls={n: p.polls for n, p in pollers},
             polls_skipped={n: p.skipped for n, p in pollers},
+            overloaded=self._overload.check(),
             readings_polled={n: p.readings for n, p in pollers},
             suppressed={n: p.suppressed for n, p in pollers},
             handed={n: p.handed for n, p in pollers},
@@ -192,6 +196,7 @@ class HealthReporter:
             except MqttError as exc:
                 log.debug("health message not sent: %s", exc)
                 was_connected = False
+            self._overload.check()
             await asyncio.sleep(min(0.5, self._interval))
 
     async def say_goodbye(self, mqtt: MqttClient, timeout: float = 5.0) -> None:

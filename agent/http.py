@@ -113,6 +113,11 @@ class _SnapshotMetrics:
             prefix + "device_connected", "1 while a device is connected.", labels=["device"]
         )
         polls = CounterMetricFamily(prefix + "device_polls", "Successful polls.", labels=["device"])
+        yield GaugeMetricFamily(
+            prefix + "overloaded",
+            "1 while polls are being skipped for lack of time (the agent is at its capacity).",
+            value=1.0 if snap.overloaded else 0.0,
+        )
         skipped = CounterMetricFamily(
             prefix + "polls_skipped",
             "Polls that could not start on time (the device or the agent is overloaded).",
@@ -160,6 +165,9 @@ class _SnapshotMetrics:
         if not snap.connected:
             problems.append("broker disconnected: readings are being buffered")
         problems += [f"device {d} {s}" for d, s in snap.devices.items() if s != "connected"]
+        if snap.overloaded:
+            late = {d: n for d, n in snap.polls_skipped.items() if n}
+            problems.append(f"overloaded: polls skipped for lack of time (so far: {late})")
         body: dict[str, object] = {
             "status": "failing" if failing else ("degraded" if problems else "ok"),
             "problems": problems,
@@ -171,6 +179,7 @@ class _SnapshotMetrics:
                 "used_bytes": snap.buffer.used_bytes,
             },
             "devices": snap.devices,
+            "overloaded": snap.overloaded,
             "tasks": {
                 task.name: {
                     "state": task.state.value,
