@@ -18,6 +18,7 @@ import pytest_timeout
 
 from collector.cli import run_migrations
 from protocols.simulator.runner import Simulator
+from shared.mqtt import MqttClient, MqttSettings
 from tests.harness import running_simulator
 from tests.servers import MosquittoServer, PostgresServer, running_mosquitto, running_postgres
 
@@ -113,6 +114,17 @@ def mosquitto() -> Iterator[MosquittoServer]:
     """A Mosquitto broker shared by the session; tests keep apart by topic prefix."""
     with running_mosquitto() as server:
         yield server
+
+
+@pytest.fixture
+async def publisher(mosquitto: MosquittoServer, topic_prefix: str) -> AsyncIterator[MqttClient]:
+    """An MQTT client on the session's broker, for publishing test payloads."""
+    client = MqttClient(
+        MqttSettings(url=mosquitto.url), client_id=f"{topic_prefix}-pub", persistent_session=False
+    )
+    await client.connect()
+    yield client
+    await client.close()
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 """Backlogs of any age land in their day's partition; dead letters replay once; tags keep types."""
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from collector.app import maintain
 from collector.cli import main as collector_main
 from collector.config import CollectorConfig, DatabaseSettings
 from collector.partitions import ensure_partition
-from shared.mqtt import MqttClient, MqttSettings
+from shared.mqtt import MqttClient
 from shared.readings import DataType, Reading, Value, datetime_to_us
 from shared.wire import encode_batch
 from tests.harness import collector_config, eventually, get_json, running_collector
@@ -63,16 +62,6 @@ def config(database_url: str, mosquitto: MosquittoServer, topic_prefix: str) -> 
         max_payload_bytes=2048,
         oldest_timestamp=(NOW - timedelta(days=30)).isoformat(),
     )
-
-
-@pytest.fixture
-async def publisher(mosquitto: MosquittoServer, topic_prefix: str) -> AsyncIterator[MqttClient]:
-    client = MqttClient(
-        MqttSettings(url=mosquitto.url), client_id=f"{topic_prefix}-pub", persistent_session=False
-    )
-    await client.connect()
-    yield client
-    await client.close()
 
 
 def partitions_of(url: str) -> dict[str, int]:

@@ -12,7 +12,7 @@ from collector.batches import Batch
 from collector.cli import main as collector_main
 from collector.config import CollectorConfig
 from collector.store import ReadingStore, WriteOutcome
-from shared.mqtt import MqttClient, MqttSettings
+from shared.mqtt import MqttClient
 from shared.readings import DataType, Reading
 from shared.wire import encode_batch
 from tests.harness import collector_config, eventually, get_json, running_collector
@@ -37,16 +37,6 @@ def config(database_url: str, mosquitto: MosquittoServer, topic_prefix: str) -> 
 async def collector(config: CollectorConfig) -> AsyncIterator[str]:
     async with running_collector(config) as base:
         yield base
-
-
-@pytest.fixture
-async def publisher(mosquitto: MosquittoServer, topic_prefix: str) -> AsyncIterator[MqttClient]:
-    client = MqttClient(
-        MqttSettings(url=mosquitto.url), client_id=f"{topic_prefix}-pub", persistent_session=False
-    )
-    await client.connect()
-    yield client
-    await client.close()
 
 
 def batch(agent: str, first_seq: int, values: list[float], device: str = "press") -> bytes:
