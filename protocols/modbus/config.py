@@ -163,7 +163,7 @@ def shared_endpoint_problems(devices: Sequence[object]) -> list[str]:
                     " share its connections and must agree"
                 )
         other, first_device = first.setdefault(endpoint, (index, device))
-        if device.serial != first_device.serial:
+        if device.transport == "rtu" and device.serial != first_device.serial:
             problems.append(
                 f"devices.{index}.serial: differs from devices.{other}.serial; devices on"
                 f" {endpoint} share the line and its settings"

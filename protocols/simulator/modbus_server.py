@@ -170,7 +170,8 @@ class ModbusUnits:
     """What a Modbus server answers, by unit id, like a gateway in front of several devices.
 
     `images[0]` answers every unit id not listed. Counts requests by unit id and connections
-    accepted, so tests can see which unit was asked and how many connections clients opened.
+    accepted (on a serial line: the port opened), so tests can see which unit was asked and
+    how many connections clients opened.
     """
 
     def __init__(self, images: Mapping[int, ModbusImage]) -> None:

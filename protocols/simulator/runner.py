@@ -5,7 +5,7 @@ import contextlib
 import logging
 from collections.abc import Sequence
 
-from pymodbus.server import ModbusBaseServer
+from pymodbus.server import ModbusBaseServer, ModbusTcpServer
 
 from protocols.modbus.codec import ByteOrder
 from protocols.simulator.machine import TAGS, Machine, SimTag, bulk_tags
@@ -105,7 +105,11 @@ class Simulator:
 
     def modbus_connections(self) -> int:
         """Modbus TCP connections open now."""
-        return sum(len(server.active_connections) for server in self._modbus)
+        return sum(
+            len(server.active_connections)
+            for server in self._modbus
+            if isinstance(server, ModbusTcpServer)
+        )
 
     async def stop(self) -> None:
         """Stop the clock and the servers."""
