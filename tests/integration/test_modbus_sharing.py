@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from agent.poller import DevicePoller
+from agent.sources import build_sources
 from protocols.base import DeviceState, DeviceUnreachable
 from protocols.modbus.config import ModbusDevice
 from protocols.modbus.pool import ModbusPool
@@ -81,13 +82,30 @@ async def test_devices_on_one_endpoint_share_one_connection() -> None:
         await eventually(closed, timeout=5, what="the last device out to close the connection")
 
 
+async def test_the_agent_builds_its_modbus_devices_on_one_pool() -> None:
+    async with running_simulator(opcua=False, modbus_units=UNITS) as sim:
+        mark_units(sim)
+        sources = build_sources(
+            [unit_device(sim.modbus_port or 0, unit) for unit in UNITS], SystemClock()
+        )
+        try:
+            for source in sources:
+                await source.connect()
+            for unit, source in zip(UNITS, sources, strict=True):
+                assert_answered_by(unit, await source.read())
+            assert sim.modbus_units.connections_accepted == 1
+        finally:
+            for source in sources:
+                await source.close()
+
+
 async def test_max_connections_bounds_the_connections_to_an_endpoint() -> None:
     async with running_simulator(opcua=False, modbus_units=UNITS) as sim:
         mark_units(sim)
         port = sim.modbus_port or 0
         configs = [unit_device(port, 1, max_connections=2)]
         configs += [unit_device(port, unit) for unit in UNITS[1:]]
-        configs.append(ModbusDevice.model_validate(modbus_device(port, name="main")))
+        configs.append(unit_device(port, 9))  # not one of UNITS: the main machine answers
         async with connected(ModbusPool(SystemClock()), configs) as sources:
             polls = await asyncio.gather(*(source.read() for source in sources[:-1]))
             for unit, readings in zip(UNITS, polls, strict=True):
@@ -100,7 +118,7 @@ async def test_max_connections_bounds_the_connections_to_an_endpoint() -> None:
 @pytest.mark.parametrize(
     ("failure", "message"),
     [
-        ("silent", r"holding_register read at 0 x\d+ failed: no answer from unit 2 on"),
+        ("silent", r"read at 0 x\d+ failed: no answer from unit 2 on"),
         ("gateway_failure", r"gateway target device failed to respond \(exception 11\)"),
     ],
 )
