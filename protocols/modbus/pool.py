@@ -139,7 +139,8 @@ class ModbusConnection:
         self._silent.add(unit)
         if self._silent.issuperset(self._units):
             # No device here answers: more likely the gateway or the line than every unit.
-            log.warning("no unit on %s answers: closing the connection", self.where)
+            # Not a warning: each device logs its own outage once, and this repeats per retry.
+            log.debug("no unit on %s answers: closing the connection", self.where)
             self.drop()
             return f"no answer from unit {unit} ({exc}); no unit on {self.where} answers"
         return f"no answer from unit {unit} on {self.where}: {exc}"
