@@ -5,7 +5,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from protocols.modbus.config import ModbusDevice
+from protocols.modbus.config import ModbusDevice, shared_endpoint_problems
 from protocols.opcua.config import OpcUaDevice
 from shared.config import Duration, StrictModel, load_config, require_unique
 from shared.mqtt import MqttSettings
@@ -85,6 +85,8 @@ class AgentConfig(StrictModel):
     @model_validator(mode="after")
     def _unique_devices(self) -> "AgentConfig":
         require_unique((device.name for device in self.devices), "device names")
+        if problems := shared_endpoint_problems(self.devices):
+            raise ValueError("; ".join(problems))
         return self
 
 

@@ -15,7 +15,7 @@ from agent.health import HealthReporter
 from agent.http import AgentHttp
 from agent.poller import DevicePoller
 from agent.report import ExceptionFilter
-from agent.sources import build_source
+from agent.sources import build_sources
 from shared.clock import Clock, SystemClock
 from shared.mqtt import MqttClient
 from shared.supervisor import Supervisor
@@ -64,15 +64,16 @@ class AgentService:
             max_bytes=config.buffer.max_bytes,
             when_full=config.buffer.when_full,
         )
+        sources = build_sources(config.devices, self.clock)
         self.pollers = [
             DevicePoller(
-                build_source(device, self.clock),
+                source,
                 self.buffer.add,
                 interval=device.poll_interval,
                 clock=self.clock,
                 report=exception_filter(device, self.clock),
             )
-            for device in config.devices
+            for device, source in zip(config.devices, sources, strict=True)
         ]
         self.topics = Topics(config.mqtt.topic_prefix)
         self.mqtt = MqttClient(

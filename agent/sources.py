@@ -2,6 +2,7 @@
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent.config import Device
 from protocols.base import Source
@@ -9,14 +10,30 @@ from protocols.modbus.config import ModbusDevice
 from protocols.opcua.config import OpcUaDevice
 from shared.clock import Clock
 
+if TYPE_CHECKING:  # pymodbus is imported only when a Modbus device is configured
+    from protocols.modbus.pool import ModbusPool
 
-def build_source(device: Device, clock: Clock) -> Source:
-    """Return the Source for a device's configured protocol."""
+
+def build_sources(devices: Sequence[Device], clock: Clock) -> list[Source]:
+    """The Sources of an agent's devices; Modbus devices on one endpoint share its connections."""
+    modbus_pool = None
+    sources: list[Source] = []
+    for device in devices:
+        if isinstance(device, ModbusDevice) and modbus_pool is None:
+            from protocols.modbus.pool import ModbusPool
+
+            modbus_pool = ModbusPool(clock)
+        sources.append(build_source(device, clock, modbus_pool))
+    return sources
+
+
+def build_source(device: Device, clock: Clock, modbus_pool: "ModbusPool | None" = None) -> Source:
+    """Return the Source for a device's configured protocol (a Modbus one in `modbus_pool`)."""
     # Imported here: asyncua alone adds about 38 MB to an agent that reads no OPC UA server.
     if isinstance(device, ModbusDevice):
         from protocols.modbus.source import ModbusSource
 
-        return ModbusSource(device, clock)
+        return ModbusSource(device, clock, modbus_pool)
     from protocols.opcua.source import OpcUaSource
 
     return OpcUaSource(device, clock)

@@ -1,5 +1,6 @@
 """Configuration of a Modbus device (TCP, RTU over TCP, or RTU on a serial line) and its tags."""
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -94,6 +95,14 @@ class ModbusDevice(DeviceBase):
     port: int = Field(default=502, ge=1, le=65535, description="TCP port (tcp, rtu_over_tcp).")
     serial: SerialLine | None = Field(default=None, description="Serial line (rtu).")
     unit: int = Field(default=1, ge=0, le=255, description="Unit (slave) id.")
+    max_connections: int | None = Field(
+        default=None,
+        ge=1,
+        le=32,
+        description="Most connections the agent opens to this device's endpoint (host and port,"
+        " or serial port); devices on one endpoint share them and, where they set this, must"
+        " agree. Unset: 1. A serial line takes only 1.",
+    )
     timeout: Duration = Field(default=2.0, gt=0, description="Per-request timeout.")
     busy_retries: int = Field(
         default=3, ge=0, le=20, description="Retries of a request the device answers 'busy'."
@@ -122,4 +131,41 @@ class ModbusDevice(DeviceBase):
             raise ValueError("transport rtu needs `serial`")
         if self.transport != "rtu" and not self.host:
             raise ValueError(f"transport {self.transport} needs `host`")
+        if self.transport == "rtu" and (self.max_connections or 1) > 1:
+            raise ValueError("a serial line carries one connection: max_connections must be 1")
         return self
+
+    @property
+    def endpoint(self) -> str:
+        """Where the device is reached; devices naming the same endpoint share its connections."""
+        if self.transport == "rtu":
+            assert self.serial is not None
+            return str(self.serial.port)
+        where = f"{self.host}:{self.port}"
+        return f"{where} (RTU over TCP)" if self.transport == "rtu_over_tcp" else where
+
+
+def shared_endpoint_problems(devices: Sequence[object]) -> list[str]:
+    """Modbus devices on one endpoint that disagree on its settings, as `devices.N.key: ...`."""
+    first: dict[str, tuple[int, ModbusDevice]] = {}
+    limits: dict[str, tuple[int, int]] = {}
+    problems: list[str] = []
+    for index, device in enumerate(devices):
+        if not isinstance(device, ModbusDevice):
+            continue
+        endpoint = device.endpoint
+        if device.max_connections is not None:
+            other, limit = limits.setdefault(endpoint, (index, device.max_connections))
+            if limit != device.max_connections:
+                problems.append(
+                    f"devices.{index}.max_connections: {device.max_connections}, but"
+                    f" devices.{other}.max_connections is {limit}; devices on {endpoint}"
+                    " share its connections and must agree"
+                )
+        other, first_device = first.setdefault(endpoint, (index, device))
+        if device.transport == "rtu" and device.serial != first_device.serial:
+            problems.append(
+                f"devices.{index}.serial: differs from devices.{other}.serial; devices on"
+                f" {endpoint} share the line and its settings"
+            )
+    return problems

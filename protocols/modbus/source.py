@@ -3,12 +3,9 @@
 import asyncio
 import logging
 import math
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 
-from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.constants import ExcCodes
-from pymodbus.exceptions import ModbusException
-from pymodbus.framer import FramerType
 from pymodbus.pdu import ModbusPDU
 
 from protocols.base import DeviceState, DeviceUnreachable, WriteFailed, WriteRefused
@@ -16,14 +13,12 @@ from protocols.modbus.codec import encode
 from protocols.modbus.config import BIT_TABLES, INTEGER_TYPES, ModbusDevice, ModbusTag
 from protocols.modbus.decoder import RequestDecoder
 from protocols.modbus.planner import ReadRequest, plan_reads
+from protocols.modbus.pool import ModbusClient, ModbusConnection, ModbusPool, Send, UnitSilent
 from protocols.writes import check_write
 from shared.clock import Clock
 from shared.readings import DataType, Quality, Reading, Value
 
 log = logging.getLogger(__name__)
-_TRANSPORT_ERRORS = (ModbusException, OSError, asyncio.TimeoutError)
-
-ModbusClient = AsyncModbusTcpClient | AsyncModbusSerialClient
 
 # The names the Modbus Application Protocol specification (section 7) gives exception codes.
 EXCEPTION_NAMES: dict[int, str] = {
@@ -38,6 +33,9 @@ EXCEPTION_NAMES: dict[int, str] = {
     ExcCodes.GATEWAY_PATH_UNAVIABLE: "gateway path unavailable",
     ExcCodes.GATEWAY_NO_RESPONSE: "gateway target device failed to respond",
 }
+_BUSY = (ExcCodes.DEVICE_BUSY, ExcCodes.ACKNOWLEDGE)
+# A gateway's word for "that unit id did not answer": the unit is down, the connection is not.
+_UNIT_ABSENT = (ExcCodes.GATEWAY_NO_RESPONSE, ExcCodes.GATEWAY_PATH_UNAVIABLE)
 
 
 def describe_error(response: ModbusPDU) -> str:
@@ -50,9 +48,15 @@ def describe_error(response: ModbusPDU) -> str:
 
 
 class ModbusSource:
-    """A Modbus device, read with as few requests as its tag layout allows."""
+    """A Modbus device, read with as few requests as its tag layout allows.
 
-    def __init__(self, config: ModbusDevice, clock: Clock) -> None:
+    Its requests go over a connection of `pool` shared with the other devices on the same
+    endpoint (a private pool if none is given). The device is unreachable when that connection
+    breaks, or alone when its own unit id stops answering; then it is connected again only
+    once its unit answers.
+    """
+
+    def __init__(self, config: ModbusDevice, clock: Clock, pool: ModbusPool | None = None) -> None:
         self._config = config
         self._clock = clock
         shift = 0 if config.zero_based else 1
@@ -60,9 +64,11 @@ class ModbusSource:
         requests = plan_reads(config.tags, max_gap=config.max_gap, address_shift=shift)
         self._decoders = [RequestDecoder(r, config.byte_order, shift) for r in requests]
         self._tags = {tag.name: tag for tag in config.tags}
-        self._client: ModbusClient | None = None
+        self._endpoint = (pool or ModbusPool(clock)).endpoint(config)
+        self._connection: ModbusConnection | None = None
         self._state = DeviceState.DISCONNECTED
-        self._lock = asyncio.Lock()  # one request at a time on the line
+        self._unit_silent = False  # its unit stopped answering: probe it before reconnecting
+        self._lock = asyncio.Lock()  # this device's requests in order (a write waits for a poll)
 
     @property
     def name(self) -> str:
@@ -71,7 +77,11 @@ class ModbusSource:
 
     @property
     def state(self) -> DeviceState:
-        """Current connection state."""
+        """Current connection state (disconnected as soon as the shared connection is)."""
+        if self._state is DeviceState.CONNECTED and not (
+            self._connection is not None and self._connection.open
+        ):
+            return DeviceState.DISCONNECTED
         return self._state
 
     @property
@@ -79,60 +89,32 @@ class ModbusSource:
         """The read requests one poll sends."""
         return [decoder.request for decoder in self._decoders]
 
-    def _new_client(self) -> ModbusClient:
-        config = self._config
-        # Retries and reconnects are ours (busy retries, backoff in the poller), not pymodbus's.
-        if config.transport == "rtu":
-            assert config.serial is not None
-            serial = config.serial
-            return AsyncModbusSerialClient(
-                str(serial.port),
-                framer=FramerType.RTU,
-                baudrate=serial.baudrate,
-                bytesize=serial.bytesize,
-                parity=serial.parity,
-                stopbits=serial.stopbits,
-                timeout=config.timeout,
-                retries=0,
-                reconnect_delay=0,
-            )
-        framer = FramerType.RTU if config.transport == "rtu_over_tcp" else FramerType.SOCKET
-        assert config.host is not None
-        return AsyncModbusTcpClient(
-            config.host,
-            port=config.port,
-            framer=framer,
-            timeout=config.timeout,
-            retries=0,
-            reconnect_delay=0,
-        )
-
-    def _where(self) -> str:
-        config = self._config
-        if config.transport == "rtu":
-            assert config.serial is not None
-            return str(config.serial.port)
-        return f"{config.host}:{config.port}"
-
     async def connect(self) -> None:
-        """Open the connection (TCP socket or serial port)."""
+        """Attach to a connection to the endpoint, opening one if needed."""
+        self._detach()
         self._state = DeviceState.CONNECTING
-        client = self._new_client()
-        if not await client.connect():
-            client.close()
+        try:
+            self._connection = await self._endpoint.attach(self._config.unit, self._config.timeout)
+        except DeviceUnreachable as exc:
             self._state = DeviceState.DISCONNECTED
-            raise DeviceUnreachable(f"{self.name}: cannot connect to {self._where()}")
-        self._client = client
+            raise DeviceUnreachable(f"{self.name}: {exc}") from exc
+        if self._unit_silent:
+            # Attaching alone proves nothing about this unit: ask it before reporting it back.
+            try:
+                await self._read_block(self._decoders[0].request)
+            except DeviceUnreachable:
+                self._detach()
+                raise
         self._state = DeviceState.CONNECTED
 
     async def read(self) -> list[Reading]:
         """Read every tag once."""
-        client = self._connected_client()
+        self._connected()
         readings: list[Reading] = []
         name = self.name
         for decoder in self._decoders:
             request = decoder.request
-            words = await self._read_block(client, request)
+            words = await self._read_block(request)
             ts_us = self._clock.time_us()
             values = decoder.decode(words)
             readings.extend(
@@ -141,49 +123,59 @@ class ModbusSource:
             )
         return readings
 
-    def _connected_client(self) -> ModbusClient:
-        if self._client is None:
+    def _connected(self) -> ModbusConnection:
+        if self._connection is None:
             raise DeviceUnreachable(f"{self.name}: not connected")
-        return self._client
+        return self._connection
 
-    async def _read_block(self, client: ModbusClient, request: ReadRequest) -> list[int]:
-        calls = {
-            "coil": client.read_coils,
-            "discrete_input": client.read_discrete_inputs,
-            "holding_register": client.read_holding_registers,
-            "input_register": client.read_input_registers,
-        }
-        call = calls[request.table]
-        what = f"{request.table} read at {request.address} x{request.count}"
-        response = await self._execute(
-            lambda: call(request.address, count=request.count, device_id=self._config.unit), what
-        )
+    def _detach(self) -> None:
+        if self._connection is not None:
+            self._endpoint.detach(self._connection, self._config.unit)
+            self._connection = None
+
+    async def _read_block(self, request: ReadRequest) -> list[int]:
+        table, address, count = request.table, request.address, request.count
+        unit = self._config.unit
+
+        async def send(client: ModbusClient) -> ModbusPDU:
+            calls = {
+                "coil": client.read_coils,
+                "discrete_input": client.read_discrete_inputs,
+                "holding_register": client.read_holding_registers,
+                "input_register": client.read_input_registers,
+            }
+            return await calls[table](address, count=count, device_id=unit)
+
+        what = f"{table} read at {address} x{count}"
+        response = await self._execute(send, what)
         if response.isError():
             self._state = DeviceState.DISCONNECTED
             raise DeviceUnreachable(
                 f"{self.name}: device refused {what}: {describe_error(response)}"
             )
-        if request.table in BIT_TABLES:
-            return [1 if bit else 0 for bit in response.bits[: request.count]]
+        if table in BIT_TABLES:
+            return [1 if bit else 0 for bit in response.bits[:count]]
         return list(response.registers)
 
-    async def _execute(self, send: Callable[[], Awaitable[ModbusPDU]], what: str) -> ModbusPDU:
-        """Send a request, retrying while the device answers 'busy'."""
-        attempts = self._config.busy_retries + 1
+    async def _execute(self, send: Send, what: str) -> ModbusPDU:
+        """Send a request on the shared connection, retrying while the device answers 'busy'."""
+        connection = self._connected()
+        config = self._config
+        attempts = config.busy_retries + 1
         async with self._lock:
             for attempt in range(attempts):
                 try:
-                    response = await send()
-                except _TRANSPORT_ERRORS as exc:
+                    response = await connection.request(config.unit, config.timeout, send)
+                except DeviceUnreachable as exc:
+                    self._unit_silent = isinstance(exc, UnitSilent)
                     self._state = DeviceState.DISCONNECTED
                     raise DeviceUnreachable(f"{self.name}: {what} failed: {exc}") from exc
-                busy = response.isError() and getattr(response, "exception_code", None) in (
-                    ExcCodes.DEVICE_BUSY,
-                    ExcCodes.ACKNOWLEDGE,
-                )
-                if not busy or attempt == attempts - 1:
+                code = getattr(response, "exception_code", None) if response.isError() else None
+                self._unit_silent = code in _UNIT_ABSENT
+                if code not in _BUSY or attempt == attempts - 1:
                     return response
-                await self._clock.sleep(self._config.busy_retry_delay)
+                # The connection is free meanwhile: the other devices on it go on.
+                await self._clock.sleep(config.busy_retry_delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def write(self, tag_name: str, value: Value) -> None:
@@ -191,27 +183,23 @@ class ModbusSource:
         tag = self._tags.get(tag_name)
         check_write(self.name, tag, tag_name, tag.reported_type if tag else DataType.FLOAT64, value)
         assert tag is not None
-        client = self._connected_client()
+        self._connected()
         address = tag.address - self._shift
         unit = self._config.unit
         multiple = self._config.write_functions == "multiple"
-        send: Callable[[], Awaitable[ModbusPDU]]
-        if tag.table == "coil":
-            if multiple:
-                send = lambda: client.write_coils(address, [bool(value)], device_id=unit)  # noqa: E731
-            else:
-                send = lambda: client.write_coil(address, bool(value), device_id=unit)  # noqa: E731
-        else:
-            words = encode(
-                _raw_value(tag, value),
-                tag.type,
-                tag.byte_order or self._config.byte_order,
-                tag.length,
-            )
+        coil = tag.table == "coil"
+        order = tag.byte_order or self._config.byte_order
+        words = [] if coil else encode(_raw_value(tag, value), tag.type, order, tag.length)
+
+        async def send(client: ModbusClient) -> ModbusPDU:
+            if coil and multiple:
+                return await client.write_coils(address, [bool(value)], device_id=unit)
+            if coil:
+                return await client.write_coil(address, bool(value), device_id=unit)
             if len(words) == 1 and not multiple:
-                send = lambda: client.write_register(address, words[0], device_id=unit)  # noqa: E731
-            else:
-                send = lambda: client.write_registers(address, words, device_id=unit)  # noqa: E731
+                return await client.write_register(address, words[0], device_id=unit)
+            return await client.write_registers(address, words, device_id=unit)
+
         response = await self._execute(send, f"write of {tag_name}")
         if response.isError():
             raise WriteFailed(
@@ -227,10 +215,8 @@ class ModbusSource:
         ]
 
     async def close(self) -> None:
-        """Close the connection."""
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        """Leave the shared connection (closed when its last device leaves)."""
+        self._detach()
         self._state = DeviceState.DISCONNECTED
 
 

@@ -13,6 +13,13 @@ from protocols.simulator.runner import Simulator
 from shared.logs import setup_logging
 
 
+def _unit_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of unit ids: {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Command-line options of plantwire-sim."""
     parser = argparse.ArgumentParser(
@@ -34,6 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["socket", "rtu"],
         default="socket",
         help="framing on the Modbus TCP port: Modbus TCP (socket) or RTU over TCP",
+    )
+    parser.add_argument(
+        "--modbus-units",
+        type=_unit_list,
+        default=(),
+        help="unit ids answered by machines of their own, e.g. 2,3 (others read the main one)",
     )
     parser.add_argument("--serial", help="also serve Modbus RTU on this serial device")
     parser.add_argument("--baudrate", type=int, default=19200, help="serial line speed")
@@ -63,6 +76,7 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
         modbus_port=args.modbus_port or None,
         rtu_over_tcp=args.modbus_framing == "rtu",
         serial_port=args.serial,
+        modbus_units=args.modbus_units,
         baudrate=args.baudrate,
         tick_s=args.tick,
         seed=args.seed,

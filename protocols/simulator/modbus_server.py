@@ -1,9 +1,12 @@
 """Serving the simulated machine over Modbus TCP (or RTU framing) with pymodbus's server."""
 
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from typing import cast
 
 from pymodbus.constants import ExcCodes
 from pymodbus.framer import FramerType
+from pymodbus.pdu import ModbusPDU
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType as SimType
 from pymodbus.simulator import SimData, SimDevice
@@ -68,6 +71,8 @@ class ModbusImage:
         self.requests_served = 0
         self.writes_served = 0
         self.busy_answers = 0  # answer this many requests "device busy" first (tests)
+        self.gateway_failure = False  # answer as a gateway whose target is gone (exception 11)
+        self.silent = False  # answer nothing, as a unit that is switched off behind a gateway
 
     def table(self, name: str) -> list[int]:
         """The current registers of one table."""
@@ -109,6 +114,8 @@ class ModbusImage:
         table = _TABLE_OF_FUNCTION.get(function_code)
         if table is None:
             return ExcCodes.ILLEGAL_FUNCTION
+        if self.gateway_failure:
+            return ExcCodes.GATEWAY_NO_RESPONSE
         if self.busy_answers > 0:
             self.busy_answers -= 1
             return ExcCodes.DEVICE_BUSY
@@ -144,8 +151,8 @@ class ModbusImage:
         return None
 
 
-def build_device(image: ModbusImage) -> SimDevice:
-    """A pymodbus device answering from the image, for any unit id."""
+def build_device(image: ModbusImage, unit: int = 0) -> SimDevice:
+    """A pymodbus device answering from the image, for one unit id (0: any unit id not listed)."""
     bits = [
         [SimData(0, count=image.sizes[table] * 16, values=False, datatype=SimType.BITS)]
         for table in _BIT_TABLES
@@ -155,20 +162,69 @@ def build_device(image: ModbusImage) -> SimDevice:
         for table in ("holding_register", "input_register")
     ]
     return SimDevice(
-        0, simdata=(bits[0], bits[1], registers[0], registers[1]), action=image.on_access
+        unit, simdata=(bits[0], bits[1], registers[0], registers[1]), action=image.on_access
     )
 
 
+class ModbusUnits:
+    """What a Modbus server answers, by unit id, like a gateway in front of several devices.
+
+    `images[0]` answers every unit id not listed. Counts requests by unit id and connections
+    accepted (on a serial line: the port opened), so tests can see which unit was asked and
+    how many connections clients opened.
+    """
+
+    def __init__(self, images: Mapping[int, ModbusImage]) -> None:
+        if 0 not in images:
+            raise ValueError("unit 0 (every unit id not listed) needs an image")
+        self.images = dict(images)
+        self.requests: Counter[int] = Counter()
+        self.connections_accepted = 0
+
+    def image(self, unit: int) -> ModbusImage:
+        """The image that answers a unit id."""
+        return self.images.get(unit, self.images[0])
+
+    def devices(self) -> list[SimDevice]:
+        """One pymodbus device per listed unit id."""
+        return [build_device(image, unit) for unit, image in self.images.items()]
+
+    def on_pdu(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU:
+        """pymodbus trace hook: count each request; a silent unit's requests go unanswered."""
+        if sending:
+            return pdu
+        self.requests[pdu.dev_id] += 1
+        if self.image(pdu.dev_id).silent:
+            # pymodbus's request handler answers only when this hook returns a request.
+            return cast(ModbusPDU, None)
+        return pdu
+
+    def on_connect(self, connected: bool) -> None:
+        """pymodbus trace hook: count the connections clients open."""
+        if connected:
+            self.connections_accepted += 1
+
+
 def build_server(
-    image: ModbusImage, host: str, port: int, *, rtu_framing: bool = False
+    units: ModbusUnits, host: str, port: int, *, rtu_framing: bool = False
 ) -> ModbusTcpServer:
     """A Modbus server on TCP, with Modbus TCP framing or RTU framing over TCP."""
-    framer = FramerType.RTU if rtu_framing else FramerType.SOCKET
-    return ModbusTcpServer(build_device(image), address=(host, port), framer=framer)
+    return ModbusTcpServer(
+        units.devices(),
+        address=(host, port),
+        framer=FramerType.RTU if rtu_framing else FramerType.SOCKET,
+        trace_pdu=units.on_pdu,
+        trace_connect=units.on_connect,
+    )
 
 
-def build_serial_server(image: ModbusImage, port: str, baudrate: int) -> ModbusSerialServer:
+def build_serial_server(units: ModbusUnits, port: str, baudrate: int) -> ModbusSerialServer:
     """A Modbus RTU server on a serial line (or a pseudo-terminal)."""
     return ModbusSerialServer(
-        build_device(image), framer=FramerType.RTU, port=port, baudrate=baudrate
+        units.devices(),
+        framer=FramerType.RTU,
+        port=port,
+        baudrate=baudrate,
+        trace_pdu=units.on_pdu,
+        trace_connect=units.on_connect,
     )

@@ -3,12 +3,18 @@
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 
-from pymodbus.server import ModbusBaseServer
+from pymodbus.server import ModbusBaseServer, ModbusTcpServer
 
 from protocols.modbus.codec import ByteOrder
 from protocols.simulator.machine import TAGS, Machine, SimTag, bulk_tags
-from protocols.simulator.modbus_server import ModbusImage, build_serial_server, build_server
+from protocols.simulator.modbus_server import (
+    ModbusImage,
+    ModbusUnits,
+    build_serial_server,
+    build_server,
+)
 from protocols.simulator.opcua_server import OpcUaMachineServer, OpcUaServerSecurity
 from shared.clock import Clock, SystemClock
 
@@ -19,8 +25,9 @@ class Simulator:
     """One machine served over OPC UA and Modbus, advancing every `tick_s` seconds.
 
     Modbus is served on TCP (`modbus_port`, Modbus TCP framing or, with `rtu_over_tcp`, RTU
-    framing) and/or on a serial line (`serial_port`, RTU). `bulk` adds that many synthetic
-    tags for load tests.
+    framing) and/or on a serial line (`serial_port`, RTU). Every unit id reads the one machine,
+    except those in `modbus_units`, each a machine of its own (seeded from `seed` and the unit
+    id), as behind a gateway. `bulk` adds that many synthetic tags for load tests.
     """
 
     def __init__(
@@ -31,6 +38,7 @@ class Simulator:
         modbus_port: int | None = 5020,
         rtu_over_tcp: bool = False,
         serial_port: str | None = None,
+        modbus_units: Sequence[int] = (),
         baudrate: int = 19200,
         tick_s: float = 0.1,
         seed: int = 1,
@@ -42,18 +50,32 @@ class Simulator:
         self.clock = clock or SystemClock()
         self.modbus_port = modbus_port
         self.tags: tuple[SimTag, ...] = TAGS + bulk_tags(bulk)
-        self.machine = Machine(
-            seed=seed, start_us=self.clock.time_us(), bulk=self.tags[len(TAGS) :]
-        )
+        bulk_part = self.tags[len(TAGS) :]
+        self.machine = Machine(seed=seed, start_us=self.clock.time_us(), bulk=bulk_part)
         self.tick_s = tick_s
+        if any(not 1 <= unit <= 247 for unit in modbus_units):
+            raise ValueError("modbus_units are unit ids from 1 to 247")
+        self.unit_machines = {
+            unit: Machine(seed=seed + unit, start_us=self.clock.time_us(), bulk=bulk_part)
+            for unit in modbus_units
+        }
         self.modbus_image = ModbusImage(self.machine, self.tags, byte_order, self.clock.time_us)
+        self.modbus_units = ModbusUnits(
+            {
+                0: self.modbus_image,
+                **{
+                    unit: ModbusImage(machine, self.tags, byte_order, self.clock.time_us)
+                    for unit, machine in self.unit_machines.items()
+                },
+            }
+        )
         self._modbus: list[ModbusBaseServer] = []
         if modbus_port is not None:
             self._modbus.append(
-                build_server(self.modbus_image, host, modbus_port, rtu_framing=rtu_over_tcp)
+                build_server(self.modbus_units, host, modbus_port, rtu_framing=rtu_over_tcp)
             )
         if serial_port is not None:
-            self._modbus.append(build_serial_server(self.modbus_image, serial_port, baudrate))
+            self._modbus.append(build_serial_server(self.modbus_units, serial_port, baudrate))
         self.opcua = (
             OpcUaMachineServer(self.machine, self.tags, host, opcua_port, opcua_security)
             if opcua_port is not None
@@ -74,10 +96,20 @@ class Simulator:
         while True:
             await self.clock.sleep(self.tick_s)
             now = self.clock.monotonic()
-            self.machine.step(now - last, self.clock.time_us())
+            now_us = self.clock.time_us()
+            for machine in (self.machine, *self.unit_machines.values()):
+                machine.step(now - last, now_us)
             last = now
             if self.opcua is not None:
                 await self.opcua.publish()
+
+    def modbus_connections(self) -> int:
+        """Modbus TCP connections open now."""
+        return sum(
+            len(server.active_connections)
+            for server in self._modbus
+            if isinstance(server, ModbusTcpServer)
+        )
 
     async def stop(self) -> None:
         """Stop the clock and the servers."""

@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import os
 import shutil
 import subprocess
 from collections.abc import AsyncIterator, Iterator
@@ -14,6 +15,7 @@ from agent.cli import main as agent_main
 from protocols.base import DeviceState, DeviceUnreachable, WriteFailed, WriteRefused
 from protocols.modbus.codec import ByteOrder
 from protocols.modbus.config import ModbusDevice
+from protocols.modbus.pool import ModbusPool
 from protocols.modbus.source import ModbusSource
 from protocols.simulator.machine import TAGS
 from protocols.simulator.runner import Simulator
@@ -183,33 +185,88 @@ def serial_pair(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
         process.wait()
 
 
+def rtu_device(agent_end: Path, unit: int = 7) -> dict[str, Any]:
+    """An RTU device on the agent's end of the line, reading every simulator tag."""
+    tags = [
+        {
+            "name": tag.name,
+            "table": tag.modbus_table,
+            "address": tag.modbus_address,
+            "type": tag.data_type.value,
+            "length": tag.string_length,
+        }
+        for tag in TAGS
+    ]
+    return {
+        "type": "modbus",
+        "name": f"rtu{unit}",
+        "transport": "rtu",
+        "unit": unit,
+        "serial": {"port": str(agent_end), "baudrate": 115200, "parity": "N"},
+        "tags": tags,
+    }
+
+
+def open_handles(path: Path) -> int:
+    """How many file descriptors of this process are open on a device (through its link)."""
+    target = os.path.realpath(path)
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            count += os.readlink(f"/proc/self/fd/{fd}") == target
+    return count
+
+
 async def test_rtu_on_a_serial_line(serial_pair: tuple[Path, Path]) -> None:
     plc_end, agent_end = serial_pair
     sim = Simulator(opcua_port=None, modbus_port=None, serial_port=str(plc_end), baudrate=115200)
     await sim.start()
     try:
-        tags = [
-            {
-                "name": tag.name,
-                "table": tag.modbus_table,
-                "address": tag.modbus_address,
-                "type": tag.data_type.value,
-                "length": tag.string_length,
-            }
-            for tag in TAGS
-        ]
-        config = {
-            "type": "modbus",
-            "name": "rtu",
-            "transport": "rtu",
-            "unit": 7,
-            "serial": {"port": str(agent_end), "baudrate": 115200, "parity": "N"},
-            "tags": tags,
-        }
-        async with connected(config) as source:
+        async with connected(rtu_device(agent_end)) as source:
             readings = by_tag(await source.read())
         assert readings["program"].value == "P-1001"
         assert readings["speed_setpoint"].value == 12000
+    finally:
+        await sim.stop()
+
+
+async def test_rtu_devices_on_one_serial_line_share_the_port(
+    serial_pair: tuple[Path, Path],
+) -> None:
+    plc_end, agent_end = serial_pair
+    units = (7, 8)
+    sim = Simulator(
+        opcua_port=None,
+        modbus_port=None,
+        serial_port=str(plc_end),
+        baudrate=115200,
+        modbus_units=units,
+    )
+    await sim.start()
+    try:
+        for unit, machine in sim.unit_machines.items():
+            machine.paused = True
+            machine.set(sim.clock.time_us(), speed_setpoint=1000 * unit)
+        pool = ModbusPool(SystemClock())
+        sources = [
+            ModbusSource(
+                ModbusDevice.model_validate(rtu_device(agent_end, unit)), SystemClock(), pool
+            )
+            for unit in units
+        ]
+        try:
+            for source in sources:
+                await source.connect()
+            assert open_handles(agent_end) == 1
+            for _ in range(3):
+                polls = await asyncio.gather(*(source.read() for source in sources))
+                assert [by_tag(poll)["speed_setpoint"].value for poll in polls] == [7000, 8000]
+            requests = 3 * len(sources[0].requests)
+            assert [sim.modbus_units.requests[unit] for unit in units] == [requests, requests]
+        finally:
+            for source in sources:
+                await source.close()
+        assert open_handles(agent_end) == 0
     finally:
         await sim.stop()
 
