@@ -19,7 +19,9 @@ def setup_logging(level: str = "INFO") -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(IsoFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
-    # pymodbus warns on every start that its datastore API changes in 4.0; we pin below 4.
-    logging.getLogger("pymodbus").setLevel(logging.ERROR)
+    # pymodbus warns on every start that its datastore API changes in 4.0 (we pin below 4),
+    # and logs an ERROR on every request timeout; the driver reports a device's failures
+    # itself, once each way, so only pymodbus's critical messages are worth a line.
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     for noisy in ("asyncua", "amqtt", "transitions"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
