@@ -4,7 +4,7 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
@@ -13,25 +13,48 @@ from shared.errors import ConfigError
 from shared.yaml_stream import load_yaml
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def _bare_number(number: str) -> float:
+    # A bare 0 is 0 in every unit; any other bare number is ambiguous (other gateways read
+    # milliseconds where Plantwire once read seconds), so it must say which it means.
+    if float(number) == 0:
+        return 0.0
+    raise ValueError(f"{number} has no unit: write {number}ms or {number}s")
 
 
 def parse_duration(raw: object) -> object:
-    """Turn "250ms", "5s", "2m", "1h", "7d" or a bare number of seconds into seconds."""
+    """Turn "250ms", "5s", "2m", "1h", "7d" (or a bare 0) into seconds; refuse a bare number."""
     if isinstance(raw, bool):
         return raw  # let pydantic reject it with its own message
     if isinstance(raw, int | float):
-        return float(raw)
+        return _bare_number(f"{raw:g}")
     if isinstance(raw, str):
         match = _DURATION.match(raw)
         if match is None:
             raise ValueError(f"expected a duration such as '500ms', '5s', '2m', got {raw!r}")
-        return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        number, unit = match.groups()
+        return _bare_number(number) if unit is None else float(number) * _UNIT_SECONDS[unit]
     return raw
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
-"""A duration in seconds, written in YAML as "500ms", "5s", "2m", "1h", "7d" or a number."""
+"""A duration in seconds, written in YAML with its unit: "500ms", "5s", "2m", "1h", "7d" (or 0)."""
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def _log_level_upper(raw: object) -> object:
+    if isinstance(raw, str) and raw.upper() in LOG_LEVELS:
+        return raw.upper()
+    return raw  # anything else fails the Literal below, which lists the allowed levels
+
+
+LogLevel = Annotated[
+    Literal["DEBUG", "INFO", "WARNING", "ERROR"], BeforeValidator(_log_level_upper)
+]
+"""A logging level, in any case: DEBUG, INFO, WARNING or ERROR."""
 
 
 class StrictModel(BaseModel):
@@ -71,7 +94,11 @@ def _describe(error: Mapping[str, Any]) -> str:
         return f"{location}: required key is missing"
     if error["type"] == "extra_forbidden":
         return f"{location}: unknown key"
-    return f"{location}: {message} (got {error.get('input')!r})"
+    message = message.removeprefix("Value error, ")
+    given = error.get("input")
+    if isinstance(given, Mapping | list):
+        return f"{location}: {message}"  # a whole section or list says nothing the key does not
+    return f"{location}: {message} (got {given!r})"
 
 
 def load_config(
