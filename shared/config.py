@@ -63,6 +63,9 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+_MAX_LISTED = 10  # a range configured twice repeats every one of its names
+
+
 def require_unique(names: Iterable[str], what: str) -> None:
     """Raise ValueError listing the names that occur more than once."""
     seen: set[str] = set()
@@ -70,7 +73,9 @@ def require_unique(names: Iterable[str], what: str) -> None:
     for name in names:
         (repeated if name in seen else seen).add(name)
     if repeated:
-        raise ValueError(f"{what} must be unique; repeated: {', '.join(sorted(repeated))}")
+        shown = sorted(repeated)[:_MAX_LISTED]
+        more = f" and {len(repeated) - len(shown)} more" if len(repeated) > len(shown) else ""
+        raise ValueError(f"{what} must be unique; repeated: {', '.join(shown)}{more}")
 
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
