@@ -1,8 +1,10 @@
 """Loading a program's YAML configuration into strict pydantic models, with env overrides."""
 
+import contextlib
+import gc
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -106,6 +108,23 @@ def _describe(error: Mapping[str, Any]) -> str:
     return f"{location}: {message} (got {given!r})"
 
 
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause Python's cycle collector while a configuration is built.
+
+    A plant-sized file makes hundreds of thousands of objects that live as long as the
+    program, and the collector's passes over them took a third of check-config's time at
+    100,000 tags. They hold no reference cycles worth collecting on the way.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def load_config(
     path: Path,
     model: type[ModelT],
@@ -119,7 +138,8 @@ def load_config(
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read configuration: {exc.strerror}") from exc
     try:
-        document = load_yaml(text)
+        with _collector_paused():
+            document = load_yaml(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if document is None:
@@ -130,7 +150,8 @@ def load_config(
         if variable in environ:
             _set_path(document, key_path, environ[variable])
     try:
-        return model.model_validate(document)
+        with _collector_paused():
+            return model.model_validate(document)
     except ValidationError as exc:
         lines = [_describe(error) for error in exc.errors()]
         raise ConfigError(f"{path}: invalid configuration\n  " + "\n  ".join(lines)) from exc

@@ -199,22 +199,32 @@ def _check_overlaps(entries: list[ModbusTag]) -> None:
     and a bit of a register may sit inside a range (a status word's bits): anything else
     inside a range is most likely a block configured over the wrong addresses.
     """
-    owner: dict[tuple[str, int], int] = {}
-    for position, entry in enumerate(entries):
-        if entry.range is None:
-            continue
-        for first in entry.addresses:
-            for address in range(first, first + entry.span):
-                seen = owner.setdefault((entry.table, address), position)
-                if seen != position:
-                    raise ValueError(_overlap(entries, seen, position, address))
-    for position, entry in enumerate(entries):
-        if entry.range is not None or entry.bit is not None:
-            continue
-        for address in range(entry.address, entry.address + entry.span):
-            seen = owner.get((entry.table, address), position)
-            if seen != position:
-                raise ValueError(_overlap(entries, seen, position, address))
+    # A sweep over each entry's first..last register finds the candidates; only those are
+    # compared register by register, so 1,000 devices of one range each cost no set at all.
+    bounds = sorted(
+        (entry.table, entry.addresses[0], entry.addresses[-1] + entry.span, position)
+        for position, entry in enumerate(entries)
+        if entry.range is not None or entry.bit is None
+    )
+    table = ""
+    open_ranges: list[tuple[int, int]] = []  # (end, position) of entries not yet passed
+    open_singles: list[tuple[int, int]] = []
+    for entry_table, start, end, position in bounds:
+        if entry_table != table:
+            table, open_ranges, open_singles = entry_table, [], []
+        open_ranges = [(stop, other) for stop, other in open_ranges if stop > start]
+        open_singles = [(stop, other) for stop, other in open_singles if stop > start]
+        is_range = entries[position].range is not None
+        for _, other in open_ranges + (open_singles if is_range else []):
+            shared = _registers(entries[other]) & _registers(entries[position])
+            if shared:
+                first, second = sorted((other, position))
+                raise ValueError(_overlap(entries, first, second, min(shared)))
+        (open_ranges if is_range else open_singles).append((end, position))
+
+
+def _registers(entry: ModbusTag) -> set[int]:
+    return {a for first in entry.addresses for a in range(first, first + entry.span)}
 
 
 def _overlap(entries: list[ModbusTag], first: int, second: int, address: int) -> str:

@@ -64,8 +64,12 @@ def test_a_range_reads_like_the_same_tags_written_one_by_one() -> None:
 
 
 def test_interleaved_ranges_with_a_step_do_not_overlap() -> None:
-    config = device(block("speed{index}", 0, 4, step=10), block("current{index}", 1, 4, step=10))
-    assert sorted(t.address for t in config.tags) == [0, 1, 10, 11, 20, 21, 30, 31]
+    config = device(
+        block("speed{index}", 0, 4, step=10),
+        block("current{index}", 1, 4, step=10),
+        {"name": "mode", "table": "holding_register", "address": 5},  # in the gaps
+    )
+    assert sorted(t.address for t in config.tags) == [0, 1, 5, 10, 11, 20, 21, 30, 31]
 
 
 @pytest.mark.parametrize(
@@ -95,6 +99,14 @@ def test_interleaved_ranges_with_a_step_do_not_overlap() -> None:
                 block("a{index}", 10, 10),
             ],
             "both cover holding_register 10",
+        ),
+        (
+            [
+                block("a{index}", 0, 10, step=10),
+                {"name": "x", "table": "holding_register", "address": 5},
+                block("b{index}", 90, 2),
+            ],
+            "tags 0 .* and 2 .* both cover holding_register 90",
         ),
         ([block("r{index}", 0, 3), block("r{index}", 10, 3)], "repeated: r0, r1, r2"),
         (
