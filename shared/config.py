@@ -5,11 +5,12 @@ import gc
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer, ValidationError
 
 from shared.errors import ConfigError
 from shared.yaml_stream import load_yaml
@@ -41,7 +42,17 @@ def parse_duration(raw: object) -> object:
     return raw
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
+def format_duration(seconds: float) -> str:
+    """A duration as a config file writes it, so a dumped config reads back: "5s", "0.25s"."""
+    text = format(Decimal(repr(float(seconds))), "f")  # exact, and never in exponent form
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return f"{text}s"
+
+
+Duration = Annotated[
+    float, BeforeValidator(parse_duration), PlainSerializer(format_duration, return_type=str)
+]
 """A duration in seconds, written in YAML with its unit: "500ms", "5s", "2m", "1h", "7d" (or 0)."""
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")

@@ -55,6 +55,7 @@ class ModbusTag(TagBase):
     )
     range: AddressRange | None = Field(
         default=None,
+        exclude=True,  # expanded at validation: a validated config has none left to dump
         description="Instead of `address`: `count` tags of this shape from `start` on, named"
         " from `name` with the placeholders `{address}`, `{index}` (0, 1, ...) or `{number}`"
         " (1, 2, ...), which take format specs such as `{index:03d}`.",

@@ -6,7 +6,13 @@ import pytest
 
 from agent.config import AgentConfig, load_agent_config
 from collector.config import load_collector_config
-from shared.config import StrictModel, load_config, parse_duration, require_unique
+from shared.config import (
+    StrictModel,
+    format_duration,
+    load_config,
+    parse_duration,
+    require_unique,
+)
 from shared.errors import ConfigError
 from shared.mqtt import MqttSettings
 
@@ -22,6 +28,21 @@ AGENT_SAMPLES = [
 def test_every_agent_sample_loads(path: Path) -> None:
     config = load_agent_config(path)
     assert config.devices
+
+
+@pytest.mark.parametrize("path", AGENT_SAMPLES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_a_dumped_agent_config_reads_back(path: Path) -> None:
+    config = load_agent_config(path)
+    assert AgentConfig.model_validate(config.model_dump()) == config
+    assert AgentConfig.model_validate_json(config.model_dump_json()).agent == config.agent
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"), [(5.0, "5s"), (0.25, "0.25s"), (1e-05, "0.00001s"), (86400.0, "86400s")]
+)
+def test_durations_dump_as_they_are_written(seconds: float, text: str) -> None:
+    assert format_duration(seconds) == text
+    assert parse_duration(text) == seconds
 
 
 def test_collector_sample_loads() -> None:
