@@ -5,6 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from agent.health import Snapshot
+from agent.http import AgentHttp, ListenError
 from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,3 +44,12 @@ def test_a_busy_metrics_port_names_the_port_and_key(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
     assert f"agent.http_port: port {port} on 127.0.0.1 is already in use" in result.stderr
     assert str(config) in result.stderr
+
+
+async def test_an_address_not_on_this_host_names_the_host_key() -> None:
+    async def snapshot() -> Snapshot:
+        raise AssertionError("never served")
+
+    http = AgentHttp(snapshot, None)
+    with pytest.raises(ListenError, match=r"agent\.http_host: cannot listen on '192\.0\.2\.1'"):
+        await http.start("192.0.2.1", 0)  # TEST-NET-1: an address no host here has
