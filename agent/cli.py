@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 from agent import __version__
 from agent.buffer import BufferLayoutError
 from agent.config import AgentConfig, load_agent_config
+from agent.http import ListenError
 from agent.service import AgentService
 from agent.sources import build_source, device_file_problems
 from protocols.base import SourceError
@@ -319,6 +320,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(run())
     except BufferLayoutError as exc:
         print(f"plantwire-agent: {exc}", file=sys.stderr)
+        return 1
+    except ListenError as exc:
+        print(f"plantwire-agent: {args.config}: {exc}", file=sys.stderr)
         return 1
     return 0
 

@@ -7,7 +7,7 @@ from pydantic import Field, model_validator
 
 from protocols.modbus.config import ModbusDevice, shared_endpoint_problems
 from protocols.opcua.config import OpcUaDevice
-from shared.config import Duration, StrictModel, load_config, require_unique
+from shared.config import Duration, LogLevel, StrictModel, load_config, require_unique
 from shared.mqtt import MqttSettings
 from shared.wire import AgentId
 
@@ -27,7 +27,9 @@ class AgentIdentity(StrictModel):
     """Who this agent is."""
 
     id: AgentId = Field(description="Agent id: letters, digits, '.', '_' or '-'; unique per site.")
-    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
+    log_level: LogLevel = Field(
+        default="INFO", description="Least severe messages logged: DEBUG, INFO, WARNING or ERROR."
+    )
     heartbeat_interval: Duration = Field(
         default=10.0, gt=0, description="Time between heartbeats to the collector."
     )

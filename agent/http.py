@@ -6,14 +6,17 @@ framework, and these two read-only pages need none.
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
+import socket
 from collections.abc import Awaitable, Callable, Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from agent.health import Snapshot
+from shared.errors import PlantwireError
 
 log = logging.getLogger(__name__)
 SnapshotSource = Callable[[], Awaitable[Snapshot]]
@@ -192,6 +195,21 @@ class _SnapshotMetrics:
         return (503 if failing else 200), body
 
 
+class ListenError(PlantwireError):
+    """The /metrics and /healthz port cannot be opened; the message names the key."""
+
+
+def _listen_problem(host: str, port: int, exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"agent.http_port: port {port} on {host} is already in use (by another program"
+            " or agent); choose another port, or null to turn /metrics off"
+        )
+    if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+        return f"agent.http_host: cannot listen on {host!r}: {exc.strerror or exc}"
+    return f"agent.http_port: cannot listen on {host}:{port}: {exc.strerror or exc}"
+
+
 class AgentHttp:
     """Serves /metrics and /healthz on a local port."""
 
@@ -204,8 +222,11 @@ class AgentHttp:
         self.port = 0
 
     async def start(self, host: str, port: int) -> None:
-        """Listen; port 0 picks a free port (see `port`)."""
-        self._server = await asyncio.start_server(self._serve, host, port)
+        """Listen; port 0 picks a free port (see `port`); raise ListenError if it cannot."""
+        try:
+            self._server = await asyncio.start_server(self._serve, host, port)
+        except OSError as exc:
+            raise ListenError(_listen_problem(host, port, exc)) from exc
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:

@@ -89,7 +89,7 @@ async def drain(path: Path, total: int, mqtt_url: str, database_url: str) -> flo
         agent_id="bench",
         topics=topics,
         clock=SystemClock(),
-        settings=ForwardSettings(batch_max_readings=5000, window=8, linger=0, ack_timeout=60),
+        settings=ForwardSettings(batch_max_readings=5000, window=8, linger=0, ack_timeout="60s"),
     )
 
     async def acks() -> None:

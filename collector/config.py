@@ -6,7 +6,7 @@ from pathlib import Path
 from pydantic import AwareDatetime, Field, SecretStr, model_validator
 
 from shared.acks import AckVersion
-from shared.config import Duration, StrictModel, load_config
+from shared.config import Duration, LogLevel, StrictModel, load_config
 from shared.mqtt import MqttSettings
 
 ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
@@ -138,7 +138,9 @@ class AgentSettings(StrictModel):
 class CollectorIdentity(StrictModel):
     """Who this collector is."""
 
-    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
+    log_level: LogLevel = Field(
+        default="INFO", description="Least severe messages logged: DEBUG, INFO, WARNING or ERROR."
+    )
 
 
 class CollectorConfig(StrictModel):

@@ -15,8 +15,10 @@ from shared.config_docs import model_table  # noqa: E402
 INTRO = """# Configuration
 
 Each program reads one YAML file. Unknown keys, wrong types and missing required keys stop
-start-up with a message naming the file and the key path. Durations are written `500ms`, `5s`,
-`2m`, `1h`, `7d` or as a number of seconds. Check a file without starting anything:
+start-up with a message naming the file and the key path. Durations are written with their unit:
+`500ms`, `5s`, `2m`, `1h`, `7d` (decimals allowed, e.g. `1.5s`). A bare number is refused, since
+other gateways read `1000` as milliseconds and Plantwire once read it as seconds; only `0` may go
+without a unit. Check a file without starting anything:
 `plantwire-agent check-config FILE` or `plantwire-collector check-config FILE`.
 
 This page is generated from the models' field descriptions by `python scripts/config_docs.py`;

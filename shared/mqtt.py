@@ -16,7 +16,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from shared.config import Duration, StrictModel
 from shared.errors import MqttError
@@ -27,7 +27,7 @@ _DEFAULT_PORTS = {"mqtt": 1883, "tcp": 1883, "mqtts": 8883, "ssl": 8883}
 
 
 class MqttSettings(StrictModel):
-    """How to reach the MQTT broker. Durations in seconds or as "5s"."""
+    """How to reach the MQTT broker."""
 
     url: str = Field(description="Broker URL: mqtt://host:port or mqtts://host:port (TLS).")
     protocol: Literal["3.1.1", "5"] = Field(
@@ -46,6 +46,14 @@ class MqttSettings(StrictModel):
     cert_file: Path | None = Field(default=None, description="Client certificate (PEM).")
     key_file: Path | None = Field(default=None, description="Client private key (PEM).")
     max_inflight: int = Field(default=100, ge=1, description="QoS 1 messages awaiting PUBACK.")
+    reconnect_min: Duration = Field(
+        default=1.0,
+        ge=1,
+        description="First wait before reconnecting; doubles each failed try. Whole seconds.",
+    )
+    reconnect_max: Duration = Field(
+        default=30.0, ge=1, description="Longest wait between reconnect tries. Whole seconds."
+    )
 
     @field_validator("url")
     @classmethod
@@ -54,6 +62,20 @@ class MqttSettings(StrictModel):
         if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
             raise ValueError("expected mqtt://host[:port] or mqtts://host[:port]")
         return url
+
+    @field_validator("reconnect_min", "reconnect_max")
+    @classmethod
+    def _whole_seconds(cls, seconds: float) -> float:
+        # paho's reconnect_delay_set is declared (and documented) in whole seconds.
+        if seconds != int(seconds):
+            raise ValueError(f"paho waits whole seconds; got {seconds:g}s")
+        return seconds
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> "MqttSettings":
+        if self.reconnect_max < self.reconnect_min:
+            raise ValueError("reconnect_max must not be shorter than reconnect_min")
+        return self
 
     @property
     def host(self) -> str:
@@ -120,7 +142,9 @@ class MqttClient:
         self._client.max_inflight_messages_set(settings.max_inflight)
         # A bounded queue: publishing while the broker is away fails instead of piling up.
         self._client.max_queued_messages_set(settings.max_inflight)
-        self._client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self._client.reconnect_delay_set(
+            min_delay=int(settings.reconnect_min), max_delay=int(settings.reconnect_max)
+        )
         # Also bounds how long the network thread can sit in connect() when asked to stop.
         self._client.connect_timeout = settings.connect_timeout
         url = urlsplit(settings.url)
@@ -373,7 +397,13 @@ class MqttClient:
         self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any
     ) -> None:
         if self._connected.is_set() and not self._closing:
-            log.error("lost the broker %s: %s; reconnecting", self._settings.url, reason)
+            url = self._settings.url
+            if _ended_cleanly(flags.is_disconnect_packet_from_server, reason.value):
+                # A broker restarting, or the connection closed without a word (MQTT 3.1.1
+                # brokers just close it): expected in a plant, and paho reconnects.
+                log.warning("broker %s closed the connection; reconnecting", url)
+            else:
+                log.error("lost the broker %s: %s; reconnecting", url, reason)
         self._connected.clear()
 
     def _on_publish(
@@ -400,6 +430,19 @@ class MqttClient:
                 with contextlib.suppress(RuntimeError):
                     self._loop.call_soon_threadsafe(self._messages.put_nowait, item)
                 return
+
+
+_NORMAL_DISCONNECTION = 0x00
+_UNSPECIFIED_ERROR = 0x80  # what paho reports when the socket closed under it
+_SERVER_SHUTTING_DOWN = 0x8B
+
+
+def _ended_cleanly(from_broker: bool, reason_code: int) -> bool:
+    """Whether a disconnect is the broker (or the session) ending, not a failure."""
+    if from_broker:  # an MQTT 5 DISCONNECT packet, which says why
+        return reason_code in (_NORMAL_DISCONNECTION, _SERVER_SHUTTING_DOWN)
+    # A keepalive timeout or protocol error is a failure; a closed socket is the broker leaving.
+    return reason_code in (_NORMAL_DISCONNECTION, _UNSPECIFIED_ERROR)
 
 
 def _resolve(future: asyncio.Future[str | None], error: str | None) -> None:

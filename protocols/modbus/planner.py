@@ -3,7 +3,6 @@
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from protocols.modbus.codec import register_count
 from protocols.modbus.config import BIT_TABLES, ModbusTag, Table
 
 MAX_REGISTERS = 125
@@ -22,7 +21,7 @@ class ReadRequest:
 
 def tag_span(tag: ModbusTag) -> int:
     """How many registers (or bits) a tag occupies."""
-    return 1 if tag.table in BIT_TABLES else register_count(tag.type, tag.length)
+    return tag.span
 
 
 def plan_reads(

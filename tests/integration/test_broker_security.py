@@ -69,7 +69,7 @@ def tls_settings(
             "ca_file": pki["ca"],
             "cert_file": pki["client_cert"],
             "key_file": pki["client_key"],
-            "connect_timeout": 5,
+            "connect_timeout": "5s",
             **options,
         }
     )
@@ -89,7 +89,7 @@ def client(
         username=user,
         password=USERS[user],
         ca_file=pki["ca"],
-        connect_timeout=3,
+        connect_timeout="3s",
         cert_file=pki["client_cert"] if certificate else None,
         key_file=pki["client_key"] if certificate else None,
     )

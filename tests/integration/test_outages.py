@@ -91,7 +91,7 @@ async def test_mqtt5_round_trip_and_failures(mosquitto: MosquittoServer, topic_p
     await consumer.close()
 
     nowhere = MqttClient(
-        MqttSettings(url=f"mqtt://127.0.0.1:{free_port()}", connect_timeout=1),
+        MqttSettings(url=f"mqtt://127.0.0.1:{free_port()}", connect_timeout="1s"),
         client_id="nobody",
         persistent_session=False,
     )

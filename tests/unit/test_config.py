@@ -6,7 +6,13 @@ import pytest
 
 from agent.config import AgentConfig, load_agent_config
 from collector.config import load_collector_config
-from shared.config import StrictModel, load_config, parse_duration, require_unique
+from shared.config import (
+    StrictModel,
+    format_duration,
+    load_config,
+    parse_duration,
+    require_unique,
+)
 from shared.errors import ConfigError
 from shared.mqtt import MqttSettings
 
@@ -24,6 +30,21 @@ def test_every_agent_sample_loads(path: Path) -> None:
     assert config.devices
 
 
+@pytest.mark.parametrize("path", AGENT_SAMPLES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_a_dumped_agent_config_reads_back(path: Path) -> None:
+    config = load_agent_config(path)
+    assert AgentConfig.model_validate(config.model_dump()) == config
+    assert AgentConfig.model_validate_json(config.model_dump_json()).agent == config.agent
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"), [(5.0, "5s"), (0.25, "0.25s"), (1e-05, "0.00001s"), (86400.0, "86400s")]
+)
+def test_durations_dump_as_they_are_written(seconds: float, text: str) -> None:
+    assert format_duration(seconds) == text
+    assert parse_duration(text) == seconds
+
+
 def test_collector_sample_loads() -> None:
     config = load_collector_config(ROOT / "config" / "collector.yaml")
     assert config.http.port == 8080
@@ -37,13 +58,28 @@ def test_collector_sample_loads() -> None:
         ("2m", 120.0),
         ("1h", 3600.0),
         ("7d", 604800.0),
-        (3, 3.0),
         ("1.5s", 1.5),
-        ("10", 10.0),
+        (" 20 ms ", 0.02),
+        (0, 0.0),
+        (0.0, 0.0),
+        ("0", 0.0),
     ],
 )
 def test_durations(raw: object, seconds: float) -> None:
     assert parse_duration(raw) == seconds
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (1000, "1000 has no unit: write 1000ms or 1000s"),
+        (2.5, "2.5 has no unit: write 2.5ms or 2.5s"),
+        ("10", "10 has no unit: write 10ms or 10s"),
+    ],
+)
+def test_a_bare_number_needs_a_unit(raw: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_duration(raw)
 
 
 def test_bad_duration_names_the_format() -> None:
@@ -91,6 +127,15 @@ def test_minimal_config_gets_defaults(tmp_path: Path) -> None:
         (MINIMAL.replace("name: d1", "name: d/1"), "devices.0.modbus.name"),
         (MINIMAL + MINIMAL.split("devices:")[1], "device names must be unique"),
         ("- a\n- b\n", "expected a mapping"),
+        (
+            MINIMAL.replace("name: d1,", "name: d1, poll_interval: 1000,"),
+            "devices.0.modbus.poll_interval: 1000 has no unit: write 1000ms or 1000s",
+        ),
+        (
+            MINIMAL.replace("agent: {id: a1}", "agent: {id: a1, log_level: verbose}"),
+            "agent.log_level: Input should be 'DEBUG', 'INFO', 'WARNING' or 'ERROR'"
+            " (got 'verbose')",
+        ),
         ("agent: [unclosed\n", "not valid YAML"),
     ],
 )
@@ -154,3 +199,34 @@ def test_mqtt_url_scheme_is_checked() -> None:
     with pytest.raises(ValueError, match="mqtt://host"):
         MqttSettings(url="http://broker")
     assert MqttSettings(url="mqtts://broker").port == 8883
+
+
+def test_log_levels_are_checked_in_any_case(tmp_path: Path) -> None:
+    config = load_agent_config(
+        write(tmp_path, MINIMAL.replace("{id: a1}", "{id: a1, log_level: warning}"))
+    )
+    assert config.agent.log_level == "WARNING"
+    collector = tmp_path / "collector.yaml"
+    collector.write_text(
+        "collector: {log_level: trace}\ndatabase: {url: 'postgresql://h/db'}\n"
+        "mqtt: {url: 'mqtt://h'}\n"
+    )
+    with pytest.raises(ConfigError, match=r"collector\.log_level: Input should be 'DEBUG'"):
+        load_collector_config(collector)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"reconnect_max": "2500ms"}, "paho waits whole seconds; got 2.5s"),
+        ({"reconnect_min": "0s"}, "greater than or equal to 1"),
+        ({"reconnect_min": "10s", "reconnect_max": "5s"}, "must not be shorter"),
+    ],
+)
+def test_mqtt_reconnect_backoff_is_checked(changes: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        MqttSettings.model_validate({"url": "mqtt://h", **changes})
+    settings = MqttSettings.model_validate(
+        {"url": "mqtt://h", "reconnect_min": "2s", "reconnect_max": "2m"}
+    )
+    assert (settings.reconnect_min, settings.reconnect_max) == (2.0, 120.0)

@@ -86,7 +86,7 @@ async def until(check: object, timeout: float = 5.0) -> None:
 
 async def test_writes_overlap_but_broker_acks_keep_arrival_order() -> None:
     broker, store = Broker(), Store()
-    settings = IngestSettings(group_max_readings=1, group_max_delay=0.01, concurrent_writes=2)
+    settings = IngestSettings(group_max_readings=1, group_max_delay="10ms", concurrent_writes=2)
     consumer = Consumer(
         broker,
         store,  # type: ignore[arg-type]
@@ -134,7 +134,7 @@ async def test_a_cancelled_write_ends_even_if_it_surfaces_as_a_database_error() 
         broker,
         store,  # type: ignore[arg-type]
         topics=TOPICS,
-        settings=IngestSettings(group_max_readings=1, retry_interval=0.01),
+        settings=IngestSettings(group_max_readings=1, retry_interval="10ms"),
         metrics=CollectorMetrics(),
     )
     task = asyncio.create_task(consumer.run())
@@ -153,7 +153,7 @@ def consumer_of(broker: Broker, store: Store, **settings: object) -> Consumer:
         broker,
         store,  # type: ignore[arg-type]
         topics=TOPICS,
-        settings=IngestSettings.model_validate({"retry_interval": 0.01, **settings}),
+        settings=IngestSettings.model_validate({"retry_interval": "10ms", **settings}),
         metrics=CollectorMetrics(),
     )
 
@@ -197,7 +197,7 @@ async def test_a_batch_the_database_refuses_as_data_is_quarantined_alone() -> No
             return WriteOutcome(len(batches), 0, sum(len(b) for b in batches))
 
     broker, store = Broker(), PickyStore()
-    consumer = consumer_of(broker, store, group_max_readings=10, group_max_delay=0.2)
+    consumer = consumer_of(broker, store, group_max_readings=10, group_max_delay="200ms")
     task = asyncio.create_task(consumer.run())
     try:
         for mid in (1, 2, 3):

@@ -33,9 +33,9 @@ async def buffer(tmp_path: Path) -> AsyncIterator[SqliteBuffer]:
 def forwarder(buffer: SqliteBuffer, publisher: FlakyPublisher, **settings: object) -> Forwarder:
     options = {
         "batch_max_readings": 10,
-        "retry_interval": 0.001,
-        "linger": 0.001,
-        "ack_timeout": 0.2,
+        "retry_interval": "1ms",
+        "linger": "1ms",
+        "ack_timeout": "200ms",
         "window": 2,
         **settings,
     }
@@ -73,7 +73,7 @@ async def test_only_the_collectors_ack_deletes_and_the_window_bounds_sends(
 ) -> None:
     caplog.set_level(logging.INFO, logger="agent.forwarder")
     publisher = FlakyPublisher(failures=3)
-    sender = forwarder(buffer, publisher, ack_timeout=60)
+    sender = forwarder(buffer, publisher, ack_timeout="60s")
     async with running(sender):
         await until(lambda: _true(len(publisher.published) >= 2))
         await asyncio.sleep(0.05)
@@ -94,7 +94,7 @@ async def test_only_the_collectors_ack_deletes_and_the_window_bounds_sends(
 
 async def test_unconfirmed_batches_are_sent_again_unchanged(buffer: SqliteBuffer) -> None:
     publisher = FlakyPublisher(failures=0)
-    sender = forwarder(buffer, publisher, window=1, ack_timeout=0.05)
+    sender = forwarder(buffer, publisher, window=1, ack_timeout="50ms")
     async with running(sender):
         await until(lambda: _true(len(publisher.published) >= 3))
     first, second, third = publisher.published[:3]
@@ -107,7 +107,7 @@ async def test_rejections_delete_and_are_counted_stale_acks_are_ignored(
     buffer: SqliteBuffer, caplog: pytest.LogCaptureFixture
 ) -> None:
     publisher = FlakyPublisher(failures=0)
-    sender = forwarder(buffer, publisher, ack_timeout=60, window=1)
+    sender = forwarder(buffer, publisher, ack_timeout="60s", window=1)
     async with running(sender):
         await until(lambda: _true(len(publisher.published) == 1))
         await sender.handle_ack(encode_ack(buffer.epoch + 1, [1]))
@@ -137,7 +137,7 @@ async def test_v2_refusals_and_rejections_are_counted_by_reason_once(
 ) -> None:
     caplog.set_level(logging.WARNING, logger="agent.forwarder")
     publisher = FlakyPublisher(failures=0)
-    sender = forwarder(buffer, publisher, ack_timeout=60, window=3)
+    sender = forwarder(buffer, publisher, ack_timeout="60s", window=3)
     async with running(sender):
         await until(lambda: _true(len(publisher.published) == 3))
         ack = encode_ack(
@@ -161,7 +161,7 @@ async def test_v2_refusals_and_rejections_are_counted_by_reason_once(
 
 async def test_a_v1_rejection_counts_its_readings_as_unknown(buffer: SqliteBuffer) -> None:
     publisher = FlakyPublisher(failures=0)
-    sender = forwarder(buffer, publisher, ack_timeout=60, window=1)
+    sender = forwarder(buffer, publisher, ack_timeout="60s", window=1)
     async with running(sender):
         await until(lambda: _true(len(publisher.published) == 1))
         v1 = encode_ack(buffer.epoch, [], [Rejection(batch=1, error="bad")], version=1)
@@ -204,7 +204,7 @@ async def test_a_failing_buffer_makes_the_forwarder_wait_not_crash(buffer: Sqlit
         agent_id="a1",
         topics=Topics("plant"),
         settings=ForwardSettings.model_validate(
-            {"batch_max_readings": 10, "retry_interval": 0.001, "ack_timeout": 0.05}
+            {"batch_max_readings": 10, "retry_interval": "1ms", "ack_timeout": "50ms"}
         ),
         clock=SystemClock(),
     )
@@ -229,7 +229,7 @@ async def test_a_stop_is_not_lost_when_data_arrives_at_the_same_moment(
     buffer: SqliteBuffer,
 ) -> None:
     publisher = FlakyPublisher(failures=0)
-    sender = forwarder(buffer, publisher, ack_timeout=60, window=8)
+    sender = forwarder(buffer, publisher, ack_timeout="60s", window=8)
     task = asyncio.create_task(sender.run())
     await until(lambda: _true(len(publisher.published) == 3))
     await asyncio.sleep(0.05)  # now waiting for new data
