@@ -1,0 +1,74 @@
+"""The collector shuts down within its grace period whatever is down, leaving no thread behind."""
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from shared.mqtt import MqttClient, MqttSettings
+from shared.readings import DataType, Reading
+from shared.wire import encode_batch
+from tests.faults.plant import create_database
+from tests.harness import collector_config, eventually, get_json, running_collector
+from tests.servers import MosquittoServer, PostgresServer, free_port
+
+GRACE_S = 15.0
+"""The tasks' 10 s, then the broker link and the database pool."""
+
+
+def batch(first: int) -> bytes:
+    readings = [Reading("press", "temp", DataType.FLOAT64, 1_790_000_000_000_000 + first, 1.0)]
+    return encode_batch("a1", 1, [first], readings)
+
+
+def paho_threads(prefix: str) -> list[str]:
+    return [t.name for t in threading.enumerate() if prefix in t.name]
+
+
+@pytest.mark.parametrize("down", ["database", "broker", "both"])
+async def test_shutdown_within_the_grace_whatever_is_down(down: str, topic_prefix: str) -> None:
+    postgres = PostgresServer()
+    broker = MosquittoServer(port=free_port())
+    await asyncio.to_thread(postgres.start)
+    broker.start()
+    try:
+        create_database(postgres, "stop_test")
+        config = collector_config(
+            database_url=postgres.url("stop_test"),
+            mqtt_url=broker.url,
+            prefix=topic_prefix,
+            client_id=f"{topic_prefix}-c",
+        )
+        stops: dict[str, Callable[[], None]] = {
+            "database": lambda: postgres.stop("immediate"),
+            "broker": broker.kill,
+        }
+        publisher = MqttClient(
+            MqttSettings(url=broker.url), client_id=f"{topic_prefix}-p", persistent_session=False
+        )
+        async with running_collector(config) as base:
+            await publisher.connect()
+            await publisher.publish(f"{topic_prefix}/v1/a1/batch", batch(1), timeout=5)
+
+            async def stored() -> bool:
+                status, body = await get_json(f"{base}/api/v1/agents/a1")
+                return status == 200 and body["last_seen"] is not None
+
+            await eventually(stored, what="the first batch stored")
+            if down in ("database", "both"):
+                await asyncio.to_thread(stops["database"])
+                # A batch now waits in a write that retries until the database returns.
+                await publisher.publish(f"{topic_prefix}/v1/a1/batch", batch(2), timeout=5)
+                await asyncio.sleep(0.5)
+            await publisher.close()
+            if down in ("broker", "both"):
+                stops["broker"]()
+            started = time.monotonic()
+        took = time.monotonic() - started
+        assert took < GRACE_S, f"shutdown took {took:.1f} s"
+        assert not paho_threads(f"{topic_prefix}-c"), "the collector's MQTT thread is gone"
+    finally:
+        broker.stop()
+        await asyncio.to_thread(postgres.remove)
