@@ -109,13 +109,12 @@ def modbus_devices(port: int, points: int, *, as_ranges: bool = False) -> list[d
 
 
 def range_tags(first: int) -> list[dict[str, Any]]:
-    """The same 100 registers as one range entry, named from a pattern."""
+    """The same 100 registers as one range entry, named from a pattern (tags hr00..hr99)."""
     return [
         {
             "name": "hr{index:02d}",
             "table": "holding_register",
-            "address": first,
-            "count": TAGS_PER_DEVICE,
+            "range": {"start": first, "count": TAGS_PER_DEVICE},
             "type": "uint16",
         }
     ]
@@ -126,7 +125,8 @@ def ranges_refused() -> str | None:
     try:
         ModbusDevice.model_validate(modbus_devices(502, TAGS_PER_DEVICE, as_ranges=True)[0])
     except ValidationError as exc:
-        return exc.errors()[0]["msg"]
+        first = exc.errors()[0]
+        return f"{'.'.join(map(str, first['loc']))}: {first['msg']}"
     return None
 
 
@@ -378,10 +378,10 @@ class Rig:
             after_metrics = await scrape_or_none(http_port)
             if spy is not None:
                 await asyncio.to_thread(spy.wait, 60)
+            arrivals = self.stand_in.between(agent_id, start, end)
         finally:
             await asyncio.to_thread(self.children.stop, agent)
-        arrivals = self.stand_in.between(agent_id, start, end)
-        self.stand_in.forget(agent_id)
+            self.stand_in.forget(agent_id)
         readings = sum(a.readings for a in arrivals)
         lags = np.concatenate([a.lags_ms for a in arrivals]) if arrivals else np.zeros(0)
         p50, p99 = np.percentile(lags, [50, 99]) if readings else (math.nan, math.nan)
