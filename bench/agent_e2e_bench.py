@@ -228,6 +228,7 @@ class Point:
     stand_in_cpu_pct: float = math.nan
     polled: float = math.nan
     backlog: float = math.nan
+    connections: float = math.nan
     first_data_s: float = math.nan
     wire_bytes_per_reading: float = math.nan
     note: str = ""
@@ -257,6 +258,7 @@ COLUMNS = (
     ("broker%", 8, "broker_cpu_pct", ".0f"),
     ("stand-in%", 10, "stand_in_cpu_pct", ".0f"),
     ("backlog", 10, "backlog", ",.0f"),
+    ("conns", 6, "connections", ".0f"),
     ("start s", 8, "first_data_s", ".1f"),
 )
 
@@ -306,6 +308,42 @@ async def scrape_or_none(port: int) -> dict[str, float] | None:
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class Simulator:
+    """A running plantwire-sim serving one protocol on one port."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+
+
+def start_simulator(
+    children: Children, *, bulk: int, modbus_port: int = 0, opcua_port: int = 0
+) -> Simulator:
+    """Start plantwire-sim with one protocol on and wait until its port accepts connections."""
+    process = children.start(
+        simulator_command(
+            modbus_port=modbus_port, opcua_port=opcua_port, bulk=bulk, tick=SIM_TICK_S
+        ),
+        stdout=subprocess.DEVNULL,
+    )
+    # An OPC UA server with thousands of nodes takes a while to build its address space.
+    wait_for_port(modbus_port or opcua_port, 180)
+    return Simulator(process, modbus_port or opcua_port)
+
+
+def connections_to(port: int) -> int:
+    """Established TCP connections a server on 127.0.0.1:port has accepted."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                # local address as HEXIP:HEXPORT; state 01 is ESTABLISHED
+                if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01":
+                    count += 1
+    return count
+
+
 @dataclass
 class Rig:
     """What every load point shares: processes, broker, stand-in collector and timings."""
@@ -324,7 +362,7 @@ class Rig:
         label: str,
         devices: list[dict[str, Any]],
         offered: float,
-        simulator: subprocess.Popen[bytes],
+        simulator: Simulator,
         profile_to: Path | None = None,
     ) -> Point:
         """Run a fresh agent on `devices` and measure it over the steady window."""
@@ -360,7 +398,7 @@ class Rig:
                 )
                 return Point(label, offered, note=f"{why}: {' '.join(tail)[:200]}")
             await asyncio.sleep(self.warmup)
-            pids = {"agent": agent.pid, "sim": simulator.pid, "broker": self.broker.pid}
+            pids = {"agent": agent.pid, "sim": simulator.process.pid, "broker": self.broker.pid}
             pids["stand_in"] = os.getpid()
             before_metrics = await scrape_or_none(http_port)
             cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
@@ -375,6 +413,7 @@ class Rig:
                 for name, pid in pids.items()
             }
             rss = peak_rss_mb(agent.pid)
+            connections = connections_to(simulator.port)
             after_metrics = await scrape_or_none(http_port)
             if spy is not None:
                 await asyncio.to_thread(spy.wait, 60)
@@ -402,6 +441,7 @@ class Rig:
             stand_in_cpu_pct=cpu["stand_in"],
             polled=polled,
             backlog=backlog,
+            connections=connections,
             first_data_s=first - started,
             wire_bytes_per_reading=sum(a.size for a in arrivals) / readings
             if readings
@@ -421,21 +461,6 @@ class Rig:
         return self.stand_in.arrivals[agent_id][0].at
 
 
-def start_simulator(
-    children: Children, *, bulk: int, modbus_port: int = 0, opcua_port: int = 0
-) -> subprocess.Popen[bytes]:
-    """Start plantwire-sim with one protocol on and wait until its port accepts connections."""
-    process = children.start(
-        simulator_command(
-            modbus_port=modbus_port, opcua_port=opcua_port, bulk=bulk, tick=SIM_TICK_S
-        ),
-        stdout=subprocess.DEVNULL,
-    )
-    # An OPC UA server with thousands of nodes takes a while to build its address space.
-    wait_for_port(modbus_port or opcua_port, 180)
-    return process
-
-
 def label_of(kind: str, points: float) -> str:
     """A load point's name, e.g. `modbus 30k`."""
     return f"{kind} {points / 1000:g}k"
@@ -449,7 +474,7 @@ async def sweep(args: argparse.Namespace, rig: Rig) -> list[Point]:
         label: str,
         devices: list[dict[str, Any]],
         offered: float,
-        simulator: subprocess.Popen[bytes],
+        simulator: Simulator,
     ) -> Point:
         point = await rig.measure(label, devices, offered, simulator)
         print(row(point), flush=True)
@@ -485,7 +510,7 @@ async def sweep(args: argparse.Namespace, rig: Rig) -> list[Point]:
         if profile_to.exists():
             print(f"agent profile at {args.profile:,} points/s, own time per function (py-spy):")
             print("\n".join(summarise_profile(profile_to, top=15)), flush=True)
-    rig.children.stop(simulator)
+    rig.children.stop(simulator.process)
     if args.opcua_loads:
         port = free_port()
         simulator = start_simulator(rig.children, opcua_port=port, bulk=max(args.opcua_loads))
@@ -493,7 +518,7 @@ async def sweep(args: argparse.Namespace, rig: Rig) -> list[Point]:
             for load in args.opcua_loads:
                 device = bulk_opcua_device(opcua_endpoint(port), load, "1s", mode=mode)
                 await run(label_of(f"opcua-{mode}", load), [device], load, simulator)
-        rig.children.stop(simulator)
+        rig.children.stop(simulator.process)
     return points
 
 
