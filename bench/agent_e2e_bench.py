@@ -484,13 +484,16 @@ async def sweep(args: argparse.Namespace, rig: Rig) -> list[Point]:
     print(header(), flush=True)
     port = free_port()
     simulator = start_simulator(
-        rig.children, modbus_port=port, bulk=bulk_registers(2 * max(args.loads))
+        rig.children, modbus_port=port, bulk=bulk_registers(4 * max(args.loads))
     )
     for load in args.loads:
         await run(label_of("modbus", load), modbus_devices(port, load), load, simulator)
-    capacity = max_sustained(points)
-    double = 2 * capacity
-    if capacity and all(p.offered != double for p in points):
+    # Twice the capacity, if the sweep did not offer it; that point may itself be sustained,
+    # which raises the capacity: try once more, then leave it to a wider --loads.
+    for _ in range(2):
+        double = 2 * max_sustained(points)
+        if not double or modbus_point(points, double) is not None:
+            break
         await run(label_of("modbus", double), modbus_devices(port, double), double, simulator)
     refused = ranges_refused()
     if refused is None:
