@@ -29,7 +29,7 @@ import tempfile
 import time
 import urllib.request
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -189,9 +189,21 @@ class StandInCollector:
         """Set once the agent's first batch has arrived."""
         return self._first[agent]
 
-    def between(self, agent: str, start: float, end: float) -> list[Arrival]:
-        """The agent's batches that arrived in [start, end) (monotonic seconds)."""
-        return [a for a in self.arrivals[agent] if start <= a.at < end]
+    def window(self, agent: str, start: float, end: float) -> tuple[list[Arrival], float]:
+        """The agent's batches of a window of monotonic time, and the seconds they span.
+
+        The span runs from the last arrival at or before `start` to the last one before
+        `end`, and the batches are those after the first of these up to the second: whole
+        bursts on both sides, so one batch a second (OPC UA subscriptions, a single device)
+        is not counted 19 or 21 times in a 20 s window. When that span is under 3/4 of the
+        window (no arrivals, or a stalled agent), it is the window itself.
+        """
+        arrivals = self.arrivals[agent]
+        before = [a.at for a in arrivals if a.at <= start]
+        inside = [a for a in arrivals if start < a.at < end]
+        if before and inside and inside[-1].at - before[-1] >= 0.75 * (end - start):
+            return inside, inside[-1].at - before[-1]
+        return inside, end - start
 
     def forget(self, agent: str) -> None:
         """Drop what was recorded for an agent."""
@@ -417,7 +429,7 @@ class Rig:
             after_metrics = await scrape_or_none(http_port)
             if spy is not None:
                 await asyncio.to_thread(spy.wait, 60)
-            arrivals = self.stand_in.between(agent_id, start, end)
+            arrivals, seconds = self.stand_in.window(agent_id, start, end)
         finally:
             await asyncio.to_thread(self.children.stop, agent)
             self.stand_in.forget(agent_id)
@@ -431,7 +443,7 @@ class Rig:
         return Point(
             label,
             offered,
-            delivered=readings / (end - start),
+            delivered=readings / seconds,
             lag_p50_ms=float(p50),
             lag_p99_ms=float(p99),
             agent_cpu_pct=cpu["agent"],
@@ -476,8 +488,13 @@ async def sweep(args: argparse.Namespace, rig: Rig) -> list[Point]:
         offered: float,
         simulator: Simulator,
     ) -> Point:
-        point = await rig.measure(label, devices, offered, simulator)
-        print(row(point), flush=True)
+        runs = []
+        for run in range(args.runs):
+            runs.append(await rig.measure(label, devices, offered, simulator))
+            if args.runs > 1:
+                print(row(replace(runs[-1], label=f"{label} #{run + 1}")), flush=True)
+        point = median_point(runs)
+        print(row(point) + (" (median)" if args.runs > 1 else ""), flush=True)
         points.append(point)
         return point
 
@@ -523,6 +540,18 @@ async def sweep(args: argparse.Namespace, rig: Rig) -> list[Point]:
                 await run(label_of(f"opcua-{mode}", load), [device], load, simulator)
         rig.children.stop(simulator.process)
     return points
+
+
+def median_point(runs: list[Point]) -> Point:
+    """Each figure's median over runs of one load point (missing figures left out)."""
+    figures: dict[str, Any] = {}
+    for field in fields(Point):
+        values = [getattr(run, field.name) for run in runs]
+        if isinstance(values[0], float):
+            present = [v for v in values if not math.isnan(v)]
+            figures[field.name] = float(np.median(present)) if present else math.nan
+    notes = dict.fromkeys(run.note for run in runs if run.note)
+    return replace(runs[0], **figures, note="; ".join(notes))
 
 
 def max_sustained(points: list[Point]) -> int:
@@ -596,6 +625,9 @@ def main() -> int:
         nargs="*",
         default=None,
         help="offered OPC UA points/s (none: skip OPC UA)",
+    )
+    parser.add_argument(
+        "--runs", type=int, default=1, help="runs per load point; the median is used"
     )
     parser.add_argument("--warmup", type=float, default=None, help="seconds after first data")
     parser.add_argument("--window", type=float, default=None, help="seconds of steady window")

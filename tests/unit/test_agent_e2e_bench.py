@@ -1,18 +1,22 @@
 """make bench-agent-e2e's own logic: its load shape, its stand-in collector, its verdicts."""
 
+import math
 import time
 from collections.abc import AsyncIterator
 
+import numpy as np
 import pytest
 
 from agent.config import AgentConfig
 from bench.agent_e2e_bench import (
     TAGS_PER_DEVICE,
     TOPICS,
+    Arrival,
     Point,
     StandInCollector,
     bulk_registers,
     max_sustained,
+    median_point,
     modbus_devices,
     ranges_refused,
     result_line,
@@ -119,3 +123,32 @@ def test_max_sustained_is_the_highest_load_delivered_at_98_percent() -> None:
         "RESULT max_sustained_points_per_s=60000 cpu_pct_at_100k=99.0 rss_mb_at_10k=80.0"
         " delivered_ratio_at_2x_capacity=0.50 wire_bytes_per_reading=58.0"
     )
+
+
+def arrivals_at(*times: float, readings: int = 5000) -> list[Arrival]:
+    return [Arrival(at, readings, 100, np.zeros(readings, np.float32)) for at in times]
+
+
+def test_a_burst_a_second_is_counted_once_per_second_of_the_window() -> None:
+    stand_in = StandInCollector(FakeBroker([]))  # type: ignore[arg-type]
+    # Two batches per burst, one burst a second, the window's edges between bursts.
+    stand_in.arrivals["a"] = arrivals_at(*(t + d for t in range(40) for d in (0.0, 0.01)))
+    inside, seconds = stand_in.window("a", 10.5, 30.5)
+    assert sum(a.readings for a in inside) / seconds == pytest.approx(10_000)
+    # A stalled agent: its last batches tell nothing of the empty rest of the window.
+    stand_in.arrivals["b"] = arrivals_at(9.9, 10.2, 10.4)
+    inside, seconds = stand_in.window("b", 10.0, 30.0)
+    assert (len(inside), seconds) == (2, 20.0)
+
+
+def test_runs_of_a_point_give_each_figure_its_median() -> None:
+    runs = [
+        point(60_000, 18_000, agent_rss_mb=170.0),
+        point(60_000, 30_000, agent_rss_mb=190.0),
+        Point("modbus 60k", 60_000, note="agent exited (1) meanwhile"),
+    ]
+    median = median_point(runs)
+    assert (median.label, median.offered, median.delivered) == ("modbus 60k", 60_000, 18_000)
+    assert median.agent_rss_mb == 180.0
+    assert math.isnan(median.lag_p50_ms)
+    assert median.note == "agent exited (1) meanwhile"
