@@ -329,15 +329,21 @@ class Simulator:
 
 
 def start_simulator(
-    children: Children, *, bulk: int, modbus_port: int = 0, opcua_port: int = 0
+    children: Children, log: Path, *, bulk: int, modbus_port: int = 0, opcua_port: int = 0
 ) -> Simulator:
-    """Start plantwire-sim with one protocol on and wait until its port accepts connections."""
-    process = children.start(
-        simulator_command(
-            modbus_port=modbus_port, opcua_port=opcua_port, bulk=bulk, tick=SIM_TICK_S
-        ),
-        stdout=subprocess.DEVNULL,
-    )
+    """Start plantwire-sim with one protocol on and wait until its port accepts connections.
+
+    Its output goes to `log`: pymodbus logs an error with a hex dump for every answer to a
+    client that has gone, which each agent stopped between load points is.
+    """
+    with log.open("ab") as out:
+        process = children.start(
+            simulator_command(
+                modbus_port=modbus_port, opcua_port=opcua_port, bulk=bulk, tick=SIM_TICK_S
+            ),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     # An OPC UA server with thousands of nodes takes a while to build its address space.
     wait_for_port(modbus_port or opcua_port, 180)
     return Simulator(process, modbus_port or opcua_port)
@@ -501,7 +507,10 @@ async def sweep(args: argparse.Namespace, rig: Rig) -> list[Point]:
     print(header(), flush=True)
     port = free_port()
     simulator = start_simulator(
-        rig.children, modbus_port=port, bulk=bulk_registers(4 * max(args.loads))
+        rig.children,
+        rig.folder / "simulator.log",
+        modbus_port=port,
+        bulk=bulk_registers(4 * max(args.loads)),
     )
     for load in args.loads:
         await run(label_of("modbus", load), modbus_devices(port, load), load, simulator)
@@ -533,7 +542,9 @@ async def sweep(args: argparse.Namespace, rig: Rig) -> list[Point]:
     rig.children.stop(simulator.process)
     if args.opcua_loads:
         port = free_port()
-        simulator = start_simulator(rig.children, opcua_port=port, bulk=max(args.opcua_loads))
+        simulator = start_simulator(
+            rig.children, rig.folder / "simulator.log", opcua_port=port, bulk=max(args.opcua_loads)
+        )
         for mode in ("poll", "subscribe"):
             for load in args.opcua_loads:
                 device = bulk_opcua_device(opcua_endpoint(port), load, "1s", mode=mode)
@@ -676,4 +687,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # every process it started is stopped by now
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
