@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint clean bench-agent bench-buffer bench-ingest bench-wire
+.PHONY: demo test lint clean bench-agent bench-agent-e2e bench-buffer bench-ingest bench-wire
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ clean:
 
 bench-agent: $(STAMP)
 	$(VENV)/bin/python bench/agent_bench.py
+
+bench-agent-e2e: $(STAMP)
+	$(VENV)/bin/python bench/agent_e2e_bench.py
 
 bench-buffer: $(STAMP)
 	$(VENV)/bin/python bench/buffer_bench.py

@@ -10,7 +10,6 @@ to show it is not the limit.
 """
 
 import argparse
-import os
 import sqlite3
 import statistics
 import subprocess
@@ -20,88 +19,24 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from protocols.simulator.machine import bulk_tags  # noqa: E402
-from protocols.simulator.opcua_server import NAMESPACE_URI, node_name  # noqa: E402
+from bench.processes import BIN, cpu_seconds, peak_rss_mb  # noqa: E402
+from bench.sim_load import (  # noqa: E402
+    agent_config,
+    bulk_modbus_device,
+    bulk_opcua_device,
+    opcua_endpoint,
+    simulator_command,
+)
 from tests.servers import free_port, wait_for_port  # noqa: E402
-
-BIN = Path(sys.executable).parent
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM")
 
 
 def buffered(path: Path) -> int:
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as conn:
         row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'readings'").fetchone()
     return int(row[0]) if row else 0
-
-
-def agent_config(folder: Path, device: dict[str, Any]) -> Path:
-    path = folder / "agent.yaml"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "agent": {"id": "bench", "log_level": "WARNING", "http_port": 0},
-                "buffer": {"path": str(folder / "buffer.sqlite")},
-                "mqtt": {
-                    "url": f"mqtt://127.0.0.1:{free_port()}"
-                },  # no broker: measure polling only
-                "devices": [device],
-            }
-        )
-    )
-    return path
-
-
-def modbus_device(port: int, count: int, interval: str) -> dict[str, Any]:
-    tags = [
-        {
-            "name": t.name,
-            "table": "holding_register",
-            "address": t.modbus_address,
-            "type": t.data_type.value,
-        }
-        for t in bulk_tags(count)
-    ]
-    return {
-        "type": "modbus",
-        "name": "bulk",
-        "host": "127.0.0.1",
-        "port": port,
-        "poll_interval": interval,
-        "timeout": "5s",
-        "tags": tags,
-    }
-
-
-def opcua_device(endpoint: str, count: int, interval: str) -> dict[str, Any]:
-    tags = [
-        {"name": t.name, "node": f"nsu={NAMESPACE_URI};s={node_name(t)}", "type": t.data_type.value}
-        for t in bulk_tags(count)
-    ]
-    return {
-        "type": "opcua",
-        "name": "bulk",
-        "endpoint": endpoint,
-        "poll_interval": interval,
-        "timeout": "30s",
-        "tags": tags,
-    }
 
 
 async def _raw_reads(port: int, count: int, clients: int, seconds: float) -> float:
@@ -111,7 +46,7 @@ async def _raw_reads(port: int, count: int, clients: int, seconds: float) -> flo
     from protocols.modbus.config import ModbusTag
     from protocols.modbus.planner import plan_reads
 
-    tags = [ModbusTag.model_validate(t) for t in modbus_device(port, count, "1s")["tags"]]
+    tags = [ModbusTag.model_validate(t) for t in bulk_modbus_device(port, count, "1s")["tags"]]
     requests = plan_reads(tags, max_gap=16)
     served = 0
 
@@ -143,7 +78,8 @@ def run_phase(
 ) -> dict[str, float]:
     """Run an agent on one device; return points/s (median window), CPU and RSS figures."""
     folder.mkdir()
-    config = agent_config(folder, device)
+    # No broker: this measures polling into the buffer only.
+    config = agent_config(folder, [device], mqtt={"url": f"mqtt://127.0.0.1:{free_port()}"})
     agent = subprocess.Popen([str(BIN / "plantwire-agent"), "run", "--config", str(config)])
     try:
         buffer = folder / "buffer.sqlite"
@@ -185,22 +121,10 @@ def main() -> int:
     args = parser.parse_args()
     modbus_port, opcua_port = free_port(), free_port()
     simulator = subprocess.Popen(
-        [
-            str(BIN / "plantwire-sim"),
-            "--modbus-port",
-            str(modbus_port),
-            "--opcua-port",
-            str(opcua_port),
-            "--bulk-tags",
-            str(args.tags),
-            "--tick",
-            "1",
-            "--log-level",
-            "WARNING",
-        ],
+        simulator_command(modbus_port=modbus_port, opcua_port=opcua_port, bulk=args.tags),
         stdout=subprocess.DEVNULL,
     )
-    endpoint = f"opc.tcp://127.0.0.1:{opcua_port}/plantwire/sim"
+    endpoint = opcua_endpoint(opcua_port)
     try:
         wait_for_port(modbus_port, 60)
         wait_for_port(opcua_port, 120)
@@ -215,9 +139,9 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix="plantwire-bench-") as tmp:
             folder = Path(tmp)
             phases = {
-                "modbus": (modbus_device(modbus_port, args.tags, "1ms"), 3.0),
-                "opcua": (opcua_device(endpoint, args.tags, "1ms"), 5.0),
-                "modbus_1hz": (modbus_device(modbus_port, args.tags, "1s"), 5.0),
+                "modbus": (bulk_modbus_device(modbus_port, args.tags, "1ms"), 3.0),
+                "opcua": (bulk_opcua_device(endpoint, args.tags, "1ms"), 5.0),
+                "modbus_1hz": (bulk_modbus_device(modbus_port, args.tags, "1s"), 5.0),
             }
             results = {}
             for name, (device, warmup) in phases.items():

@@ -35,6 +35,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.processes import BIN, profile, summarise_profile, tree_cpu  # noqa: E402
 from collector.batches import decode_batch  # noqa: E402
 from collector.copy_rows import COPY_SQL, HEADER, TRAILER, encode_rows  # noqa: E402
 from collector.partitions import ensure_partitions  # noqa: E402
@@ -44,67 +45,11 @@ from shared.readings import DataType, Quality, Reading  # noqa: E402
 from shared.wire import Topics, encode_batch  # noqa: E402
 from tests.servers import MosquittoServer, PostgresServer, free_port, wait_for_port  # noqa: E402
 
-BIN = Path(sys.executable).parent
-TICKS = os.sysconf("SC_CLK_TCK")
 DURABLE = (
     " -c fsync=on -c synchronous_commit=on -c shared_buffers=1GB -c max_wal_size=8GB"
     " -c checkpoint_timeout=30min"
 )
 TOPICS = Topics()
-
-
-def tree_cpu(root: int) -> float:
-    """CPU seconds used so far by a process and its live descendants."""
-    stats: dict[int, tuple[int, float]] = {}
-    for path in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = path.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        stats[int(path.parent.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / TICKS)
-    total, family = 0.0, {root}
-    for pid in sorted(stats):  # children have larger pids than their parents, nearly always
-        parent, cpu = stats[pid]
-        if pid == root or parent in family:
-            family.add(pid)
-            total += cpu
-    return total
-
-
-def profile(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
-    """Start sampling a Python process with py-spy into a collapsed-stack file."""
-    return subprocess.Popen(
-        [
-            str(BIN / "py-spy"),
-            "record",
-            "--pid",
-            str(pid),
-            "--duration",
-            str(max(1, int(seconds))),
-            "--rate",
-            "250",
-            "--format",
-            "raw",
-            "--output",
-            str(out),
-            "--nonblocking",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
-def summarise_profile(path: Path, top: int = 12) -> list[str]:
-    """The functions a collapsed-stack profile spent most samples in, by own time."""
-    own: dict[str, int] = {}
-    total = 0
-    for line in path.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        leaf = stack.rsplit(";", 1)[-1]
-        own[leaf] = own.get(leaf, 0) + int(count)
-        total += int(count)
-    ranked = sorted(own.items(), key=lambda item: -item[1])[:top]
-    return [f"  {100 * n / total:5.1f} %  {name}" for name, n in ranked]
 
 
 def make_batches(
