@@ -42,20 +42,32 @@ def midnight(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
-def _create_sql(day: date) -> sql.Composed:
+async def _create(conn: psycopg.AsyncConnection[TupleRow], day: date) -> None:
+    """Create the day's table, then attach it as a partition.
+
+    Attaching takes a weaker lock on `readings` than CREATE ... PARTITION OF does, so the API's
+    reads and other collectors' COPYs go on meanwhile (only readings_default is locked while
+    it is checked for readings of that day).
+    """
+    name = sql.Identifier(partition_name(day))
     start = midnight(day)
-    return sql.SQL("CREATE TABLE {} PARTITION OF readings FOR VALUES FROM ({}) TO ({})").format(
-        sql.Identifier(partition_name(day)),
-        sql.Literal(start),
-        sql.Literal(start + timedelta(days=1)),
+    await conn.execute(
+        sql.SQL("CREATE TABLE {} (LIKE readings INCLUDING DEFAULTS INCLUDING CONSTRAINTS)").format(
+            name
+        )
+    )
+    await conn.execute(
+        sql.SQL("ALTER TABLE readings ATTACH PARTITION {} FOR VALUES FROM ({}) TO ({})").format(
+            name, sql.Literal(start), sql.Literal(start + timedelta(days=1))
+        )
     )
 
 
 async def ensure_partition(conn: psycopg.AsyncConnection[TupleRow], day: date) -> bool:
     """Make sure the day's partition exists; return whether this call created it.
 
-    Collectors racing to create it take turns (an advisory lock: concurrent CREATE ... PARTITION
-    OF statements deadlock on the parent and the default partition). If readings_default
+    Collectors racing to create it take turns (an advisory lock: concurrent creations deadlock
+    on the parent and the default partition). If readings_default
     already holds readings of that day, they move into the new partition in the same
     transaction.
     """
@@ -67,7 +79,7 @@ async def ensure_partition(conn: psycopg.AsyncConnection[TupleRow], day: date) -
             return False  # another collector created it while this one waited
         try:
             async with conn.transaction():  # a savepoint: the CHECK failure must not end all
-                await conn.execute(_create_sql(day))
+                await _create(conn, day)
             return True
         except psycopg.errors.DuplicateTable:
             return False  # created by a collector that does not take the lock
@@ -101,7 +113,7 @@ async def _create_from_default(conn: psycopg.AsyncConnection[TupleRow], day: dat
         " SELECT * FROM gone",
         (start, start + timedelta(days=1)),
     )
-    await conn.execute(_create_sql(day))
+    await _create(conn, day)
     await conn.execute("INSERT INTO readings SELECT * FROM moving")
     return cursor.rowcount
 

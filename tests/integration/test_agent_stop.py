@@ -82,8 +82,8 @@ async def stop_within_grace(agent: AgentService, database_url: str | None = None
     assert dropped[0] == 0
     stored: set[int] = set()
     if database_url is not None:
-        with psycopg.connect(database_url) as conn:
-            stored = {row[0] for row in conn.execute("SELECT seq FROM readings")}
+        # In a thread: the in-process collector shares this event loop.
+        stored = await asyncio.to_thread(_stored_seqs, database_url)
     committed = row[0] if row else 0
     missing = set(range(1, committed + 1)) - held - stored
     assert not missing, f"{len(missing)} committed readings lost"
@@ -237,3 +237,8 @@ async def test_stop_in_the_middle_of_draining_a_backlog(
         await eventually(draining, timeout=60, what="the backlog draining")
         assert (await agent.buffer.stats()).readings > backlog / 4, "still mid-drain"
         await stop_within_grace(agent, database_url)
+
+
+def _stored_seqs(database_url: str) -> set[int]:
+    with psycopg.connect(database_url) as conn:
+        return {row[0] for row in conn.execute("SELECT seq FROM readings")}

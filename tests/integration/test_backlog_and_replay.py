@@ -79,7 +79,7 @@ async def test_a_four_day_old_backlog_lands_in_its_days_partition_and_expires(
         )
 
         async def stored() -> bool:
-            return sum(partitions_of(database_url).values()) == 2
+            return sum((await asyncio.to_thread(partitions_of, database_url)).values()) == 2
 
         await eventually(stored, what="the backlog stored")
     day = four_days.date()
@@ -87,6 +87,13 @@ async def test_a_four_day_old_backlog_lands_in_its_days_partition_and_expires(
         f"readings_p{day:%Y%m%d}": 1,
         f"readings_p{NOW.date():%Y%m%d}": 1,
     }
+    indexed = rows(
+        database_url,
+        "SELECT indexdef FROM pg_indexes WHERE tablename = %s",
+        f"readings_p{day:%Y%m%d}",
+    )
+    assert len(indexed) == 1, "the attached partition has the (tag_id, ts) index"
+    assert "(tag_id, ts)" in indexed[0][0]
     await run_maintenance(database_url, retention_days=3)
     assert partitions_of(database_url) == {f"readings_p{NOW.date():%Y%m%d}": 1}
     left = rows(database_url, "SELECT to_regclass(%s)", f"readings_p{day:%Y%m%d}")
@@ -104,7 +111,7 @@ async def test_readings_beyond_the_window_wait_in_the_default_partition_until_it
         await publisher.publish(f"{topic_prefix}/v1/a1/batch", batch(1, [old, old]), timeout=5)
 
         async def stored() -> bool:
-            return sum(partitions_of(database_url).values()) == 2
+            return sum((await asyncio.to_thread(partitions_of, database_url)).values()) == 2
 
         await eventually(stored, what="the old readings stored")
     assert partitions_of(database_url) == {"readings_default": 2}
@@ -148,7 +155,8 @@ async def test_dead_letters_replay_once_after_the_cause_is_fixed(
         await publisher.publish(f"{topic_prefix}/v1/a1/heartbeat", b"{not json", timeout=5)
 
         async def quarantined() -> bool:
-            return len(rows(database_url, "SELECT id FROM dead_letters")) == 3
+            found = await asyncio.to_thread(rows, database_url, "SELECT id FROM dead_letters")
+            return len(found) == 3
 
         await eventually(quarantined, what="three dead letters")
     assert rows(database_url, "SELECT count(*) FROM readings") == [(1,)]
@@ -207,7 +215,8 @@ async def test_a_tag_whose_type_changes_keeps_the_type_of_each_reading(
         await publisher.publish(topic, batch(4, moments[3:], "run", DataType.STRING), timeout=5)
 
         async def stored() -> bool:
-            return rows(database_url, "SELECT count(*) FROM readings") == [(4,)]
+            found = await asyncio.to_thread(rows, database_url, "SELECT count(*) FROM readings")
+            return found == [(4,)]
 
         await eventually(stored, what="four readings of three types")
         start = (NOW - timedelta(minutes=1)).isoformat()

@@ -1,5 +1,6 @@
 """The collector against real Mosquitto and PostgreSQL: quarantine, exactly-once, API errors."""
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -54,6 +55,11 @@ def count(url: str, sql: str) -> int:
     return int(row[0])
 
 
+async def stored_count(url: str) -> int:
+    """Readings in the database, counted off the event loop the collector runs on."""
+    return await asyncio.to_thread(count, url, "SELECT count(*) FROM readings")
+
+
 async def metrics_text(base: str) -> str:
     async with aiohttp.ClientSession() as session, session.get(f"{base}/metrics") as response:
         return await response.text()
@@ -82,7 +88,7 @@ async def test_bad_payloads_are_quarantined_counted_and_ingest_goes_on(
     await publisher.publish(f"{topic_prefix}/v1/a1/batch", batch("a1", 1, [1.0, 2.0]), timeout=5)
 
     async def settled() -> bool:
-        return count(database_url, "SELECT count(*) FROM readings") == 4
+        return await stored_count(database_url) == 4
 
     await eventually(settled, what="the good batch after the bad ones")
     assert count(database_url, "SELECT count(*) FROM readings WHERE seq IN (10, 21, 1, 2)") == 4
@@ -315,7 +321,7 @@ async def test_bad_status_messages_are_quarantined_and_ingest_never_stops(
     await publisher.publish(f"{topic_prefix}/v1/a1/batch", batch("a1", 1, [1.0, 2.0]), timeout=5)
 
     async def settled() -> bool:
-        return count(database_url, "SELECT count(*) FROM readings") == 2
+        return await stored_count(database_url) == 2
 
     await eventually(settled, what="the batch after the bad status messages")
     reasons = dict(
@@ -368,13 +374,13 @@ async def test_a_crashed_consumer_is_restarted_counted_and_reported(
         # The agent sends the unacknowledged batch again; the restarted consumer stores it.
         async def stored() -> bool:
             await publisher.publish(topic, batch("a1", 1, [1.0]), timeout=5)
-            return count(database_url, "SELECT count(*) FROM readings") == 1
+            return await stored_count(database_url) == 1
 
         await eventually(stored, timeout=30, what="the resent batch stored after the restart")
         await publisher.publish(topic, batch("a1", 2, [2.0]), timeout=5)
 
         async def next_one() -> bool:
-            return count(database_url, "SELECT count(*) FROM readings") == 2
+            return await stored_count(database_url) == 2
 
         await eventually(next_one, what="ingest to go on")
         text = await metrics_text(base)

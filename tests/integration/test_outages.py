@@ -52,9 +52,14 @@ async def test_collector_holds_messages_while_the_database_is_down(
         await asyncio.to_thread(own_postgres.start)
 
         async def stored() -> bool:
-            try:
+            def count() -> tuple[int, ...] | None:
                 with psycopg.connect(own_postgres.url()) as conn:
-                    row = conn.execute("SELECT count(*) FROM readings").fetchone()
+                    return conn.execute("SELECT count(*) FROM readings").fetchone()
+
+            try:
+                # In a thread: a query blocking on the collector's locks must not block the
+                # event loop the in-process collector runs on.
+                row = await asyncio.to_thread(count)
             except psycopg.OperationalError:
                 return False
             return row == (5,)

@@ -1,5 +1,6 @@
 """Readings polled while the broker is away are buffered and delivered once it is back."""
 
+import asyncio
 import contextlib
 import sqlite3
 from pathlib import Path
@@ -72,7 +73,7 @@ async def test_agent_buffers_until_the_broker_appears_then_delivers_each_reading
         sent = agent.forwarder.readings_sent
 
         async def all_stored() -> bool:
-            return stored_readings(database_url)[0] >= sent
+            return (await asyncio.to_thread(stored_readings, database_url))[0] >= sent
 
         await eventually(all_stored, what="every sent reading in PostgreSQL")
 
