@@ -68,6 +68,7 @@ async def test_shutdown_within_the_grace_whatever_is_down(down: str, topic_prefi
             started = time.monotonic()
         took = time.monotonic() - started
         assert took < GRACE_S, f"shutdown took {took:.1f} s"
+
         # paho's network thread is joined by close(); the helper thread that joined it may
         # take a moment more to end.
         async def threads_gone() -> bool:
