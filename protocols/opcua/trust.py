@@ -2,8 +2,10 @@
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -34,35 +36,37 @@ class TrustFolder:
         )
 
 
+_T = TypeVar("_T")
+
+
 def _is_pem(data: bytes) -> bool:
     return b"-----BEGIN " in data
 
 
-def read_certificates(path: Path) -> list[x509.Certificate]:
-    """The certificates in one file, PEM (one or more) or DER, whatever its name."""
+def _load(path: Path, pem: Callable[[bytes], _T], der: Callable[[bytes], _T], what: str) -> _T:
+    """Read a file and parse it as PEM or DER, whatever its name; TrustStoreError if neither."""
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise TrustStoreError(f"{path}: cannot read: {exc.strerror}") from exc
     try:
-        if _is_pem(data):
-            return x509.load_pem_x509_certificates(data)
-        return [x509.load_der_x509_certificate(data)]
+        return pem(data) if _is_pem(data) else der(data)
     except ValueError as exc:
-        raise TrustStoreError(f"{path}: not a PEM or DER certificate") from exc
+        raise TrustStoreError(f"{path}: not a PEM or DER {what}") from exc
+
+
+def read_certificates(path: Path) -> list[x509.Certificate]:
+    """The certificates in one file, PEM (one or more) or DER, whatever its name."""
+    return _load(
+        path,
+        x509.load_pem_x509_certificates,
+        lambda data: [x509.load_der_x509_certificate(data)],
+        "certificate",
+    )
 
 
 def _read_crl(path: Path) -> x509.CertificateRevocationList:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise TrustStoreError(f"{path}: cannot read: {exc.strerror}") from exc
-    try:
-        if _is_pem(data):
-            return x509.load_pem_x509_crl(data)
-        return x509.load_der_x509_crl(data)
-    except ValueError as exc:
-        raise TrustStoreError(f"{path}: not a PEM or DER revocation list") from exc
+    return _load(path, x509.load_pem_x509_crl, x509.load_der_x509_crl, "revocation list")
 
 
 def load_trust_folder(folder: Path) -> TrustFolder:
