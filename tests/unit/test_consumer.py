@@ -12,7 +12,7 @@ from collector.config import IngestSettings
 from collector.consumer import Consumer
 from collector.metrics import CollectorMetrics
 from collector.store import DeadLetter, WriteOutcome
-from shared.acks import Refusal, decode_ack
+from shared.acks import AckPayload, Refusal, decode_ack
 from shared.mqtt import Message
 from shared.readings import DataType, Reading
 from shared.wire import Topics, encode_batch
@@ -112,8 +112,13 @@ async def test_writes_overlap_but_broker_acks_keep_arrival_order() -> None:
         await until(lambda: broker.acked == [1, 2, 3, 4])
         assert len(store.quarantined) == 1
         assert "not a Plantwire batch" in store.quarantined[0]
-        stored = [decode_ack(p).stored for t, p in broker.published if decode_ack(p).stored]
-        assert stored == [[1], [2], [3]], "agents hear of each commit though PUBACKs never come"
+
+        def stored() -> list[list[int]]:
+            return [decode_ack(p).stored for t, p in broker.published if decode_ack(p).stored]
+
+        # acks go out in their own tasks, so the last may follow the PUBACK by a moment
+        await until(lambda: len(stored()) == 3)
+        assert stored() == [[1], [2], [3]], "agents hear of each commit though PUBACKs never come"
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -176,7 +181,7 @@ async def test_refused_readings_are_acknowledged_in_the_version_asked_for(versio
     task = asyncio.create_task(consumer_of(broker, store, ack_version=version).run())
     try:
         broker.inbox.put_nowait(mixed(1))
-        await until(lambda: broker.acked == [1])
+        await until(lambda: broker.acked == [1] and len(broker.published) == 1)
         ack = decode_ack(broker.published[0][1])
         assert (ack.v, ack.stored) == (version, [1])
         assert ack.refused == (
@@ -205,9 +210,14 @@ async def test_a_batch_the_database_refuses_as_data_is_quarantined_alone() -> No
         await until(lambda: broker.acked == [1, 2, 3])
         assert len(store.quarantined) == 1
         assert "the database refused it: DataError" in store.quarantined[0]
-        acks = [decode_ack(p) for _, p in broker.published]
-        assert sorted(b for a in acks for b in a.stored) == [1, 3]
-        rejected = [r for a in acks for r in a.rejected]
+
+        def acks() -> list[AckPayload]:
+            return [decode_ack(p) for _, p in broker.published]
+
+        # agents' acks go out in their own tasks, after the PUBACK
+        await until(lambda: sorted(b for a in acks() for b in a.stored) == [1, 3])
+        await until(lambda: any(a.rejected for a in acks()))
+        rejected = [r for a in acks() for r in a.rejected]
         assert [(r.batch, r.reason) for r in rejected] == [(2, "store")]
     finally:
         task.cancel()
