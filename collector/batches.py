@@ -9,17 +9,15 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 from numpy.typing import NDArray
 
+from shared.blocks import INT_EXACT, NO_SERVER_TS, ValueKind, typed_value
 from shared.errors import WireError
 from shared.readings import INTEGER_RANGES, DataType, Quality, Reading, Value
 from shared.wire import (
-    INT_EXACT,
     MAX_TS_US,
     MIN_TS_US,
-    NO_SERVER_TS,
     BatchHeader,
     TagDictionary,
     TagRef,
-    ValueKind,
     columns_of,
     parse_dictionary,
     split_payload,
@@ -163,15 +161,6 @@ class Batch:
                 )
             )
         return out
-
-
-def typed_value(data_type: DataType, number: float) -> Value:
-    """A number from the value column as its tag's Python type."""
-    if data_type is DataType.BOOL:
-        return number != 0.0
-    if data_type in _FLOATS:
-        return number
-    return int(number)
 
 
 Found = list[tuple[int, str, str]]

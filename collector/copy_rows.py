@@ -7,7 +7,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from collector.batches import Batch
-from shared.wire import NO_SERVER_TS, ValueKind
+from shared.blocks import NO_SERVER_TS, ValueKind
 
 COLUMNS = ("tag_id", "ts", "value", "value_text", "quality", "seq", "server_ts")
 COPY_SQL = f"COPY readings ({', '.join(COLUMNS)}) FROM STDIN (FORMAT BINARY)"

@@ -11,9 +11,10 @@ from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
-from collector.batches import Batch, typed_value
+from collector.batches import Batch
 from collector.copy_rows import COPY_SQL, HEADER, TRAILER, encode_rows
 from collector.partitions import PartitionWindow, ensure_partition
+from shared.blocks import typed_value
 from shared.readings import DataType, Quality, Value
 
 _ID_CACHE_SIZE = 1024

@@ -6,11 +6,9 @@ docs/protocol.md is the prose version of this module; keep them in step.
 import json
 import re
 import struct
-import sys
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import IntEnum
 from typing import Annotated, NamedTuple
 
 from pydantic import (
@@ -22,13 +20,14 @@ from pydantic import (
     model_validator,
 )
 
+from shared.blocks import NO_SERVER_TS, little_endian, value_columns
 from shared.errors import WireError
 from shared.readings import DataType, Reading
 
 WIRE_VERSION = 2
+WIRE_VERSIONS = (2, 3)  # what collectors accept; agents send 3 unless told to send 2
 MAGIC = b"PWB"
 PREAMBLE = struct.Struct("<3sBII")  # magic, version, header length, dictionary length
-INT_EXACT = 2**53  # integers beyond this travel as text: a double cannot hold them
 AGENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 _AGENT_ID = re.compile(AGENT_ID_PATTERN)
 
@@ -122,14 +121,6 @@ class TagDictionary(BaseModel):
         return list(map(TagRef, self.device, self.name, self.type))
 
 
-class ValueKind(IntEnum):
-    """Where a reading's value is: in the `val` column, nowhere, or in the header's `texts`."""
-
-    NUMBER = 0
-    NONE = 1
-    TEXT = 2
-
-
 class BatchHeader(BaseModel):
     """The JSON header of a batch: identity and what the columns hold."""
 
@@ -164,8 +155,6 @@ COLUMNS = (
     Column("q", "B", 1),
     Column("kind", "B", 1),
 )
-NO_SERVER_TS = 0
-"""`sts` entry of a reading that has no server timestamp."""
 
 
 def columns_of(header: BatchHeader) -> tuple[Column, ...]:
@@ -180,21 +169,7 @@ def encode_batch(agent: str, epoch: int, seqs: Sequence[int], readings: Sequence
     keys = sorted({(r.device, r.tag, r.data_type) for r in readings})
     index = {key: i for i, key in enumerate(keys)}
     column_t = array("I", [index[(r.device, r.tag, r.data_type)] for r in readings])
-    values = array("d")
-    kinds = bytearray()
-    texts: list[str] = []
-    for reading in readings:
-        value = reading.value
-        if value is None:
-            values.append(0.0)
-            kinds.append(ValueKind.NONE)
-        elif isinstance(value, str) or (type(value) is int and abs(value) > INT_EXACT):
-            values.append(0.0)
-            kinds.append(ValueKind.TEXT)
-            texts.append(str(value))
-        else:
-            values.append(value)
-            kinds.append(ValueKind.NUMBER)
+    values, kinds, texts = value_columns(readings)
     has_sts = any(r.server_ts_us is not None for r in readings)
     header: dict[str, object] = {
         "agent": agent,
@@ -231,13 +206,7 @@ def encode_batch(agent: str, epoch: int, seqs: Sequence[int], readings: Sequence
         encoded_header,
         dictionary,
     ]
-    for column in COLUMNS:
-        if column.name not in body:
-            continue
-        data = body[column.name]
-        if sys.byteorder == "big":
-            data.byteswap()
-        parts.append(data.tobytes())
+    parts.extend(little_endian(body[c.name]) for c in COLUMNS if c.name in body)
     return b"".join(parts)
 
 
@@ -250,15 +219,24 @@ class Sections:
     body: memoryview
 
 
-def split_payload(raw: bytes) -> Sections:
-    """Check a batch's preamble and header; return the header, raw dictionary and body."""
+def payload_version(raw: bytes) -> int:
+    """The wire version of a batch payload, after checking its magic bytes."""
     if len(raw) < PREAMBLE.size or raw[:3] != MAGIC:
         raise WireError("payload is not a Plantwire batch (bad magic bytes)", reason="malformed")
-    _, version, header_length, dictionary_length = PREAMBLE.unpack_from(raw)
-    if version != WIRE_VERSION:
+    version: int = raw[3]
+    if version not in WIRE_VERSIONS:
+        versions = " or ".join(map(str, WIRE_VERSIONS))
         raise WireError(
-            f"unsupported wire version {version}; expected {WIRE_VERSION}", reason="version"
+            f"unsupported wire version {version}; expected {versions}", reason="version"
         )
+    return version
+
+
+def split_payload(raw: bytes) -> Sections:
+    """Check a version 2 batch's preamble and header; return header, raw dictionary and body."""
+    if payload_version(raw) != WIRE_VERSION:
+        raise WireError(f"expected wire version {WIRE_VERSION}, not {raw[3]}", reason="version")
+    _, _, header_length, dictionary_length = PREAMBLE.unpack_from(raw)
     header_end = PREAMBLE.size + header_length
     body_start = header_end + dictionary_length
     if body_start > len(raw):
@@ -266,7 +244,7 @@ def split_payload(raw: bytes) -> Sections:
     try:
         header = BatchHeader.model_validate_json(raw[PREAMBLE.size : header_end])
     except ValidationError as exc:
-        raise _schema_error("header", exc) from exc
+        raise schema_error("header", exc) from exc
     return Sections(header, raw[header_end:body_start], memoryview(raw)[body_start:])
 
 
@@ -275,20 +253,31 @@ def parse_dictionary(raw: bytes) -> TagDictionary:
     try:
         return TagDictionary.model_validate_json(raw)
     except ValidationError as exc:
-        raise _schema_error("dictionary", exc) from exc
+        raise schema_error("dictionary", exc) from exc
 
 
-def _schema_error(section: str, exc: ValidationError) -> WireError:
+def schema_error(section: str, exc: ValidationError) -> WireError:
     first = exc.errors()[0]
     where = ".".join(str(part) for part in first["loc"])
     label = f"{section} field {where}" if where else section
     return WireError(f"{label}: {first['msg']}", reason="schema")
 
 
+class _Identity(BaseModel):
+    """The fields every version's header has in common."""
+
+    agent: AgentId
+    epoch: int
+    batch: int
+    n: int
+
+
 def batch_identity(raw: bytes) -> tuple[str, int, int, int] | None:
     """(agent, epoch, batch id, readings) of a payload whose header parses, else None."""
     try:
-        header = split_payload(raw).header
-    except WireError:
+        payload_version(raw)
+        _, _, header_length, _ = PREAMBLE.unpack_from(raw)
+        header = _Identity.model_validate_json(raw[PREAMBLE.size : PREAMBLE.size + header_length])
+    except (WireError, ValidationError):
         return None
     return header.agent, header.epoch, header.batch, header.n

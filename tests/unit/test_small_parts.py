@@ -11,6 +11,7 @@ from collector.batches import decode_batch
 from collector.store import join_value
 from protocols.simulator.machine import Machine, MachineState
 from shared.backoff import Backoff
+from shared.blocks import ValueKind
 from shared.logs import setup_logging
 from shared.readings import (
     DataType,
@@ -20,7 +21,7 @@ from shared.readings import (
     us_to_datetime,
     value_fits,
 )
-from shared.wire import ValueKind, encode_batch
+from shared.wire import encode_batch
 
 TS = 1_790_000_000_000_000
 
