@@ -1,8 +1,14 @@
 """The store-and-forward buffer: every reading is committed to SQLite before it is sent.
 
-Readings get a sequence number on entry. A batch is a contiguous range of sequence numbers,
-recorded durably before it is first sent, so a batch id always names the same readings,
-also after a crash; the collector relies on that to store each batch exactly once.
+Readings get a sequence number on entry and are kept as poll blocks (`shared.blocks`): one
+row per poll (or per run of readings sharing a timestamp), its columns encoded once. A batch
+is a run of whole blocks, recorded durably before it is first sent, so a batch id always
+names the same readings, also after a crash; the collector relies on that to store each
+batch exactly once.
+
+Adds are committed in groups: whatever the pollers handed over while the last commit was
+being written goes into the next transaction, so the writer's cost (and its fsync) is paid
+per commit, not per poll, and the forwarder's reads wait behind at most one commit.
 
 A full disk, an I/O error or a read-only file is a state of the buffer, not a crash: the
 buffer reports itself failing (logged once each way), an add holds on to its readings and
@@ -13,22 +19,28 @@ written), and the forwarder retries; nothing committed before is touched.
 import asyncio
 import contextlib
 import logging
-import math
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol, TypeVar
 
+from agent.buffer_layout import LAYOUT_VERSION, create_layout, upgrade_layout
 from shared.backoff import Backoff
+from shared.blocks import Block, BlockFlags, decode_block, encode_block, timestamp_runs
 from shared.errors import PlantwireError
-from shared.readings import DataType, Quality, Reading
+from shared.readings import DataType, Reading
+from shared.wire_v3 import dictionary_bytes, dictionary_hash
 
 log = logging.getLogger(__name__)
-SCHEMA_VERSION = 1
-_TABLES = {"meta", "readings", "tags", "batches"}
+BLOCK_MAX_READINGS = 1024
+"""Longest block: a bigger poll is cut into several, so batches can stay near their limit."""
+
+_T = TypeVar("_T")
+TagKey = tuple[str, str, DataType]
 
 
 class BufferLayoutError(PlantwireError):
@@ -48,18 +60,30 @@ class BufferCondition:
     errors: int
 
 
-_SQLITE_MAX_INT = 2**63 - 1
-_T = TypeVar("_T")
-
-
 @dataclass(frozen=True, slots=True)
 class PendingBatch:
-    """Readings handed to the forwarder, not yet acknowledged."""
+    """Blocks handed to the forwarder, not yet acknowledged.
+
+    `tag_count` is how many entries of the buffer's tag dictionary existed when the batch was
+    cut: every block's tag indexes lie below it.
+    """
 
     batch_id: int
     last_seq: int
-    seqs: Sequence[int]
-    readings: Sequence[Reading]
+    blocks: tuple[Block, ...]
+    count: int
+    tag_count: int
+    tags: Sequence[TagKey] = field(compare=False, repr=False)
+
+    @property
+    def seqs(self) -> list[int]:
+        """The readings' sequence numbers."""
+        return [seq for b in self.blocks for seq in range(b.first_seq, b.last_seq + 1)]
+
+    @property
+    def readings(self) -> list[Reading]:
+        """The readings, decoded (tools, tests and the version 2 encoder; not the hot path)."""
+        return [reading for b in self.blocks for reading in decode_block(b, self.tags)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +96,15 @@ class BufferStats:
     dropped_oldest: int = 0
     dropped_newest: int = 0
     used_bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Dictionary:
+    """The first `count` entries of the tag dictionary, encoded, and their hash."""
+
+    count: int
+    raw: bytes
+    hash: str
 
 
 WhenFull = Literal["drop_oldest", "drop_newest", "block"]
@@ -102,6 +135,10 @@ class Buffer(Protocol):
         """Current depth and age."""
         ...
 
+    def dictionary(self, count: int) -> Dictionary:
+        """The tag dictionary's first `count` entries, as batches name and carry it."""
+        ...
+
     def wait_for_data(self) -> asyncio.Event:
         """An event set whenever readings are added."""
         ...
@@ -111,13 +148,23 @@ class Buffer(Protocol):
         ...
 
 
+@dataclass(slots=True, eq=False)
+class _Add:
+    """Readings waiting for the next group commit."""
+
+    readings: Sequence[Reading]
+    future: "asyncio.Future[int]"
+    taken: bool = False
+
+
 class SqliteBuffer:
     """Buffer in one SQLite file (WAL, synchronous=FULL), used from one worker thread.
 
     Bounded by `max_readings` and/or `max_bytes` (pages in use). When an add would pass a
-    bound: `drop_oldest` deletes the oldest readings not yet cut into a batch, `drop_newest`
-    keeps only the incoming readings that fit, and `block` makes the add wait for room. Every
-    drop is counted, in the file too, so the counts survive a restart.
+    bound: `drop_oldest` deletes the oldest blocks not yet cut into a batch (whole blocks,
+    counted per reading), `drop_newest` keeps only the incoming readings that fit, and
+    `block` makes the add wait for room. Every drop is counted, in the file too, so the
+    counts survive a restart.
 
     When SQLite cannot write (disk full, I/O error, read-only file), an add keeps its readings
     and tries again after `retry_initial` seconds, doubling up to `retry_cap`.
@@ -132,6 +179,7 @@ class SqliteBuffer:
         when_full: WhenFull = "drop_oldest",
         retry_initial: float = 0.5,
         retry_cap: float = 5.0,
+        block_max_readings: int = BLOCK_MAX_READINGS,
     ) -> None:
         self._path = path
         self._retry = (retry_initial, retry_cap)
@@ -142,19 +190,25 @@ class SqliteBuffer:
         self._max_readings = max_readings
         self._max_bytes = max_bytes
         self._when_full = when_full
+        self._block_max = block_max_readings
         self._room = asyncio.Event()
         self._dropped = {"dropped_oldest": 0, "dropped_newest": 0}
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="buffer")
         self._conn: sqlite3.Connection | None = None
-        self._types = {t.value: t for t in DataType}
         self._unsent_batches: list[tuple[int, int]] = []
         self._in_flight: set[int] = set()
         self._next_seq_to_batch = 1
+        self._next_seq = 1
         self._count = 0
         self._data = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._tag_ids: dict[tuple[str, str, str], int] = {}
-        self._tags: dict[int, tuple[str, str, DataType]] = {}
+        self._tag_ids: dict[TagKey, int] = {}
+        self._tags: list[TagKey] = []
+        self._dictionary: Dictionary | None = None
+        self._adds: list[_Add] = []
+        self._adds_lock = threading.Lock()
+        self._commit_queued = False
+        self.commits = 0
         self.epoch = 0
 
     async def open(self) -> None:
@@ -181,45 +235,29 @@ class SqliteBuffer:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("BEGIN IMMEDIATE")
-        exists = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone()
-        if exists is None:
-            conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
-            conn.execute(
-                "CREATE TABLE readings (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
-                " tag_id INTEGER NOT NULL, ts INTEGER NOT NULL, value,"
-                " quality INTEGER NOT NULL, server_ts INTEGER)"
-            )
-            # A tag dictionary keeps each reading row to numbers (and the value).
-            conn.execute(
-                "CREATE TABLE tags (id INTEGER PRIMARY KEY, device TEXT NOT NULL,"
-                " tag TEXT NOT NULL, type TEXT NOT NULL, UNIQUE (device, tag, type))"
-            )
-            conn.execute(
-                "CREATE TABLE batches (first_seq INTEGER PRIMARY KEY, last_seq INTEGER NOT NULL)"
-            )
-            epoch = time.time_ns() // 1000
-            conn.executemany(
-                "INSERT INTO meta (key, value) VALUES (?, ?)",
-                [
-                    ("schema_version", SCHEMA_VERSION),
-                    ("epoch", epoch),
-                    ("dropped_oldest", 0),
-                    ("dropped_newest", 0),
-                ],
-            )
-        conn.execute("COMMIT")
-        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
-        missing = sorted(_TABLES - tables)
-        if missing:
+        try:
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone() is None:
+                create_layout(conn, epoch=time.time_ns() // 1000)
+            else:
+                upgrade_layout(conn, self._path, self._block_max)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             conn.close()
-            raise BufferLayoutError(
-                f"buffer file {self._path} lacks table(s) {', '.join(missing)}: another"
-                " Plantwire version wrote it. Drain it with that version, or move it away to"
-                " start a new buffer (a new epoch)."
-            )
+            raise
         self._conn = conn
         meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        if meta.get("schema_version") != LAYOUT_VERSION:
+            conn.close()
+            self._conn = None
+            raise BufferLayoutError(
+                f"buffer file {self._path} has layout {meta.get('schema_version')}; this"
+                f" version reads layout {LAYOUT_VERSION}. Drain it with the Plantwire version"
+                " that wrote it, or move it away to start a new buffer (a new epoch)."
+            )
         self.epoch = int(meta["epoch"])
+        self._next_seq = int(meta["next_seq"])
         self._dropped = {key: int(meta.get(key, 0)) for key in self._dropped}
         self._unsent_batches = conn.execute(
             "SELECT first_seq, last_seq FROM batches ORDER BY first_seq"
@@ -227,14 +265,17 @@ class SqliteBuffer:
         if self._unsent_batches:
             self._next_seq_to_batch = self._unsent_batches[-1][1] + 1
         else:
-            row = conn.execute("SELECT min(seq) FROM readings").fetchone()
-            self._next_seq_to_batch = row[0] if row[0] is not None else 1
-        self._count = conn.execute("SELECT count(*) FROM readings").fetchone()[0]
+            row = conn.execute("SELECT min(first_seq) FROM blocks").fetchone()
+            self._next_seq_to_batch = row[0] if row[0] is not None else self._next_seq
+        self._count = conn.execute("SELECT coalesce(sum(n), 0) FROM blocks").fetchone()[0]
         for tag_id, device, tag, type_name in conn.execute(
-            "SELECT id, device, tag, type FROM tags"
+            "SELECT id, device, tag, type FROM tags ORDER BY id"
         ):
-            self._tag_ids[(device, tag, type_name)] = tag_id
-            self._tags[tag_id] = (device, tag, self._types[type_name])
+            key = (device, tag, DataType(type_name))
+            if tag_id != len(self._tags) + 1:
+                raise BufferLayoutError(f"buffer file {self._path}: tag ids are not contiguous")
+            self._tag_ids[key] = tag_id
+            self._tags.append(key)
 
     def _close(self) -> None:
         if self._conn is not None:
@@ -247,32 +288,26 @@ class SqliteBuffer:
         return self._conn
 
     async def add(self, readings: Sequence[Reading]) -> int:
-        """Commit readings in one transaction; return how many the full-buffer policy dropped.
+        """Commit readings with the next group; return how many the full-buffer policy dropped.
 
         While the file cannot be written this keeps the readings and retries with backoff. A
         cancel while waiting (for room, or for the disk) gives the readings up, with a log
-        line; a write already begun is finished first, so they are then committed.
+        line; a commit already under way is finished first, so they are then committed.
         """
         if not readings:
             return 0
-        committed = False
-
-        def write() -> int:
-            nonlocal committed
-            dropped = self._add(readings)
-            committed = True
-            return dropped
-
         backoff = Backoff(*self._retry)
+        committed = False
         try:
             while True:
                 if self._when_full == "block":
                     await self._wait_for_room(len(readings))
                 try:
-                    dropped = await self._submit(write)
+                    dropped = await self._commit_with_group(readings)
                 except BufferUnavailable:
                     await asyncio.sleep(backoff.next_delay())
                     continue
+                committed = True
                 self._data.set()
                 return dropped
         except asyncio.CancelledError:
@@ -283,6 +318,61 @@ class SqliteBuffer:
                     len(readings),
                 )
             raise
+
+    async def _commit_with_group(self, readings: Sequence[Reading]) -> int:
+        """Queue readings for the next group commit and wait for it."""
+        loop = self._loop = asyncio.get_running_loop()
+        entry = _Add(readings, loop.create_future())
+        with self._adds_lock:
+            self._adds.append(entry)
+            queue_commit = not self._commit_queued
+            self._commit_queued = True
+        if queue_commit:
+            loop.run_in_executor(self._executor, self._commit_group)
+        try:
+            return await asyncio.shield(entry.future)
+        except asyncio.CancelledError:
+            with self._adds_lock:
+                if not entry.taken:
+                    self._adds.remove(entry)
+                    raise
+            # Being written: wait for it, so whoever stops us knows the readings are in.
+            await asyncio.wait({entry.future})
+            raise
+
+    def _commit_group(self) -> None:
+        """On the worker: commit every queued add in one transaction, then answer each."""
+        with self._adds_lock:
+            entries, self._adds = self._adds, []
+            self._commit_queued = False
+            for entry in entries:
+                entry.taken = True
+        if not entries:
+            return
+        try:
+            results = self._guarded(lambda: self._add_all([e.readings for e in entries]))()
+        except BaseException as exc:
+            error = exc
+            for entry in entries:
+                self._resolve(entry.future, error=error)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for entry, dropped in zip(entries, results, strict=True):
+            self._resolve(entry.future, result=dropped)
+
+    def _resolve(
+        self, future: "asyncio.Future[int]", *, result: int = 0, error: BaseException | None = None
+    ) -> None:
+        def settle() -> None:
+            if future.done():
+                return
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+
+        self._loop_call(settle)
 
     async def _wait_for_room(self, incoming: int) -> None:
         backoff = Backoff(*self._retry)
@@ -365,66 +455,61 @@ class SqliteBuffer:
         size = conn.execute("PRAGMA page_size").fetchone()[0]
         return int((pages - free) * size)
 
-    def _excess(self, incoming: int) -> int:
-        """How many readings must go for `incoming` more to fit (0 if they fit)."""
+    def _excess(self, incoming: int, held: int, used: int | None) -> int:
+        """How many readings must go for `incoming` more to fit beside `held` (0 if they fit)."""
         excess = 0
         if self._max_readings is not None:
-            excess = self._count + incoming - self._max_readings
-        if self._max_bytes is not None:
-            used = self._used_bytes()
-            per_reading = used / self._count if self._count else 100.0
+            excess = held + incoming - self._max_readings
+        if self._max_bytes is not None and used is not None:
+            per_reading = used / held if held else 20.0
             projected = used + incoming * per_reading
             if projected > self._max_bytes:
                 excess = max(excess, int((projected - self._max_bytes) / per_reading) + 1)
         return max(0, excess)
 
     def _room_for(self, incoming: int) -> bool:
-        return self._excess(incoming) == 0 or self._count == 0
+        used = self._used_bytes() if self._max_bytes is not None else None
+        return self._excess(incoming, self._count, used) == 0 or self._count == 0
 
-    def _add(self, readings: Sequence[Reading]) -> int:
+    def _add_all(self, adds: Sequence[Sequence[Reading]]) -> list[int]:
+        """Commit several adds in one transaction; return each one's dropped readings."""
         conn = self._db()
-        excess = self._excess(len(readings)) if self._when_full != "block" else 0
+        tags_before, next_seq_before = len(self._tags), self._next_seq
+        used = self._used_bytes() if self._max_bytes is not None else None
+        held = self._count
+        dropped_per_add: list[int] = []
         dropped_oldest = dropped_newest = 0
-        if excess and self._when_full == "drop_oldest":
-            dropped_oldest = min(excess, self._count - self._batched_count())
-            excess -= dropped_oldest
-        if excess:  # drop_newest, or nothing old enough left to drop
-            dropped_newest = min(excess, len(readings))
-            readings = readings[: len(readings) - dropped_newest]
-        tag_ids = self._tag_ids
-        new_tags = []
-        for r in readings:
-            key = (r.device, r.tag, r.data_type.value)
-            if key not in tag_ids:
-                tag_ids[key] = len(tag_ids) + 1
-                self._tags[tag_ids[key]] = (r.device, r.tag, r.data_type)
-                new_tags.append((tag_ids[key], *key))
-        rows = [
-            (
-                tag_ids[(r.device, r.tag, r.data_type.value)],
-                r.ts_us,
-                _storable(r.value),
-                int(r.quality),
-                r.server_ts_us,
-            )
-            for r in readings
-        ]
+        rows: list[tuple[int, int, int, int, bytes]] = []
         conn.execute("BEGIN")
         try:
-            if dropped_oldest:
-                conn.execute(
-                    "DELETE FROM readings WHERE seq IN (SELECT seq FROM readings WHERE seq >= ?"
-                    " ORDER BY seq LIMIT ?)",
-                    (self._next_seq_to_batch, dropped_oldest),
-                )
+            for readings in adds:
+                excess = self._excess(len(readings), held, used)
+                old = new = 0
+                if excess and self._when_full == "drop_oldest":
+                    old = self._drop_oldest_blocks(excess)
+                    excess = max(0, excess - old)
+                if excess and self._when_full != "block":
+                    # drop_newest, or nothing old enough left to drop
+                    new = min(excess, len(readings))
+                    readings = readings[: len(readings) - new]
+                if used is not None:
+                    # Pages freed by deletes stay in the file for reuse: project, don't measure.
+                    used += int((len(readings) - old) * (used / held if held else 20.0))
+                held += len(readings) - old
+                dropped_oldest += old
+                dropped_newest += new
+                dropped_per_add.append(old + new)
+                rows.extend(self._encode(readings))
+            new_tags = self._tags[tags_before:]
             if new_tags:
                 conn.executemany(
-                    "INSERT INTO tags (id, device, tag, type) VALUES (?,?,?,?)", new_tags
+                    "INSERT INTO tags (id, device, tag, type) VALUES (?,?,?,?)",
+                    [(tags_before + i + 1, d, t, k.value) for i, (d, t, k) in enumerate(new_tags)],
                 )
             conn.executemany(
-                "INSERT INTO readings (tag_id, ts, value, quality, server_ts) VALUES (?,?,?,?,?)",
-                rows,
+                "INSERT INTO blocks (first_seq, n, ts, flags, body) VALUES (?,?,?,?,?)", rows
             )
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'", (self._next_seq,))
             if dropped_oldest or dropped_newest:
                 conn.executemany(
                     "UPDATE meta SET value = value + ? WHERE key = ?",
@@ -434,12 +519,14 @@ class SqliteBuffer:
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            for tag_id, device, tag, type_name in new_tags:  # the rollback took these away
-                del tag_ids[(device, tag, type_name)]
-                del self._tags[tag_id]
+            for key in self._tags[tags_before:]:  # the rollback took these away
+                del self._tag_ids[key]
+            del self._tags[tags_before:]
+            self._next_seq = next_seq_before
             raise
+        self.commits += 1
         self._recovered()
-        self._count += len(rows) - dropped_oldest
+        self._count = held
         self._dropped["dropped_oldest"] += dropped_oldest
         self._dropped["dropped_newest"] += dropped_newest
         if dropped_oldest or dropped_newest:
@@ -449,21 +536,53 @@ class SqliteBuffer:
                 dropped_newest,
                 self._when_full,
             )
-        return dropped_oldest + dropped_newest
+        return dropped_per_add
 
-    def _batched_count(self) -> int:
-        """Readings already cut into batches (these are never dropped)."""
-        if not self._unsent_batches:
-            return 0
-        row = (
-            self._db()
-            .execute("SELECT count(*) FROM readings WHERE seq < ?", (self._next_seq_to_batch,))
-            .fetchone()
-        )
-        return int(row[0])
+    def _encode(self, readings: Sequence[Reading]) -> list[tuple[int, int, int, int, bytes]]:
+        """Blocks of one add as rows, numbering its readings from the next sequence number."""
+        tag_ids, tags = self._tag_ids, self._tags
+
+        def index(r: Reading) -> int:
+            key = (r.device, r.tag, r.data_type)
+            tag_id = tag_ids.get(key)
+            if tag_id is None:
+                tags.append(key)
+                tag_id = tag_ids[key] = len(tags)
+            return tag_id - 1
+
+        rows = []
+        for run in timestamp_runs(readings):
+            for start in range(0, len(run), self._block_max):
+                part = run[start : start + self._block_max]
+                block = encode_block(self._next_seq, part, index)
+                self._next_seq += block.n
+                rows.append((block.first_seq, block.n, block.ts, int(block.flags), block.body))
+        return rows
+
+    def _drop_oldest_blocks(self, excess: int) -> int:
+        """Delete the oldest whole blocks not yet in a batch until `excess` readings are gone."""
+        conn = self._db()
+        dropped, last = 0, None
+        for first_seq, n in conn.execute(
+            "SELECT first_seq, n FROM blocks WHERE first_seq >= ? ORDER BY first_seq",
+            (self._next_seq_to_batch,),
+        ):
+            dropped += n
+            last = first_seq
+            if dropped >= excess:
+                break
+        if last is not None:
+            conn.execute(
+                "DELETE FROM blocks WHERE first_seq BETWEEN ? AND ?",
+                (self._next_seq_to_batch, last),
+            )
+        return dropped
 
     async def begin(self, limit: int) -> PendingBatch | None:
-        """Hand out the oldest unsent batch, or cut a new one of at most `limit` readings."""
+        """Hand out the oldest unsent batch, or cut a new one of whole blocks.
+
+        A new batch holds at most `limit` readings, unless its first block alone is longer.
+        """
         return await self._submit(lambda: self._begin(limit))
 
     def _begin(self, limit: int) -> PendingBatch | None:
@@ -473,47 +592,60 @@ class SqliteBuffer:
                 batch = self._load(first, last)
                 self._in_flight.add(first)
                 return batch
-        rows = conn.execute(
-            "SELECT seq FROM readings WHERE seq >= ? ORDER BY seq LIMIT ?",
-            (self._next_seq_to_batch, limit),
-        ).fetchall()
-        if not rows:
+        blocks: list[Block] = []
+        count = 0
+        cursor = conn.execute(
+            "SELECT first_seq, n, ts, flags, body FROM blocks WHERE first_seq >= ?"
+            " ORDER BY first_seq",
+            (self._next_seq_to_batch,),
+        )
+        for first_seq, n, ts, flags, body in cursor:
+            if blocks and count + n > limit:
+                break
+            blocks.append(Block(first_seq, n, ts, BlockFlags(flags), body))
+            count += n
+        cursor.close()
+        if not blocks:
             return None
-        first, last = rows[0][0], rows[-1][0]
-        batch = self._load(first, last)
+        first, last = blocks[0].first_seq, blocks[-1].last_seq
         conn.execute("INSERT INTO batches (first_seq, last_seq) VALUES (?, ?)", (first, last))
         self._unsent_batches.append((first, last))
         self._next_seq_to_batch = last + 1
         self._in_flight.add(first)
-        return batch
+        return self._batch(blocks)
+
+    def _batch(self, blocks: list[Block]) -> PendingBatch:
+        count = sum(b.n for b in blocks)
+        return PendingBatch(
+            blocks[0].first_seq,
+            blocks[-1].last_seq,
+            tuple(blocks),
+            count,
+            len(self._tags),
+            self._tags,
+        )
 
     def _load(self, first: int, last: int) -> PendingBatch:
         rows = (
             self._db()
             .execute(
-                "SELECT seq, tag_id, ts, value, quality, server_ts FROM readings"
-                " WHERE seq BETWEEN ? AND ? ORDER BY seq",
+                "SELECT first_seq, n, ts, flags, body FROM blocks"
+                " WHERE first_seq BETWEEN ? AND ? ORDER BY first_seq",
                 (first, last),
             )
             .fetchall()
         )
-        tags = self._tags
-        seqs = [row[0] for row in rows]
-        readings = []
-        for _, tag_id, ts, value, quality, server_ts in rows:
-            device, tag, data_type = tags[tag_id]
-            readings.append(
-                Reading(
-                    device,
-                    tag,
-                    data_type,
-                    ts,
-                    _restore(data_type, value),
-                    Quality(quality),
-                    server_ts,
-                )
-            )
-        return PendingBatch(first, last, seqs, readings)
+        return self._batch(
+            [Block(f, n, ts, BlockFlags(flags), body) for f, n, ts, flags, body in rows]
+        )
+
+    def dictionary(self, count: int) -> Dictionary:
+        """The tag dictionary's first `count` entries and their hash (the last one is kept)."""
+        cached = self._dictionary
+        if cached is None or cached.count != count:
+            raw = dictionary_bytes([(d, t, k.value) for d, t, k in self._tags[:count]])
+            cached = self._dictionary = Dictionary(count, raw, dictionary_hash(raw))
+        return cached
 
     async def end(self, batch: PendingBatch, *, accepted: bool) -> None:
         """Delete an accepted batch's readings; otherwise let it be sent again."""
@@ -537,9 +669,11 @@ class SqliteBuffer:
         conn = self._db()
         conn.execute("BEGIN")
         try:
-            deleted: int = conn.execute(
-                "DELETE FROM readings WHERE seq BETWEEN ? AND ?", (batch_id, last)
-            ).rowcount
+            deleted = conn.execute(
+                "SELECT coalesce(sum(n), 0) FROM blocks WHERE first_seq BETWEEN ? AND ?",
+                (batch_id, last),
+            ).fetchone()[0]
+            conn.execute("DELETE FROM blocks WHERE first_seq BETWEEN ? AND ?", (batch_id, last))
             conn.execute("DELETE FROM batches WHERE first_seq = ?", (batch_id,))
             conn.execute("COMMIT")
         except BaseException:
@@ -549,7 +683,7 @@ class SqliteBuffer:
         self._count -= deleted
         self._unsent_batches.remove((batch_id, last))
         self._loop_call(self._room.set)
-        return deleted
+        return int(deleted)
 
     async def stats(self) -> BufferStats:
         """Depth, batches in flight and the oldest reading's timestamp."""
@@ -558,7 +692,7 @@ class SqliteBuffer:
     def _stats(self) -> BufferStats:
         oldest = None
         try:
-            row = self._db().execute("SELECT ts FROM readings ORDER BY seq LIMIT 1").fetchone()
+            row = self._db().execute("SELECT ts FROM blocks ORDER BY first_seq LIMIT 1").fetchone()
             oldest = row[0] if row else None
             self._last_used_bytes = self._used_bytes()
         except sqlite3.DatabaseError as exc:
@@ -575,25 +709,3 @@ class SqliteBuffer:
     def wait_for_data(self) -> asyncio.Event:
         """Event set whenever readings are added; the forwarder clears it."""
         return self._data
-
-
-def _storable(value: object) -> object:
-    # SQLite turns NaN into NULL and cannot hold integers above 2**63-1: keep those as text
-    # and restore them from the tag's type.
-    if isinstance(value, float) and math.isnan(value):
-        return "NaN"
-    if type(value) is int and value > _SQLITE_MAX_INT:
-        return str(value)
-    return value
-
-
-def _restore(data_type: DataType, value: object) -> bool | int | float | str | None:
-    if value is None:
-        return None
-    if data_type is DataType.BOOL:
-        return bool(value)
-    if data_type in (DataType.FLOAT32, DataType.FLOAT64):
-        return float(value)  # type: ignore[arg-type]
-    if data_type is not DataType.STRING and isinstance(value, str):
-        return int(value)
-    return value  # type: ignore[return-value]

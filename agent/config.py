@@ -71,6 +71,14 @@ class ForwardSettings(StrictModel):
     linger: Duration = Field(
         default=0.05, ge=0, description="Wait this long after new data, to send fuller batches."
     )
+    wire_version: Literal[2, 3] = Field(
+        default=3,
+        description="Batch format: 3 (blocks, dictionary by hash), or 2 for collectors older"
+        " than version 3 support; upgrade collectors first.",
+    )
+    compression: Literal["zlib", "none"] = Field(
+        default="zlib", description="Compress version 3 batches (dictionary and body)."
+    )
 
 
 class AgentConfig(StrictModel):

@@ -24,6 +24,7 @@ from shared.acks import AckPayload, decode_ack
 from shared.clock import Clock
 from shared.errors import MqttError, WireError
 from shared.wire import Topics, encode_batch
+from shared.wire_v3 import encode_batch_v3
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,8 @@ class _InFlight:
     payload: bytes
     sent_at: float
     sends: int = 0
+    dictionary: str | None = None  # hash of the tag dictionary a version 3 batch names
+    carries_dictionary: bool = False
 
 
 class Forwarder:
@@ -75,6 +78,7 @@ class Forwarder:
         self._settings = settings
         self._clock = clock
         self._in_flight: dict[int, _InFlight] = {}
+        self._known_dictionaries: set[str] = set()  # the collector has confirmed these
         self._acked = asyncio.Event()
         self._failing = False
         self.batches_sent = 0
@@ -84,6 +88,8 @@ class Forwarder:
         self.send_failures = 0
         self.rejected_batches = 0
         self.rejected_readings: Counter[str] = Counter()
+        self.dictionaries_sent = 0
+        self.dictionary_requests = 0
 
     @property
     def in_flight(self) -> int:
@@ -125,10 +131,29 @@ class Forwarder:
                 if settings.linger:
                     await asyncio.sleep(settings.linger)
                 continue
-            payload = encode_batch(self._agent_id, self._buffer.epoch, batch.seqs, batch.readings)
-            flight = _InFlight(batch, payload, sent_at=now)
+            flight = self._encode(_InFlight(batch, b"", sent_at=now))
             self._in_flight[batch.batch_id] = flight
             await self._send(flight)
+
+    def _encode(self, flight: _InFlight, *, with_dictionary: bool = False) -> _InFlight:
+        """Build a batch's payload; a version 3 one carries the dictionary if not yet known."""
+        batch, epoch = flight.batch, self._buffer.epoch
+        if self._settings.wire_version == 2:
+            flight.payload = encode_batch(self._agent_id, epoch, batch.seqs, batch.readings)
+            return flight
+        dictionary = self._buffer.dictionary(batch.tag_count)
+        inline = with_dictionary or dictionary.hash not in self._known_dictionaries
+        flight.payload = encode_batch_v3(
+            self._agent_id,
+            epoch,
+            batch.blocks,
+            dict_hash=dictionary.hash,
+            dictionary=dictionary.raw if inline else None,
+            compress=self._settings.compression == "zlib",
+        )
+        flight.dictionary, flight.carries_dictionary = dictionary.hash, inline
+        self.dictionaries_sent += inline
+        return flight
 
     async def _wait(self, event: asyncio.Event, timeout: float) -> None:
         event.clear()
@@ -161,7 +186,7 @@ class Forwarder:
         flight.sends += 1
         if flight.sends == 1:
             self.batches_sent += 1
-            self.readings_sent += len(flight.batch.seqs)
+            self.readings_sent += flight.batch.count
         else:
             self.resends += 1
 
@@ -175,8 +200,12 @@ class Forwarder:
         if ack.epoch != self._buffer.epoch:
             log.warning("ignored an acknowledgement for buffer epoch %d", ack.epoch)
             return
+        for batch_id in ack.dictionary:
+            self._resend_with_dictionary(batch_id)
         for batch_id in [*ack.stored, *(r.batch for r in ack.rejected)]:
-            self._in_flight.pop(batch_id, None)
+            flight = self._in_flight.pop(batch_id, None)
+            if flight is not None and flight.carries_dictionary and flight.dictionary:
+                self._known_dictionaries.add(flight.dictionary)
             try:
                 deleted = await self._buffer.acknowledge(batch_id)
             except BufferUnavailable:
@@ -188,6 +217,18 @@ class Forwarder:
                 # Reported when the batch leaves the buffer, so a repeated ack counts nothing.
                 self._report_refusals(ack, batch_id, deleted)
         self._acked.set()
+
+    def _resend_with_dictionary(self, batch_id: int) -> None:
+        """The collector lacks a batch's dictionary: send the batch again, now carrying it."""
+        flight = self._in_flight.get(batch_id)
+        if flight is None:
+            return
+        self.dictionary_requests += 1
+        if flight.dictionary is not None:
+            self._known_dictionaries.discard(flight.dictionary)
+        log.info("the collector asks for the tag dictionary of batch %d; sending it", batch_id)
+        self._encode(flight, with_dictionary=True)
+        flight.sent_at = float("-inf")  # overdue: the loop sends it next
 
     def _report_refusals(self, ack: AckPayload, batch_id: int, readings: int) -> None:
         """Count and log what the collector refused of one batch: all of it, or some readings."""

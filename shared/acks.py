@@ -48,6 +48,11 @@ class AckPayload(_Strict):
     refused: list[Refusal] = Field(
         default_factory=list, description="Readings refused from stored batches (v2)."
     )
+    dictionary: list[int] = Field(
+        default_factory=list,
+        description="Batches not stored because their tag dictionary is unknown to the"
+        " collector: send them again, carrying it (only to agents sending wire version 3).",
+    )
 
 
 def encode_ack(
@@ -57,15 +62,28 @@ def encode_ack(
     refused: list[Refusal] | None = None,
     *,
     version: AckVersion = 2,
+    dictionary: list[int] | None = None,
 ) -> bytes:
     """Serialise an acknowledgement; version 1 leaves out what only version 2 can say."""
     rejected = rejected or []
     if version == 1:
         rejected = [Rejection(batch=r.batch, error=r.error) for r in rejected]
         payload = AckPayload(v=1, epoch=epoch, stored=stored, rejected=rejected)
-        return payload.model_dump_json(exclude={"refused"}, exclude_none=True).encode()
-    payload = AckPayload(v=2, epoch=epoch, stored=stored, rejected=rejected, refused=refused or [])
-    return payload.model_dump_json(exclude_none=True).encode()
+        return payload.model_dump_json(
+            exclude={"refused", "dictionary"}, exclude_none=True
+        ).encode()
+    payload = AckPayload(
+        v=2,
+        epoch=epoch,
+        stored=stored,
+        rejected=rejected,
+        refused=refused or [],
+        dictionary=dictionary or [],
+    )
+    # Agents before wire version 3 refuse fields they do not know: send it only when it says
+    # something, which only a version 3 batch can make it say.
+    exclude = set() if payload.dictionary else {"dictionary"}
+    return payload.model_dump_json(exclude=exclude, exclude_none=True).encode()
 
 
 def decode_ack(raw: bytes) -> AckPayload:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.buffer import BufferCondition, SqliteBuffer
+from agent.buffer import BufferCondition, BufferLayoutError, SqliteBuffer
 from shared.readings import DataType, Quality, Reading
 from tests.harness import eventually
 
@@ -21,6 +21,14 @@ def readings(count: int, start: int = 0) -> list[Reading]:
     ]
 
 
+async def add_polls(buffer: SqliteBuffer, polls: int, size: int, start: int = 0) -> int:
+    """Add `polls` polls of `size` readings each (one block each); return the drops."""
+    dropped = 0
+    for poll in range(polls):
+        dropped += await buffer.add(readings(size, start=start + poll * size))
+    return dropped
+
+
 async def opened(path: Path) -> SqliteBuffer:
     buffer = SqliteBuffer(path)
     await buffer.open()
@@ -30,7 +38,7 @@ async def opened(path: Path) -> SqliteBuffer:
 async def test_batches_come_out_in_order_and_leave_only_when_accepted(tmp_path: Path) -> None:
     buffer = await opened(tmp_path / "b.sqlite")
     assert await buffer.begin(10) is None
-    assert await buffer.add(readings(25)) == 0
+    assert await add_polls(buffer, 5, 5) == 0
     assert buffer.wait_for_data().is_set()
     first = await buffer.begin(10)
     second = await buffer.begin(10)
@@ -60,7 +68,7 @@ async def test_restart_resends_unacknowledged_batches_with_the_same_identity(
 ) -> None:
     path = tmp_path / "b.sqlite"
     buffer = await opened(path)
-    await buffer.add(readings(30))
+    await add_polls(buffer, 10, 3)
     sent = await buffer.begin(12)
     assert sent is not None
     epoch = buffer.epoch
@@ -145,24 +153,24 @@ async def test_awkward_values_survive(tmp_path: Path) -> None:
 async def test_drop_oldest_keeps_the_newest_and_counts(tmp_path: Path) -> None:
     buffer = SqliteBuffer(tmp_path / "b.sqlite", max_readings=100)
     await buffer.open()
-    assert await buffer.add(readings(80)) == 0
-    assert await buffer.add(readings(50, start=80)) == 30
+    assert await add_polls(buffer, 4, 20) == 0
+    assert await buffer.add(readings(50, start=80)) == 40, "whole polls go, counted per reading"
     stats = await buffer.stats()
-    assert (stats.readings, stats.dropped_oldest, stats.dropped_newest) == (100, 30, 0)
+    assert (stats.readings, stats.dropped_oldest, stats.dropped_newest) == (90, 40, 0)
     batch = await buffer.begin(1000)
     assert batch is not None
-    assert [r.value for r in batch.readings] == list(range(30, 130)), "order kept, oldest gone"
+    assert [r.value for r in batch.readings] == list(range(40, 130)), "order kept, oldest gone"
     await buffer.close()
     buffer = SqliteBuffer(tmp_path / "b.sqlite", max_readings=100)
     await buffer.open()
-    assert (await buffer.stats()).dropped_oldest == 30, "drop counts survive a restart"
+    assert (await buffer.stats()).dropped_oldest == 40, "drop counts survive a restart"
     await buffer.close()
 
 
 async def test_drop_oldest_never_touches_batches_already_cut(tmp_path: Path) -> None:
     buffer = SqliteBuffer(tmp_path / "b.sqlite", max_readings=100)
     await buffer.open()
-    await buffer.add(readings(100))
+    await add_polls(buffer, 10, 10)
     sent = await buffer.begin(70)
     assert sent is not None
     assert await buffer.add(readings(50, start=100)) == 50
@@ -188,7 +196,7 @@ async def test_drop_newest_refuses_what_does_not_fit(tmp_path: Path) -> None:
 async def test_block_waits_for_room(tmp_path: Path) -> None:
     buffer = SqliteBuffer(tmp_path / "b.sqlite", max_readings=100, when_full="block")
     await buffer.open()
-    await buffer.add(readings(100))
+    await add_polls(buffer, 10, 10)
     batch = await buffer.begin(60)
     assert batch is not None
     waiting = asyncio.create_task(buffer.add(readings(10, start=100)))
@@ -292,4 +300,138 @@ async def test_cancelling_an_add_that_waits_for_the_disk_gives_up_only_its_readi
     assert "5000 readings not buffered" in caplog.text
     await buffer.close()
     with sqlite3.connect(tmp_path / "b.sqlite") as conn:
-        assert conn.execute("SELECT count(*) FROM readings").fetchone()[0] == 10
+        assert conn.execute("SELECT sum(n) FROM blocks").fetchone()[0] == 10
+
+
+def write_layout_1(path: Path) -> None:
+    """A buffer file as agents before poll blocks wrote it: a row per reading."""
+    with sqlite3.connect(path) as conn:
+        conn.executescript(
+            """
+            CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+            CREATE TABLE readings (seq INTEGER PRIMARY KEY AUTOINCREMENT, tag_id INTEGER NOT NULL,
+                ts INTEGER NOT NULL, value, quality INTEGER NOT NULL, server_ts INTEGER);
+            CREATE TABLE tags (id INTEGER PRIMARY KEY, device TEXT NOT NULL, tag TEXT NOT NULL,
+                type TEXT NOT NULL, UNIQUE (device, tag, type));
+            CREATE TABLE batches (first_seq INTEGER PRIMARY KEY, last_seq INTEGER NOT NULL);
+            INSERT INTO meta VALUES ('schema_version', 1), ('epoch', 42),
+                ('dropped_oldest', 3), ('dropped_newest', 0);
+            INSERT INTO tags VALUES (1, 'd', 'x', 'int32'), (2, 'd', 'big', 'uint64'),
+                (3, 'd', 'f', 'float64'), (4, 'd', 's', 'string');
+            """
+        )
+        rows = [(1, TS + i, i, 0, None) for i in range(1, 8)]
+        rows += [(2, TS, str(2**64 - 1), 0, None), (3, TS, "NaN", 0, TS + 1), (4, TS, "a", 0, None)]
+        rows += [(1, TS, None, 2, None)]
+        conn.executemany(
+            "INSERT INTO readings (tag_id, ts, value, quality, server_ts) VALUES (?,?,?,?,?)",
+            rows,
+        )
+        # Seqs 1-3 acknowledged (deleted) already, 4-6 cut into a batch in flight; 12 was
+        # written and deleted, so 13 is the next sequence number.
+        conn.execute("DELETE FROM readings WHERE seq <= 3")
+        conn.execute("INSERT INTO batches VALUES (4, 6)")
+        conn.execute("INSERT INTO readings (tag_id, ts, value, quality) VALUES (1, ?, 0, 0)", (TS,))
+        conn.execute("DELETE FROM readings WHERE seq = 12")
+
+
+async def test_a_layout_1_file_is_converted_keeping_epoch_batches_and_sequence_numbers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="agent.buffer_layout")
+    path = tmp_path / "old.sqlite"
+    write_layout_1(path)
+    buffer = await opened(path)
+    assert "converted from layout 1 to 2: 8 readings kept" in caplog.text
+    assert buffer.epoch == 42
+    stats = await buffer.stats()
+    assert (stats.readings, stats.dropped_oldest) == (8, 3)
+    in_flight = await buffer.begin(1000)
+    assert in_flight is not None
+    assert (in_flight.batch_id, in_flight.seqs) == (4, [4, 5, 6]), "the batch keeps its range"
+    assert [r.value for r in in_flight.readings] == [4, 5, 6]
+    rest = await buffer.begin(1000)
+    assert rest is not None
+    assert rest.seqs == [7, 8, 9, 10, 11]
+    seven, big, nan, text, gone = rest.readings
+    assert (seven.value, seven.ts_us) == (7, TS + 7)
+    assert big.value == 2**64 - 1
+    assert isinstance(nan.value, float)
+    assert math.isnan(nan.value)
+    assert nan.server_ts_us == TS + 1
+    assert text.value == "a"
+    assert (gone.value, gone.quality) == (None, Quality.BAD)
+    await buffer.add(readings(1))
+    fresh = await buffer.begin(1000)
+    assert fresh is not None
+    assert fresh.seqs == [13], "sequence numbers are never reused"
+    await buffer.close()
+
+
+async def test_a_file_of_an_unknown_layout_is_refused_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "future.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+        conn.execute("INSERT INTO meta VALUES ('schema_version', 9), ('epoch', 1)")
+    buffer = SqliteBuffer(path)
+    with pytest.raises(BufferLayoutError, match="has layout 9; this version reads layout 2"):
+        await buffer.open()
+    await buffer.close()
+
+
+async def test_concurrent_adds_share_one_commit_and_each_gets_its_own_answer(
+    tmp_path: Path,
+) -> None:
+    buffer = SqliteBuffer(tmp_path / "b.sqlite", max_readings=1000, when_full="drop_newest")
+    await buffer.open()
+    results = await asyncio.gather(*(buffer.add(readings(100, start=i * 100)) for i in range(12)))
+    assert buffer.commits < 12, "adds waiting together are committed together"
+    assert sorted(results) == [0] * 10 + [100, 100], "the last two polls find no room"
+    batch = await buffer.begin(10_000)
+    assert batch is not None
+    assert batch.count == 1000
+    assert batch.seqs == list(range(1, 1001)), "sequence numbers stay dense across a group"
+    await buffer.close()
+
+
+async def test_a_big_poll_is_cut_into_blocks_so_batches_keep_near_their_limit(
+    tmp_path: Path,
+) -> None:
+    buffer = SqliteBuffer(tmp_path / "b.sqlite", block_max_readings=100)
+    await buffer.open()
+    same_time = [Reading("d", f"t{i}", DataType.FLOAT64, TS, float(i)) for i in range(250)]
+    await buffer.add(same_time)
+    batch = await buffer.begin(120)
+    assert batch is not None
+    assert [b.n for b in batch.blocks] == [100], "whole blocks only, at most the limit"
+    assert batch.blocks[0].flags == 0, "one timestamp for the block, no column"
+    rest = await buffer.begin(120)
+    assert rest is not None
+    assert [b.n for b in rest.blocks] == [100]
+    last = await buffer.begin(10)
+    assert last is not None
+    assert [b.n for b in last.blocks] == [50], "a block longer than the limit still goes"
+    await buffer.close()
+
+
+async def test_the_dictionary_names_tags_by_index_and_changes_only_with_them(
+    tmp_path: Path,
+) -> None:
+    buffer = await opened(tmp_path / "b.sqlite")
+    await buffer.add(readings(3))
+    batch = await buffer.begin(10)
+    assert batch is not None
+    first = buffer.dictionary(batch.tag_count)
+    assert first.raw == (
+        b'{"device":["dev","dev","dev"],"name":["t0","t1","t2"],"type":["int32","int32","int32"]}'
+    )
+    assert buffer.dictionary(batch.tag_count) is first
+    await buffer.add([Reading("dev", "new", DataType.BOOL, TS, True)])
+    later = await buffer.begin(10)
+    assert later is not None
+    assert later.tag_count == 4
+    assert buffer.dictionary(later.tag_count).hash != first.hash
+    await buffer.close()
+    reopened = await opened(tmp_path / "b.sqlite")
+    assert reopened.dictionary(4).hash == buffer.dictionary(4).hash, "ids survive a restart"
+    await reopened.close()

@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import logging
+from array import array
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from shared.acks import Refusal, Rejection, encode_ack
 from shared.clock import SystemClock
 from shared.readings import DataType, Reading
 from shared.wire import Topics
+from shared.wire_v3 import BLOCK_TABLE_BYTES, split_v3
 from tests.payloads import split
 from tests.unit.fakes import FlakyPublisher
 
@@ -23,9 +25,13 @@ from tests.unit.fakes import FlakyPublisher
 async def buffer(tmp_path: Path) -> AsyncIterator[SqliteBuffer]:
     store = SqliteBuffer(tmp_path / "b.sqlite")
     await store.open()
-    await store.add(
-        [Reading("d", "t", DataType.INT32, 1_790_000_000_000_000 + i, i) for i in range(25)]
-    )
+    for poll in range(5):  # five polls of five readings: batches of 10 hold two
+        await store.add(
+            [
+                Reading("d", f"t{i % 5}", DataType.INT32, 1_790_000_000_000_000 + i, i)
+                for i in range(poll * 5, poll * 5 + 5)
+            ]
+        )
     yield store
     await store.close()
 
@@ -80,11 +86,11 @@ async def test_only_the_collectors_ack_deletes_and_the_window_bounds_sends(
         assert len(publisher.published) == 2, "the window holds two batches in flight"
         assert (await buffer.stats()).readings == 25, "the broker's PUBACK deletes nothing"
         for payload in list(publisher.published):
-            await sender.handle_ack(encode_ack(buffer.epoch, [split(payload[1])[0]["batch"]]))
+            await sender.handle_ack(encode_ack(buffer.epoch, [split_v3(payload[1]).header.batch]))
         await until(lambda: _true(len(publisher.published) == 3))
         await sender.handle_ack(encode_ack(buffer.epoch, [21]))
         await until(_empty(buffer))
-    values = [v for _, payload in publisher.published for v in split(payload)[2]["val"]]
+    values = [v for _, payload in publisher.published for v in values_of(payload)]
     assert values == list(range(25))
     assert sender.send_failures == 3
     assert sender.readings_acknowledged == sender.readings_sent == 25
@@ -119,6 +125,15 @@ async def test_rejections_delete_and_are_counted_stale_acks_are_ignored(
     assert (await buffer.stats()).readings == 15
     assert "rejected batch 1" in caplog.text
     assert "ignored an acknowledgement" in caplog.text
+
+
+def values_of(raw: bytes) -> list[float]:
+    """The value column of a version 3 batch."""
+    sections = split_v3(raw)
+    start = sections.header.blocks * BLOCK_TABLE_BYTES
+    values = array("d")
+    values.frombytes(sections.body[start : start + 8 * sections.header.n])
+    return values.tolist()
 
 
 async def _true(value: bool) -> bool:
@@ -238,3 +253,46 @@ async def test_a_stop_is_not_lost_when_data_arrives_at_the_same_moment(
     done, _ = await asyncio.wait({task}, timeout=5)
     assert done, "the forwarder ran on after being cancelled"
     assert task.cancelled()
+
+
+def carries_dictionary(raw: bytes) -> bool:
+    return bool(split_v3(raw).dictionary)
+
+
+async def test_the_dictionary_travels_until_confirmed_and_again_when_asked_for(
+    buffer: SqliteBuffer,
+) -> None:
+    publisher = FlakyPublisher(failures=0)
+    sender = forwarder(buffer, publisher, ack_timeout="60s", window=1)
+    async with running(sender):
+        await until(lambda: _true(len(publisher.published) == 1))
+        first = publisher.published[0][1]
+        assert carries_dictionary(first), "nothing is confirmed yet: the dictionary goes along"
+        assert split_v3(first).header.z, "compressed by default"
+        await sender.handle_ack(encode_ack(buffer.epoch, [1]))
+        await until(lambda: _true(len(publisher.published) == 2))
+        second = publisher.published[1][1]
+        assert not carries_dictionary(second), "confirmed: named by its hash only"
+        assert split_v3(second).header.tags == split_v3(first).header.tags
+        # Another collector replica, which never saw the dictionary, asks for it.
+        await sender.handle_ack(encode_ack(buffer.epoch, [], dictionary=[11]))
+        await until(lambda: _true(len(publisher.published) == 3))
+        again = publisher.published[2][1]
+        assert split_v3(again).header.batch == 11
+        assert carries_dictionary(again)
+        await sender.handle_ack(encode_ack(buffer.epoch, [11]))
+        await until(lambda: _true(len(publisher.published) == 4))
+        assert not carries_dictionary(publisher.published[3][1])
+    assert (sender.dictionary_requests, sender.dictionaries_sent) == (1, 2)
+    assert sender.batches_sent == 3
+
+
+async def test_wire_version_2_is_still_sent_when_configured(buffer: SqliteBuffer) -> None:
+    publisher = FlakyPublisher(failures=0)
+    sender = forwarder(buffer, publisher, ack_timeout="60s", window=1, wire_version=2)
+    async with running(sender):
+        await until(lambda: _true(len(publisher.published) == 1))
+    header, dictionary, columns = split(publisher.published[0][1])
+    assert (header["batch"], header["n"]) == (1, 10)
+    assert columns["val"] == list(range(10))
+    assert dictionary["name"] == ["t0", "t1", "t2", "t3", "t4"]
