@@ -234,6 +234,8 @@ class SqliteBuffer:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
+        # Blocks are appended and read back once: a small page cache does, and keeps RSS down.
+        conn.execute("PRAGMA cache_size=-512")
         conn.execute("BEGIN IMMEDIATE")
         try:
             if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone() is None:

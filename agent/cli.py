@@ -27,6 +27,7 @@ from protocols.opcua.config import OpcUaIdentity, OpcUaSecurity
 from shared.clock import SystemClock
 from shared.errors import ConfigError
 from shared.logs import setup_logging
+from shared.memory import limit_malloc_arenas, settle_startup_objects
 
 log = logging.getLogger(__name__)
 STOP_TIMEOUT_S = 30.0
@@ -272,6 +273,8 @@ def _confirm(question: str) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of plantwire-agent."""
     args = build_parser().parse_args(argv)
+    if args.command == "run":
+        limit_malloc_arenas()
     try:
         if args.command == "discover":
             print(asyncio.run(discover_config(args)), end="")
@@ -313,7 +316,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-        await run_agent(AgentService(config), stop)
+        service = AgentService(config)
+        settle_startup_objects()
+        await run_agent(service, stop)
 
     try:
         with contextlib.suppress(KeyboardInterrupt):

@@ -34,9 +34,13 @@ from tests.servers import free_port, wait_for_port  # noqa: E402
 
 
 def buffered(path: Path) -> int:
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as conn:
-        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'readings'").fetchone()
-    return int(row[0]) if row else 0
+    """Readings ever committed to a buffer file (0 while the agent is still creating it)."""
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'next_seq'").fetchone()
+    except sqlite3.OperationalError:
+        return 0
+    return int(row[0]) - 1 if row else 0
 
 
 async def _raw_reads(port: int, count: int, clients: int, seconds: float) -> float:
