@@ -2,7 +2,9 @@
 
 An agent deletes a batch from its buffer only on this acknowledgement, never on the broker's
 PUBACK, which does not mean the data is stored anywhere durable. Version 2 adds the readings
-refused from batches that were otherwise stored; agents accept both versions.
+refused from batches that were otherwise stored; agents accept both versions. Version 2 may
+also list batches left unstored because they named a tag dictionary the collector lacks
+(`dictionary`); it is sent only when that list is not empty, so other acks keep their bytes.
 """
 
 import json
@@ -48,6 +50,13 @@ class AckPayload(_Strict):
     refused: list[Refusal] = Field(
         default_factory=list, description="Readings refused from stored batches (v2)."
     )
+    dictionary: list[int] = Field(
+        default_factory=list,
+        description=(
+            "Batch ids not stored because their tag dictionary is unknown; send them again"
+            " with the dictionary (v2, only when not empty)."
+        ),
+    )
 
 
 def encode_ack(
@@ -56,6 +65,7 @@ def encode_ack(
     rejected: list[Rejection] | None = None,
     refused: list[Refusal] | None = None,
     *,
+    dictionary: list[int] | None = None,
     version: AckVersion = 2,
 ) -> bytes:
     """Serialise an acknowledgement; version 1 leaves out what only version 2 can say."""
@@ -63,9 +73,19 @@ def encode_ack(
     if version == 1:
         rejected = [Rejection(batch=r.batch, error=r.error) for r in rejected]
         payload = AckPayload(v=1, epoch=epoch, stored=stored, rejected=rejected)
-        return payload.model_dump_json(exclude={"refused"}, exclude_none=True).encode()
-    payload = AckPayload(v=2, epoch=epoch, stored=stored, rejected=rejected, refused=refused or [])
-    return payload.model_dump_json(exclude_none=True).encode()
+        return payload.model_dump_json(
+            exclude={"refused", "dictionary"}, exclude_none=True
+        ).encode()
+    payload = AckPayload(
+        v=2,
+        epoch=epoch,
+        stored=stored,
+        rejected=rejected,
+        refused=refused or [],
+        dictionary=dictionary or [],
+    )
+    leave_out = set() if dictionary else {"dictionary"}
+    return payload.model_dump_json(exclude=leave_out, exclude_none=True).encode()
 
 
 def decode_ack(raw: bytes) -> AckPayload:
@@ -74,6 +94,11 @@ def decode_ack(raw: bytes) -> AckPayload:
         ack = AckPayload.model_validate(json.loads(raw))
     except (ValueError, ValidationError) as exc:
         raise WireError(f"invalid acknowledgement: {exc}", reason="ack") from exc
-    if ack.v == 1 and (ack.refused or any(r.reason is not None for r in ack.rejected)):
-        raise WireError("invalid acknowledgement: v1 carries no refusals or reasons", reason="ack")
+    if ack.v == 1 and (
+        ack.refused or ack.dictionary or any(r.reason is not None for r in ack.rejected)
+    ):
+        raise WireError(
+            "invalid acknowledgement: v1 carries no refusals, reasons or dictionary requests",
+            reason="ack",
+        )
     return ack
