@@ -211,12 +211,19 @@ class TimeWindow:
 class BatchDecoder:
     """Decodes batches, parsing each distinct tag dictionary once (agents resend the same one)."""
 
-    def __init__(self, cache_size: int = 512, window: TimeWindow | None = None) -> None:
+    def __init__(
+        self,
+        cache_size: int = 512,
+        window: TimeWindow | None = None,
+        max_inflated_bytes: int | None = None,
+    ) -> None:
+        """`max_inflated_bytes` bounds a version 3 batch's dictionary and body once inflated."""
         self._tables: OrderedDict[bytes, TagTable] = OrderedDict()
         # Version 3 dictionaries by (agent, hash): batches name them without sending them.
         self._dictionaries: OrderedDict[tuple[str, str], TagTable] = OrderedDict()
         self._cache_size = cache_size
         self._window = window or TimeWindow()
+        self._max_inflated = max_inflated_bytes
 
     def decode(self, raw: bytes, topic_agent: str, topic: str = "") -> Batch:
         """Parse and validate a batch payload.
@@ -242,7 +249,7 @@ class BatchDecoder:
     ) -> tuple[Batch, NDArray[np.bool_], Found]:
         """The whole batch, which readings fail their checks, and why (for replaying them)."""
         if payload_version(raw) == WIRE_V3:
-            batch = self._decode_v3(split_v3(raw), topic_agent)
+            batch = self._decode_v3(split_v3(raw, self._max_inflated), topic_agent)
         else:
             sections = split_payload(raw)
             _check_agent(sections.header.agent, topic_agent)

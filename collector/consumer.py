@@ -464,9 +464,15 @@ class Consumer:
 
 
 def batch_decoder(settings: IngestSettings) -> BatchDecoder:
-    """A decoder refusing readings outside the configured timestamp window."""
+    """A decoder refusing readings outside the configured timestamp window.
+
+    A compressed batch may inflate to no more than an uncompressed batch may be long.
+    """
     oldest, newest = settings.oldest_timestamp, settings.newest_timestamp
-    return BatchDecoder(window=TimeWindow(datetime_to_us(oldest), datetime_to_us(newest)))
+    return BatchDecoder(
+        window=TimeWindow(datetime_to_us(oldest), datetime_to_us(newest)),
+        max_inflated_bytes=settings.max_payload_bytes,
+    )
 
 
 def _topic_agent(topics: Topics, message: Message) -> str | None:

@@ -216,24 +216,39 @@ def test_bad_payloads_are_rejected_with_a_reason(raw: bytes, reason: str, messag
     assert message in str(raised.value)
 
 
-def test_a_zlib_bomb_is_refused_quickly_without_inflating_it() -> None:
-    # 1 reading announced; the compressed part inflates to 256 MiB of zeros.
-    inflater = zlib.compressobj(9)
+def zlib_bomb(readings: int) -> bytes:
+    """A payload announcing `readings` readings whose zlib stream inflates to 256 MiB."""
+    deflater = zlib.compressobj(9)
     chunk = bytes(1 << 20)
-    bomb = b"".join(inflater.compress(chunk) for _ in range(256)) + inflater.flush()
-    header = {"agent": "a1", "epoch": 1, "batch": 1, "n": 1, "blocks": 1, "tags": HASH, "z": True}
-    head = json.dumps(header).encode()
-    payload = PREAMBLE.pack(MAGIC, WIRE_V3, len(head), 0) + head + bomb
+    bomb = b"".join(deflater.compress(chunk) for _ in range(256)) + deflater.flush()
+    header = {"agent": "a1", "epoch": 1, "batch": 1, "n": readings, "blocks": 1}
+    head = json.dumps({**header, "tags": HASH, "z": True}).encode()
+    return PREAMBLE.pack(MAGIC, WIRE_V3, len(head), 0) + head + bomb
+
+
+@pytest.mark.parametrize(
+    ("readings", "limit", "reason", "message"),
+    [
+        (1, None, "schema", "inflate to more than the 34 bytes"),
+        # A header may announce a lot; the decoder's bound applies before inflating.
+        (50_000_000, 1 << 24, "too_large", "at most 16777216 are allowed"),
+    ],
+)
+def test_a_zlib_bomb_is_refused_quickly_without_inflating_it(
+    readings: int, limit: int | None, reason: str, message: str
+) -> None:
+    payload = zlib_bomb(readings)
     assert len(payload) < 300_000
+    decoder = BatchDecoder(max_inflated_bytes=limit)
     tracemalloc.start()
     started = time.perf_counter()
     try:
-        with pytest.raises(WireError, match="inflate to more than") as raised:
-            decode_batch(payload, "a1")
+        with pytest.raises(WireError, match=message) as raised:
+            decoder.decode(payload, "a1")
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert raised.value.reason == "schema"
+    assert raised.value.reason == reason
     assert time.perf_counter() - started < 1.0
     assert peak < 4 << 20, f"{peak} bytes allocated for a bomb of 256 MiB"
 
