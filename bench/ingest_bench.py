@@ -8,6 +8,9 @@ collector runs as the real `plantwire-collector run` process. Phases, repeated -
   2. Plain COPY: the same readings, already encoded, loaded by one binary COPY into a second
      database migrated with the same schema, partitions and indexes; then again split over
      two connections at once, as the collector writes (ingest.concurrent_writes = 2).
+  3. End to end again with version 3 batches of the same number of readings, made of blocks
+     of one poll each (a pass over all tags at one timestamp); each agent's first batch
+     carries its tag dictionary, the others name it (keys `*_v3`).
 Then, once: a fixed offered load (default 50,000 readings/s) for --latency-seconds, with the
 latency of each batch from its publish to the collector's acknowledgement, which is sent after
 the commit, so it bounds publish-to-commit from above.
@@ -40,9 +43,11 @@ from collector.batches import decode_batch  # noqa: E402
 from collector.copy_rows import COPY_SQL, HEADER, TRAILER, encode_rows  # noqa: E402
 from collector.partitions import ensure_partitions  # noqa: E402
 from shared.acks import decode_ack  # noqa: E402
+from shared.blocks import encode_block  # noqa: E402
 from shared.mqtt import MqttClient, MqttSettings  # noqa: E402
 from shared.readings import DataType, Quality, Reading  # noqa: E402
 from shared.wire import Topics, encode_batch  # noqa: E402
+from shared.wire_v3 import dictionary_bytes, dictionary_hash, encode_batch_v3  # noqa: E402
 from tests.servers import MosquittoServer, PostgresServer, free_port, wait_for_port  # noqa: E402
 
 DURABLE = (
@@ -76,6 +81,38 @@ def make_batches(
     return out
 
 
+def make_batches_v3(
+    agent: str, count: int, size: int, tags: int, start_us: int
+) -> list[tuple[int, bytes]]:
+    """`count` version 3 batches of `size` float readings, one block per poll of `tags` tags."""
+    names = [f"t{i:05d}" for i in range(tags)]
+    dictionary = dictionary_bytes([("machine", name, DataType.FLOAT64.value) for name in names])
+    dict_hash = dictionary_hash(dictionary)
+    out = []
+    seq = 1
+    for number in range(count):
+        blocks = []
+        for first in range(seq, seq + size, tags):
+            poll = [
+                Reading(
+                    "machine",
+                    names[i % tags],
+                    DataType.FLOAT64,
+                    start_us + (first // tags) * 1000,
+                    (first + i) * 0.5,
+                    Quality.GOOD,
+                )
+                for i in range(min(tags, seq + size - first))
+            ]
+            blocks.append(encode_block(first, poll, lambda r: int(r.tag[1:])))
+        payload = encode_batch_v3(
+            agent, 1, blocks, dict_hash=dict_hash, dictionary=None if number else dictionary
+        )
+        out.append((seq, payload))
+        seq += size
+    return out
+
+
 class Agents:
     """Simulated agents publishing batches and waiting for the collector's acknowledgements."""
 
@@ -91,6 +128,8 @@ class Agents:
             ack = decode_ack(message.payload)
             if ack.rejected:
                 raise RuntimeError(f"the collector rejected a batch: {ack.rejected[0].error}")
+            if ack.dictionary:
+                raise RuntimeError(f"the collector lacked the dictionary of {ack.dictionary}")
             for batch_id in ack.stored:
                 waiter = self.waiters.pop((agent, batch_id), None)
                 if waiter is not None and not waiter.done():
@@ -248,7 +287,12 @@ async def measure(args: argparse.Namespace, pg: PostgresServer, broker: Mosquitt
         f"bench{i}": make_batches(f"bench{i}", per_agent, args.batch, args.tags, start_us)
         for i in range(args.agents)
     }
+    work_v3 = {
+        agent: make_batches_v3(agent, per_agent, args.batch, args.tags, start_us) for agent in work
+    }
     total = per_agent * args.agents * args.batch
+    v2_bytes = sum(len(p) for batches in work.values() for _, p in batches) / total
+    v3_bytes = sum(len(p) for batches in work_v3.values() for _, p in batches) / total
     chunks = copy_rows_of(copy_url, work)
     folder = Path(tempfile.mkdtemp(prefix="plantwire-bench-"))
     collector, _ = start_collector(folder, e2e_url, broker.url)
@@ -266,9 +310,12 @@ async def measure(args: argparse.Namespace, pg: PostgresServer, broker: Mosquitt
         # A full untimed pass of each side first: the first pass into fresh tables and a cold
         # server ran about 30 % slower, on both sides, in every trial.
         await end_to_end(agents, work, args.window)
+        empty(e2e_url)
+        await end_to_end(agents, work_v3, args.window)
         empty(copy_url)
         plain_copy(copy_url, chunks, 1)
         e2e_rates, copy_rates, copy2_rates, collector_cpu = [], [], [], []
+        e2e_v3_rates, collector_cpu_v3 = [], []
         parts = {"collector": collector.pid, "PostgreSQL": pg.pid(), "Mosquitto": broker.pid}
         parts["agents (this process)"] = os.getpid()
         shares: dict[str, list[float]] = {name: [] for name in parts}
@@ -285,6 +332,15 @@ async def measure(args: argparse.Namespace, pg: PostgresServer, broker: Mosquitt
                 stored = conn.execute("SELECT count(*) FROM readings").fetchone()
             if stored is None or stored[0] != total:
                 raise RuntimeError(f"the collector stored {stored} readings of {total}")
+            empty(e2e_url)
+            cpu_before = tree_cpu(collector.pid)
+            seconds = await end_to_end(agents, work_v3, args.window)
+            collector_cpu_v3.append((tree_cpu(collector.pid) - cpu_before) / seconds * 100)
+            e2e_v3_rates.append(total / seconds)
+            with psycopg.connect(e2e_url) as conn:
+                stored = conn.execute("SELECT count(*) FROM readings").fetchone()
+            if stored is None or stored[0] != total:
+                raise RuntimeError(f"the collector stored {stored} version 3 readings of {total}")
             empty(copy_url)
             copy_rates.append(total / plain_copy(copy_url, chunks, 1))
             empty(copy_url)
@@ -292,6 +348,8 @@ async def measure(args: argparse.Namespace, pg: PostgresServer, broker: Mosquitt
             print(
                 f"run {run + 1}: end to end {e2e_rates[-1]:,.0f} readings/s"
                 f" (collector CPU {collector_cpu[-1]:.0f} %),"
+                f" version 3 {e2e_v3_rates[-1]:,.0f} readings/s"
+                f" (collector CPU {collector_cpu_v3[-1]:.0f} %),"
                 f" plain COPY {copy_rates[-1]:,.0f} readings/s"
                 f" (on two connections {copy2_rates[-1]:,.0f})",
                 flush=True,
@@ -312,6 +370,7 @@ async def measure(args: argparse.Namespace, pg: PostgresServer, broker: Mosquitt
         collector.wait(30)
     e2e, copy = statistics.median(e2e_rates), statistics.median(copy_rates)
     copy2 = statistics.median(copy2_rates)
+    e2e_v3 = statistics.median(e2e_v3_rates)
     p50 = latencies[len(latencies) // 2] * 1000
     p99 = latencies[int(len(latencies) * 0.99)] * 1000
     print(
@@ -330,6 +389,10 @@ async def measure(args: argparse.Namespace, pg: PostgresServer, broker: Mosquitt
         f"end to end: {e2e:,.0f} readings/s; plain COPY: {copy:,.0f} readings/s; ratio {ratio:.2f}"
     )
     print(
+        f"version 3 end to end: {e2e_v3:,.0f} readings/s;"
+        f" bytes per reading {v3_bytes:.1f} (version 2: {v2_bytes:.1f})"
+    )
+    print(
         f"at {args.rate:,} readings/s offered ({len(latencies)} batches of 500):"
         f" p50 {p50:.0f} ms, p99 {p99:.0f} ms, max {latencies[-1] * 1000:.0f} ms"
     )
@@ -337,6 +400,10 @@ async def measure(args: argparse.Namespace, pg: PostgresServer, broker: Mosquitt
         f"RESULT e2e_readings_per_s={e2e:.0f} copy_readings_per_s={copy:.0f}"
         f" ratio={e2e / copy:.2f} p50_ms={p50:.0f} p99_ms={p99:.0f}"
         f" copy_2conn_readings_per_s={copy2:.0f} ratio_2conn={e2e / copy2:.2f}"
+        f" e2e_v3_readings_per_s={e2e_v3:.0f} ratio_v3={e2e_v3 / copy:.2f}"
+        f" collector_cpu_pct={statistics.median(collector_cpu):.0f}"
+        f" collector_cpu_v3_pct={statistics.median(collector_cpu_v3):.0f}"
+        f" v2_bytes_per_reading={v2_bytes:.1f} v3_bytes_per_reading={v3_bytes:.1f}"
     )
 
 

@@ -8,6 +8,11 @@ dictionary, and both are checked as strictly. Measured per reading, medians of -
 JSON is parsed two ways (by a pydantic model, as the first JSON format was, and by the
 standard library), then turned into the same numpy columns and put through the same checks
 as the binary format. The binary format is decoded with and without its dictionary cache.
+Version 3 (keys `v3_*`) carries the same readings as polls: blocks of one pass over all tags;
+its sizes are with the dictionary only named unless the key says `inline`, compressed unless
+it says `plain`, and with one timestamp per block unless it says `rts` (the readings above,
+whose timestamps all differ). Its encoding is split as the agent does it: blocks once, when
+buffered (`v3_block_encode_ns`), then a batch from blocks per send (`v3_encode_ns`).
 """
 
 import argparse
@@ -25,8 +30,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from collector.batches import Batch, BatchDecoder, TagTable, check_batch  # noqa: E402
+from shared.blocks import Block, encode_block  # noqa: E402
 from shared.readings import DataType, Quality, Reading  # noqa: E402
 from shared.wire import TagDictionary, encode_batch  # noqa: E402
+from shared.wire_v3 import dictionary_bytes, dictionary_hash, encode_batch_v3  # noqa: E402
 
 TS = 1_795_627_950_000_000
 
@@ -53,6 +60,43 @@ def sample(count: int, tags: int) -> list[Reading]:
         Reading("press-1", f"t{i % tags:05d}", DataType.FLOAT64, TS + i * 1000, i * 0.37)
         for i in range(count)
     ]
+
+
+def polled(count: int, tags: int) -> list[Reading]:
+    """The same readings, but each pass over the tags is one poll sharing one timestamp."""
+    return [
+        Reading("press-1", f"t{i % tags:05d}", DataType.FLOAT64, TS + i // tags * 1000, i * 0.37)
+        for i in range(count)
+    ]
+
+
+class V3:
+    """Readings as version 3 blocks of one poll each, with the agent's dictionary."""
+
+    def __init__(self, readings: list[Reading], tags: int) -> None:
+        keys = sorted({(r.device, r.tag, r.data_type.value) for r in readings})
+        self.index = {key[1]: i for i, key in enumerate(keys)}
+        self.dictionary = dictionary_bytes(keys)
+        self.hash = dictionary_hash(self.dictionary)
+        self.polls = [readings[i : i + tags] for i in range(0, len(readings), tags)]
+        self.blocks = self.encode_blocks()
+
+    def encode_blocks(self) -> list[Block]:
+        index = self.index
+        return [
+            encode_block(1 + i * len(self.polls[0]), poll, lambda r: index[r.tag])
+            for i, poll in enumerate(self.polls)
+        ]
+
+    def batch(self, *, inline: bool = False, compress: bool = True) -> bytes:
+        return encode_batch_v3(
+            "a1",
+            1,
+            self.blocks,
+            dict_hash=self.hash,
+            dictionary=self.dictionary if inline else None,
+            compress=compress,
+        )
 
 
 def encode_json(agent: str, epoch: int, seqs: list[int], readings: list[Reading]) -> bytes:
@@ -128,6 +172,12 @@ def main() -> None:
     as_binary = encode_batch("a1", 1, seqs, readings)
     decoder = BatchDecoder()
     assert readings[0].quality is Quality.GOOD
+    v3 = V3(polled(n, args.tags), args.tags)
+    v3_rts = V3(readings, args.tags)
+    v3_named, v3_plain = v3.batch(), v3.batch(compress=False)
+    decoder.decode(v3.batch(inline=True), "a1")  # learns the dictionary, as from a first batch
+    for payload in (v3_named, v3_plain, v3_rts.batch()):
+        assert len(decoder.decode(payload, "a1")) == n, "every reading decodes and passes"
     figures = {
         "json_bytes_per_reading": len(as_json) / n,
         "binary_bytes_per_reading": len(as_binary) / n,
@@ -147,6 +197,15 @@ def main() -> None:
             lambda: BatchDecoder(cache_size=0).decode(as_binary, "a1"), n, args.runs
         ),
         "binary_decode_ns": per_reading_ns(lambda: decoder.decode(as_binary, "a1"), n, args.runs),
+        "v3_bytes_per_reading": len(v3_named) / n,
+        "v3_plain_bytes_per_reading": len(v3_plain) / n,
+        "v3_inline_bytes_per_reading": len(v3.batch(inline=True)) / n,
+        "v3_rts_bytes_per_reading": len(v3_rts.batch()) / n,
+        "v3_block_encode_ns": per_reading_ns(v3.encode_blocks, n, args.runs),
+        "v3_encode_ns": per_reading_ns(v3.batch, n, args.runs),
+        "v3_plain_encode_ns": per_reading_ns(lambda: v3.batch(compress=False), n, args.runs),
+        "v3_decode_ns": per_reading_ns(lambda: decoder.decode(v3_named, "a1"), n, args.runs),
+        "v3_plain_decode_ns": per_reading_ns(lambda: decoder.decode(v3_plain, "a1"), n, args.runs),
     }
     print(f"one batch of {n} float64 readings over {args.tags} tags; medians of {args.runs} runs")
     for key, value in figures.items():

@@ -2,13 +2,14 @@
 
 import re
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 from numpy.typing import NDArray
 
+from collector.batches_v3 import expand_v3
 from shared.blocks import INT_EXACT, NO_SERVER_TS, ValueKind, typed_value
 from shared.errors import WireError
 from shared.readings import INTEGER_RANGES, DataType, Quality, Reading, Value
@@ -20,8 +21,10 @@ from shared.wire import (
     TagRef,
     columns_of,
     parse_dictionary,
+    payload_version,
     split_payload,
 )
+from shared.wire_v3 import WIRE_V3, SectionsV3, dictionary_hash, split_v3
 
 _DECIMAL = re.compile(r"-?[0-9]{1,20}")
 _FLOATS = (DataType.FLOAT32, DataType.FLOAT64)
@@ -113,6 +116,8 @@ class Batch:
     refused: Refused | None = None
     topic: str = ""
     raw: bytes = b""
+    dictionary: str = ""
+    """Hash of the tag dictionary a version 3 batch names (empty for version 2)."""
 
     def __len__(self) -> int:
         return len(self.seqs)
@@ -173,6 +178,24 @@ def check_size(payload: bytes, limit: int) -> None:
         raise WireError(f"payload of {len(payload)} bytes exceeds {limit}", reason="too_large")
 
 
+class UnknownDictionary(WireError):
+    """A version 3 batch names a tag dictionary this collector has not seen (and was not sent)."""
+
+    def __init__(self, agent: str, dict_hash: str, epoch: int, batch_id: int) -> None:
+        super().__init__(
+            f"batch {batch_id} names tag dictionary {dict_hash}, which is unknown here",
+            reason="dictionary",
+        )
+        self.agent = agent
+        self.hash = dict_hash
+        self.epoch = epoch
+        self.batch_id = batch_id
+
+
+DictionaryLoader = Callable[[str, str], Awaitable[bytes | None]]
+"""Looks up an agent's tag dictionary by its hash elsewhere (PostgreSQL); None if unknown."""
+
+
 @dataclass(frozen=True, slots=True)
 class TimeWindow:
     """Source and server timestamps a reading may carry, in microseconds since the epoch."""
@@ -188,10 +211,19 @@ class TimeWindow:
 class BatchDecoder:
     """Decodes batches, parsing each distinct tag dictionary once (agents resend the same one)."""
 
-    def __init__(self, cache_size: int = 512, window: TimeWindow | None = None) -> None:
+    def __init__(
+        self,
+        cache_size: int = 512,
+        window: TimeWindow | None = None,
+        max_inflated_bytes: int | None = None,
+    ) -> None:
+        """`max_inflated_bytes` bounds a version 3 batch's dictionary and body once inflated."""
         self._tables: OrderedDict[bytes, TagTable] = OrderedDict()
+        # Version 3 dictionaries by (agent, hash): batches name them without sending them.
+        self._dictionaries: OrderedDict[tuple[str, str], TagTable] = OrderedDict()
         self._cache_size = cache_size
         self._window = window or TimeWindow()
+        self._max_inflated = max_inflated_bytes
 
     def decode(self, raw: bytes, topic_agent: str, topic: str = "") -> Batch:
         """Parse and validate a batch payload.
@@ -216,17 +248,71 @@ class BatchDecoder:
         self, raw: bytes, topic_agent: str, topic: str = ""
     ) -> tuple[Batch, NDArray[np.bool_], Found]:
         """The whole batch, which readings fail their checks, and why (for replaying them)."""
-        sections = split_payload(raw)
-        header = sections.header
-        if header.agent != topic_agent:
-            raise WireError(
-                f"payload agent {header.agent!r} differs from topic agent {topic_agent!r}",
-                reason="agent_mismatch",
-            )
-        tags = self._table(sections.dictionary)
-        batch = replace(_columns(header, tags, sections.body), topic=topic, raw=raw)
+        if payload_version(raw) == WIRE_V3:
+            batch = self._decode_v3(split_v3(raw, self._max_inflated), topic_agent)
+        else:
+            sections = split_payload(raw)
+            _check_agent(sections.header.agent, topic_agent)
+            batch = _columns(sections.header, self._table(sections.dictionary), sections.body)
+        batch = replace(batch, topic=topic, raw=raw)
         bad, found = check_batch(batch, self._window)
         return batch, bad, found
+
+    def _decode_v3(self, sections: SectionsV3, topic_agent: str) -> Batch:
+        header = sections.header
+        _check_agent(header.agent, topic_agent)
+        if sections.dictionary:
+            tags = self._learn(header.agent, header.tags, sections.dictionary.rstrip(b" "))
+        else:
+            known = self._dictionaries.get((header.agent, header.tags))
+            if known is None:
+                raise UnknownDictionary(header.agent, header.tags, header.epoch, header.batch)
+            self._dictionaries.move_to_end((header.agent, header.tags))
+            tags = known
+        columns = expand_v3(header, sections.body)
+        return Batch(
+            header.agent,
+            header.epoch,
+            header.batch,
+            tags,
+            columns.t,
+            columns.seqs,
+            columns.ts,
+            columns.values,
+            columns.kinds,
+            columns.qualities,
+            header.texts,
+            columns.server_ts,
+            last_seq=int(columns.seqs[-1]),
+            dictionary=header.tags,
+        )
+
+    def knows(self, agent: str, dict_hash: str) -> bool:
+        """Whether an agent's dictionary of this hash is at hand."""
+        return (agent, dict_hash) in self._dictionaries
+
+    def learn(self, agent: str, dict_hash: str, raw: bytes) -> None:
+        """Keep an agent's dictionary found elsewhere (PostgreSQL), after checking its hash."""
+        raw = raw.rstrip(b" ")
+        if dictionary_hash(raw) != dict_hash:
+            raise WireError(f"the dictionary kept as {dict_hash} has another hash", reason="schema")
+        self._learn(agent, dict_hash, raw)
+
+    async def resolve(self, missing: UnknownDictionary, load: DictionaryLoader) -> bool:
+        """Learn the dictionary a batch named through `load`; False if it is unknown there too."""
+        raw = await load(missing.agent, missing.hash)
+        if raw is None:
+            return False
+        self.learn(missing.agent, missing.hash, raw)
+        return True
+
+    def _learn(self, agent: str, dict_hash: str, raw: bytes) -> TagTable:
+        table = self._table(raw)
+        self._dictionaries[(agent, dict_hash)] = table
+        self._dictionaries.move_to_end((agent, dict_hash))
+        if len(self._dictionaries) > self._cache_size:
+            self._dictionaries.popitem(last=False)
+        return table
 
     def _table(self, raw: bytes) -> TagTable:
         table = self._tables.get(raw)
@@ -237,6 +323,14 @@ class BatchDecoder:
         else:
             self._tables.move_to_end(raw)
         return table
+
+
+def _check_agent(payload_agent: str, topic_agent: str) -> None:
+    if payload_agent != topic_agent:
+        raise WireError(
+            f"payload agent {payload_agent!r} differs from topic agent {topic_agent!r}",
+            reason="agent_mismatch",
+        )
 
 
 def decode_batch(raw: bytes, topic_agent: str) -> Batch:

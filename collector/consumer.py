@@ -11,7 +11,7 @@ from typing import Any, Protocol, TypeVar
 from psycopg import DataError, IntegrityError
 from psycopg import Error as DatabaseError
 
-from collector.batches import Batch, BatchDecoder, TimeWindow, check_size
+from collector.batches import Batch, BatchDecoder, TimeWindow, UnknownDictionary, check_size
 from collector.config import IngestSettings
 from collector.metrics import CollectorMetrics
 from collector.store import DeadLetter, ReadingStore, WriteOutcome
@@ -114,6 +114,8 @@ class Consumer:
         self._writes: deque[_Write] = deque()
         self._decoder = batch_decoder(settings)
         self._acks: set[asyncio.Future[None]] = set()
+        # (agent, hash) of the version 3 dictionaries known to be in PostgreSQL.
+        self._saved: set[tuple[str, str]] = set()
 
     async def run(self) -> None:
         """Consume until cancelled."""
@@ -200,11 +202,55 @@ class Consumer:
             if kind != "batch":
                 await self._status(agent, kind, message)
                 return
-            batch = self._decoder.decode(message.payload, agent, message.topic)
+            batch = await self._decode(message, agent)
+        except UnknownDictionary as exc:
+            self._ask_for_dictionary(message, exc)
+            return
         except WireError as exc:
             await self._quarantine(message, str(exc), exc.reason)
             return
+        if batch.dictionary and (batch.agent, batch.dictionary) not in self._saved:
+            try:
+                await self._retrying(
+                    "save a tag dictionary",
+                    lambda: self._store.save_dictionary(
+                        batch.agent, batch.dictionary, batch.tags.raw, len(batch.tags.refs)
+                    ),
+                )
+            except _Refused as exc:
+                await self._quarantine(message, str(exc), "store")
+                return
+            self._saved.add((batch.agent, batch.dictionary))
         self._hold(message, batch)
+
+    async def _decode(self, message: Message, agent: str) -> Batch:
+        """Decode a batch; a dictionary it names but this collector lacks is looked up first."""
+        try:
+            return self._decoder.decode(message.payload, agent, message.topic)
+        except UnknownDictionary as exc:
+            # Another replica, or this one before a restart, may have kept it.
+            if not await self._decoder.resolve(exc, self._load_dictionary):
+                raise
+            self._saved.add((exc.agent, exc.hash))
+        return self._decoder.decode(message.payload, agent, message.topic)
+
+    async def _load_dictionary(self, agent: str, dict_hash: str) -> bytes | None:
+        return await self._retrying(
+            "load a tag dictionary", lambda: self._store.load_dictionary(agent, dict_hash)
+        )
+
+    def _ask_for_dictionary(self, message: Message, missing: UnknownDictionary) -> None:
+        """Store nothing of a batch whose dictionary is unknown; ask its agent to send it along."""
+        log.info(
+            "agent %s named tag dictionary %s, unknown here: asking for batch %d again",
+            missing.agent,
+            missing.hash,
+            missing.batch_id,
+        )
+        self._metrics.messages.labels(outcome="dictionary").inc()
+        ack = self._ack(missing.epoch, [], [], [], dictionary=[missing.batch_id])
+        self._acknowledge(missing.agent, ack)
+        self._hold(message, None)
 
     async def _status(self, agent: str, kind: str, message: Message) -> None:
         """Record a status message; one the database refuses for good is quarantined."""
@@ -296,9 +342,22 @@ class Consumer:
             self._hold(message, None)
 
     def _ack(
-        self, epoch: int, stored: list[int], rejected: list[Rejection], refused: list[Refusal]
+        self,
+        epoch: int,
+        stored: list[int],
+        rejected: list[Rejection],
+        refused: list[Refusal],
+        *,
+        dictionary: list[int] | None = None,
     ) -> bytes:
-        return encode_ack(epoch, stored, rejected, refused, version=self._settings.ack_version)
+        return encode_ack(
+            epoch,
+            stored,
+            rejected,
+            refused,
+            dictionary=dictionary,
+            version=self._settings.ack_version,
+        )
 
     async def _flush(self) -> None:
         """Start writing the current group, once fewer than `concurrent_writes` are running."""
@@ -405,9 +464,15 @@ class Consumer:
 
 
 def batch_decoder(settings: IngestSettings) -> BatchDecoder:
-    """A decoder refusing readings outside the configured timestamp window."""
+    """A decoder refusing readings outside the configured timestamp window.
+
+    A compressed batch may inflate to no more than an uncompressed batch may be long.
+    """
     oldest, newest = settings.oldest_timestamp, settings.newest_timestamp
-    return BatchDecoder(window=TimeWindow(datetime_to_us(oldest), datetime_to_us(newest)))
+    return BatchDecoder(
+        window=TimeWindow(datetime_to_us(oldest), datetime_to_us(newest)),
+        max_inflated_bytes=settings.max_payload_bytes,
+    )
 
 
 def _topic_agent(topics: Topics, message: Message) -> str | None:

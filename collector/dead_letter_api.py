@@ -1,6 +1,7 @@
 """The HTTP API over dead letters: list with filters and a cursor, show one with its payload."""
 
 import base64
+import json
 from datetime import datetime
 
 from aiohttp import web
@@ -115,4 +116,11 @@ async def get_dead_letter(request: web.Request) -> web.Response:
     document["refused_readings"] = [
         {"idx": r.idx, "seq": r.seq, "reason": r.reason, "error": r.error} for r in detail.refused
     ]
+    if detail.dictionary is not None:
+        # A version 3 payload that names its tag dictionary cannot be read without it.
+        kept = detail.dictionary.dictionary
+        document["tag_dictionary"] = {
+            "hash": detail.dictionary.hash,
+            "dictionary": None if kept is None else json.loads(kept),
+        }
     return web.json_response(document)

@@ -220,12 +220,19 @@ async def _show(store: DeadLetters, args: argparse.Namespace) -> int:
     ]
     if letter.replay_error:
         fields.append(("replay error", letter.replay_error))
+    if detail.dictionary is not None:
+        kept = detail.dictionary.dictionary
+        where = "not kept by any collector" if kept is None else "from tag_dictionaries"
+        fields.append(("tag dictionary", f"{detail.dictionary.hash} ({where})"))
     for name, value in fields:
         print(f"{name + ':':<18}{value}")
     if detail.refused:
         print("refused readings:")
         for reading in detail.refused:
             print(f"  #{reading.idx} seq {reading.seq} {reading.reason}: {reading.error}")
+    if detail.dictionary is not None and detail.dictionary.dictionary is not None:
+        print(f"tag dictionary ({len(detail.dictionary.dictionary)} bytes, JSON):")
+        print(detail.dictionary.dictionary.decode())
     if args.raw is not None:
         args.raw.write_bytes(detail.payload)
         print(f"payload: {len(detail.payload)} bytes written to {args.raw}")

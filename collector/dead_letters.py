@@ -9,6 +9,8 @@ from psycopg import AsyncConnection, sql
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
+from collector.batches_v3 import named_dictionary
+
 KINDS = ("batch", "state", "heartbeat", "unknown")
 """What a dead letter's topic said the message was."""
 
@@ -52,12 +54,23 @@ class RefusedReading:
 
 
 @dataclass(frozen=True, slots=True)
+class NamedDictionary:
+    """The tag dictionary a version 3 payload names without carrying it."""
+
+    hash: str
+    dictionary: bytes | None
+    """As kept in tag_dictionaries; None if no collector has kept it."""
+
+
+@dataclass(frozen=True, slots=True)
 class DeadLetterDetail:
     """A dead letter with its raw payload and the readings it refused one by one."""
 
     letter: DeadLetter
     payload: bytes
     refused: list[RefusedReading]
+    dictionary: NamedDictionary | None = None
+    """Set when the payload only names its tag dictionary: what it takes to read it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +188,17 @@ class DeadLetters:
                 (dead_letter_id,),
             )
             refused = [RefusedReading(*reading) for reading in await cursor.fetchall()]
-        return DeadLetterDetail(_letter(row[:-1]), bytes(row[-1]), refused)
+            payload = bytes(row[-1])
+            named = named_dictionary(payload)
+            dictionary = None
+            if named is not None:
+                cursor = await conn.execute(
+                    "SELECT dictionary FROM tag_dictionaries WHERE agent_id = %s AND hash = %s",
+                    named,
+                )
+                kept = await cursor.fetchone()
+                dictionary = NamedDictionary(named[1], None if kept is None else bytes(kept[0]))
+        return DeadLetterDetail(_letter(row[:-1]), payload, refused, dictionary)
 
     async def count(self, selection: DeadLetterFilter) -> int:
         """How many dead letters match."""

@@ -10,7 +10,7 @@ class CollectorMetrics:
         self.registry = CollectorRegistry()
         self.messages = Counter(
             "plantwire_collector_messages_total",
-            "MQTT messages handled, by outcome (stored, duplicate, quarantined, lost).",
+            "MQTT messages handled, by outcome (stored, duplicate, quarantined, lost, dictionary).",
             ["outcome"],
             registry=self.registry,
         )

@@ -15,7 +15,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
 
 from collector.agents import AgentRegistry
-from collector.batches import Batch, BatchDecoder, check_size
+from collector.batches import Batch, BatchDecoder, UnknownDictionary, check_size
 from collector.config import IngestSettings
 from collector.store import ReadingStore, TagIds
 from shared.errors import WireError
@@ -83,7 +83,13 @@ class Replayer:
         self, dead_letter_id: int, agent: str, topic: str, payload: bytes
     ) -> ReplayOutcome:
         check_size(payload, self._settings.max_payload_bytes)
-        whole, bad, _ = self._decoder.decode_all(payload, agent, topic)
+        try:
+            whole, bad, _ = self._decoder.decode_all(payload, agent, topic)
+        except UnknownDictionary as exc:
+            # A version 3 batch that only named its dictionary: a collector kept it.
+            if not await self._decoder.resolve(exc, self._store.load_dictionary):
+                raise
+            whole, bad, _ = self._decoder.decode_all(payload, agent, topic)
         batch = self._decoder.decode(payload, agent, topic)
         ids = await self._store.prepare([batch])
         async with self._store.pool.connection() as conn, conn.transaction():

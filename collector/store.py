@@ -300,6 +300,25 @@ class ReadingStore:
                 ),
             )
 
+    async def save_dictionary(self, agent: str, dict_hash: str, raw: bytes, tags: int) -> None:
+        """Keep an agent's version 3 tag dictionary under its hash (kept once)."""
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO tag_dictionaries (agent_id, hash, tags, dictionary)"
+                " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                (agent, dict_hash, tags, raw),
+            )
+
+    async def load_dictionary(self, agent: str, dict_hash: str) -> bytes | None:
+        """An agent's tag dictionary by its hash, or None if no collector has kept it."""
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT dictionary FROM tag_dictionaries WHERE agent_id = %s AND hash = %s",
+                (agent, dict_hash),
+            )
+            row = await cursor.fetchone()
+        return None if row is None else bytes(row[0])
+
     async def find_tags(self, device: str, name: str, agent: str | None) -> list[TagInfo]:
         """Tags with this device and name, from one agent or from all (a row per data type)."""
         async with self._pool.connection() as conn:

@@ -2,7 +2,9 @@
 
 An agent deletes a batch from its buffer only on this acknowledgement, never on the broker's
 PUBACK, which does not mean the data is stored anywhere durable. Version 2 adds the readings
-refused from batches that were otherwise stored; agents accept both versions.
+refused from batches that were otherwise stored; agents accept both versions. Version 2 may
+also list batches left unstored because they named a tag dictionary the collector lacks
+(`dictionary`); it is sent only when that list is not empty, so other acks keep their bytes.
 """
 
 import json
@@ -50,8 +52,10 @@ class AckPayload(_Strict):
     )
     dictionary: list[int] = Field(
         default_factory=list,
-        description="Batches not stored because their tag dictionary is unknown to the"
-        " collector: send them again, carrying it (only to agents sending wire version 3).",
+        description=(
+            "Batch ids not stored because their tag dictionary is unknown; send them again"
+            " with the dictionary (v2, only when not empty)."
+        ),
     )
 
 
@@ -61,8 +65,8 @@ def encode_ack(
     rejected: list[Rejection] | None = None,
     refused: list[Refusal] | None = None,
     *,
-    version: AckVersion = 2,
     dictionary: list[int] | None = None,
+    version: AckVersion = 2,
 ) -> bytes:
     """Serialise an acknowledgement; version 1 leaves out what only version 2 can say."""
     rejected = rejected or []
@@ -80,10 +84,8 @@ def encode_ack(
         refused=refused or [],
         dictionary=dictionary or [],
     )
-    # Agents before wire version 3 refuse fields they do not know: send it only when it says
-    # something, which only a version 3 batch can make it say.
-    exclude = set() if payload.dictionary else {"dictionary"}
-    return payload.model_dump_json(exclude=exclude, exclude_none=True).encode()
+    leave_out = set() if dictionary else {"dictionary"}
+    return payload.model_dump_json(exclude=leave_out, exclude_none=True).encode()
 
 
 def decode_ack(raw: bytes) -> AckPayload:
@@ -92,6 +94,11 @@ def decode_ack(raw: bytes) -> AckPayload:
         ack = AckPayload.model_validate(json.loads(raw))
     except (ValueError, ValidationError) as exc:
         raise WireError(f"invalid acknowledgement: {exc}", reason="ack") from exc
-    if ack.v == 1 and (ack.refused or any(r.reason is not None for r in ack.rejected)):
-        raise WireError("invalid acknowledgement: v1 carries no refusals or reasons", reason="ack")
+    if ack.v == 1 and (
+        ack.refused or ack.dictionary or any(r.reason is not None for r in ack.rejected)
+    ):
+        raise WireError(
+            "invalid acknowledgement: v1 carries no refusals, reasons or dictionary requests",
+            reason="ack",
+        )
     return ack

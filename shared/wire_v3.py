@@ -141,8 +141,12 @@ class SectionsV3:
     body: memoryview
 
 
-def split_v3(raw: bytes) -> SectionsV3:
-    """Check a version 3 payload's header and lengths; inflate it if compressed."""
+def split_v3(raw: bytes, max_inflated: int | None = None) -> SectionsV3:
+    """Check a version 3 payload's header and lengths; inflate it if compressed.
+
+    With `max_inflated`, a header implying a longer dictionary and body is refused before
+    anything is inflated.
+    """
     _, version, header_length, dictionary_length = PREAMBLE.unpack_from(raw)
     if version != WIRE_V3:
         raise WireError(f"expected wire version {WIRE_V3}, not {version}", reason="version")
@@ -156,6 +160,11 @@ def split_v3(raw: bytes) -> SectionsV3:
     if header.blocks > header.n:
         raise WireError(f"{header.blocks} blocks cannot hold {header.n} readings", reason="schema")
     expected = dictionary_length + header.body_bytes()
+    if max_inflated is not None and expected > max_inflated:
+        raise WireError(
+            f"dictionary and body would take {expected} bytes; at most {max_inflated} are allowed",
+            reason="too_large",
+        )
     rest: bytes | memoryview = memoryview(raw)[header_end:]
     if header.z:
         inflater = zlib.decompressobj()

@@ -1,9 +1,15 @@
 """Building well-formed and deliberately broken binary batches for tests."""
 
 import json
+import zlib
 from array import array
+from collections.abc import Sequence
+from typing import NamedTuple
 
+from shared.blocks import encode_block
+from shared.readings import Reading
 from shared.wire import COLUMNS, MAGIC, PREAMBLE, WIRE_VERSION
+from shared.wire_v3 import WIRE_V3, dictionary_bytes, dictionary_hash, encode_batch_v3
 
 Columns = dict[str, list[int] | list[float]]
 
@@ -54,3 +60,47 @@ def mutate(raw: bytes, **changes: object) -> bytes:
         else:
             header[key] = value
     return join(header, dictionary, columns)
+
+
+class V3(NamedTuple):
+    """A version 3 payload with the dictionary it was encoded against."""
+
+    payload: bytes
+    dictionary: bytes
+    hash: str
+
+
+def v3_batch(
+    agent: str,
+    epoch: int,
+    runs: Sequence[tuple[int, Sequence[Reading]]],
+    *,
+    inline: bool = True,
+    compress: bool = True,
+) -> V3:
+    """A version 3 batch of one block per (first sequence number, readings) run."""
+    keys = sorted({(r.device, r.tag, r.data_type.value) for _, rs in runs for r in rs})
+    index = {key: i for i, key in enumerate(keys)}
+    dictionary = dictionary_bytes(keys)
+    dict_hash = dictionary_hash(dictionary)
+    blocks = [
+        encode_block(first, rs, lambda r: index[(r.device, r.tag, r.data_type.value)])
+        for first, rs in runs
+    ]
+    payload = encode_batch_v3(
+        agent,
+        epoch,
+        blocks,
+        dict_hash=dict_hash,
+        dictionary=dictionary if inline else None,
+        compress=compress,
+    )
+    return V3(payload, dictionary, dict_hash)
+
+
+def join_v3(header: dict[str, object], rest: bytes, dictionary_length: int = 0) -> bytes:
+    """A version 3 payload from a header and the bytes after it, compressed if it says `z`."""
+    head = json.dumps(header).encode()
+    if header.get("z"):
+        rest = zlib.compress(rest)
+    return PREAMBLE.pack(MAGIC, WIRE_V3, len(head), dictionary_length) + head + rest

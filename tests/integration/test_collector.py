@@ -217,10 +217,10 @@ def test_migrate_command_is_idempotent(
     postgres_fresh_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert collector_main(["migrate", "--database-url", postgres_fresh_url]) == 0
-    assert "applied migrations: [1, 2, 3]" in capsys.readouterr().out
+    assert "applied migrations: [1, 2, 3, 4]" in capsys.readouterr().out
     assert collector_main(["migrate", "--database-url", postgres_fresh_url]) == 0
     assert "up to date" in capsys.readouterr().out
-    assert count(postgres_fresh_url, "SELECT count(*) FROM schema_migrations") == 3
+    assert count(postgres_fresh_url, "SELECT count(*) FROM schema_migrations") == 4
 
 
 def test_migrate_needs_a_database(

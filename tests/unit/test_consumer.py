@@ -4,7 +4,7 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 
 import pytest
-from psycopg import DataError
+from psycopg import DataError, OperationalError
 from psycopg.errors import QueryCanceled
 
 from collector.batches import Batch
@@ -16,6 +16,7 @@ from shared.acks import AckPayload, Refusal, decode_ack
 from shared.mqtt import Message
 from shared.readings import DataType, Reading
 from shared.wire import Topics, encode_batch
+from tests.payloads import v3_batch
 
 TS = 1_790_000_000_000_000
 TOPICS = Topics()
@@ -235,3 +236,70 @@ async def test_a_crashing_consumer_releases_the_messages_it_held() -> None:
     with pytest.raises(RuntimeError, match="a bug"):
         await asyncio.wait_for(consumer.run(), 5)
     assert broker.acked == [1], "the broker is not left waiting for a PUBACK"
+
+
+def v3_message(mid: int, tag: str = "t", *, inline: bool = True) -> Message:
+    readings = [Reading("d", tag, DataType.FLOAT64, TS + mid, float(mid))]
+    payload = v3_batch("a1", 1, [(mid, readings)], inline=inline).payload
+    return Message(TOPICS.batch("a1"), payload, 1, mid, False)
+
+
+async def test_a_dictionary_is_kept_once_before_its_batches_are_acknowledged() -> None:
+    events: list[tuple[object, ...]] = []
+
+    class DictionaryStore(Store):
+        async def save_dictionary(self, agent: str, dict_hash: str, raw: bytes, tags: int) -> None:
+            events.append(("save", agent, tags))
+            if len(events) == 1:
+                raise OperationalError("the database restarts")  # retried, like a write
+
+        async def load_dictionary(self, agent: str, dict_hash: str) -> bytes | None:
+            events.append(("load", agent))
+            return None
+
+        async def write(self, batches: Sequence[Batch]) -> WriteOutcome:
+            events.append(("write", *[b.batch_id for b in batches]))
+            return await super().write(batches)
+
+    broker, store = Broker(), DictionaryStore()
+    for first in (1, 2, 3):
+        store.finish(first)
+    metrics = CollectorMetrics()
+    consumer = Consumer(
+        broker,
+        store,  # type: ignore[arg-type]
+        topics=TOPICS,
+        settings=IngestSettings(group_max_readings=1, retry_interval="10ms"),
+        metrics=metrics,
+    )
+    task = asyncio.create_task(consumer.run())
+    try:
+        broker.inbox.put_nowait(v3_message(1))
+        broker.inbox.put_nowait(v3_message(2))  # the same dictionary, sent along again
+        broker.inbox.put_nowait(v3_message(3, inline=False))
+        broker.inbox.put_nowait(v3_message(4, "other", inline=False))  # a dictionary never seen
+        await until(lambda: broker.acked == [1, 2, 3, 4])
+
+        def acks() -> list[AckPayload]:
+            return [decode_ack(p) for _, p in broker.published]
+
+        await until(lambda: len(acks()) == 4)
+        assert events == [
+            ("save", "a1", 1),
+            ("save", "a1", 1),
+            ("write", 1),
+            ("write", 2),
+            ("write", 3),
+            ("load", "a1"),
+        ]
+        assert sorted(b for a in acks() for b in a.stored) == [1, 2, 3]
+        assert [a.dictionary for a in acks() if a.dictionary] == [[4]]
+        assert not any(a.rejected for a in acks())
+        assert store.quarantined == []
+        counted = metrics.registry.get_sample_value(
+            "plantwire_collector_messages_total", {"outcome": "dictionary"}
+        )
+        assert counted == 1.0
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
