@@ -250,12 +250,14 @@ class SqliteBuffer:
             raise
         self._conn = conn
         meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-        if meta.get("schema_version") != LAYOUT_VERSION:
+        layout = meta.get("schema_version")
+        if layout != LAYOUT_VERSION:
             conn.close()
             self._conn = None
+            found = "no layout version" if layout is None else f"layout {layout}"
             raise BufferLayoutError(
-                f"buffer file {self._path} has layout {meta.get('schema_version')}; this"
-                f" version reads layout {LAYOUT_VERSION}. Drain it with the Plantwire version"
+                f"buffer file {self._path} has {found}; this version reads layout"
+                f" {LAYOUT_VERSION} (and converts layout 1). Drain it with the Plantwire version"
                 " that wrote it, or move it away to start a new buffer (a new epoch)."
             )
         self.epoch = int(meta["epoch"])

@@ -55,7 +55,7 @@ from bench.sim_load import (  # noqa: E402
     opcua_endpoint,
     simulator_command,
 )
-from collector.batches import BatchDecoder  # noqa: E402
+from collector.batches import BatchDecoder, UnknownDictionary  # noqa: E402
 from protocols.modbus.config import ModbusDevice  # noqa: E402
 from protocols.simulator.machine import BULK_ADDRESS  # noqa: E402
 from shared.acks import encode_ack  # noqa: E402
@@ -170,6 +170,11 @@ class StandInCollector:
             try:
                 agent = TOPICS.agent_of(message.topic)
                 batch = self._decoder.decode(message.payload, agent)
+            except UnknownDictionary as exc:
+                # As the collector answers: send it again, carrying the dictionary.
+                self.problems["dictionary asked for"] += 1
+                self._acknowledge(agent, encode_ack(exc.epoch, [], dictionary=[exc.batch_id]))
+                continue
             except WireError as exc:
                 self.problems[f"undecodable batch ({exc})"] += 1
                 continue

@@ -230,12 +230,12 @@ class Plant:
 
     def committed(self) -> int:
         """Readings the agent ever committed to its buffer (the last sequence number)."""
-        rows = self._query_buffer("SELECT seq FROM sqlite_sequence WHERE name = 'readings'")
-        return int(rows[0][0]) if rows else 0
+        rows = self._query_buffer("SELECT value FROM meta WHERE key = 'next_seq'")
+        return int(rows[0][0]) - 1 if rows else 0
 
     def buffer_state(self) -> tuple[int, dict[str, int]]:
         """Readings still buffered, and the buffer's drop counters."""
-        held = self._query_buffer("SELECT count(*) FROM readings")
+        held = self._query_buffer("SELECT coalesce(sum(n), 0) FROM blocks")
         meta = dict(self._query_buffer("SELECT key, value FROM meta"))
         counts = {k: int(v) for k, v in meta.items() if k.startswith("dropped")}
         return (int(held[0][0]) if held else 0), counts

@@ -25,6 +25,7 @@ from agent.config import AgentConfig
 from agent.service import AgentService
 from protocols.simulator.runner import Simulator
 from shared.readings import DataType, Reading
+from tests.buffer_file import held_count, held_seqs, last_seq
 from tests.harness import (
     agent_config,
     collector_config,
@@ -75,16 +76,15 @@ async def stop_within_grace(agent: AgentService, database_url: str | None = None
     took = time.monotonic() - started
     assert took <= GRACE_S + SLACK_S, f"stop took {took:.1f}s"
     assert agent_threads(agent) == [], "threads of the agent left running"
-    with sqlite3.connect(agent.config.buffer.path) as conn:
-        held = {row[0] for row in conn.execute("SELECT seq FROM readings")}
-        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'readings'").fetchone()
+    path = agent.config.buffer.path
+    held, committed = set(held_seqs(path)), last_seq(path)
+    with sqlite3.connect(path) as conn:
         dropped = conn.execute("SELECT value FROM meta WHERE key = 'dropped_oldest'").fetchone()
     assert dropped[0] == 0
     stored: set[int] = set()
     if database_url is not None:
         # In a thread: the in-process collector shares this event loop.
         stored = await asyncio.to_thread(_stored_seqs, database_url)
-    committed = row[0] if row else 0
     missing = set(range(1, committed + 1)) - held - stored
     assert not missing, f"{len(missing)} committed readings lost"
 
@@ -197,8 +197,7 @@ async def test_stop_with_the_buffer_full_under_block(
     with caplog.at_level(logging.WARNING, logger="agent.buffer"):
         await stop_within_grace(agent)
     assert "readings not buffered" in caplog.text, "what was given up is said"
-    with sqlite3.connect(config.buffer.path) as conn:
-        assert conn.execute("SELECT count(*) FROM readings").fetchone()[0] == room
+    assert held_count(config.buffer.path) == room
 
 
 async def test_stop_in_the_middle_of_draining_a_backlog(

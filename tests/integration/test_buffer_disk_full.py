@@ -10,7 +10,6 @@ import contextlib
 import errno
 import logging
 import os
-import sqlite3
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ import pytest
 from agent.service import AgentService
 from protocols.simulator.machine import bulk_tags
 from shared.supervisor import TaskState
+from tests.buffer_file import held_seqs
 from tests.harness import agent_config, eventually, get_json, running_simulator
 from tests.servers import free_port
 
@@ -86,8 +86,7 @@ def bulk_device(port: int) -> dict[str, Any]:
 
 
 def seqs(path: Path) -> list[int]:
-    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
-        return [row[0] for row in conn.execute("SELECT seq FROM readings ORDER BY seq")]
+    return held_seqs(path)
 
 
 async def test_a_full_disk_pauses_buffering_and_loses_nothing(

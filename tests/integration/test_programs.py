@@ -193,5 +193,5 @@ def test_agent_refuses_a_buffer_file_of_another_layout(
     )
     assert agent_main(["run", "--config", str(path)]) == 1
     message = capsys.readouterr().err
-    assert "lacks table(s) batches, tags" in message
+    assert "has no layout version; this version reads layout 2" in message
     assert "move it away" in message

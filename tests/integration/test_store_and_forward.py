@@ -2,13 +2,13 @@
 
 import asyncio
 import contextlib
-import sqlite3
 from pathlib import Path
 
 import psycopg
 
 from agent.service import AgentService
 from protocols.simulator.runner import Simulator
+from tests.buffer_file import held_seqs
 from tests.harness import (
     agent_config,
     collector_config,
@@ -77,8 +77,7 @@ async def test_agent_buffers_until_the_broker_appears_then_delivers_each_reading
 
         await eventually(all_stored, what="every sent reading in PostgreSQL")
 
-    with sqlite3.connect(config.buffer.path) as conn:
-        left = {row[0] for row in conn.execute("SELECT seq FROM readings")}
+    left = set(held_seqs(config.buffer.path))
     with psycopg.connect(database_url) as conn:
         stored = [row[0] for row in conn.execute("SELECT seq FROM readings")]
     rows, distinct, ordered = stored_readings(database_url)
