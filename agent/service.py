@@ -8,7 +8,7 @@ by /healthz and the heartbeat while it keeps failing.
 import asyncio
 import logging
 
-from agent.buffer import SqliteBuffer
+from agent.buffer import BLOCK_MAX_READINGS, SqliteBuffer
 from agent.config import AgentConfig, Device
 from agent.forwarder import Forwarder
 from agent.health import HealthReporter
@@ -63,6 +63,8 @@ class AgentService:
             max_readings=config.buffer.max_readings,
             max_bytes=config.buffer.max_bytes,
             when_full=config.buffer.when_full,
+            commit_interval=config.buffer.commit_interval,
+            block_max_readings=min(BLOCK_MAX_READINGS, config.forward.batch_max_readings),
         )
         sources = build_sources(config.devices, self.clock)
         self.pollers = [

@@ -1,8 +1,8 @@
 """A reading: one value of one tag of one device at one instant, with its quality."""
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import IntEnum, StrEnum
+from typing import NamedTuple
 
 Value = bool | int | float | str
 
@@ -64,12 +64,13 @@ def value_fits(data_type: DataType, value: object) -> bool:
     return type(value) is expected
 
 
-@dataclass(frozen=True, slots=True)
-class Reading:
+class Reading(NamedTuple):
     """One sample of a tag. `value` is None exactly when quality is BAD and no value was read.
 
     `ts_us` is the source timestamp (or the poll time where the device gives none);
-    `server_ts_us` is an OPC UA server's own timestamp, when it sent one.
+    `server_ts_us` is an OPC UA server's own timestamp, when it sent one. A named tuple: the
+    pollers make one per point, and a tuple is built several times faster than a frozen
+    dataclass.
     """
 
     device: str

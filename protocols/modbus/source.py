@@ -4,6 +4,7 @@ import asyncio
 import logging
 import math
 from collections.abc import Sequence
+from itertools import repeat
 
 from pymodbus.constants import ExcCodes
 from pymodbus.pdu import ModbusPDU
@@ -63,6 +64,10 @@ class ModbusSource:
         self._shift = shift
         requests = plan_reads(config.tags, max_gap=config.max_gap, address_shift=shift)
         self._decoders = [RequestDecoder(r, config.byte_order, shift) for r in requests]
+        # Per request, what each of its readings is labelled with: worked out once, not per poll.
+        self._labels = [
+            ([tag.name for tag in r.tags], [tag.reported_type for tag in r.tags]) for r in requests
+        ]
         self._tags = {tag.name: tag for tag in config.tags}
         self._endpoint = (pool or ModbusPool(clock)).endpoint(config)
         self._connection: ModbusConnection | None = None
@@ -111,16 +116,12 @@ class ModbusSource:
         """Read every tag once."""
         self._connected()
         readings: list[Reading] = []
-        name = self.name
-        for decoder in self._decoders:
-            request = decoder.request
-            words = await self._read_block(request)
+        device = repeat(self.name)
+        for decoder, (names, types) in zip(self._decoders, self._labels, strict=True):
+            words = await self._read_block(decoder.request)
             ts_us = self._clock.time_us()
             values = decoder.decode(words)
-            readings.extend(
-                Reading(name, tag.name, tag.reported_type, ts_us, value, Quality.GOOD)
-                for tag, value in zip(request.tags, values, strict=True)
-            )
+            readings.extend(map(Reading, device, names, types, repeat(ts_us), values))
         return readings
 
     def _connected(self) -> ModbusConnection:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.buffer import BufferCondition, BufferLayoutError, SqliteBuffer
+from agent.buffer import BufferClosed, BufferCondition, BufferLayoutError, SqliteBuffer
 from shared.readings import DataType, Quality, Reading
 from tests.harness import eventually
 
@@ -435,3 +435,37 @@ async def test_the_dictionary_names_tags_by_index_and_changes_only_with_them(
     reopened = await opened(tmp_path / "b.sqlite")
     assert reopened.dictionary(4).hash == buffer.dictionary(4).hash, "ids survive a restart"
     await reopened.close()
+
+
+async def test_polls_arriving_soon_after_a_commit_share_the_next_one(tmp_path: Path) -> None:
+    buffer = SqliteBuffer(tmp_path / "b.sqlite", commit_interval=0.2)
+    await buffer.open()
+    await buffer.add(readings(10))
+    assert buffer.commits == 1
+    started = asyncio.get_running_loop().time()
+    adds = []
+    for poll in range(5):  # one poll every 20 ms, as devices spread over a second do
+        adds.append(asyncio.ensure_future(buffer.add(readings(10, start=10 * (poll + 1)))))
+        await asyncio.sleep(0.02)
+    assert await asyncio.wait_for(asyncio.gather(*adds), 5) == [0] * 5
+
+    async def all_in() -> bool:
+        return (await buffer.stats()).readings == 60
+
+    await eventually(all_in, timeout=5, what="the polls committed")
+    assert buffer.commits == 2, "five polls, one commit"
+    assert asyncio.get_running_loop().time() - started >= 0.15, "held until the interval ends"
+    await buffer.close()
+
+
+async def test_readings_waiting_for_a_commit_when_the_buffer_closes_fail_clearly(
+    tmp_path: Path,
+) -> None:
+    buffer = SqliteBuffer(tmp_path / "b.sqlite", commit_interval=0.3)
+    await buffer.open()
+    await buffer.add(readings(10))
+    waiting = asyncio.create_task(buffer.add(readings(10, start=10)))
+    await asyncio.sleep(0.05)
+    await buffer.close()
+    with pytest.raises(BufferClosed):
+        await asyncio.wait_for(waiting, 5)
