@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 BLOCK_MAX_READINGS = 1024
 """Longest block: a bigger poll is cut into several, so batches can stay near their limit."""
 
+BLOCK_ROW_BYTES = 48
+"""A block row's cost beyond its body: key, columns and SQLite's cell and page overhead."""
 _T = TypeVar("_T")
 TagKey = tuple[str, str, DataType]
 
@@ -192,6 +194,10 @@ class SqliteBuffer:
         self._failing_since: float | None = None
         self._last_error: str | None = None
         self._last_used_bytes = 0
+        # What a buffered reading costs in pages, from the blocks written so far. Not pages in
+        # use / readings held: that counts the tag table too, and a table of 100,000 tags
+        # beside a small backlog made every reading look like a kilobyte.
+        self._bytes_per_reading = 20.0
         self.errors = 0
         self._max_readings = max_readings
         self._max_bytes = max_bytes
@@ -493,7 +499,7 @@ class SqliteBuffer:
         if self._max_readings is not None:
             excess = held + incoming - self._max_readings
         if self._max_bytes is not None and used is not None:
-            per_reading = used / held if held else 20.0
+            per_reading = self._bytes_per_reading
             projected = used + incoming * per_reading
             if projected > self._max_bytes:
                 excess = max(excess, int((projected - self._max_bytes) / per_reading) + 1)
@@ -525,8 +531,8 @@ class SqliteBuffer:
                     new = min(excess, len(readings))
                     readings = readings[: len(readings) - new]
                 if used is not None:
-                    # Pages freed by deletes stay in the file for reuse: project, don't measure.
-                    used += int((len(readings) - old) * (used / held if held else 20.0))
+                    # Measured once per commit; within it, project what each add takes.
+                    used += int((len(readings) - old) * self._bytes_per_reading)
                 held += len(readings) - old
                 dropped_oldest += old
                 dropped_newest += new
@@ -588,6 +594,8 @@ class SqliteBuffer:
             for start in range(0, len(run), self._block_max):
                 part = run[start : start + self._block_max]
                 block = encode_block(self._next_seq, part, index)
+                cost = (len(block.body) + BLOCK_ROW_BYTES) / block.n
+                self._bytes_per_reading += (cost - self._bytes_per_reading) / 16
                 self._next_seq += block.n
                 rows.append((block.first_seq, block.n, block.ts, int(block.flags), block.body))
         return rows

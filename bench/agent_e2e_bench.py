@@ -244,6 +244,7 @@ class Point:
     broker_cpu_pct: float = math.nan
     stand_in_cpu_pct: float = math.nan
     polled: float = math.nan
+    acked: float = math.nan
     backlog: float = math.nan
     connections: float = math.nan
     first_data_s: float = math.nan
@@ -267,6 +268,7 @@ COLUMNS = (
     ("delivered/s", 12, "delivered", ",.0f"),
     ("ratio", 6, "ratio", ".2f"),
     ("polled/s", 10, "polled", ",.0f"),
+    ("acked/s", 10, "acked", ",.0f"),
     ("lag p50 ms", 11, "lag_p50_ms", ",.0f"),
     ("p99 ms", 8, "lag_p99_ms", ",.0f"),
     ("agent CPU%", 11, "agent_cpu_pct", ".0f"),
@@ -303,10 +305,17 @@ def row(point: Point) -> str:
 
 
 def scrape(port: int) -> dict[str, float]:
-    """Readings polled so far and readings in the buffer, from the agent's /metrics."""
+    """Readings polled and acknowledged so far, and readings buffered, from /metrics."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
         text = response.read().decode()
-    totals = {"plantwire_agent_device_readings_total": 0.0, "plantwire_agent_buffer_readings": 0.0}
+    totals = dict.fromkeys(
+        (
+            "plantwire_agent_device_readings_total",
+            "plantwire_agent_buffer_readings",
+            "plantwire_agent_readings_acknowledged_total",
+        ),
+        0.0,
+    )
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name in totals:
@@ -314,6 +323,7 @@ def scrape(port: int) -> dict[str, float]:
     return {
         "polled": totals["plantwire_agent_device_readings_total"],
         "backlog": totals["plantwire_agent_buffer_readings"],
+        "acked": totals["plantwire_agent_readings_acknowledged_total"],
     }
 
 
@@ -447,9 +457,10 @@ class Rig:
         readings = sum(a.readings for a in arrivals)
         lags = np.concatenate([a.lags_ms for a in arrivals]) if arrivals else np.zeros(0)
         p50, p99 = np.percentile(lags, [50, 99]) if readings else (math.nan, math.nan)
-        polled = backlog = math.nan
+        polled = acked = backlog = math.nan
         if before_metrics is not None and after_metrics is not None:
             polled = (after_metrics["polled"] - before_metrics["polled"]) / (end - start)
+            acked = (after_metrics["acked"] - before_metrics["acked"]) / (end - start)
             backlog = after_metrics["backlog"]
         return Point(
             label,
@@ -463,6 +474,7 @@ class Rig:
             broker_cpu_pct=cpu["broker"],
             stand_in_cpu_pct=cpu["stand_in"],
             polled=polled,
+            acked=acked,
             backlog=backlog,
             connections=connections,
             first_data_s=first - started,

@@ -469,3 +469,16 @@ async def test_readings_waiting_for_a_commit_when_the_buffer_closes_fail_clearly
     await buffer.close()
     with pytest.raises(BufferClosed):
         await asyncio.wait_for(waiting, 5)
+
+
+async def test_a_large_tag_table_beside_a_small_backlog_drops_nothing(tmp_path: Path) -> None:
+    buffer = SqliteBuffer(tmp_path / "b.sqlite", max_bytes=3_000_000)
+    await buffer.open()
+    many_tags = [Reading("plc", f"hr{i:05d}", DataType.UINT16, TS, i) for i in range(20_000)]
+    assert await buffer.add(many_tags) == 0
+    while (batch := await buffer.begin(100_000)) is not None:
+        await buffer.acknowledge(batch.batch_id)
+    assert (await buffer.stats()).used_bytes > 1_000_000, "the tag table fills pages"
+    for size in (1, 10, 100, 1000):
+        assert await buffer.add(many_tags[:size]) == 0, "a few KB of readings fit"
+    await buffer.close()
