@@ -26,8 +26,9 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
-from typing import Literal, Protocol, TypeVar
+from typing import Literal, Protocol, TypeVar, cast
 
 from agent.buffer_layout import LAYOUT_VERSION, create_layout, upgrade_layout
 from shared.backoff import Backoff
@@ -43,6 +44,7 @@ BLOCK_MAX_READINGS = 1024
 BLOCK_ROW_BYTES = 48
 """A block row's cost beyond its body: key, columns and SQLite's cell and page overhead."""
 _T = TypeVar("_T")
+_TAG_KEY = itemgetter(0, 1, 2)  # (device, tag, data type) of a Reading
 TagKey = tuple[str, str, DataType]
 
 
@@ -214,7 +216,7 @@ class SqliteBuffer:
         self._count = 0
         self._data = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._tag_ids: dict[TagKey, int] = {}
+        self._tag_index: dict[TagKey, int] = {}  # a tag's index in batches; its row id - 1
         self._tags: list[TagKey] = []
         self._dictionary: Dictionary | None = None
         self._adds: list[_Add] = []
@@ -294,7 +296,7 @@ class SqliteBuffer:
             key = (device, tag, DataType(type_name))
             if tag_id != len(self._tags) + 1:
                 raise BufferLayoutError(f"buffer file {self._path}: tag ids are not contiguous")
-            self._tag_ids[key] = tag_id
+            self._tag_index[key] = tag_id - 1
             self._tags.append(key)
 
     def _close(self) -> None:
@@ -558,7 +560,7 @@ class SqliteBuffer:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             for key in self._tags[tags_before:]:  # the rollback took these away
-                del self._tag_ids[key]
+                del self._tag_index[key]
             del self._tags[tags_before:]
             self._next_seq = next_seq_before
             raise
@@ -579,21 +581,24 @@ class SqliteBuffer:
 
     def _encode(self, readings: Sequence[Reading]) -> list[tuple[int, int, int, int, bytes]]:
         """Blocks of one add as rows, numbering its readings from the next sequence number."""
-        tag_ids, tags = self._tag_ids, self._tags
-
-        def index(r: Reading) -> int:
-            key = (r.device, r.tag, r.data_type)
-            tag_id = tag_ids.get(key)
-            if tag_id is None:
-                tags.append(key)
-                tag_id = tag_ids[key] = len(tags)
-            return tag_id - 1
-
+        indexes = list(map(self._tag_index.get, map(_TAG_KEY, readings)))
+        if None in indexes:  # tags seen for the first time: give them the next indexes
+            for i, reading in enumerate(readings):
+                if indexes[i] is None:
+                    key = _TAG_KEY(reading)
+                    index = self._tag_index.get(key)
+                    if index is None:
+                        index = self._tag_index[key] = len(self._tags)
+                        self._tags.append(key)
+                    indexes[i] = index
+        known = cast(list[int], indexes)
         rows = []
+        at = 0
         for run in timestamp_runs(readings):
             for start in range(0, len(run), self._block_max):
                 part = run[start : start + self._block_max]
-                block = encode_block(self._next_seq, part, index)
+                block = encode_block(self._next_seq, part, known[at : at + len(part)])
+                at += len(part)
                 cost = (len(block.body) + BLOCK_ROW_BYTES) / block.n
                 self._bytes_per_reading += (cost - self._bytes_per_reading) / 16
                 self._next_seq += block.n

@@ -14,9 +14,10 @@ timestamp all its readings share, unless the block carries a per-reading `ts` co
 import json
 import sys
 from array import array
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum, IntFlag
+from operator import attrgetter
 
 from shared.readings import DataType, Quality, Reading, Value
 
@@ -92,17 +93,30 @@ def _offsets(n: int, flags: BlockFlags) -> dict[str, tuple[int, int]]:
     return offsets
 
 
-def value_columns(readings: Iterable[Reading]) -> tuple["array[float]", bytearray, list[str]]:
+_VALUE = attrgetter("value")
+_TS = attrgetter("ts_us")
+_QUALITY = attrgetter("quality")
+_SERVER_TS = attrgetter("server_ts_us")
+
+
+def value_columns(readings: Sequence[Reading]) -> tuple["array[float]", bytes, list[str]]:
     """The `val` and `kind` columns of readings, and their text values in order."""
+    plain = list(map(_VALUE, readings))
+    try:
+        # Polls are usually all numbers: let C build the column and check the range.
+        values = array("d", plain)
+        if not plain or (max(plain) <= INT_EXACT and min(plain) >= -INT_EXACT):
+            return values, bytes(len(plain)), []
+    except TypeError:  # None or text among them
+        pass
     values = array("d")
     kinds = bytearray()
     texts: list[str] = []
     add_value, add_kind = values.append, kinds.append
-    for reading in readings:
-        value = reading.value
+    for value in plain:
         kind = type(value)
-        if kind is float or kind is bool or (kind is int and -INT_EXACT <= value <= INT_EXACT):  # type: ignore[operator]
-            add_value(value)  # type: ignore[arg-type]
+        if kind is float or kind is bool or (kind is int and -INT_EXACT <= value <= INT_EXACT):
+            add_value(value)
             add_kind(ValueKind.NUMBER)
         elif value is None:
             add_value(0.0)
@@ -111,7 +125,7 @@ def value_columns(readings: Iterable[Reading]) -> tuple["array[float]", bytearra
             add_value(0.0)
             add_kind(ValueKind.TEXT)
             texts.append(str(value))
-    return values, kinds, texts
+    return values, bytes(kinds), texts
 
 
 def little_endian(data: "array[int] | array[float]") -> bytes:
@@ -123,25 +137,33 @@ def little_endian(data: "array[int] | array[float]") -> bytes:
 
 
 def encode_block(
-    first_seq: int, readings: Sequence[Reading], tag_index: Callable[[Reading], int]
+    first_seq: int,
+    readings: Sequence[Reading],
+    tags: Callable[[Reading], int] | Sequence[int],
 ) -> Block:
-    """Encode readings (one timestamp run, or one poll) as a block; tags by dictionary index."""
+    """Encode readings (one timestamp run, or one poll) as a block.
+
+    `tags` gives each reading's dictionary index: a function of the reading, or the indexes
+    already worked out, in reading order.
+    """
     n = len(readings)
-    ts = readings[0].ts_us
+    times = list(map(_TS, readings))
+    ts = times[0]
     flags = BlockFlags.NONE
-    if any(r.ts_us != ts for r in readings):
+    if times.count(ts) != n:
         flags |= BlockFlags.RTS
-    if any(r.server_ts_us is not None for r in readings):
+    if any(map(_SERVER_TS, readings)):
         flags |= BlockFlags.STS
     values, kinds, texts = value_columns(readings)
     parts = [little_endian(values)]
     if flags & BlockFlags.RTS:
-        parts.append(little_endian(array("q", [r.ts_us for r in readings])))
+        parts.append(little_endian(array("q", times)))
     if flags & BlockFlags.STS:
         parts.append(little_endian(array("q", [r.server_ts_us or NO_SERVER_TS for r in readings])))
-    parts.append(little_endian(array("I", map(tag_index, readings))))
-    parts.append(bytes(r.quality for r in readings))
-    parts.append(bytes(kinds))
+    indexes = tags if isinstance(tags, Sequence) else list(map(tags, readings))
+    parts.append(little_endian(array("I", indexes)))
+    parts.append(bytes(map(_QUALITY, readings)))
+    parts.append(kinds)
     if texts:
         flags |= BlockFlags.TEXTS
         parts.append(json.dumps(texts, separators=(",", ":")).encode())
@@ -150,10 +172,13 @@ def encode_block(
 
 def timestamp_runs(readings: Sequence[Reading]) -> list[Sequence[Reading]]:
     """Split a poll into runs of equal timestamps, or keep it whole if the runs are many."""
+    times = list(map(_TS, readings))
+    if not times or times.count(times[0]) == len(times):
+        return [readings]
     runs: list[Sequence[Reading]] = []
     start = 0
-    for i in range(1, len(readings)):
-        if readings[i].ts_us != readings[start].ts_us:
+    for i in range(1, len(times)):
+        if times[i] != times[start]:
             runs.append(readings[start:i])
             start = i
             if len(runs) >= SPLIT_RUNS_UP_TO:

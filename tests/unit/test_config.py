@@ -109,7 +109,7 @@ devices:
 
 def test_minimal_config_gets_defaults(tmp_path: Path) -> None:
     config = load_agent_config(write(tmp_path, MINIMAL))
-    assert config.forward.batch_max_readings == 5000
+    assert config.forward.batch_max_readings == 10_000
     assert config.mqtt.port == 1883
     assert config.mqtt.protocol == "3.1.1"
 
