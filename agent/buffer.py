@@ -389,30 +389,17 @@ class SqliteBuffer:
                 entry.taken = True
         if not entries:
             return
+        futures = [entry.future for entry in entries]
         try:
             results = self._guarded(lambda: self._add_all([e.readings for e in entries]))()
         except BaseException as exc:
-            error = exc
-            for entry in entries:
-                self._resolve(entry.future, error=error)
+            error = exc  # the name `exc` is gone once the handler ends; the callback runs later
+            self._loop_call(lambda: _settle(futures, error=error))
             if not isinstance(exc, Exception):
                 raise
             return
-        for entry, dropped in zip(entries, results, strict=True):
-            self._resolve(entry.future, result=dropped)
-
-    def _resolve(
-        self, future: "asyncio.Future[int]", *, result: int = 0, error: BaseException | None = None
-    ) -> None:
-        def settle() -> None:
-            if future.done():
-                return
-            if error is not None:
-                future.set_exception(error)
-            else:
-                future.set_result(result)
-
-        self._loop_call(settle)
+        # One wake-up of the event loop for the whole group, not one per poll.
+        self._loop_call(lambda: _settle(futures, results))
 
     async def _wait_for_room(self, incoming: int) -> None:
         backoff = Backoff(*self._retry)
@@ -760,3 +747,19 @@ class SqliteBuffer:
     def wait_for_data(self) -> asyncio.Event:
         """Event set whenever readings are added; the forwarder clears it."""
         return self._data
+
+
+def _settle(
+    futures: Sequence["asyncio.Future[int]"],
+    results: Sequence[int] = (),
+    *,
+    error: BaseException | None = None,
+) -> None:
+    """Answer the adds of one group commit (on the event loop); skip any given up meanwhile."""
+    for i, future in enumerate(futures):
+        if future.done():
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(results[i])

@@ -50,7 +50,7 @@ class BufferSettings(StrictModel):
         default=None, ge=1, description="Most readings held (null: no cap by count)."
     )
     commit_interval: Duration = Field(
-        default=0.1,
+        default=0.25,
         ge=0,
         le=5,
         description="Polls arriving this soon after a commit wait to be committed together:"
