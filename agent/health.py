@@ -9,6 +9,7 @@ from typing import Literal
 
 from agent import __version__
 from agent.buffer import Buffer, BufferCondition, BufferStats
+from agent.config import AgentConfig
 from agent.forwarder import Forwarder
 from agent.overload import OverloadWatch
 from agent.poller import DevicePoller
@@ -20,6 +21,13 @@ from shared.supervisor import TaskHealth, TaskState
 from shared.wire import Topics
 
 log = logging.getLogger(__name__)
+
+
+def config_hash(config: AgentConfig) -> str:
+    """SHA-256 of the configuration as JSON, which birth messages carry."""
+    # model_dump_json's bytes before they become a str: at 10,000 tags the JSON is ~2 MB,
+    # and its str and encoded copies would be two more at the agent's start-up peak.
+    return hashlib.sha256(config.__pydantic_serializer__.to_json(config)).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +67,7 @@ class HealthReporter:
         self,
         *,
         agent_id: str,
-        config_json: str,
+        config_hash: str,
         devices: list[str],
         pollers: list[DevicePoller],
         buffer: Buffer,
@@ -70,7 +78,7 @@ class HealthReporter:
         tasks: Callable[[], list[TaskHealth]] = list,
     ) -> None:
         self._agent_id = agent_id
-        self._config_hash = hashlib.sha256(config_json.encode()).hexdigest()
+        self._config_hash = config_hash
         self._devices = devices
         self._pollers = pollers
         self._buffer = buffer
