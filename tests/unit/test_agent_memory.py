@@ -6,7 +6,9 @@ import json
 import weakref
 from pathlib import Path
 
-from agent.config import AgentConfig
+import pytest
+
+from agent.config import AgentConfig, load_agent_config
 from agent.health import config_hash
 from agent.service import AgentService
 from tests.harness import agent_config, modbus_device
@@ -43,6 +45,26 @@ async def test_the_built_service_lets_the_tag_models_go(tmp_path: Path) -> None:
     assert service.config.agent.id == "lean"
 
 
-def test_the_config_hash_is_that_of_the_configs_json(tmp_path: Path) -> None:
-    config = two_modbus_devices(tmp_path)
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLES = [
+    ROOT / "config" / "agent.yaml",
+    ROOT / "protocols" / "modbus" / "sample.yaml",
+    ROOT / "protocols" / "opcua" / "sample.yaml",
+]
+
+
+@pytest.mark.parametrize("sample", SAMPLES, ids=lambda path: str(path.relative_to(ROOT)))
+def test_the_config_hash_is_that_of_the_configs_json(sample: Path) -> None:
+    config = load_agent_config(sample)
     assert config_hash(config) == hashlib.sha256(config.model_dump_json().encode()).hexdigest()
+
+
+def test_the_config_hash_of_devices_and_tags_of_every_kind(tmp_path: Path) -> None:
+    modbus = load_agent_config(SAMPLES[1]).devices[0]
+    opcua = load_agent_config(SAMPLES[2]).devices[0]
+    config = two_modbus_devices(tmp_path).model_copy(
+        update={"devices": [modbus, opcua, modbus.model_copy(update={"name": "again"})]}
+    )
+    assert config_hash(config) == hashlib.sha256(config.model_dump_json().encode()).hexdigest()
+    changed = config.model_copy(update={"devices": [modbus, opcua]})
+    assert config_hash(changed) != config_hash(config)
