@@ -58,8 +58,6 @@ class AgentService:
         # sources, Modbus tags as compact points, so the tag models can go (about 7 MB at
         # 10,000 tags) once the caller lets go of `config` too.
         self.config = config.model_copy(update={"devices": []})
-        # Hashed before the sources are built, so the JSON is not alive beside them.
-        birth_hash = config_hash(config)
         self.stop_grace = stop_grace
         self.clock = clock or SystemClock()
         agent_id = config.agent.id
@@ -98,7 +96,7 @@ class AgentService:
         )
         self.health = HealthReporter(
             agent_id=agent_id,
-            config_hash=birth_hash,
+            config_hash=config_hash(config),
             devices=[device.name for device in config.devices],
             pollers=self.pollers,
             buffer=self.buffer,
