@@ -311,18 +311,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     setup_logging(config.agent.log_level)
 
-    async def run() -> None:
+    async def run(config: AgentConfig) -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
         service = AgentService(config)
+        del config  # the service keeps what it runs on; the tag models can go
         settle_startup_objects()
         await run_agent(service, stop)
 
+    agent = run(config)
+    del config  # held by the coroutine alone, until the service is built
     try:
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(run())
+            asyncio.run(agent)
     except BufferLayoutError as exc:
         print(f"plantwire-agent: {exc}", file=sys.stderr)
         return 1

@@ -1,12 +1,24 @@
 """Checking a requested write against a tag's configuration, before anything is sent."""
 
+from typing import Protocol
+
 from protocols.base import WriteRefused
-from protocols.common import TagBase
 from shared.readings import DataType, Value, value_fits
 
 
+class WriteLimits(Protocol):
+    """What a write is checked against: any tag's config, or a Modbus tag's compact point."""
+
+    @property
+    def writable(self) -> bool: ...
+    @property
+    def min(self) -> float | None: ...
+    @property
+    def max(self) -> float | None: ...
+
+
 def check_write(
-    device: str, tag: TagBase | None, name: str, data_type: DataType, value: Value
+    device: str, tag: WriteLimits | None, name: str, data_type: DataType, value: Value
 ) -> None:
     """Raise WriteRefused unless the tag exists, is writable, and the value fits its bounds."""
     where = f"{device}/{name}"

@@ -3,7 +3,8 @@
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from protocols.modbus.config import BIT_TABLES, ModbusTag, Table
+from protocols.modbus.config import BIT_TABLES, Table
+from protocols.modbus.points import ModbusTagView
 
 MAX_REGISTERS = 125
 MAX_BITS = 2000
@@ -16,20 +17,20 @@ class ReadRequest:
     table: Table
     address: int
     count: int
-    tags: tuple[ModbusTag, ...]
+    tags: tuple[ModbusTagView, ...]
 
 
-def tag_span(tag: ModbusTag) -> int:
+def tag_span(tag: ModbusTagView) -> int:
     """How many registers (or bits) a tag occupies."""
     return tag.span
 
 
 def plan_reads(
-    tags: Sequence[ModbusTag], *, max_gap: int, address_shift: int = 0
+    tags: Sequence[ModbusTagView], *, max_gap: int, address_shift: int = 0
 ) -> list[ReadRequest]:
     """Coalesce tags per table into requests, reading over gaps of at most `max_gap`."""
     requests: list[ReadRequest] = []
-    by_table: dict[Table, list[ModbusTag]] = {}
+    by_table: dict[Table, list[ModbusTagView]] = {}
     for tag in tags:
         by_table.setdefault(tag.table, []).append(tag)
     for table, members in by_table.items():
@@ -37,7 +38,7 @@ def plan_reads(
         gap = max_gap * 16 if table in BIT_TABLES else max_gap
         members.sort(key=lambda tag: tag.address)
         start = end = -1
-        group: list[ModbusTag] = []
+        group: list[ModbusTagView] = []
         for tag in members:
             first = tag.address - address_shift
             last = first + tag_span(tag)

@@ -11,9 +11,10 @@ from pymodbus.pdu import ModbusPDU
 
 from protocols.base import DeviceState, DeviceUnreachable, WriteFailed, WriteRefused
 from protocols.modbus.codec import encode
-from protocols.modbus.config import BIT_TABLES, INTEGER_TYPES, ModbusDevice, ModbusTag
+from protocols.modbus.config import BIT_TABLES, INTEGER_TYPES, ModbusDevice
 from protocols.modbus.decoder import RequestDecoder
 from protocols.modbus.planner import ReadRequest, plan_reads
+from protocols.modbus.points import ModbusPoint
 from protocols.modbus.pool import ModbusClient, ModbusConnection, ModbusPool, Send, UnitSilent
 from protocols.writes import check_write
 from shared.clock import Clock
@@ -58,18 +59,20 @@ class ModbusSource:
     """
 
     def __init__(self, config: ModbusDevice, clock: Clock, pool: ModbusPool | None = None) -> None:
-        self._config = config
+        # The device's settings without its tag models: those go once the points are made.
+        self._config = config.model_copy(update={"tags": []})
         self._clock = clock
         shift = 0 if config.zero_based else 1
         self._shift = shift
-        requests = plan_reads(config.tags, max_gap=config.max_gap, address_shift=shift)
+        self._points = [ModbusPoint.of(tag) for tag in config.tags]
+        requests = plan_reads(self._points, max_gap=config.max_gap, address_shift=shift)
         self._decoders = [RequestDecoder(r, config.byte_order, shift) for r in requests]
         # Per request, what each of its readings is labelled with: worked out once, not per poll.
         self._labels = [
             ([tag.name for tag in r.tags], [tag.reported_type for tag in r.tags]) for r in requests
         ]
-        self._tags = {tag.name: tag for tag in config.tags}
-        self._endpoint = (pool or ModbusPool(clock)).endpoint(config)
+        self._tags = {point.name: point for point in self._points}
+        self._endpoint = (pool or ModbusPool(clock)).endpoint(self._config)
         self._connection: ModbusConnection | None = None
         self._state = DeviceState.DISCONNECTED
         self._unit_silent = False  # its unit stopped answering: probe it before reconnecting
@@ -211,8 +214,8 @@ class ModbusSource:
     def unreachable_readings(self, ts_us: int) -> list[Reading]:
         """One bad reading per tag."""
         return [
-            Reading(self.name, tag.name, tag.reported_type, ts_us, None, Quality.BAD)
-            for tag in self._config.tags
+            Reading(self.name, point.name, point.reported_type, ts_us, None, Quality.BAD)
+            for point in self._points
         ]
 
     async def close(self) -> None:
@@ -221,7 +224,7 @@ class ModbusSource:
         self._state = DeviceState.DISCONNECTED
 
 
-def _raw_value(tag: ModbusTag, value: Value) -> Value:
+def _raw_value(tag: ModbusPoint, value: Value) -> Value:
     """The register value for an engineering value (undoing scale and offset)."""
     if not tag.scaled:
         return value
