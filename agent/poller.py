@@ -150,11 +150,25 @@ class DevicePoller:
         At most one hand-over per device is outstanding: the next one waits for it, so order
         is kept, memory is bounded, and a blocking buffer still holds the poller back.
         """
-        if self._handing is not None:
-            # Shielded: stopping the poller must not cancel a write of readings already read.
-            await asyncio.shield(self._handing)
+        previous = self._handing
+        if previous is not None:
+            try:
+                # Shielded: stopping the poller must not cancel a write of readings already read.
+                await asyncio.shield(previous)
+            except asyncio.CancelledError:
+                # Stopped while the last hand-over waits for its commit: these readings were
+                # read too, so they go behind it, and the stop commits them (or says it gave
+                # them up) with the rest.
+                self.handed += len(readings)
+                self._handing = asyncio.ensure_future(self._after(previous, readings))
+                raise
         self.handed += len(readings)
         self._handing = asyncio.ensure_future(self._sink(readings))
+
+    async def _after(self, previous: "asyncio.Future[int]", readings: Sequence[Reading]) -> int:
+        """Hand readings over once the previous hand-over has ended, however it ended."""
+        await asyncio.wait({previous})
+        return await self._sink(readings)
 
     def _came_back(self) -> None:
         self._backoff.reset()

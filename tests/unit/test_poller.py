@@ -163,3 +163,33 @@ async def test_stopping_gives_up_a_hand_over_that_waits_for_room() -> None:
     assert done, "a hand-over waiting for room held the stop up"
     assert len(sink.committed) == 1
     assert source.closed == 1
+
+
+class DelayedCommits:
+    """A buffer stand-in committing each hand-over a while later, as group commits do."""
+
+    def __init__(self) -> None:
+        self.committed: list[Reading] = []
+
+    async def __call__(self, readings: Sequence[Reading]) -> int:
+        await asyncio.shield(asyncio.sleep(0.2))
+        self.committed.extend(readings)
+        return 0
+
+
+async def test_a_stop_while_the_last_commit_is_pending_still_commits_every_reading_read() -> None:
+    clock = FakeClock()
+    source = ScriptedSource(clock, ["ok"] * 10)
+    sink = DelayedCommits()
+    poller = DevicePoller(source, sink, interval=0.01, clock=clock)
+    task = asyncio.create_task(poller.run())
+
+    async def second_waits() -> bool:
+        return poller.polls >= 2 and not sink.committed
+
+    await eventually(second_waits, timeout=5, what="a poll waiting for the commit before it")
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=5)
+    assert done
+    assert poller.handed == poller.readings == poller.polls
+    assert len(sink.committed) == poller.readings, "no reading read is lost to the stop"
