@@ -29,7 +29,7 @@ bench-agent: $(STAMP)
 	$(VENV)/bin/python bench/agent_bench.py
 
 bench-agent-e2e: $(STAMP)
-	$(VENV)/bin/python bench/agent_e2e_bench.py
+	$(VENV)/bin/python bench/agent_e2e_bench.py --profile 30000 $(ARGS)
 
 bench-buffer: $(STAMP)
 	$(VENV)/bin/python bench/buffer_bench.py

@@ -655,7 +655,7 @@ def main() -> int:
         help="offered OPC UA points/s (none: skip OPC UA)",
     )
     parser.add_argument(
-        "--runs", type=int, default=1, help="runs per load point; the median is used"
+        "--runs", type=int, default=None, help="runs per load point, the median used (3; 1 quick)"
     )
     parser.add_argument("--warmup", type=float, default=None, help="seconds after first data")
     parser.add_argument("--window", type=float, default=None, help="seconds of steady window")
@@ -675,6 +675,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.opcua_loads is None:
         args.opcua_loads = [5_000] if args.quick else list(OPCUA_LOADS)
+    if args.runs is None:
+        args.runs = 1 if args.quick else 3
     if args.warmup is None:
         args.warmup = 5.0 if args.quick else 10.0
     if args.window is None:
