@@ -121,8 +121,8 @@ class TagDictionary(BaseModel):
         return list(map(TagRef, self.device, self.name, self.type))
 
 
-class BatchHeader(BaseModel):
-    """The JSON header of a batch: identity and what the columns hold."""
+class BatchIdentity(BaseModel):
+    """What every version's header says first: whose batch it is, and how many readings."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -130,6 +130,11 @@ class BatchHeader(BaseModel):
     epoch: int = Field(ge=1, description="Buffer epoch: changes only when the buffer is new.")
     batch: int = Field(ge=1, description="Batch id: the sequence number of its first reading.")
     n: int = Field(ge=1, description="Number of readings, the length of every column.")
+
+
+class BatchHeader(BatchIdentity):
+    """The JSON header of a version 2 batch: identity and what the columns hold."""
+
     sts: bool = Field(default=False, description="Whether the server timestamp column is sent.")
     texts: list[str] = Field(
         default_factory=list, description="Values of kind text (strings, huge integers), in order."
@@ -263,13 +268,10 @@ def schema_error(section: str, exc: ValidationError) -> WireError:
     return WireError(f"{label}: {first['msg']}", reason="schema")
 
 
-class _Identity(BaseModel):
-    """The fields every version's header has in common."""
+class _Identity(BatchIdentity):
+    """Any version's header, read only for its identity."""
 
-    agent: AgentId
-    epoch: int
-    batch: int
-    n: int
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
 
 def batch_identity(raw: bytes) -> tuple[str, int, int, int] | None:

@@ -14,11 +14,11 @@ from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from shared.blocks import Block, BlockFlags, little_endian
 from shared.errors import WireError
-from shared.wire import MAGIC, PREAMBLE, AgentId, schema_error
+from shared.wire import MAGIC, PREAMBLE, BatchIdentity, schema_error
 
 WIRE_V3 = 3
 HASH_PATTERN = r"^[0-9a-f]{32}$"
@@ -26,15 +26,9 @@ BLOCK_TABLE_BYTES = 20  # first_seq int64, ts int64, n uint32
 READING_BYTES = 14  # val float64, t uint32, q uint8, kind uint8
 
 
-class BatchHeaderV3(BaseModel):
+class BatchHeaderV3(BatchIdentity):
     """The JSON header of a version 3 batch."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    agent: AgentId = Field(description="Agent id; must equal the topic's agent level.")
-    epoch: int = Field(ge=1, description="Buffer epoch: changes only when the buffer is new.")
-    batch: int = Field(ge=1, description="Batch id: the sequence number of its first reading.")
-    n: int = Field(ge=1, description="Number of readings.")
     blocks: int = Field(ge=1, description="Number of blocks; n >= blocks.")
     tags: str = Field(pattern=HASH_PATTERN, description="Hash of the agent's tag dictionary.")
     rts: bool = Field(default=False, description="Whether a per-reading ts column is sent.")
