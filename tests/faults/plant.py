@@ -315,9 +315,13 @@ class Plant:
 
         def settled() -> bool:
             nonlocal last
-            held, _ = self.buffer_state()
+            # Handed over first: a reading handed but still waiting for its group commit is
+            # not yet counted as committed (buffer.commit_interval), and must not be missed.
+            handed = int(self.agent_metric("plantwire_agent_device_buffered_readings_total"))
+            held, drops = self.buffer_state()
             committed = self.committed()
-            done = held == 0 and committed == last
+            refused = drops.get("dropped_newest", 0)
+            done = held == 0 and committed == last and handed == committed + refused
             last = committed
             return done
 
