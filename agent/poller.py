@@ -167,7 +167,19 @@ class DevicePoller:
 
     async def _after(self, previous: "asyncio.Future[int]", readings: Sequence[Reading]) -> int:
         """Hand readings over once the previous hand-over has ended, however it ended."""
-        await asyncio.wait({previous})
+        try:
+            await asyncio.wait({previous})
+        except asyncio.CancelledError:
+            # The stop gave up waiting: give up the one before too (the buffer says what it
+            # held), and say what these were.
+            previous.cancel()
+            log.warning(
+                "device %s: %d readings not buffered: stopped while the buffer had no room or"
+                " could not write",
+                self._source.name,
+                len(readings),
+            )
+            raise
         return await self._sink(readings)
 
     def _came_back(self) -> None:
