@@ -9,7 +9,7 @@ import struct
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, NamedTuple
+from typing import Annotated, NamedTuple, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -246,11 +246,19 @@ def split_payload(raw: bytes) -> Sections:
     body_start = header_end + dictionary_length
     if body_start > len(raw):
         raise WireError("header or dictionary runs past the end", reason="malformed")
+    header = read_header(raw, header_end, BatchHeader)
+    return Sections(header, raw[header_end:body_start], memoryview(raw)[body_start:])
+
+
+HeaderT = TypeVar("HeaderT", bound=BaseModel)
+
+
+def read_header(raw: bytes, header_end: int, model: type[HeaderT]) -> HeaderT:
+    """Validate the JSON header that follows the preamble, or raise WireError (schema)."""
     try:
-        header = BatchHeader.model_validate_json(raw[PREAMBLE.size : header_end])
+        return model.model_validate_json(raw[PREAMBLE.size : header_end])
     except ValidationError as exc:
         raise schema_error("header", exc) from exc
-    return Sections(header, raw[header_end:body_start], memoryview(raw)[body_start:])
 
 
 def parse_dictionary(raw: bytes) -> TagDictionary:

@@ -14,11 +14,11 @@ from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from shared.blocks import Block, BlockFlags, little_endian
 from shared.errors import WireError
-from shared.wire import MAGIC, PREAMBLE, BatchIdentity, schema_error
+from shared.wire import MAGIC, PREAMBLE, BatchIdentity, read_header
 
 WIRE_V3 = 3
 HASH_PATTERN = r"^[0-9a-f]{32}$"
@@ -147,10 +147,7 @@ def split_v3(raw: bytes, max_inflated: int | None = None) -> SectionsV3:
     header_end = PREAMBLE.size + header_length
     if header_end > len(raw):
         raise WireError("header runs past the end", reason="malformed")
-    try:
-        header = BatchHeaderV3.model_validate_json(raw[PREAMBLE.size : header_end])
-    except ValidationError as exc:
-        raise schema_error("header", exc) from exc
+    header = read_header(raw, header_end, BatchHeaderV3)
     if header.blocks > header.n:
         raise WireError(f"{header.blocks} blocks cannot hold {header.n} readings", reason="schema")
     expected = dictionary_length + header.body_bytes()

@@ -1,13 +1,14 @@
 """Building well-formed and deliberately broken binary batches for tests."""
 
 import json
+import math
 import zlib
 from array import array
 from collections.abc import Sequence
 from typing import NamedTuple
 
 from shared.blocks import encode_block
-from shared.readings import Reading
+from shared.readings import DataType, Quality, Reading
 from shared.wire import COLUMNS, MAGIC, PREAMBLE, WIRE_VERSION
 from shared.wire_v3 import WIRE_V3, dictionary_bytes, dictionary_hash, encode_batch_v3
 
@@ -104,3 +105,26 @@ def join_v3(header: dict[str, object], rest: bytes, dictionary_length: int = 0) 
     if header.get("z"):
         rest = zlib.compress(rest)
     return PREAMBLE.pack(MAGIC, WIRE_V3, len(head), dictionary_length) + head + rest
+
+
+MIXED_TS = 1_790_000_000_000_000
+
+
+def mixed_readings() -> list[Reading]:
+    """Every data type, texts (huge integers among them), a missing value, server timestamps."""
+    return [
+        Reading("press", "running", DataType.BOOL, MIXED_TS, True),
+        Reading("press", "count", DataType.UINT32, MIXED_TS + 1, 4_000_000_000),
+        Reading("press", "temp", DataType.FLOAT32, MIXED_TS + 2, 65.0),
+        Reading("press", "temp", DataType.FLOAT32, MIXED_TS + 3, math.nan),
+        Reading("press", "program", DataType.STRING, MIXED_TS + 4, "P-1"),
+        Reading("press", "huge", DataType.UINT64, MIXED_TS + 5, 2**64 - 1),
+        Reading("press", "temp", DataType.FLOAT32, MIXED_TS + 6, None, Quality.BAD),
+        Reading(
+            "press", "offset", DataType.INT16, MIXED_TS + 7, -5, Quality.UNCERTAIN, MIXED_TS + 8
+        ),
+        Reading("press", "low", DataType.INT64, MIXED_TS + 9, -(2**63)),
+        Reading(
+            "press", "text", DataType.STRING, MIXED_TS + 10, "ünïcode", Quality.GOOD, MIXED_TS + 11
+        ),
+    ]

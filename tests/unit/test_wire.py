@@ -6,30 +6,15 @@ import pytest
 
 from collector.batches import BatchDecoder, TimeWindow, decode_batch
 from shared.errors import WireError
-from shared.readings import DataType, Quality, Reading
+from shared.readings import DataType
 from shared.wire import Topics, batch_identity, encode_batch
-from tests.payloads import join, mutate, split
+from tests.payloads import join, mixed_readings, mutate, split
 
 TS = 1_790_000_000_000_000
 
 
-def sample() -> list[Reading]:
-    return [
-        Reading("press", "running", DataType.BOOL, TS, True),
-        Reading("press", "count", DataType.UINT32, TS + 1, 4_000_000_000),
-        Reading("press", "temp", DataType.FLOAT32, TS + 2, 65.0),
-        Reading("press", "temp", DataType.FLOAT32, TS + 3, math.nan),
-        Reading("press", "program", DataType.STRING, TS + 4, "P-1"),
-        Reading("press", "huge", DataType.UINT64, TS + 5, 2**64 - 1),
-        Reading("press", "temp", DataType.FLOAT32, TS + 6, None, Quality.BAD),
-        Reading("press", "offset", DataType.INT16, TS + 7, -5, Quality.UNCERTAIN, TS + 8),
-        Reading("press", "low", DataType.INT64, TS + 9, -(2**63)),
-        Reading("press", "text", DataType.STRING, TS + 10, "ünïcode", Quality.GOOD, TS + 11),
-    ]
-
-
 def test_round_trip_keeps_values_types_and_order() -> None:
-    readings = sample()
+    readings = mixed_readings()
     raw = encode_batch("a1", 7, list(range(10, 20)), readings)
     batch = decode_batch(raw, "a1")
     assert (batch.agent, batch.epoch, batch.batch_id, len(batch)) == ("a1", 7, 10, 10)
@@ -48,7 +33,7 @@ def test_round_trip_keeps_values_types_and_order() -> None:
 
 
 def test_layout_tag_dictionary_texts_and_alignment() -> None:
-    raw = encode_batch("a1", 1, list(range(1, 11)), sample())
+    raw = encode_batch("a1", 1, list(range(1, 11)), mixed_readings())
     header, dictionary, columns = split(raw)
     assert dictionary["name"] == sorted(dictionary["name"]), "sorted, so it repeats exactly"
     assert len(dictionary["device"]) == len(dictionary["type"]) == 8
@@ -62,18 +47,18 @@ def test_layout_tag_dictionary_texts_and_alignment() -> None:
 
 
 def test_server_timestamp_column_only_when_needed() -> None:
-    without = encode_batch("a1", 1, [1], sample()[:1])
+    without = encode_batch("a1", 1, [1], mixed_readings()[:1])
     assert "sts" not in split(without)[2]
     assert decode_batch(without, "a1").server_ts is None
 
 
 def good() -> bytes:
-    return encode_batch("a1", 1, [1, 2], sample()[:2])
+    return encode_batch("a1", 1, [1, 2], mixed_readings()[:2])
 
 
 def test_same_tags_give_the_same_dictionary_bytes() -> None:
-    first = encode_batch("a1", 1, [1, 2], sample()[:2])
-    second = encode_batch("a1", 1, [3, 4], list(reversed(sample()[:2])))
+    first = encode_batch("a1", 1, [1, 2], mixed_readings()[:2])
+    second = encode_batch("a1", 1, [3, 4], list(reversed(mixed_readings()[:2])))
     assert split(first)[1] == split(second)[1]
     decoder = BatchDecoder()
     one, two = decoder.decode(first, "a1"), decoder.decode(second, "a1")
@@ -113,9 +98,9 @@ def test_bad_payloads_are_rejected_with_a_reason(raw: bytes, reason: str, messag
 
 def bad_readings() -> list[tuple[bytes, int, str, str]]:
     """Batches with one bad reading (its index given): only that reading is refused."""
-    with_sts = encode_batch("a1", 1, [1, 2], [sample()[0], sample()[7]])
-    string_tag = encode_batch("a1", 1, [1, 2], [sample()[4], sample()[0]])
-    wide_tag = encode_batch("a1", 1, [1, 2], [sample()[5], sample()[0]])
+    with_sts = encode_batch("a1", 1, [1, 2], [mixed_readings()[0], mixed_readings()[7]])
+    string_tag = encode_batch("a1", 1, [1, 2], [mixed_readings()[4], mixed_readings()[0]])
+    wide_tag = encode_batch("a1", 1, [1, 2], [mixed_readings()[5], mixed_readings()[0]])
     year_1601 = -11_644_473_600_000_000
     return [
         (mutate(good(), t=[0, 5]), 1, "reading", "reading 1: tag index 5 outside"),
@@ -163,7 +148,7 @@ def test_a_bad_reading_is_refused_alone(raw: bytes, index: int, reason: str, mes
 
 
 def test_refusals_keep_texts_aligned_and_count_by_reason() -> None:
-    readings = sample()
+    readings = mixed_readings()
     raw = encode_batch("a1", 1, list(range(1, 11)), readings)
     _, _, columns = split(raw)
     ts = list(columns["ts"])

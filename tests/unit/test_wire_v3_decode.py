@@ -13,29 +13,13 @@ import pytest
 from collector.batches import Batch, BatchDecoder, TimeWindow, UnknownDictionary, decode_batch
 from shared.acks import Refusal, decode_ack, encode_ack
 from shared.errors import WireError
-from shared.readings import DataType, Quality, Reading
+from shared.readings import DataType, Reading
 from shared.wire import MAGIC, PREAMBLE, batch_identity, encode_batch
 from shared.wire_v3 import WIRE_V3, dictionary_hash
-from tests.payloads import join_v3, v3_batch
+from tests.payloads import join_v3, mixed_readings, v3_batch
 
 TS = 1_790_000_000_000_000
 HASH = "0123456789abcdef0123456789abcdef"
-
-
-def mixed() -> list[Reading]:
-    """Every data type, texts (huge integers among them), a missing value, server timestamps."""
-    return [
-        Reading("press", "running", DataType.BOOL, TS, True),
-        Reading("press", "count", DataType.UINT32, TS + 1, 4_000_000_000),
-        Reading("press", "temp", DataType.FLOAT32, TS + 2, 65.0),
-        Reading("press", "temp", DataType.FLOAT32, TS + 3, math.nan),
-        Reading("press", "program", DataType.STRING, TS + 4, "P-1"),
-        Reading("press", "huge", DataType.UINT64, TS + 5, 2**64 - 1),
-        Reading("press", "temp", DataType.FLOAT32, TS + 6, None, Quality.BAD),
-        Reading("press", "offset", DataType.INT16, TS + 7, -5, Quality.UNCERTAIN, TS + 8),
-        Reading("press", "low", DataType.INT64, TS + 9, -(2**63)),
-        Reading("press", "text", DataType.STRING, TS + 10, "ünïcode", Quality.GOOD, TS + 11),
-    ]
 
 
 def same_time(count: int, at: int, device: str = "oven") -> list[Reading]:
@@ -57,9 +41,13 @@ def assert_same(received: Sequence[Reading], sent: Sequence[Reading]) -> None:
 
 RUNS = {
     # Blocks with gaps between their sequence ranges, as when other polls went elsewhere.
-    "rts and sts": [(10, mixed()[:3]), (20, mixed()[3:7]), (100, mixed()[7:])],
+    "rts and sts": [
+        (10, mixed_readings()[:3]),
+        (20, mixed_readings()[3:7]),
+        (100, mixed_readings()[7:]),
+    ],
     "one timestamp per block": [(5, same_time(3, TS)), (9, same_time(2, TS + 5))],
-    "mixed blocks": [(1, same_time(4, TS)), (5, mixed()), (40, same_time(1, TS + 99))],
+    "mixed blocks": [(1, same_time(4, TS)), (5, mixed_readings()), (40, same_time(1, TS + 99))],
 }
 
 
@@ -84,8 +72,8 @@ def test_round_trip_gives_back_the_readings_and_their_sequence_numbers(
 
 
 def test_a_batch_naming_its_dictionary_needs_one_sent_or_learned_before() -> None:
-    first = v3_batch("a1", 1, [(1, mixed())])
-    named = v3_batch("a1", 1, [(11, mixed())], inline=False)
+    first = v3_batch("a1", 1, [(1, mixed_readings())])
+    named = v3_batch("a1", 1, [(11, mixed_readings())], inline=False)
     assert named.hash == first.hash
     assert len(named.payload) < len(first.payload)
     decoder = BatchDecoder()
@@ -94,7 +82,7 @@ def test_a_batch_naming_its_dictionary_needs_one_sent_or_learned_before() -> Non
     batch = decoder.decode(named.payload, "a1")
     assert batch.dictionary == first.hash
     assert batch.tags.raw == first.dictionary, "kept without padding, as it is hashed"
-    assert_same(batch.readings, mixed())
+    assert_same(batch.readings, mixed_readings())
 
     replica = BatchDecoder()
     with pytest.raises(UnknownDictionary) as raised:
@@ -110,19 +98,19 @@ def test_a_batch_naming_its_dictionary_needs_one_sent_or_learned_before() -> Non
     with pytest.raises(WireError, match="another hash"):
         replica.learn("a1", named.hash, first.dictionary + b"x")
     replica.learn("a1", named.hash, first.dictionary)
-    assert_same(replica.decode(named.payload, "a1").readings, mixed())
+    assert_same(replica.decode(named.payload, "a1").readings, mixed_readings())
 
 
 def test_dictionaries_are_per_agent() -> None:
     decoder = BatchDecoder()
-    decoder.decode(v3_batch("a1", 1, [(1, mixed())]).payload, "a1")
-    other = v3_batch("a2", 1, [(1, mixed())], inline=False).payload
+    decoder.decode(v3_batch("a1", 1, [(1, mixed_readings())]).payload, "a1")
+    other = v3_batch("a2", 1, [(1, mixed_readings())], inline=False).payload
     with pytest.raises(UnknownDictionary):
         decoder.decode(other, "a2")
 
 
 async def test_resolve_learns_what_the_loader_finds() -> None:
-    sent = v3_batch("a1", 1, [(1, mixed())], inline=False)
+    sent = v3_batch("a1", 1, [(1, mixed_readings())], inline=False)
     asked: list[tuple[str, str]] = []
 
     async def load(agent: str, dict_hash: str) -> bytes | None:
@@ -133,8 +121,8 @@ async def test_resolve_learns_what_the_loader_finds() -> None:
     with pytest.raises(UnknownDictionary) as raised:
         decoder.decode(sent.payload, "a1")
     assert await decoder.resolve(raised.value, load)
-    assert len(decoder.decode(sent.payload, "a1")) == len(mixed())
-    other = v3_batch("a2", 1, [(1, mixed())], inline=False).payload
+    assert len(decoder.decode(sent.payload, "a1")) == len(mixed_readings())
+    other = v3_batch("a2", 1, [(1, mixed_readings())], inline=False).payload
     with pytest.raises(UnknownDictionary) as raised:
         decoder.decode(other, "a2")
     assert not await decoder.resolve(raised.value, load)
@@ -181,9 +169,11 @@ def test_a_well_formed_crafted_batch_decodes() -> None:
 
 
 def bad_payloads() -> list[tuple[bytes, str, str]]:
-    good = v3_batch("a1", 1, [(1, mixed()[:4]), (10, mixed()[4:])]).payload
-    plain = v3_batch("a1", 1, [(1, mixed()[:4]), (10, mixed()[4:])], compress=False).payload
-    named = v3_batch("a1", 1, [(1, mixed())], compress=False)
+    good = v3_batch("a1", 1, [(1, mixed_readings()[:4]), (10, mixed_readings()[4:])]).payload
+    plain = v3_batch(
+        "a1", 1, [(1, mixed_readings()[:4]), (10, mixed_readings()[4:])], compress=False
+    ).payload
+    named = v3_batch("a1", 1, [(1, mixed_readings())], compress=False)
     # The header names the dictionary's hash; another hash of the same length keeps the
     # lengths right, so only the hash check can catch it.
     wrong_hash = named.payload.replace(named.hash.encode(), HASH.encode())
@@ -253,7 +243,7 @@ def test_a_zlib_bomb_is_refused_quickly_without_inflating_it(
 
 
 def test_readings_are_refused_one_by_one_as_in_version_2() -> None:
-    readings = mixed()
+    readings = mixed_readings()
     window = TimeWindow(TS + 1, TS + 9)  # refuses readings 0, 8 and 9
     v2 = BatchDecoder(window=window).decode(
         encode_batch("a1", 1, list(range(1, 11)), readings), "a1"
