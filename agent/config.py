@@ -33,6 +33,18 @@ class AgentIdentity(StrictModel):
     heartbeat_interval: Duration = Field(
         default=10.0, gt=0, description="Time between heartbeats to the collector."
     )
+    align_polls: bool = Field(
+        default=True,
+        description="Poll devices at multiples of their poll_interval on the wall clock, all"
+        " devices of one interval together: one wake-up per tick for all of them, and"
+        " timestamps that line up across devices. false: each device at a random phase.",
+    )
+    poll_jitter: Duration = Field(
+        default=0.0,
+        ge=0,
+        description="With align_polls, delay each device by a random part of this (at most"
+        " its interval) to spread a burst of requests, for example over a slow serial line.",
+    )
     http_host: str = Field(default="127.0.0.1", description="Address of /metrics and /healthz.")
     http_port: int | None = Field(
         default=9108, ge=0, le=65535, description="Port of /metrics and /healthz (null: off)."

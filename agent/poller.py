@@ -13,10 +13,27 @@ from shared.clock import Clock
 from shared.readings import Reading
 
 log = logging.getLogger(__name__)
+_RANDOM = random.Random()
 
 ReadingSink = Callable[[Sequence[Reading]], Awaitable[int]]
 HANDING_AT_STOP_S = 1.0
 """How long a stop waits for the last readings to be buffered before giving them up."""
+
+
+def first_poll_delay(
+    interval: float, now_s: float, *, align: bool, jitter: float, rng: random.Random
+) -> float:
+    """Seconds from `now_s` (wall clock) to a device's first poll.
+
+    Aligned, devices of one interval poll together at its multiples on the wall clock, so
+    the agent wakes once per tick for all of them (most of the cost of a poll at 1 Hz is
+    the wake-up, not the points) and their timestamps line up across devices; `jitter`
+    then spreads each device by a random part of it. Not aligned, each device gets a
+    random phase within its interval.
+    """
+    if not align:
+        return rng.uniform(0, min(interval, 1.0))
+    return interval - now_s % interval + rng.uniform(0, min(jitter, interval))
 
 
 class DevicePoller:
@@ -37,6 +54,8 @@ class DevicePoller:
         clock: Clock,
         backoff: Backoff | None = None,
         report: ExceptionFilter | None = None,
+        align: bool = True,
+        jitter: float = 0.0,
     ) -> None:
         self._source = source
         self._sink = sink
@@ -44,6 +63,8 @@ class DevicePoller:
         self._interval = interval
         self._clock = clock
         self._backoff = backoff or Backoff(initial=min(1.0, interval), cap=30.0)
+        self._align = align
+        self._jitter = jitter
         self._down_since: float | None = None
         self.polls = 0
         self.readings = 0
@@ -63,8 +84,12 @@ class DevicePoller:
 
     async def run(self) -> None:
         """Poll until cancelled."""
-        # Spread devices with equal intervals over the interval instead of polling in bursts.
-        await self._clock.sleep(random.uniform(0, min(self._interval, 1.0)))
+        now_s = self._clock.time_us() / 1e6
+        await self._clock.sleep(
+            first_poll_delay(
+                self._interval, now_s, align=self._align, jitter=self._jitter, rng=_RANDOM
+            )
+        )
         next_poll = self._clock.monotonic()
         try:
             while True:

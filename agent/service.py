@@ -77,6 +77,8 @@ class AgentService:
                 interval=device.poll_interval,
                 clock=self.clock,
                 report=exception_filter(device, self.clock),
+                align=config.agent.align_polls,
+                jitter=config.agent.poll_jitter,
             )
             for device, source in zip(config.devices, sources, strict=True)
         ]

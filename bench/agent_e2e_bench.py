@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import math
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -556,6 +557,8 @@ async def sweep(args: argparse.Namespace, rig: Rig) -> list[Point]:
         if profile_to.exists():
             print(f"agent profile at {args.profile:,} points/s, own time per function (py-spy):")
             print("\n".join(summarise_profile(profile_to, top=15)), flush=True)
+            if args.profile_out:
+                shutil.copyfile(profile_to, args.profile_out)
     rig.children.stop(simulator.process)
     if args.opcua_loads:
         port = free_port()
@@ -671,6 +674,13 @@ def main() -> int:
         default=0,
         metavar="POINTS",
         help="also py-spy the agent at this Modbus load (an extra run)",
+    )
+    parser.add_argument(
+        "--profile-out",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="keep the profile's collapsed stacks in FILE (for flame graphs)",
     )
     args = parser.parse_args()
     if args.opcua_loads is None:

@@ -2,6 +2,9 @@
 
 import random
 
+# One generator for all: seeding a new one reads the OS's entropy, a system call per backoff.
+_RANDOM = random.Random()
+
 
 class Backoff:
     """Delays that double from `initial` up to `cap`, each drawn uniformly below the bound."""
@@ -10,7 +13,7 @@ class Backoff:
         self._initial = initial
         self._cap = cap
         self._attempt = 0
-        self._random = rng or random.Random()
+        self._random = rng or _RANDOM
 
     def next_delay(self) -> float:
         """The delay before the next attempt."""

@@ -2,11 +2,12 @@
 
 import asyncio
 import logging
+import random
 from collections.abc import Sequence
 
 import pytest
 
-from agent.poller import DevicePoller
+from agent.poller import DevicePoller, first_poll_delay
 from protocols.base import DeviceState
 from shared.readings import DataType, Quality, Reading
 from tests.harness import eventually
@@ -193,3 +194,25 @@ async def test_a_stop_while_the_last_commit_is_pending_still_commits_every_readi
     assert done
     assert poller.handed == poller.readings == poller.polls
     assert len(sink.committed) == poller.readings, "no reading read is lost to the stop"
+
+
+async def test_aligned_devices_poll_together_on_whole_intervals_of_the_wall_clock() -> None:
+    clock = FakeClock(start_us=1_790_000_012_300_000)  # 0.3 s past a whole second
+    source = ScriptedSource(clock, ["ok", "ok", "ok"])
+    sink = Collected()
+    poller = DevicePoller(source, sink, interval=1.0, clock=clock)
+    with pytest.raises(asyncio.CancelledError):
+        await poller.run()
+    assert clock.sleeps[0] == pytest.approx(0.7)
+    assert [r.ts_us % 1_000_000 for r in sink.readings] == [0, 0]
+
+
+def test_first_poll_delay_aligns_jitters_within_the_interval_or_spreads() -> None:
+    rng = random.Random(7)
+    assert first_poll_delay(5.0, 1002.0, align=True, jitter=0.0, rng=rng) == pytest.approx(3.0)
+    jittered = [first_poll_delay(1.0, 10.25, align=True, jitter=9.0, rng=rng) for _ in range(200)]
+    assert all(0.75 <= d <= 1.75 for d in jittered)  # jitter is capped at the interval
+    assert max(jittered) - min(jittered) > 0.5
+    spread = [first_poll_delay(10.0, 3.0, align=False, jitter=0.0, rng=rng) for _ in range(200)]
+    assert all(0 <= d <= 1.0 for d in spread)
+    assert max(spread) - min(spread) > 0.5
