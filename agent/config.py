@@ -35,8 +35,8 @@ class AgentIdentity(StrictModel):
     )
     align_polls: bool = Field(
         default=True,
-        description="Poll devices at multiples of their poll_interval on the wall clock, all"
-        " devices of one interval together: one wake-up per tick for all of them, and"
+        description="Poll devices on whole seconds of the wall clock (on multiples of a"
+        " shorter poll_interval), all together: one wake-up per tick for all of them, and"
         " timestamps that line up across devices. false: each device at a random phase.",
     )
     poll_jitter: Duration = Field(

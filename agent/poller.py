@@ -23,17 +23,18 @@ HANDING_AT_STOP_S = 1.0
 def first_poll_delay(
     interval: float, now_s: float, *, align: bool, jitter: float, rng: random.Random
 ) -> float:
-    """Seconds from `now_s` (wall clock) to a device's first poll.
+    """Seconds from `now_s` (wall clock) to a device's first poll, or its first after an outage.
 
-    Aligned, devices of one interval poll together at its multiples on the wall clock, so
-    the agent wakes once per tick for all of them (most of the cost of a poll at 1 Hz is
-    the wake-up, not the points) and their timestamps line up across devices; `jitter`
-    then spreads each device by a random part of it. Not aligned, each device gets a
-    random phase within its interval.
+    Aligned, devices poll on whole seconds of the wall clock (on multiples of the interval
+    when it is shorter), so the agent wakes once per tick for all of them (at 1 Hz most of
+    a poll's cost is the wake-up, not the points) and their timestamps line up across
+    devices; `jitter` then delays each by a random part of it. Not aligned, each device gets
+    a random phase within its interval.
     """
+    grid = min(interval, 1.0)
     if not align:
-        return rng.uniform(0, min(interval, 1.0))
-    return interval - now_s % interval + rng.uniform(0, min(jitter, interval))
+        return rng.uniform(0, grid)
+    return grid - now_s % grid + rng.uniform(0, min(jitter, interval))
 
 
 class DevicePoller:
@@ -84,12 +85,7 @@ class DevicePoller:
 
     async def run(self) -> None:
         """Poll until cancelled."""
-        now_s = self._clock.time_us() / 1e6
-        await self._clock.sleep(
-            first_poll_delay(
-                self._interval, now_s, align=self._align, jitter=self._jitter, rng=_RANDOM
-            )
-        )
+        await self._clock.sleep(self._phase_delay())
         next_poll = self._clock.monotonic()
         try:
             while True:
@@ -99,6 +95,8 @@ class DevicePoller:
                     raise_if_cancelled()
                     if not connected:
                         await self._clock.sleep(self._backoff.next_delay())
+                        # Back in step with the other devices, if it connects this time.
+                        await self._clock.sleep(self._phase_delay())
                         next_poll = self._clock.monotonic()
                         continue
                 await self._poll()
@@ -114,6 +112,12 @@ class DevicePoller:
         finally:
             await self._finish_handing()
             await self._source.close()
+
+    def _phase_delay(self) -> float:
+        now_s = self._clock.time_us() / 1e6
+        return first_poll_delay(
+            self._interval, now_s, align=self._align, jitter=self._jitter, rng=_RANDOM
+        )
 
     async def _finish_handing(self) -> None:
         """On stop: let the last hand-over commit, unless it waits for room or disk too long.

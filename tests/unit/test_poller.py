@@ -209,7 +209,8 @@ async def test_aligned_devices_poll_together_on_whole_intervals_of_the_wall_cloc
 
 def test_first_poll_delay_aligns_jitters_within_the_interval_or_spreads() -> None:
     rng = random.Random(7)
-    assert first_poll_delay(5.0, 1002.0, align=True, jitter=0.0, rng=rng) == pytest.approx(3.0)
+    assert first_poll_delay(5.0, 1002.25, align=True, jitter=0.0, rng=rng) == pytest.approx(0.75)
+    assert first_poll_delay(0.2, 1002.25, align=True, jitter=0.0, rng=rng) == pytest.approx(0.15)
     jittered = [first_poll_delay(1.0, 10.25, align=True, jitter=9.0, rng=rng) for _ in range(200)]
     assert all(0.75 <= d <= 1.75 for d in jittered)  # jitter is capped at the interval
     assert max(jittered) - min(jittered) > 0.5
