@@ -12,8 +12,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from collector import api, dead_letter_api
 from collector.agents import AgentRegistry
+from collector.api.auth import Authenticator
+from collector.api.keys import ApiKeys
+from collector.api.operations import MAX_BODY_BYTES
+from collector.api.routes import add_api, middlewares
 from collector.config import CollectorConfig, DatabaseSettings
 from collector.consumer import Consumer
 from collector.dead_letters import expire_dead_letters
@@ -26,8 +29,8 @@ from collector.partitions import (
     ensure_partitions,
     forget_old_batches,
 )
-from collector.problems import problem_middleware
-from collector.state import AGENTS, METRICS, MQTT, SETTINGS, STORE, SUPERVISOR
+from collector.pools import new_pool
+from collector.state import AGENTS, AUTH, KEYS, METRICS, MQTT, SETTINGS, STORE, SUPERVISOR
 from collector.store import ReadingStore
 from shared.cancellation import raise_if_cancelled
 from shared.errors import PlantwireError
@@ -42,7 +45,7 @@ STOP_GRACE_S = 10.0
 
 def create_app(config: CollectorConfig) -> web.Application:
     """Build the application; its start-up connects to the database and the broker."""
-    app = web.Application(middlewares=[problem_middleware])
+    app = web.Application(middlewares=middlewares(config.http), client_max_size=MAX_BODY_BYTES)
     app[SETTINGS] = config
     app[METRICS] = metrics_ = CollectorMetrics()
     app[SUPERVISOR] = Supervisor(
@@ -52,22 +55,16 @@ def create_app(config: CollectorConfig) -> web.Application:
     app.cleanup_ctx.append(_consumer)
     # Last, so its cleanup runs first: every task stops before the pool and broker close.
     app.cleanup_ctx.append(_supervision)
-    app.add_routes(api.routes)
-    app.add_routes(dead_letter_api.routes)
+    add_api(app)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     return app
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS].database
-    pool: AsyncConnectionPool[psycopg.AsyncConnection[TupleRow]] = AsyncConnectionPool(
-        settings.url.get_secret_value(),
-        min_size=1,
-        max_size=settings.pool_size,
-        open=False,
-        kwargs={"autocommit": True},
-    )
+    pool = new_pool(settings.url.get_secret_value(), settings.pool_size)
     try:
         await pool.open(wait=True, timeout=settings.connect_timeout)
     except PoolTimeout as exc:
@@ -83,10 +80,14 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         await ensure_partitions(conn, datetime.now(UTC).date(), settings.partition_days_ahead)
     app[STORE] = ReadingStore(pool, partition_window(settings))
     app[AGENTS] = AgentRegistry(pool)
+    app[KEYS] = keys = ApiKeys(pool)
+    app[AUTH] = auth = Authenticator(keys)
+    app[METRICS].active_users.set_function(auth.active)
     supervisor = app[SUPERVISOR]
     supervisor.add("maintenance", lambda: _keep_partitions(pool, settings))
     offline_after = app[SETTINGS].agents.offline_after
     supervisor.add("agent-liveness", lambda: _watch_agents(app[AGENTS], offline_after))
+    supervisor.add("key-usage", auth.save_usage)
     yield
     await pool.close()
 
@@ -209,6 +210,19 @@ async def healthz(request: web.Request) -> web.Response:
         {"status": "ok" if healthy else "failing", "checks": checks, "tasks": tasks},
         status=200 if healthy else 503,
     )
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """200 while the database answers (the API can serve), else 503."""
+    try:
+        async with asyncio.timeout(2.0):
+            await request.app[STORE].ping()
+    except (psycopg.Error, TimeoutError) as exc:
+        return web.json_response(
+            {"status": "unavailable", "checks": {"database": f"failing: {exc.__class__.__name__}"}},
+            status=503,
+        )
+    return web.json_response({"status": "ready", "checks": {"database": "ok"}})
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -10,7 +10,7 @@ from pathlib import Path
 import psycopg
 from aiohttp import web
 
-from collector import __version__, dead_letter_cli
+from collector import __version__, api_key_cli, dead_letter_cli
 from collector.app import create_app
 from collector.config import CollectorConfig, load_collector_config
 from collector.migrate import migrate
@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--config", type=Path, help="collector YAML file (its database.url)")
     source.add_argument("--database-url", help="libpq URL (default: $PLANTWIRE_DATABASE_URL)")
     dead_letter_cli.add_commands(commands)
+    api_key_cli.add_commands(commands)
     return parser
 
 
@@ -89,6 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "dead-letters":
         return dead_letter_cli.run(args, config)
+    if args.command == "api-key":
+        return api_key_cli.run(args, config)
     setup_logging(config.collector.log_level)
     try:
         web.run_app(

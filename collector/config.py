@@ -64,6 +64,14 @@ class HttpSettings(StrictModel):
     max_readings: int = Field(
         default=100_000, ge=1, description="Most readings one API response returns."
     )
+    max_query_bytes: int = Field(
+        default=4096, ge=256, le=65536, description="Longer query strings are refused (414)."
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins whose browser pages may call the API, e.g."
+        " https://dashboard.example.com (empty: no cross-origin access).",
+    )
 
 
 class IngestSettings(StrictModel):

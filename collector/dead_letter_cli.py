@@ -15,11 +15,12 @@ from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from collector.agents import AgentRegistry
-from collector.api import format_ts, parse_limit, parse_time
+from collector.api.dead_letters import DEFAULT_LIMIT, MAX_LIMIT
+from collector.api.params import format_ts, parse_limit, parse_time
+from collector.api.problems import ProblemError
 from collector.app import partition_window
 from collector.config import CollectorConfig
 from collector.consumer import batch_decoder
-from collector.dead_letter_api import DEFAULT_LIMIT, MAX_LIMIT
 from collector.dead_letters import (
     KINDS,
     DeadLetter,
@@ -28,9 +29,10 @@ from collector.dead_letters import (
     decode_cursor,
     valid_id,
 )
-from collector.problems import ProblemError
+from collector.pools import command_pool
 from collector.replay import Replayer
 from collector.store import ReadingStore
+from collector.tables import print_table
 from shared.wire import Topics
 
 ERROR_WIDTH = 60
@@ -128,16 +130,7 @@ def run(args: argparse.Namespace, config: CollectorConfig) -> int:
 
 
 async def _run(args: argparse.Namespace, config: CollectorConfig) -> int:
-    settings = config.database
-    pool: AsyncConnectionPool[psycopg.AsyncConnection[TupleRow]] = AsyncConnectionPool(
-        settings.url.get_secret_value(),
-        min_size=1,
-        max_size=2,
-        open=False,
-        kwargs={"autocommit": True},
-    )
-    try:
-        await pool.open(wait=True, timeout=settings.connect_timeout)
+    async with command_pool(config.database) as pool:
         store = DeadLetters(pool)
         if args.action == "list":
             return await _list(store, args)
@@ -146,8 +139,6 @@ async def _run(args: argparse.Namespace, config: CollectorConfig) -> int:
         if args.action == "replay":
             return await _replay(store, _replayer(pool, config), args)
         return await _purge(store, args)
-    finally:
-        await pool.close()
 
 
 def _cell(text: str, width: int) -> str:
@@ -187,11 +178,7 @@ async def _list(store: DeadLetters, args: argparse.Namespace) -> int:
         return 0
     table = [["ID", "RECEIVED", "AGENT", "KIND", "REASON", "READINGS", "ERROR"]]
     table += [_row(letter) for letter in page.items]
-    widths = [max(len(row[column]) for row in table) for column in range(len(table[0]))]
-    for row in table:
-        print(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        )
+    print_table(table)
     if page.next_cursor is not None:
         print(f"more: --cursor {page.next_cursor}")
     return 0

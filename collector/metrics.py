@@ -53,6 +53,11 @@ class CollectorMetrics:
             "Acknowledgements to agents that could not be published (the agent resends).",
             registry=self.registry,
         )
+        self.active_users = Gauge(
+            "active_users",
+            "Distinct API keys used in the last five minutes.",
+            registry=self.registry,
+        )
         self.mqtt_connected = Gauge(
             "plantwire_collector_mqtt_connected",
             "1 while the collector is connected to the broker.",

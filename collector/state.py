@@ -3,6 +3,8 @@
 from aiohttp import web
 
 from collector.agents import AgentRegistry
+from collector.api.auth import Authenticator
+from collector.api.keys import ApiKeys
 from collector.config import CollectorConfig
 from collector.metrics import CollectorMetrics
 from collector.store import ReadingStore
@@ -15,3 +17,5 @@ STORE = web.AppKey("store", ReadingStore)
 AGENTS = web.AppKey("agents", AgentRegistry)
 MQTT = web.AppKey("mqtt", MqttClient)
 SUPERVISOR = web.AppKey("supervisor", Supervisor)
+KEYS = web.AppKey("keys", ApiKeys)
+AUTH = web.AppKey("auth", Authenticator)

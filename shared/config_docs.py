@@ -47,6 +47,8 @@ def _is_duration(field: FieldInfo) -> bool:
 def _default(field: FieldInfo) -> str:
     if field.is_required():
         return "**required**"
+    if field.default_factory is list:
+        return "`[]`"
     if field.default_factory is not None:
         return "(section defaults)"
     if field.default is PydanticUndefined or field.default is None:

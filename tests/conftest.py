@@ -19,7 +19,7 @@ import pytest_timeout
 from collector.cli import run_migrations
 from protocols.simulator.runner import Simulator
 from shared.mqtt import MqttClient, MqttSettings
-from tests.harness import running_simulator
+from tests.harness import add_test_key, running_simulator
 from tests.servers import MosquittoServer, PostgresServer, running_mosquitto, running_postgres
 
 TEMPLATE = "plantwire_template"
@@ -95,6 +95,8 @@ def postgres() -> Iterator[PostgresServer]:
         with psycopg.connect(server.url(), autocommit=True) as conn:
             conn.execute(f"CREATE DATABASE {TEMPLATE}")
         asyncio.run(run_migrations(server.url(TEMPLATE)))
+        with psycopg.connect(server.url(TEMPLATE), autocommit=True) as conn:
+            add_test_key(conn)
         yield server
 
 

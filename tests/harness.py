@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psycopg
 from aiohttp import web
 
 from agent.config import AgentConfig
 from agent.service import AgentService
+from collector.api.keys import hash_key, key_prefix
 from collector.app import create_app
 from collector.config import CollectorConfig
 from protocols.simulator.machine import TAGS
@@ -143,9 +145,26 @@ async def eventually(
         await asyncio.sleep(0.1)
 
 
+TEST_KEY = f"pwk_7e57ab1e_{'k' * 32}"
+"""An admin key every test database has (put in the template): tests use it by default."""
+AUTH = {"Authorization": f"Bearer {TEST_KEY}"}
+
+
+def add_test_key(conn: psycopg.Connection[Any]) -> None:
+    """Store TEST_KEY as an admin key in a migrated database."""
+    conn.execute(
+        "INSERT INTO api_keys (prefix, key_hash, name, role, created_by)"
+        " VALUES (%s, %s, 'tests', 'admin', 'tests')",
+        (key_prefix(TEST_KEY), hash_key(TEST_KEY)),
+    )
+
+
 async def get_json(url: str, **params: str) -> tuple[int, Any]:
-    """GET a URL; return status and decoded JSON body."""
-    async with aiohttp.ClientSession() as session, session.get(url, params=params) as response:
+    """GET a URL with the test key; return status and decoded JSON body."""
+    async with (
+        aiohttp.ClientSession(headers=AUTH) as session,
+        session.get(url, params=params) as response,
+    ):
         return response.status, await response.json(content_type=None)
 
 

@@ -16,7 +16,7 @@ from collector.store import ReadingStore, WriteOutcome
 from shared.mqtt import MqttClient
 from shared.readings import DataType, Reading
 from shared.wire import encode_batch
-from tests.harness import collector_config, eventually, get_json, running_collector
+from tests.harness import AUTH, collector_config, eventually, get_json, running_collector
 from tests.payloads import join, mutate, split
 from tests.servers import MosquittoServer, free_port
 
@@ -177,7 +177,7 @@ async def test_api_answers_bad_requests_with_problem_details(
         ({"tag": "oven/temp", "limit": "0"}, 400, "limit"),
         ({"tag": "oven/temp", "limit": "many"}, 400, "limit"),
     ]
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(headers=AUTH) as session:
         for params, status, name in cases:
             async with session.get(f"{collector}/api/v1/readings", params=params) as response:
                 assert response.status == status, params
@@ -207,7 +207,12 @@ async def test_health_and_metrics(collector: str) -> None:
     assert body == {
         "status": "ok",
         "checks": {"database": "ok", "mqtt": "ok"},
-        "tasks": {"agent-liveness": "running", "consumer": "running", "maintenance": "running"},
+        "tasks": {
+            "agent-liveness": "running",
+            "consumer": "running",
+            "key-usage": "running",
+            "maintenance": "running",
+        },
     }
     text = await metrics_text(collector)
     assert "plantwire_collector_mqtt_connected 1.0" in text
@@ -217,10 +222,10 @@ def test_migrate_command_is_idempotent(
     postgres_fresh_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert collector_main(["migrate", "--database-url", postgres_fresh_url]) == 0
-    assert "applied migrations: [1, 2, 3, 4]" in capsys.readouterr().out
+    assert "applied migrations: [1, 2, 3, 4, 5]" in capsys.readouterr().out
     assert collector_main(["migrate", "--database-url", postgres_fresh_url]) == 0
     assert "up to date" in capsys.readouterr().out
-    assert count(postgres_fresh_url, "SELECT count(*) FROM schema_migrations") == 4
+    assert count(postgres_fresh_url, "SELECT count(*) FROM schema_migrations") == 5
 
 
 def test_migrate_needs_a_database(

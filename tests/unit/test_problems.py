@@ -7,7 +7,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from collector.problems import PROBLEM_TYPE, problem_middleware
+from collector.api.problems import PROBLEM_TYPE, problem_middleware
 
 SECRET = "postgresql://collector:hunter2@db.internal:5432/plant"
 

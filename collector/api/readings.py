@@ -1,0 +1,148 @@
+"""/api/v1/readings: the readings of one tag over a time range."""
+
+from datetime import UTC, datetime, timedelta
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
+from collector.api.operations import API, Params, Role
+from collector.api.params import AgentName, QueryTime, Timestamp
+from collector.api.problems import InvalidParam, ProblemError, bad_param
+from collector.state import SETTINGS, STORE
+from collector.store import StoredReading, TagInfo
+from shared.readings import DataType, Value
+
+
+class ReadingsQuery(Params):
+    """Which tag, which range, how many."""
+
+    tag: str = Field(
+        min_length=3,
+        max_length=401,
+        pattern=r"^[^/\x00-\x1f]+/[^\x00-\x1f]+$",
+        description="The tag as <device>/<tag>.",
+        examples=["press-1/temperature"],
+    )
+    agent: AgentName | None = Field(
+        default=None, description="The agent, when several have a tag of that name."
+    )
+    start: QueryTime | None = Field(
+        default=None, alias="from", description="Readings at or after this (default: to - 1 h)."
+    )
+    end: QueryTime | None = Field(
+        default=None, alias="to", description="Readings before this (default: now)."
+    )
+    limit: int | None = Field(
+        default=None, ge=1, description="Most readings returned (default and most: the server's)."
+    )
+
+
+def _absent(value: object) -> bool:
+    return value is None
+
+
+class ReadingOut(BaseModel):
+    """One stored reading."""
+
+    ts: Timestamp = Field(description="Source timestamp (or poll time).")
+    value: bool | int | float | str | None = Field(description="Null when quality is bad.")
+    quality: str = Field(description="good, uncertain or bad.")
+    server_ts: Timestamp | None = Field(
+        default=None,
+        exclude_if=_absent,
+        description="OPC UA server timestamp, present when one was sent.",
+    )
+    data_type: DataType | None = Field(
+        default=None,
+        exclude_if=_absent,
+        description="Present on every reading when the range spans a type change.",
+    )
+
+
+class ReadingsPage(BaseModel):
+    """Readings of one tag, oldest first."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    agent: str
+    device: str
+    tag: str
+    data_type: DataType = Field(description="The tag's current type (that of its newest reading).")
+    start: Timestamp = Field(alias="from")
+    end: Timestamp = Field(alias="to")
+    count: int
+    truncated: bool = Field(description="True when more readings lie in the range than returned.")
+    readings: list[ReadingOut]
+
+
+def _reading(reading: StoredReading, with_type: bool) -> ReadingOut:
+    value: Value | None = reading.value
+    return ReadingOut(
+        ts=reading.ts,
+        value=value,
+        quality=reading.quality.name.lower(),
+        server_ts=reading.server_ts,
+        data_type=reading.data_type if with_type else None,
+    )
+
+
+async def _resolve_tag(request: web.Request, query: ReadingsQuery) -> list[TagInfo]:
+    """The versions (one per data type it has had) of the tag the request names."""
+    device, _, name = query.tag.partition("/")
+    matches = await request.app[STORE].find_tags(device, name, query.agent)
+    if not matches:
+        raise ProblemError(
+            404,
+            "Unknown tag",
+            f"no tag {query.tag!r}" + (f" on agent {query.agent!r}" if query.agent else ""),
+            [InvalidParam("tag", "no such tag")],
+        )
+    agents = sorted({tag.agent_id for tag in matches})
+    if len(agents) > 1:
+        raise bad_param(
+            "agent", f"tag {query.tag!r} exists on several agents ({', '.join(agents)}); name one"
+        )
+    return matches
+
+
+@API.operation(
+    "GET",
+    "/api/v1/readings",
+    summary="Readings of one tag over a time range",
+    tag="readings",
+    role=Role.VIEWER,
+    params=ReadingsQuery,
+    response=ReadingsPage,
+    errors=(404,),
+)
+async def get_readings(request: web.Request, query: ReadingsQuery) -> ReadingsPage:
+    """Readings of one tag with from <= ts < to, oldest first.
+
+    `data_type` is the tag's current type; when the range holds readings written under
+    another type, every reading carries its own `data_type`.
+    """
+    maximum = request.app[SETTINGS].http.max_readings
+    end = query.end or datetime.now(UTC)
+    start = query.start or end - timedelta(hours=1)
+    if start >= end:
+        raise bad_param("from", "must be earlier than `to`")
+    if query.limit is not None and query.limit > maximum:
+        raise bad_param("limit", f"at most {maximum}")
+    limit = query.limit or maximum
+    versions = await _resolve_tag(request, query)
+    store = request.app[STORE]
+    tag = await store.latest(versions)
+    rows = await store.readings(versions, start, end, limit + 1)
+    kept = rows[:limit]
+    mixed = len({reading.data_type for reading in kept} | {tag.data_type}) > 1
+    return ReadingsPage(
+        agent=tag.agent_id,
+        device=tag.device,
+        tag=tag.name,
+        data_type=tag.data_type,
+        start=start,
+        end=end,
+        count=len(kept),
+        truncated=len(rows) > limit,
+        readings=[_reading(reading, mixed) for reading in kept],
+    )

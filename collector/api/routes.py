@@ -1,0 +1,41 @@
+"""Puts the API on the application: middlewares, the guarded operations, the contract."""
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from collector.api import agents, api_keys, dead_letters, readings
+from collector.api.auth import PRINCIPAL, authorize
+from collector.api.contract import add_contract_routes
+from collector.api.headers import add_security_headers, cors_middleware, limits_middleware
+from collector.api.operations import API, Operation
+from collector.api.problems import problem_middleware
+from collector.config import HttpSettings
+from collector.state import AUTH
+
+RESOURCES = (agents, api_keys, dead_letters, readings)
+"""Imported for their operations, which they declare on API."""
+
+
+def middlewares(settings: HttpSettings) -> list[Middleware]:
+    """Outermost first: CORS sees every answer, errors included."""
+    return [
+        cors_middleware(settings.cors_origins),
+        problem_middleware,
+        limits_middleware(settings.max_query_bytes),
+    ]
+
+
+async def guard(request: web.Request, op: Operation) -> None:
+    """Authenticate the request's key and check its role, unless the operation is open."""
+    if op.role is None:
+        return
+    key = await request.app[AUTH].authenticate(request)
+    authorize(key, op)
+    request[PRINCIPAL] = key
+
+
+def add_api(app: web.Application) -> None:
+    """Every operation, the contract and its docs, and the headers every answer carries."""
+    app.add_routes(API.routes(guard))
+    add_contract_routes(app)
+    app.on_response_prepare.append(add_security_headers)
