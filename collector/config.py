@@ -2,8 +2,10 @@
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import AwareDatetime, Field, SecretStr, model_validator
+from limits import parse
+from pydantic import AfterValidator, AwareDatetime, Field, SecretStr, model_validator
 
 from shared.acks import AckVersion
 from shared.config import Duration, LogLevel, StrictModel, load_config
@@ -16,6 +18,7 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "PLANTWIRE_MQTT_PASSWORD": ("mqtt", "password"),
     "PLANTWIRE_HTTP_HOST": ("http", "host"),
     "PLANTWIRE_HTTP_PORT": ("http", "port"),
+    "PLANTWIRE_REDIS_URL": ("rate_limits", "redis_url"),
 }
 """Environment variables that replace a key of the file, for secrets and per-host values."""
 
@@ -133,6 +136,46 @@ class IngestSettings(StrictModel):
         return self
 
 
+def _limit(value: str) -> str:
+    try:
+        parse(value)
+    except ValueError:
+        raise ValueError(
+            f"expected a rate such as 600/minute or 20/second, got {value!r}"
+        ) from None
+    return value
+
+
+Rate = Annotated[str, AfterValidator(_limit)]
+
+
+class RateLimitSettings(StrictModel):
+    """Requests each API key may make, by its role; shared across replicas through Redis."""
+
+    enabled: bool = Field(default=True, description="Count requests and refuse excess (429).")
+    viewer: Rate = Field(default="1200/minute", description="Limit of a viewer key.")
+    operator: Rate = Field(default="1200/minute", description="Limit of an operator key.")
+    admin: Rate = Field(default="2400/minute", description="Limit of an admin key.")
+    redis_url: SecretStr | None = Field(
+        default=None,
+        description="redis://host:port/db shared by every replica (null: each replica counts"
+        " on its own).",
+    )
+    redis_timeout: Duration = Field(
+        default=0.25, gt=0, description="Longest wait for Redis before counting in-process."
+    )
+    redis_retry: Duration = Field(
+        default=5.0, gt=0, description="After Redis failed, count in-process this long."
+    )
+
+    @model_validator(mode="after")
+    def _redis_scheme(self) -> "RateLimitSettings":
+        url = self.redis_url.get_secret_value() if self.redis_url is not None else None
+        if url is not None and not url.startswith(("redis://", "rediss://")):
+            raise ValueError("redis_url: expected redis://host:port/db or rediss://...")
+        return self
+
+
 class AgentSettings(StrictModel):
     """How agents' liveness is judged."""
 
@@ -162,6 +205,9 @@ class CollectorConfig(StrictModel):
         default_factory=IngestSettings, description="Consuming and writing batches."
     )
     agents: AgentSettings = Field(default_factory=AgentSettings, description="Agent liveness.")
+    rate_limits: RateLimitSettings = Field(
+        default_factory=RateLimitSettings, description="API rate limits per key."
+    )
 
 
 def load_collector_config(path: Path) -> CollectorConfig:

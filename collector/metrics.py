@@ -58,6 +58,22 @@ class CollectorMetrics:
             "Distinct API keys used in the last five minutes.",
             registry=self.registry,
         )
+        self.rate_limited = Counter(
+            "plantwire_collector_rate_limited_total",
+            "API requests refused with 429, by the key's role.",
+            ["role"],
+            registry=self.registry,
+        )
+        self.rate_limit_fallbacks = Counter(
+            "plantwire_collector_rate_limit_fallbacks_total",
+            "Times Redis failed and rate limits were counted in this process instead.",
+            registry=self.registry,
+        )
+        self.rate_limit_shared = Gauge(
+            "plantwire_collector_rate_limit_shared",
+            "1 while rate limits are counted in Redis across replicas, 0 in this process.",
+            registry=self.registry,
+        )
         self.mqtt_connected = Gauge(
             "plantwire_collector_mqtt_connected",
             "1 while the collector is connected to the broker.",

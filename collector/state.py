@@ -5,6 +5,7 @@ from aiohttp import web
 from collector.agents import AgentRegistry
 from collector.api.auth import Authenticator
 from collector.api.keys import ApiKeys
+from collector.api.ratelimit import RateLimits
 from collector.config import CollectorConfig
 from collector.metrics import CollectorMetrics
 from collector.store import ReadingStore
@@ -19,3 +20,4 @@ MQTT = web.AppKey("mqtt", MqttClient)
 SUPERVISOR = web.AppKey("supervisor", Supervisor)
 KEYS = web.AppKey("keys", ApiKeys)
 AUTH = web.AppKey("auth", Authenticator)
+LIMITS = web.AppKey("limits", RateLimits)

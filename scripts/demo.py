@@ -50,9 +50,10 @@ def wait_port(port: int, timeout: float, process: subprocess.Popen[bytes], name:
     raise SystemExit(f"demo: {name} did not open port {port} within {timeout:.0f}s")
 
 
-def fetch(url: str) -> tuple[int, Any]:
+def fetch(url: str, key: str) -> tuple[int, Any]:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"})
     try:
-        with urllib.request.urlopen(url, timeout=5) as response:
+        with urllib.request.urlopen(request, timeout=5) as response:
             return response.status, json.load(response)
     except urllib.error.HTTPError as exc:
         return exc.code, None
@@ -66,6 +67,7 @@ class Demo:
     def __init__(self) -> None:
         self.processes: list[tuple[str, subprocess.Popen[bytes]]] = []
         self.pg: Any = None
+        self.key = ""
 
     def spawn(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         log = open(STATE / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the child
@@ -123,6 +125,19 @@ class Demo:
             env,
         )
         wait_port(HTTP_PORT, 60, collector, "collector")
+        made = subprocess.run(
+            [
+                str(BIN / "plantwire-collector"),
+                *("api-key", "create", "--config", "config/collector.yaml"),
+                *("--name", "demo", "--role", "admin"),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        self.key = made.stdout.strip().splitlines()[-1]
         self.spawn(
             "agent", [str(BIN / "plantwire-agent"), "run", "--config", "config/agent.yaml"], env
         )
@@ -139,14 +154,14 @@ class Demo:
             pending = [
                 t
                 for t in pending
-                if fetch(f"{base}/api/v1/readings?tag={t}")[0] != 200
-                or not fetch(f"{base}/api/v1/readings?tag={t}")[1]["count"]
+                if fetch(f"{base}/api/v1/readings?tag={t}", self.key)[0] != 200
+                or not fetch(f"{base}/api/v1/readings?tag={t}", self.key)[1]["count"]
             ]
             time.sleep(0.5)
         if pending:
             raise SystemExit(f"demo: no readings for {pending} within {timeout:.0f}s")
         for tag in wanted:
-            body = fetch(f"{base}/api/v1/readings?tag={tag}")[1]
+            body = fetch(f"{base}/api/v1/readings?tag={tag}", self.key)[1]
             last = body["readings"][-1]
             print(
                 f"demo: {tag:<28} {body['count']:>4} readings, last {last['value']!r}"
@@ -195,11 +210,14 @@ def main() -> int:
             f"demo: readings from both protocols arrived {time.monotonic() - started:.1f}s"
             " after start. Look at:"
         )
-        print(f"  {base}/api/v1/readings?tag=press-1-modbus/good_count")
-        print(f"  {base}/api/v1/readings?tag=press-1-opcua/temperature")
+        print(f"demo: an admin API key for this demo: {demo.key}")
+        print(f'  curl -H "Authorization: Bearer {demo.key}" \\')
+        print(f"    '{base}/api/v1/readings?tag=press-1-modbus/good_count'")
+        print(f"  {base}/api/v1/readings?tag=press-1-opcua/temperature (with the key)")
+        print(f"  {base}/api/v1/agents (with the key)")
+        print(f"  {base}/api/docs (the API's contract, readable)")
         print(f"  {base}/healthz")
         print(f"  {base}/metrics")
-        print(f"  {base}/api/v1/agents")
         print(f"  http://127.0.0.1:{AGENT_HTTP_PORT}/healthz (the agent's own)")
         print("demo: press Ctrl-C to stop", flush=True)
         while args.duration <= 0 or time.monotonic() - started < args.duration:

@@ -7,6 +7,7 @@ need_debs=()
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_debs+=(postgresql)
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_debs+=(mosquitto)
 command -v socat >/dev/null 2>&1 || need_debs+=(socat)
+command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || need_debs+=(redis-server)
 if [ ${#need_debs[@]} -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ]; then
         echo "test: installing ${need_debs[*]} from Debian's packages"
@@ -18,7 +19,7 @@ if [ ${#need_debs[@]} -gt 0 ]; then
     fi
 fi
 # The packages start system-wide services on install; the tests start their own servers.
-command -v systemctl >/dev/null 2>&1 && systemctl stop mosquitto postgresql >/dev/null 2>&1 || true
+command -v systemctl >/dev/null 2>&1 && systemctl stop mosquitto postgresql redis-server >/dev/null 2>&1 || true
 
 make --no-print-directory .venv/.installed
 echo "test: ruff check"; .venv/bin/ruff check .

@@ -1,4 +1,4 @@
-"""Real PostgreSQL and Mosquitto servers from Debian's packages, on free ports in temp dirs."""
+"""Real PostgreSQL, Mosquitto and Redis servers from Debian's packages, on free ports."""
 
 import contextlib
 import getpass
@@ -200,3 +200,55 @@ def running_mosquitto() -> Iterator[MosquittoServer]:
         yield server
     finally:
         server.stop()
+
+
+class RedisServer:
+    """A Redis server on a free port, keeping nothing on disk; stop and start it at will."""
+
+    def __init__(self) -> None:
+        self.binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        if not Path(self.binary).exists():
+            raise RuntimeError("redis-server not found: install Debian's `redis-server` package")
+        self.port = free_port()
+        self.root = Path(tempfile.mkdtemp(prefix="plantwire-redis-"))
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """redis:// URL of the server."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        """Start the server; return once it accepts connections."""
+        self.process = subprocess.Popen(
+            [
+                self.binary,
+                *("--port", str(self.port), "--bind", "127.0.0.1"),
+                *("--save", "", "--appendonly", "no", "--dir", str(self.root)),
+                *("--logfile", str(self.root / "redis.log")),
+            ]
+        )
+        wait_for_port(self.port)
+
+    def stop(self) -> None:
+        """Stop the server (its counts are gone)."""
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.process = None
+
+
+@contextlib.contextmanager
+def running_redis() -> Iterator[RedisServer]:
+    """A started Redis server, removed afterwards."""
+    server = RedisServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(server.root, ignore_errors=True)

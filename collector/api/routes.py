@@ -9,8 +9,9 @@ from collector.api.contract import add_contract_routes
 from collector.api.headers import add_security_headers, cors_middleware, limits_middleware
 from collector.api.operations import API, Operation
 from collector.api.problems import problem_middleware
+from collector.api.ratelimit import RateLimits, add_limit_headers
 from collector.config import HttpSettings
-from collector.state import AUTH
+from collector.state import AUTH, LIMITS, METRICS, SETTINGS
 
 RESOURCES = (agents, api_keys, dead_letters, readings)
 """Imported for their operations, which they declare on API."""
@@ -26,12 +27,15 @@ def middlewares(settings: HttpSettings) -> list[Middleware]:
 
 
 async def guard(request: web.Request, op: Operation) -> None:
-    """Authenticate the request's key and check its role, unless the operation is open."""
+    """Authenticate the request's key, check its role and count it, unless the operation is open."""
     if op.role is None:
         return
     key = await request.app[AUTH].authenticate(request)
     authorize(key, op)
     request[PRINCIPAL] = key
+    limits = request.app.get(LIMITS)
+    if limits is not None:
+        await limits.check(request, key)
 
 
 def add_api(app: web.Application) -> None:
@@ -39,3 +43,7 @@ def add_api(app: web.Application) -> None:
     app.add_routes(API.routes(guard))
     add_contract_routes(app)
     app.on_response_prepare.append(add_security_headers)
+    app.on_response_prepare.append(add_limit_headers)
+    settings = app[SETTINGS].rate_limits
+    if settings.enabled:
+        app[LIMITS] = RateLimits(settings, app[METRICS])
