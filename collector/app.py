@@ -45,9 +45,12 @@ STOP_GRACE_S = 10.0
 
 def create_app(config: CollectorConfig) -> web.Application:
     """Build the application; its start-up connects to the database and the broker."""
-    app = web.Application(middlewares=middlewares(config.http), client_max_size=MAX_BODY_BYTES)
+    metrics_ = CollectorMetrics()
+    app = web.Application(
+        middlewares=middlewares(config.http, metrics_), client_max_size=MAX_BODY_BYTES
+    )
     app[SETTINGS] = config
-    app[METRICS] = metrics_ = CollectorMetrics()
+    app[METRICS] = metrics_
     app[SUPERVISOR] = Supervisor(
         "collector", on_restart=lambda task: metrics_.task_restarts.labels(task=task).inc()
     )
@@ -64,7 +67,8 @@ def create_app(config: CollectorConfig) -> web.Application:
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS].database
-    pool = new_pool(settings.url.get_secret_value(), settings.pool_size)
+    metrics_ = app[METRICS]
+    pool = new_pool(settings.url.get_secret_value(), settings.pool_size, metrics_.observe_query)
     try:
         await pool.open(wait=True, timeout=settings.connect_timeout)
     except PoolTimeout as exc:
@@ -82,7 +86,8 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     app[AGENTS] = AgentRegistry(pool)
     app[KEYS] = keys = ApiKeys(pool)
     app[AUTH] = auth = Authenticator(keys)
-    app[METRICS].active_users.set_function(auth.active)
+    metrics_.active_users.set_function(auth.active)
+    metrics_.watch_pool(pool)
     supervisor = app[SUPERVISOR]
     supervisor.add("maintenance", lambda: _keep_partitions(pool, settings))
     offline_after = app[SETTINGS].agents.offline_after

@@ -1,6 +1,10 @@
 """Prometheus metrics of one collector process, in a registry of its own."""
 
+from collections.abc import Callable
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from psycopg_pool import AsyncConnectionPool
 
 
 class CollectorMetrics:
@@ -74,8 +78,50 @@ class CollectorMetrics:
             "1 while rate limits are counted in Redis across replicas, 0 in this process.",
             registry=self.registry,
         )
+        self.http_requests = Counter(
+            "http_requests_total",
+            "HTTP requests answered, by method, route template and status.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.http_seconds = Histogram(
+            "http_request_duration_seconds",
+            "Time to answer an HTTP request, by method, route template and status.",
+            ["method", "route", "status"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+        self.pool_size = Gauge(
+            "db_connection_pool_size",
+            "Database connections of the pool: idle, in use, and requests waiting for one.",
+            ["state"],
+            registry=self.registry,
+        )
+        self.query_seconds = Histogram(
+            "db_query_duration_seconds",
+            "Time of each database statement, by kind (select, insert, update, delete, ...).",
+            ["query_type"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=self.registry,
+        )
         self.mqtt_connected = Gauge(
             "plantwire_collector_mqtt_connected",
             "1 while the collector is connected to the broker.",
             registry=self.registry,
         )
+
+    def observe_query(self, kind: str, seconds: float) -> None:
+        """Record one database statement's duration."""
+        self.query_seconds.labels(query_type=kind).observe(seconds)
+
+    def watch_pool(self, pool: AsyncConnectionPool[Any]) -> None:
+        """Export the pool's connections by state, read at each scrape."""
+
+        def stat(name: str) -> Callable[[], float]:
+            return lambda: float(pool.get_stats().get(name, 0))
+
+        size, idle = stat("pool_size"), stat("pool_available")
+        self.pool_size.labels(state="idle").set_function(idle)
+        self.pool_size.labels(state="used").set_function(lambda: size() - idle())
+        self.pool_size.labels(state="waiting").set_function(stat("requests_waiting"))
+        self.pool_size.labels(state="max").set_function(lambda: float(pool.max_size))

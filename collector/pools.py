@@ -1,22 +1,67 @@
 """Connection pools to the collector's database, for the server and for one-off commands."""
 
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import psycopg
+from psycopg import AsyncCursor, sql
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
 from collector.config import DatabaseSettings
 
 Pool = AsyncConnectionPool[psycopg.AsyncConnection[TupleRow]]
+Observe = Callable[[str, float], None]
+"""Called with a statement's kind and its seconds."""
+
+STATEMENT_KINDS = frozenset(
+    {"select", "insert", "update", "delete", "with", "create", "alter", "drop", "lock"}
+)
 
 
-def new_pool(url: str, max_size: int) -> Pool:
-    """A pool of autocommit connections, not yet open."""
-    return AsyncConnectionPool(
-        url, min_size=1, max_size=max_size, open=False, kwargs={"autocommit": True}
-    )
+def statement_kind(query: object) -> str:
+    """A statement's first keyword (select, insert, ...), or other: a label of few values."""
+    if isinstance(query, sql.Composable):
+        text = query.as_string(None)[:32]
+    elif isinstance(query, bytes):
+        text = query[:32].decode(errors="replace")
+    else:
+        text = str(query)[:32]
+    words = text.split(maxsplit=1)
+    kind = words[0].lower() if words else ""
+    return kind if kind in STATEMENT_KINDS else "other"
+
+
+def timed_cursor(observe: Observe) -> type[AsyncCursor[TupleRow]]:
+    """A cursor class that reports each statement's kind and duration."""
+
+    class TimedCursor(AsyncCursor[TupleRow]):
+        async def execute(self, query: Any, params: Any = None, **kwargs: Any) -> "TimedCursor":
+            started = time.perf_counter()
+            try:
+                await super().execute(query, params, **kwargs)
+            finally:
+                observe(statement_kind(query), time.perf_counter() - started)
+            return self
+
+        async def executemany(self, query: Any, params_seq: Iterable[Any], **kwargs: Any) -> None:
+            started = time.perf_counter()
+            try:
+                await super().executemany(query, params_seq, **kwargs)
+            finally:
+                observe(statement_kind(query), time.perf_counter() - started)
+
+    return TimedCursor
+
+
+def new_pool(url: str, max_size: int, observe: Observe | None = None) -> Pool:
+    """A pool of autocommit connections, not yet open; `observe` times every statement."""
+    kwargs: dict[str, Any] = {"autocommit": True}
+    if observe is not None:
+        kwargs["cursor_factory"] = timed_cursor(observe)
+    return AsyncConnectionPool(url, min_size=1, max_size=max_size, open=False, kwargs=kwargs)
 
 
 @asynccontextmanager

@@ -7,19 +7,22 @@ from collector.api import agents, api_keys, dead_letters, readings
 from collector.api.auth import PRINCIPAL, authorize
 from collector.api.contract import add_contract_routes
 from collector.api.headers import add_security_headers, cors_middleware, limits_middleware
+from collector.api.http_metrics import metrics_middleware
 from collector.api.operations import API, Operation
 from collector.api.problems import problem_middleware
 from collector.api.ratelimit import RateLimits, add_limit_headers
 from collector.config import HttpSettings
+from collector.metrics import CollectorMetrics
 from collector.state import AUTH, LIMITS, METRICS, SETTINGS
 
 RESOURCES = (agents, api_keys, dead_letters, readings)
 """Imported for their operations, which they declare on API."""
 
 
-def middlewares(settings: HttpSettings) -> list[Middleware]:
-    """Outermost first: CORS sees every answer, errors included."""
+def middlewares(settings: HttpSettings, metrics: CollectorMetrics) -> list[Middleware]:
+    """Outermost first: metrics and CORS see every answer, errors included."""
     return [
+        metrics_middleware(metrics),
         cors_middleware(settings.cors_origins),
         problem_middleware,
         limits_middleware(settings.max_query_bytes),

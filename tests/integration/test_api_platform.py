@@ -322,3 +322,25 @@ async def test_the_api_answers_503_while_postgresql_is_down_and_recovers(
             return ready and (await call("GET", f"{base}/api/v1/agents"))[0] == 200
 
         await eventually(serving, timeout=30, what="the API to serve again")
+
+
+async def test_the_roadmap_metrics_are_exported(collector: str) -> None:
+    await call("GET", f"{collector}/api/v1/agents")
+    await call("GET", f"{collector}/api/v1/agents/nobody")
+    await call("GET", f"{collector}/api/v1/nowhere")
+    _, _, _ = await call("GET", f"{collector}/healthz", key=None)
+    async with aiohttp.ClientSession() as session, session.get(f"{collector}/metrics") as response:
+        text = await response.text()
+    assert 'http_requests_total{method="GET",route="/api/v1/agents",status="200"} 1.0' in text
+    assert (
+        'http_requests_total{method="GET",route="/api/v1/agents/{agent_id}",status="404"} 1.0'
+        in text
+    )
+    assert 'http_requests_total{method="GET",route="unmatched",status="404"} 1.0' in text
+    assert (
+        'http_request_duration_seconds_bucket{le="0.05",method="GET",route="/api/v1/agents"' in text
+    )
+    assert "active_users 1.0" in text
+    assert 'db_connection_pool_size{state="max"} 4.0' in text
+    assert 'db_connection_pool_size{state="idle"}' in text
+    assert 'db_query_duration_seconds_count{query_type="select"}' in text
