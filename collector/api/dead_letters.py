@@ -27,7 +27,12 @@ class DeadLetterQuery(Params):
     """Which dead letters, and which page."""
 
     agent: AgentName | None = None
-    reason: str | None = Field(default=None, max_length=200, description="Why it was refused.")
+    reason: str | None = Field(
+        default=None,
+        max_length=200,
+        pattern=r"^[^\x00-\x1f]*$",
+        description="Why it was refused, e.g. malformed or timestamp.",
+    )
     kind: Literal["batch", "state", "heartbeat", "unknown"] | None = Field(
         default=None, description="Which kind of topic it came on."
     )
@@ -36,7 +41,10 @@ class DeadLetterQuery(Params):
     replayed: QueryBool | None = Field(default=None, description="Replayed already, or not.")
     limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description="Page size.")
     cursor: str | None = Field(
-        default=None, max_length=200, description="From the previous page's `next`."
+        default=None,
+        max_length=200,
+        pattern=r"^[A-Za-z0-9_-]*$",
+        description="From the previous page's `next`.",
     )
 
 

@@ -44,8 +44,29 @@ Timestamp = Annotated[
 ]
 """A moment in a response: RFC 3339, UTC, microseconds, trailing Z."""
 
+
+def _rfc3339(raw: object) -> object:
+    """Only text is a timestamp here: pydantic would take a number as Unix seconds."""
+    if not isinstance(raw, str):
+        return raw
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        raise ValueError(
+            f"expected an RFC 3339 timestamp such as 2026-01-31T08:00:00Z, got {raw!r}"
+        ) from None
+    if moment.tzinfo is None:
+        return moment  # AwareDatetime says what is missing
+    try:
+        # In UTC: PostgreSQL refuses offsets beyond 15:59 that Python accepts.
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{raw!r} is out of range once in UTC") from None
+
+
 QueryTime = Annotated[
     AwareDatetime,
+    BeforeValidator(_rfc3339),
     Field(
         description="RFC 3339 timestamp with a time zone, e.g. 2026-01-31T08:00:00Z.",
         examples=["2026-01-31T08:00:00Z"],

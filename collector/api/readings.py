@@ -12,6 +12,8 @@ from collector.state import SETTINGS, STORE
 from collector.store import StoredReading, TagInfo
 from shared.readings import DataType, Value
 
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+
 
 class ReadingsQuery(Params):
     """Which tag, which range, how many."""
@@ -123,7 +125,7 @@ async def get_readings(request: web.Request, query: ReadingsQuery) -> ReadingsPa
     """
     maximum = request.app[SETTINGS].http.max_readings
     end = query.end or datetime.now(UTC)
-    start = query.start or end - timedelta(hours=1)
+    start = query.start or max(end, _EARLIEST + timedelta(hours=1)) - timedelta(hours=1)
     if start >= end:
         raise bad_param("from", "must be earlier than `to`")
     if query.limit is not None and query.limit > maximum:
