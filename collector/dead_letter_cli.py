@@ -26,9 +26,9 @@ from collector.dead_letters import (
     DeadLetter,
     DeadLetterFilter,
     DeadLetters,
-    decode_cursor,
     valid_id,
 )
+from collector.pagination import decode_cursor
 from collector.pools import command_pool
 from collector.replay import Replayer
 from collector.store import ReadingStore

@@ -1,15 +1,14 @@
 """Dead letters: list, inspect and purge what could not be ingested; expire it with retention."""
 
-import base64
-import binascii
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 from psycopg import AsyncConnection, sql
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
 from collector.batches_v3 import named_dictionary
+from collector.pagination import MAX_NUMBER, encode_cursor
 
 KINDS = ("batch", "state", "heartbeat", "unknown")
 """What a dead letter's topic said the message was."""
@@ -18,9 +17,6 @@ _COLUMNS = (
     "id, received_at, topic, agent_id, kind, reason, error, epoch, batch_id, readings, partial,"
     " replayed_at, replay_error, octet_length(payload)"
 )
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
-_MAX_ID = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,28 +92,9 @@ class DeadLetterPage:
     next_cursor: str | None
 
 
-def encode_cursor(letter: DeadLetter) -> str:
-    """An opaque token for the position just after `letter` in a newest-first listing."""
-    micros = (letter.received_at - _EPOCH) // _MICROSECOND
-    return base64.urlsafe_b64encode(f"{micros}:{letter.id}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(token: str) -> tuple[datetime, int]:
-    """The (received_at, id) a cursor stands for; ValueError if it is not one of ours."""
-    try:
-        text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("ascii")
-        micros, dead_letter_id = (int(part) for part in text.split(":"))
-        moment = _EPOCH + micros * _MICROSECOND
-    except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError):
-        raise ValueError("not a cursor from a previous page's `next`") from None
-    if not 0 < dead_letter_id <= _MAX_ID:
-        raise ValueError("not a cursor from a previous page's `next`")
-    return moment, dead_letter_id
-
-
 def valid_id(raw: str) -> int | None:
     """A dead letter id from text, or None if the text cannot be one."""
-    if not raw.isascii() or not raw.isdigit() or not 0 < int(raw) <= _MAX_ID:
+    if not raw.isascii() or not raw.isdigit() or not 0 < int(raw) <= MAX_NUMBER:
         return None
     return int(raw)
 
@@ -170,7 +147,9 @@ class DeadLetters:
             rows = await (await conn.execute(query)).fetchall()
         items = [_letter(row) for row in rows[:limit]]
         more = len(rows) > limit
-        return DeadLetterPage(items, encode_cursor(items[-1]) if more else None)
+        return DeadLetterPage(
+            items, encode_cursor(items[-1].received_at, items[-1].id) if more else None
+        )
 
     async def get(self, dead_letter_id: int) -> DeadLetterDetail | None:
         """One dead letter with its payload and refused readings, or None if there is none."""

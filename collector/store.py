@@ -47,6 +47,8 @@ class StoredReading:
     quality: Quality
     server_ts: datetime | None
     data_type: DataType
+    seq: int = 0
+    """The agent's sequence number: with ts, the reading's place in a listing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,18 +352,27 @@ class ReadingStore:
         return tags[-1] if newest is None else newest[1]
 
     async def readings(
-        self, tags: Sequence[TagInfo], start: datetime, end: datetime, limit: int
+        self,
+        tags: Sequence[TagInfo],
+        start: datetime,
+        end: datetime,
+        limit: int,
+        after: tuple[datetime, int] | None = None,
     ) -> list[StoredReading]:
         """Readings of one tag's versions with start <= ts < end, oldest first, at most `limit`.
 
-        Each reading comes back with the data type of the tag version it was written under.
+        `after` is the (ts, seq) of the last reading of the previous page. Each reading comes
+        back with the data type of the tag version it was written under.
         """
         types = {tag.tag_id: tag.data_type for tag in tags}
+        after_ts, after_seq = after if after is not None else (None, None)
         async with self._pool.connection() as conn:
             cursor = await conn.execute(
-                "SELECT ts, value, value_text, quality, server_ts, tag_id FROM readings"
-                " WHERE tag_id = ANY(%s) AND ts >= %s AND ts < %s ORDER BY ts, seq LIMIT %s",
-                (list(types), start, end, limit),
+                "SELECT ts, value, value_text, quality, server_ts, tag_id, seq FROM readings"
+                " WHERE tag_id = ANY(%s) AND ts >= %s AND ts < %s"
+                " AND (%s::timestamptz IS NULL OR (ts, seq) > (%s, %s))"
+                " ORDER BY ts, seq LIMIT %s",
+                (list(types), start, end, after_ts, after_ts, after_seq, limit),
             )
             rows = await cursor.fetchall()
         return [
@@ -371,6 +382,7 @@ class ReadingStore:
                 Quality(row[3]),
                 row[4],
                 types[row[5]],
+                row[6],
             )
             for row in rows
         ]

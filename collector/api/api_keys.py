@@ -9,7 +9,8 @@ from collector.api.auth import PRINCIPAL
 from collector.api.keys import ApiKey
 from collector.api.operations import API, Body, Params, Role
 from collector.api.params import Timestamp
-from collector.api.problems import InvalidParam, ProblemError
+from collector.api.problems import InvalidParam, ProblemError, bad_param
+from collector.pagination import CURSOR_PATTERN, decode_cursor, encode_cursor
 from collector.state import AUTH, KEYS
 
 MAX_LIMIT = 1000
@@ -57,7 +58,7 @@ class ApiKeyQuery(Params):
 
     limit: int = Field(default=100, ge=1, le=MAX_LIMIT, description="Page size.")
     cursor: str | None = Field(
-        default=None, pattern=r"^[0-9]{1,18}$", description="From the previous page's `next`."
+        default=None, pattern=CURSOR_PATTERN, description="From the previous page's `next`."
     )
 
 
@@ -117,13 +118,17 @@ async def create_api_key(request: web.Request, _: Params, body: NewApiKey) -> Cr
 )
 async def list_api_keys(request: web.Request, query: ApiKeyQuery) -> ApiKeyPage:
     """Every key, revoked and expired ones too; paginated."""
-    after = int(query.cursor) if query.cursor is not None else 0
+    try:
+        after = decode_cursor(query.cursor)[1] if query.cursor is not None else 0
+    except ValueError as exc:
+        raise bad_param("cursor", str(exc)) from None
     keys = await request.app[KEYS].listing(after, query.limit + 1)
     more = len(keys) > query.limit
     keys = keys[: query.limit]
-    following = (
-        str(request.rel_url.update_query(cursor=str(keys[-1].id))) if more and keys else None
-    )
+    following = None
+    if more:
+        position = encode_cursor(keys[-1].created_at, keys[-1].id)
+        following = str(request.rel_url.update_query(cursor=position))
     return ApiKeyPage(items=[key_out(key) for key in keys], next=following)
 
 

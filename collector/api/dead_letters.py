@@ -14,8 +14,8 @@ from collector.dead_letters import (
     DeadLetter,
     DeadLetterFilter,
     DeadLetters,
-    decode_cursor,
 )
+from collector.pagination import CURSOR_PATTERN, decode_cursor
 from collector.state import STORE
 
 DEFAULT_LIMIT = 100
@@ -41,10 +41,7 @@ class DeadLetterQuery(Params):
     replayed: QueryBool | None = Field(default=None, description="Replayed already, or not.")
     limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description="Page size.")
     cursor: str | None = Field(
-        default=None,
-        max_length=200,
-        pattern=r"^[A-Za-z0-9_-]*$",
-        description="From the previous page's `next`.",
+        default=None, pattern=CURSOR_PATTERN, description="From the previous page's `next`."
     )
 
 

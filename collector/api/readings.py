@@ -6,8 +6,9 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from collector.api.operations import API, Params, Role
-from collector.api.params import AgentName, QueryTime, Timestamp
+from collector.api.params import AgentName, QueryTime, Timestamp, format_ts
 from collector.api.problems import InvalidParam, ProblemError, bad_param
+from collector.pagination import CURSOR_PATTERN, decode_cursor, encode_cursor
 from collector.state import SETTINGS, STORE
 from collector.store import StoredReading, TagInfo
 from shared.readings import DataType, Value
@@ -35,7 +36,12 @@ class ReadingsQuery(Params):
         default=None, alias="to", description="Readings before this (default: now)."
     )
     limit: int | None = Field(
-        default=None, ge=1, description="Most readings returned (default and most: the server's)."
+        default=None,
+        ge=1,
+        description="Page size: most readings returned (default and most: http.max_readings).",
+    )
+    cursor: str | None = Field(
+        default=None, pattern=CURSOR_PATTERN, description="From the previous page's `next`."
     )
 
 
@@ -75,6 +81,9 @@ class ReadingsPage(BaseModel):
     count: int
     truncated: bool = Field(description="True when more readings lie in the range than returned.")
     readings: list[ReadingOut]
+    next: str | None = Field(
+        description="URL of the next page of the same range (null: this is the last)."
+    )
 
 
 def _reading(reading: StoredReading, with_type: bool) -> ReadingOut:
@@ -131,11 +140,24 @@ async def get_readings(request: web.Request, query: ReadingsQuery) -> ReadingsPa
     if query.limit is not None and query.limit > maximum:
         raise bad_param("limit", f"at most {maximum}")
     limit = query.limit or maximum
+    try:
+        after = decode_cursor(query.cursor) if query.cursor is not None else None
+    except ValueError as exc:
+        raise bad_param("cursor", str(exc)) from None
     versions = await _resolve_tag(request, query)
     store = request.app[STORE]
     tag = await store.latest(versions)
-    rows = await store.readings(versions, start, end, limit + 1)
+    rows = await store.readings(versions, start, end, limit + 1, after)
     kept = rows[:limit]
+    following = None
+    if len(rows) > limit:
+        last = kept[-1]
+        # The same range and page size, so following it needs nothing else.
+        following = str(
+            request.rel_url.update_query(
+                {"from": format_ts(start), "to": format_ts(end), "limit": str(limit)}
+            ).update_query(cursor=encode_cursor(last.ts, last.seq))
+        )
     mixed = len({reading.data_type for reading in kept} | {tag.data_type}) > 1
     return ReadingsPage(
         agent=tag.agent_id,
@@ -147,4 +169,5 @@ async def get_readings(request: web.Request, query: ReadingsQuery) -> ReadingsPa
         count=len(kept),
         truncated=len(rows) > limit,
         readings=[_reading(reading, mixed) for reading in kept],
+        next=following,
     )

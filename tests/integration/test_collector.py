@@ -199,6 +199,17 @@ async def test_api_answers_bad_requests_with_problem_details(
         "value": 1.0,
         "quality": "good",
     }
+    # The next page continues the same range after the last reading shown, then ends.
+    async with aiohttp.ClientSession(headers=AUTH) as session:
+        async with session.get(f"{collector}{body['next']}") as response:
+            page = await response.json()
+        assert [r["value"] for r in page["readings"]] == [3.0]
+        assert (page["truncated"], page["next"]) == (False, None)
+        async with session.get(
+            f"{collector}/api/v1/readings", params={"tag": "press/temp", "cursor": "bm9wZQ"}
+        ) as response:
+            assert response.status == 400
+            assert (await response.json())["invalid_params"][0]["name"] == "cursor"
 
 
 async def test_health_and_metrics(collector: str) -> None:
