@@ -10,6 +10,7 @@ from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from collector.replica import ReadPools
 from shared.agent_status import decode_heartbeat, decode_state
 from shared.errors import WireError
 
@@ -39,8 +40,11 @@ class AgentRecord:
 class AgentRegistry:
     """Records birth, death and heartbeat messages; marks silent agents offline."""
 
-    def __init__(self, pool: AsyncConnectionPool[AsyncConnection[TupleRow]]) -> None:
+    def __init__(
+        self, pool: AsyncConnectionPool[AsyncConnection[TupleRow]], reads: ReadPools | None = None
+    ) -> None:
         self._pool = pool
+        self._reads = reads or ReadPools(pool)
 
     async def __call__(self, agent: str, kind: str, payload: bytes) -> None:
         """Record one status message; raise WireError if it is not one."""
@@ -103,11 +107,14 @@ class AgentRegistry:
             return [row[0] for row in await cursor.fetchall()]
 
     async def list(self, agent_id: str | None = None) -> list[AgentRecord]:
-        """All agents, or the one with this id."""
-        async with self._pool.connection() as conn:
+        """All agents, or the one with this id (from the read replica, if there is one)."""
+
+        async def select(conn: AsyncConnection[TupleRow]) -> list[AgentRecord]:
             cursor = await conn.execute(
                 f"SELECT {_COLUMNS} FROM agents"
                 " WHERE %(id)s::text IS NULL OR agent_id = %(id)s ORDER BY agent_id",
                 {"id": agent_id},
             )
             return [AgentRecord(*row) for row in await cursor.fetchall()]
+
+        return await self._reads.run(select)

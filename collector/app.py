@@ -30,6 +30,7 @@ from collector.partitions import (
     forget_old_batches,
 )
 from collector.pools import new_pool
+from collector.replica import ReadPools
 from collector.state import AGENTS, AUTH, KEYS, METRICS, MQTT, SETTINGS, STORE, SUPERVISOR
 from collector.store import ReadingStore
 from shared.cancellation import raise_if_cancelled
@@ -82,8 +83,14 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
             if applied:
                 log.info("applied migrations %s", applied)
         await ensure_partitions(conn, datetime.now(UTC).date(), settings.partition_days_ahead)
-    app[STORE] = ReadingStore(pool, partition_window(settings))
-    app[AGENTS] = AgentRegistry(pool)
+    replica = None
+    if settings.read_url is not None:
+        replica = new_pool(settings.read_url.get_secret_value(), settings.pool_size)
+        # Not waited for: the API reads from the primary until the replica answers.
+        await replica.open(wait=False)
+    reads = ReadPools(pool, replica, metrics_)
+    app[STORE] = ReadingStore(pool, partition_window(settings), reads)
+    app[AGENTS] = AgentRegistry(pool, reads)
     app[KEYS] = keys = ApiKeys(pool)
     app[AUTH] = auth = Authenticator(keys)
     metrics_.active_users.set_function(auth.active)
@@ -94,6 +101,8 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     supervisor.add("agent-liveness", lambda: _watch_agents(app[AGENTS], offline_after))
     supervisor.add("key-usage", auth.save_usage)
     yield
+    if replica is not None:
+        await replica.close()
     await pool.close()
 
 
@@ -218,16 +227,28 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """200 while the database answers (the API can serve), else 503."""
+    """200 while the primary answers (the API can serve), else 503; the replica's lag."""
+    store = request.app[STORE]
+    checks: dict[str, object] = {}
     try:
         async with asyncio.timeout(2.0):
-            await request.app[STORE].ping()
+            await store.ping()
+        checks["database"] = "ok"
     except (psycopg.Error, TimeoutError) as exc:
-        return web.json_response(
-            {"status": "unavailable", "checks": {"database": f"failing: {exc.__class__.__name__}"}},
-            status=503,
-        )
-    return web.json_response({"status": "ready", "checks": {"database": "ok"}})
+        checks["database"] = f"failing: {exc.__class__.__name__}"
+    if store.reads.replica is not None:
+        try:
+            async with asyncio.timeout(2.0):
+                checks["replica_lag_s"] = await store.reads.replica_lag()
+            checks["replica"] = "ok"
+        except (psycopg.Error, PoolTimeout, TimeoutError) as exc:
+            # Not a reason to stop serving: reads go to the primary meanwhile.
+            checks["replica"] = f"failing: {exc.__class__.__name__}; reading from the primary"
+    ready = checks["database"] == "ok"
+    return web.json_response(
+        {"status": "ready" if ready else "unavailable", "checks": checks},
+        status=200 if ready else 503,
+    )
 
 
 async def metrics(request: web.Request) -> web.Response:

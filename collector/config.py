@@ -13,6 +13,7 @@ from shared.mqtt import MqttSettings
 
 ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "PLANTWIRE_DATABASE_URL": ("database", "url"),
+    "PLANTWIRE_DATABASE_READ_URL": ("database", "read_url"),
     "PLANTWIRE_MQTT_URL": ("mqtt", "url"),
     "PLANTWIRE_MQTT_USERNAME": ("mqtt", "username"),
     "PLANTWIRE_MQTT_PASSWORD": ("mqtt", "password"),
@@ -27,6 +28,11 @@ class DatabaseSettings(StrictModel):
     """The PostgreSQL database readings are stored in."""
 
     url: SecretStr = Field(description="libpq URL, postgresql://user:password@host:port/dbname.")
+    read_url: SecretStr | None = Field(
+        default=None,
+        description="libpq URL of a streaming replica for the API's reads (null: the primary)."
+        " Reads fall back to the primary while it is unreachable.",
+    )
     pool_size: int = Field(default=4, ge=1, le=100, description="Most connections the pool opens.")
     connect_timeout: Duration = Field(default=30.0, gt=0, description="Wait for the database.")
     migrate_on_start: bool = Field(default=True, description="Apply migrations at start-up.")

@@ -104,6 +104,11 @@ class CollectorMetrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=self.registry,
         )
+        self.read_fallbacks = Counter(
+            "plantwire_collector_read_fallbacks_total",
+            "API reads sent to the primary because the read replica failed.",
+            registry=self.registry,
+        )
         self.mqtt_connected = Gauge(
             "plantwire_collector_mqtt_connected",
             "1 while the collector is connected to the broker.",

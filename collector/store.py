@@ -14,6 +14,7 @@ from psycopg_pool import AsyncConnectionPool
 from collector.batches import Batch
 from collector.copy_rows import COPY_SQL, HEADER, TRAILER, encode_rows
 from collector.partitions import PartitionWindow, ensure_partition
+from collector.replica import ReadPools
 from shared.blocks import typed_value
 from shared.readings import DataType, Quality, Value
 
@@ -78,8 +79,10 @@ class ReadingStore:
         self,
         pool: AsyncConnectionPool[AsyncConnection[TupleRow]],
         partitions: PartitionWindow | None = None,
+        reads: ReadPools | None = None,
     ) -> None:
         self._pool = pool
+        self.reads = reads or ReadPools(pool)
         self._window = partitions or PartitionWindow(days_back=400, days_ahead=7)
         self._partitions: set[date] = set()
         self._tags: dict[TagKey, TagInfo] = {}
@@ -323,7 +326,8 @@ class ReadingStore:
 
     async def find_tags(self, device: str, name: str, agent: str | None) -> list[TagInfo]:
         """Tags with this device and name, from one agent or from all (a row per data type)."""
-        async with self._pool.connection() as conn:
+
+        async def find(conn: AsyncConnection[TupleRow]) -> list[TagInfo]:
             cursor = await conn.execute(
                 "SELECT tag_id, agent_id, device, name, data_type FROM tags"
                 " WHERE device = %s AND name = %s AND (%s::text IS NULL OR agent_id = %s)"
@@ -332,24 +336,25 @@ class ReadingStore:
             )
             return [_tag_info(row) for row in await cursor.fetchall()]
 
+        return await self.reads.run(find)
+
     async def latest(self, tags: Sequence[TagInfo]) -> TagInfo:
         """The version of a tag that holds its most recent reading (the last one if none has)."""
         if len(tags) == 1:
             return tags[0]
-        newest: tuple[datetime, TagInfo] | None = None
-        async with self._pool.connection() as conn:
+
+        async def newest(conn: AsyncConnection[TupleRow]) -> TagInfo:
+            found: tuple[datetime, TagInfo] | None = None
             for tag in tags:
                 cursor = await conn.execute(
                     "SELECT max(ts) FROM readings WHERE tag_id = %s", (tag.tag_id,)
                 )
                 row = await cursor.fetchone()
-                if (
-                    row is not None
-                    and row[0] is not None
-                    and (newest is None or row[0] >= newest[0])
-                ):
-                    newest = (row[0], tag)
-        return tags[-1] if newest is None else newest[1]
+                if row is not None and row[0] is not None and (found is None or row[0] >= found[0]):
+                    found = (row[0], tag)
+            return tags[-1] if found is None else found[1]
+
+        return await self.reads.run(newest)
 
     async def readings(
         self,
@@ -366,7 +371,8 @@ class ReadingStore:
         """
         types = {tag.tag_id: tag.data_type for tag in tags}
         after_ts, after_seq = after if after is not None else (None, None)
-        async with self._pool.connection() as conn:
+
+        async def select(conn: AsyncConnection[TupleRow]) -> list[TupleRow]:
             cursor = await conn.execute(
                 "SELECT ts, value, value_text, quality, server_ts, tag_id, seq FROM readings"
                 " WHERE tag_id = ANY(%s) AND ts >= %s AND ts < %s"
@@ -374,7 +380,9 @@ class ReadingStore:
                 " ORDER BY ts, seq LIMIT %s",
                 (list(types), start, end, after_ts, after_ts, after_seq, limit),
             )
-            rows = await cursor.fetchall()
+            return await cursor.fetchall()
+
+        rows = await self.reads.run(select)
         return [
             StoredReading(
                 row[0],

@@ -43,10 +43,18 @@ def _postgres_bin() -> Path:
 
 
 class PostgresServer:
-    """A throwaway PostgreSQL cluster; as root it runs as the `postgres` user."""
+    """A throwaway PostgreSQL cluster; as root it runs as the `postgres` user.
 
-    def __init__(self, options: str = " -c fsync=off -c full_page_writes=off") -> None:
+    Given a `primary`, it is a streaming replica of it, copied with pg_basebackup.
+    """
+
+    def __init__(
+        self,
+        options: str = " -c fsync=off -c full_page_writes=off",
+        primary: "PostgresServer | None" = None,
+    ) -> None:
         self.options = options
+        self.primary = primary
         self.bin = _postgres_bin()
         self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="plantwire-pg-"))
@@ -71,6 +79,12 @@ class PostgresServer:
 
     def start(self) -> None:
         """Create the cluster if needed and start the server."""
+        if not self.data.exists() and self.primary is not None:
+            self._run(
+                str(self.bin / "pg_basebackup"),
+                *("-h", "127.0.0.1", "-p", str(self.primary.port), "-U", "postgres"),
+                *("-D", str(self.data), "-R", "-X", "stream", "-c", "fast", "--no-sync"),
+            )
         if not self.data.exists():
             self._run(
                 str(self.bin / "initdb"),
