@@ -338,6 +338,22 @@ class ReadingStore:
 
         return await self.reads.run(find)
 
+    async def list_tags(
+        self, agent: str | None, device: str | None, after_id: int, limit: int
+    ) -> list[tuple[TagInfo, datetime]]:
+        """Tag versions by id after `after_id`, with when each was first seen."""
+
+        async def select(conn: AsyncConnection[TupleRow]) -> list[tuple[TagInfo, datetime]]:
+            cursor = await conn.execute(
+                "SELECT tag_id, agent_id, device, name, data_type, created_at FROM tags"
+                " WHERE tag_id > %s AND (%s::text IS NULL OR agent_id = %s)"
+                " AND (%s::text IS NULL OR device = %s) ORDER BY tag_id LIMIT %s",
+                (after_id, agent, agent, device, device, limit),
+            )
+            return [(_tag_info(row), row[5]) for row in await cursor.fetchall()]
+
+        return await self.reads.run(select)
+
     async def latest(self, tags: Sequence[TagInfo]) -> TagInfo:
         """The version of a tag that holds its most recent reading (the last one if none has)."""
         if len(tags) == 1:

@@ -8,9 +8,10 @@ from pydantic import AwareDatetime, BaseModel, Field
 from collector.api.auth import PRINCIPAL
 from collector.api.keys import ApiKey
 from collector.api.operations import API, Body, Params, Role
+from collector.api.pages import next_link, position
 from collector.api.params import Timestamp
-from collector.api.problems import InvalidParam, ProblemError, bad_param
-from collector.pagination import CURSOR_PATTERN, decode_cursor, encode_cursor
+from collector.api.problems import InvalidParam, ProblemError
+from collector.pagination import CURSOR_PATTERN
 from collector.state import AUTH, KEYS
 
 MAX_LIMIT = 1000
@@ -118,18 +119,12 @@ async def create_api_key(request: web.Request, _: Params, body: NewApiKey) -> Cr
 )
 async def list_api_keys(request: web.Request, query: ApiKeyQuery) -> ApiKeyPage:
     """Every key, revoked and expired ones too; paginated."""
-    try:
-        after = decode_cursor(query.cursor)[1] if query.cursor is not None else 0
-    except ValueError as exc:
-        raise bad_param("cursor", str(exc)) from None
-    keys = await request.app[KEYS].listing(after, query.limit + 1)
+    after = position(query.cursor)
+    keys = await request.app[KEYS].listing(after[1] if after else 0, query.limit + 1)
     more = len(keys) > query.limit
     keys = keys[: query.limit]
-    following = None
-    if more:
-        position = encode_cursor(keys[-1].created_at, keys[-1].id)
-        following = str(request.rel_url.update_query(cursor=position))
-    return ApiKeyPage(items=[key_out(key) for key in keys], next=following)
+    last = (keys[-1].created_at, keys[-1].id) if more else None
+    return ApiKeyPage(items=[key_out(key) for key in keys], next=next_link(request, last))
 
 
 @API.operation(

@@ -8,6 +8,7 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from collector.api.operations import API, Params, Role
+from collector.api.pages import position
 from collector.api.params import AgentName, QueryBool, QueryTime, Timestamp
 from collector.api.problems import InvalidParam, ProblemError, bad_param
 from collector.dead_letters import (
@@ -15,7 +16,7 @@ from collector.dead_letters import (
     DeadLetterFilter,
     DeadLetters,
 )
-from collector.pagination import CURSOR_PATTERN, decode_cursor
+from collector.pagination import CURSOR_PATTERN
 from collector.state import STORE
 
 DEFAULT_LIMIT = 100
@@ -137,10 +138,7 @@ async def list_dead_letters(request: web.Request, query: DeadLetterQuery) -> Dea
     """Dead letters newest first, filtered by agent, reason, kind, time and replay; paginated."""
     if query.since is not None and query.until is not None and query.since >= query.until:
         raise bad_param("from", "must be earlier than `to`")
-    try:
-        after = decode_cursor(query.cursor) if query.cursor is not None else None
-    except ValueError as exc:
-        raise bad_param("cursor", str(exc)) from None
+    after = position(query.cursor)
     selection = DeadLetterFilter(
         agent=query.agent,
         reason=query.reason,

@@ -6,9 +6,10 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from collector.api.operations import API, Params, Role
+from collector.api.pages import next_link, position
 from collector.api.params import AgentName, QueryTime, Timestamp, format_ts
 from collector.api.problems import InvalidParam, ProblemError, bad_param
-from collector.pagination import CURSOR_PATTERN, decode_cursor, encode_cursor
+from collector.pagination import CURSOR_PATTERN
 from collector.state import SETTINGS, STORE
 from collector.store import StoredReading, TagInfo
 from shared.readings import DataType, Value
@@ -140,24 +141,17 @@ async def get_readings(request: web.Request, query: ReadingsQuery) -> ReadingsPa
     if query.limit is not None and query.limit > maximum:
         raise bad_param("limit", f"at most {maximum}")
     limit = query.limit or maximum
-    try:
-        after = decode_cursor(query.cursor) if query.cursor is not None else None
-    except ValueError as exc:
-        raise bad_param("cursor", str(exc)) from None
+    after = position(query.cursor)
     versions = await _resolve_tag(request, query)
     store = request.app[STORE]
     tag = await store.latest(versions)
     rows = await store.readings(versions, start, end, limit + 1, after)
     kept = rows[:limit]
-    following = None
-    if len(rows) > limit:
-        last = kept[-1]
-        # The same range and page size, so following it needs nothing else.
-        following = str(
-            request.rel_url.update_query(
-                {"from": format_ts(start), "to": format_ts(end), "limit": str(limit)}
-            ).update_query(cursor=encode_cursor(last.ts, last.seq))
-        )
+    last = (kept[-1].ts, kept[-1].seq) if len(rows) > limit else None
+    # The same range and page size, even where this request left them to their defaults.
+    following = next_link(
+        request, last, **{"from": format_ts(start), "to": format_ts(end), "limit": str(limit)}
+    )
     mixed = len({reading.data_type for reading in kept} | {tag.data_type}) > 1
     return ReadingsPage(
         agent=tag.agent_id,

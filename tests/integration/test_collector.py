@@ -401,3 +401,29 @@ async def test_a_crashed_consumer_is_restarted_counted_and_reported(
         await eventually(next_one, what="ingest to go on")
         text = await metrics_text(base)
         assert 'plantwire_collector_task_restarts_total{task="consumer"} 1.0' in text
+
+
+async def test_tags_are_listed_a_page_at_a_time(
+    collector: str, publisher: MqttClient, topic_prefix: str
+) -> None:
+    for number, device in enumerate(("press", "oven", "lathe"), start=1):
+        await publisher.publish(
+            f"{topic_prefix}/v1/a1/batch", batch("a1", number, [1.0], device), timeout=5
+        )
+
+    async def all_three() -> bool:
+        status, body = await get_json(f"{collector}/api/v1/tags", agent="a1")
+        return status == 200 and len(body["items"]) == 3
+
+    await eventually(all_three, what="three tags")
+    status, first = await get_json(f"{collector}/api/v1/tags", agent="a1", limit="2")
+    assert status == 200
+    assert [item["tag"] for item in first["items"]] == ["press/temp", "oven/temp"]
+    assert first["items"][0]["data_type"] == "float64"
+    async with aiohttp.ClientSession(headers=AUTH) as session:
+        async with session.get(f"{collector}{first['next']}") as response:
+            second = await response.json()
+    assert [item["tag"] for item in second["items"]] == ["lathe/temp"]
+    assert second["next"] is None
+    status, only = await get_json(f"{collector}/api/v1/tags", device="oven")
+    assert [item["tag"] for item in only["items"]] == ["oven/temp"]
