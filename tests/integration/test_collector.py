@@ -420,9 +420,11 @@ async def test_tags_are_listed_a_page_at_a_time(
     assert status == 200
     assert [item["tag"] for item in first["items"]] == ["press/temp", "oven/temp"]
     assert first["items"][0]["data_type"] == "float64"
-    async with aiohttp.ClientSession(headers=AUTH) as session:
-        async with session.get(f"{collector}{first['next']}") as response:
-            second = await response.json()
+    async with (
+        aiohttp.ClientSession(headers=AUTH) as session,
+        session.get(f"{collector}{first['next']}") as response,
+    ):
+        second = await response.json()
     assert [item["tag"] for item in second["items"]] == ["lathe/temp"]
     assert second["next"] is None
     status, only = await get_json(f"{collector}/api/v1/tags", device="oven")
