@@ -272,7 +272,7 @@ COLUMNS = (
     ("acked/s", 10, "acked", ",.0f"),
     ("lag p50 ms", 11, "lag_p50_ms", ",.0f"),
     ("p99 ms", 8, "lag_p99_ms", ",.0f"),
-    ("agent CPU%", 11, "agent_cpu_pct", ".0f"),
+    ("agent CPU%", 11, "agent_cpu_pct", ".1f"),
     ("RSS MB", 7, "agent_rss_mb", ".0f"),
     ("sim CPU%", 9, "sim_cpu_pct", ".0f"),
     ("broker%", 8, "broker_cpu_pct", ".0f"),
@@ -609,6 +609,7 @@ def result_line(points: list[Point]) -> str:
         f"RESULT max_sustained_points_per_s={capacity}"
         f" cpu_pct_at_100k={at_100k.agent_cpu_pct if at_100k else math.nan:.1f}"
         f" rss_mb_at_10k={at_10k.agent_rss_mb if at_10k else math.nan:.1f}"
+        f" cpu_pct_per_1k_points_at_10k={at_10k.agent_cpu_pct / 10 if at_10k else math.nan:.2f}"
         f" delivered_ratio_at_2x_capacity={ratio_2x:.2f}"
         f" wire_bytes_per_reading={at_10k.wire_bytes_per_reading if at_10k else math.nan:.1f}"
     )
