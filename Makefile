@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint clean bench-agent bench-agent-e2e bench-buffer bench-ingest bench-wire
+.PHONY: demo test lint clean bench-agent bench-agent-e2e bench-api bench-buffer bench-ingest bench-wire
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ bench-agent: $(STAMP)
 
 bench-agent-e2e: $(STAMP)
 	$(VENV)/bin/python bench/agent_e2e_bench.py --profile 30000 $(ARGS)
+
+bench-api: $(STAMP)
+	bash scripts/need-debs.sh postgresql mosquitto redis-server wrk
+	$(VENV)/bin/python bench/api_bench.py $(ARGS)
 
 bench-buffer: $(STAMP)
 	$(VENV)/bin/python bench/buffer_bench.py

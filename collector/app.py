@@ -44,11 +44,16 @@ PARTITION_CHECK_S = 3600.0
 STOP_GRACE_S = 10.0
 
 
-def create_app(config: CollectorConfig) -> web.Application:
-    """Build the application; its start-up connects to the database and the broker."""
+def create_app(config: CollectorConfig, *, platform: bool = True) -> web.Application:
+    """Build the application; its start-up connects to the database and the broker.
+
+    `platform=False` leaves out API keys, rate limits and HTTP metrics, for `make bench-api`
+    to measure their cost; the programs never do.
+    """
     metrics_ = CollectorMetrics()
     app = web.Application(
-        middlewares=middlewares(config.http, metrics_), client_max_size=MAX_BODY_BYTES
+        middlewares=middlewares(config.http, metrics_ if platform else None),
+        client_max_size=MAX_BODY_BYTES,
     )
     app[SETTINGS] = config
     app[METRICS] = metrics_
@@ -59,7 +64,7 @@ def create_app(config: CollectorConfig) -> web.Application:
     app.cleanup_ctx.append(_consumer)
     # Last, so its cleanup runs first: every task stops before the pool and broker close.
     app.cleanup_ctx.append(_supervision)
-    add_api(app)
+    add_api(app, platform)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

@@ -56,12 +56,19 @@ def timed_cursor(observe: Observe) -> type[AsyncCursor[TupleRow]]:
     return TimedCursor
 
 
+async def _in_utc(conn: psycopg.AsyncConnection[TupleRow]) -> None:
+    # Timestamps come back in UTC, so the API serialises them as ...Z without converting each.
+    await conn.execute("SET TIME ZONE 'UTC'")
+
+
 def new_pool(url: str, max_size: int, observe: Observe | None = None) -> Pool:
-    """A pool of autocommit connections, not yet open; `observe` times every statement."""
+    """A pool of autocommit connections in UTC, not yet open; `observe` times every statement."""
     kwargs: dict[str, Any] = {"autocommit": True}
     if observe is not None:
         kwargs["cursor_factory"] = timed_cursor(observe)
-    return AsyncConnectionPool(url, min_size=1, max_size=max_size, open=False, kwargs=kwargs)
+    return AsyncConnectionPool(
+        url, min_size=1, max_size=max_size, open=False, kwargs=kwargs, configure=_in_utc
+    )
 
 
 @asynccontextmanager

@@ -4,6 +4,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from typing import cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -16,7 +17,7 @@ from collector.copy_rows import COPY_SQL, HEADER, TRAILER, encode_rows
 from collector.partitions import PartitionWindow, ensure_partition
 from collector.replica import ReadPools
 from shared.blocks import typed_value
-from shared.readings import DataType, Quality, Value
+from shared.readings import DataType, Value
 
 _ID_CACHE_SIZE = 1024
 
@@ -39,17 +40,8 @@ class TagInfo:
     data_type: DataType
 
 
-@dataclass(frozen=True, slots=True)
-class StoredReading:
-    """A reading as read back from the database, with the data type it was written with."""
-
-    ts: datetime
-    value: Value | None
-    quality: Quality
-    server_ts: datetime | None
-    data_type: DataType
-    seq: int = 0
-    """The agent's sequence number: with ts, the reading's place in a listing."""
+ReadingRow = tuple[datetime, float | None, str | None, int, datetime | None, int, int]
+"""A stored reading as read: ts, value, value_text, quality, server_ts, tag_id, seq."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -379,37 +371,26 @@ class ReadingStore:
         end: datetime,
         limit: int,
         after: tuple[datetime, int] | None = None,
-    ) -> list[StoredReading]:
+    ) -> list[ReadingRow]:
         """Readings of one tag's versions with start <= ts < end, oldest first, at most `limit`.
 
-        `after` is the (ts, seq) of the last reading of the previous page. Each reading comes
-        back with the data type of the tag version it was written under.
+        `after` is the (ts, seq) of the last reading of the previous page. The rows are as
+        stored: `join_value` with the data type of the row's tag version rebuilds each value.
         """
-        types = {tag.tag_id: tag.data_type for tag in tags}
         after_ts, after_seq = after if after is not None else (None, None)
 
-        async def select(conn: AsyncConnection[TupleRow]) -> list[TupleRow]:
+        async def select(conn: AsyncConnection[TupleRow]) -> list[ReadingRow]:
             cursor = await conn.execute(
                 "SELECT ts, value, value_text, quality, server_ts, tag_id, seq FROM readings"
                 " WHERE tag_id = ANY(%s) AND ts >= %s AND ts < %s"
                 " AND (%s::timestamptz IS NULL OR (ts, seq) > (%s, %s))"
                 " ORDER BY ts, seq LIMIT %s",
-                (list(types), start, end, after_ts, after_ts, after_seq, limit),
+                ([tag.tag_id for tag in tags], start, end, after_ts, after_ts, after_seq, limit),
+                binary=True,
             )
-            return await cursor.fetchall()
+            return cast(list[ReadingRow], await cursor.fetchall())
 
-        rows = await self.reads.run(select)
-        return [
-            StoredReading(
-                row[0],
-                join_value(types[row[5]], row[1], row[2]),
-                Quality(row[3]),
-                row[4],
-                types[row[5]],
-                row[6],
-            )
-            for row in rows
-        ]
+        return await self.reads.run(select)
 
 
 @dataclass(frozen=True, slots=True)

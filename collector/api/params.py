@@ -3,7 +3,7 @@
 from datetime import UTC, datetime
 from typing import Annotated
 
-from pydantic import AwareDatetime, BeforeValidator, Field, PlainSerializer, WithJsonSchema
+from pydantic import AwareDatetime, BeforeValidator, Field, WithJsonSchema
 
 from collector.api.problems import bad_param
 from shared.wire import AGENT_ID_PATTERN
@@ -39,10 +39,10 @@ def parse_limit(raw: str | None, maximum: int) -> int:
 
 Timestamp = Annotated[
     datetime,
-    PlainSerializer(format_ts, return_type=str),
     WithJsonSchema({"type": "string", "format": "date-time"}, mode="serialization"),
 ]
-"""A moment in a response: RFC 3339, UTC, microseconds, trailing Z."""
+"""A moment in a response: RFC 3339 with a trailing Z (the database session is in UTC),
+fractions of a second only when there are any."""
 
 
 def _rfc3339(raw: object) -> object:

@@ -25,13 +25,19 @@ from collector.metrics import CollectorMetrics
 log = logging.getLogger(__name__)
 
 LIMIT_HEADERS = web.RequestKey("limit_headers", dict[str, str])
+LEASE_PARTS = 100
+"""A lease from Redis is this fraction of a key's limit."""
+
+
+def policy(item: RateLimitItem) -> str:
+    """The IETF RateLimit-Policy field of a key's limit."""
+    return f'"key";q={item.amount};w={item.get_expiry()}'
 
 
 def limit_headers(item: RateLimitItem, remaining: int, reset_in: int) -> dict[str, str]:
-    """The IETF RateLimit-Policy and RateLimit fields for one policy named by its role."""
-    window = item.get_expiry()
+    """The RateLimit-Policy and RateLimit fields: the limit, what is left and when it resets."""
     return {
-        "RateLimit-Policy": f'"key";q={item.amount};w={window}',
+        "RateLimit-Policy": policy(item),
         "RateLimit": f'"key";r={max(remaining, 0)};t={max(reset_in, 0)}',
     }
 
@@ -61,47 +67,77 @@ class RateLimits:
             # limits names its asyncio Redis storage async+redis://
             storage = RedisStorage(
                 f"async+{url}",
+                implementation="redispy",
                 key_prefix="plantwire",
-                connect_timeout=timeout,
-                stream_timeout=timeout,
+                socket_connect_timeout=timeout,
+                socket_timeout=timeout,
             )
             self._shared = SlidingWindowCounterRateLimiter(storage)
         self._shared_down_until = 0.0
         self._shared_ok = self._shared is not None
+        self._leases: dict[str, tuple[int, float]] = {}
         metrics.rate_limit_shared.set(1 if self._shared_ok else 0)
 
     async def check(self, request: web.Request, key: ApiKey) -> None:
-        """Count this request; 429 with Retry-After when the key is over its limit."""
+        """Count this request; 429 with Retry-After and what is left when over the limit.
+
+        An allowed answer carries RateLimit-Policy only: what is left costs a round trip.
+        """
         item = self._items[key.role]
+        if self._lease_one(key.prefix):
+            request[LIMIT_HEADERS] = {"RateLimit-Policy": policy(item)}
+            return
         limiter = self._limiter()
+        # From Redis, take a lease of 1 % of the limit at once (1 for small limits), spent
+        # here without asking again: a round trip per request would cost a third of the
+        # API's throughput. A lease lasts the limit's window; what a replica leased and did
+        # not spend is not given back, so a key is refused at most that much early, never late.
+        lease = max(1, item.amount // LEASE_PARTS) if limiter is not self._local else 1
         try:
             async with asyncio.timeout(self._settings.redis_timeout):
-                allowed = await limiter.hit(item, key.prefix)
-                stats = await limiter.get_window_stats(item, key.prefix)
+                allowed = await limiter.hit(item, key.prefix, cost=lease)
+                if not allowed and lease > 1:
+                    lease = 1
+                    allowed = await limiter.hit(item, key.prefix)
+                stats = None if allowed else await limiter.get_window_stats(item, key.prefix)
         except Exception as exc:  # Redis unreachable, slow or failing: count here instead
             if limiter is self._local:
                 raise
             self._fall_back(exc)
-            limiter = self._local
+            limiter, lease = self._local, 1
             allowed = await limiter.hit(item, key.prefix)
-            stats = await limiter.get_window_stats(item, key.prefix)
+            stats = None if allowed else await limiter.get_window_stats(item, key.prefix)
         if limiter is not self._local and not self._shared_ok:
             log.info("rate limits: Redis answers again; counting across replicas")
             self._shared_ok = True
             self._metrics.rate_limit_shared.set(1)
-        reset_in = math.ceil(stats.reset_time - self._clock())
+        if stats is None:
+            if lease > 1:
+                self._leases[key.prefix] = (lease - 1, self._clock() + item.get_expiry())
+            request[LIMIT_HEADERS] = {"RateLimit-Policy": policy(item)}
+            return
+        reset_in = max(math.ceil(stats.reset_time - self._clock()), 1)
         headers = limit_headers(item, stats.remaining, reset_in)
-        if not allowed:
-            self._metrics.rate_limited.labels(role=key.role.value).inc()
-            headers["Retry-After"] = str(max(reset_in, 1))
-            raise ProblemError(
-                429,
-                "Too Many Requests",
-                f"key {key.prefix} ({key.role.value}) is limited to {item}; try again in"
-                f" {max(reset_in, 1)} s",
-                headers=headers,
-            )
-        request[LIMIT_HEADERS] = headers
+        headers["Retry-After"] = str(reset_in)
+        self._metrics.rate_limited.labels(role=key.role.value).inc()
+        raise ProblemError(
+            429,
+            "Too Many Requests",
+            f"key {key.prefix} ({key.role.value}) is limited to {item}; try again in {reset_in} s",
+            headers=headers,
+        )
+
+    def _lease_one(self, prefix: str) -> bool:
+        """Spend one request of this key's lease from Redis, if it has one left."""
+        lease = self._leases.get(prefix)
+        if lease is None:
+            return False
+        left, until = lease
+        if left <= 0 or until <= self._clock():
+            del self._leases[prefix]
+            return False
+        self._leases[prefix] = (left - 1, until)
+        return True
 
     def _limiter(self) -> RateLimiter:
         if self._shared is None or self._shared_down_until > self._clock():
@@ -109,6 +145,7 @@ class RateLimits:
         return self._shared
 
     def _fall_back(self, exc: BaseException) -> None:
+        self._leases.clear()
         if self._shared_ok:
             log.warning(
                 "rate limits: Redis failed (%s: %s); counting in this process for %.0f s",

@@ -1,9 +1,11 @@
 """/api/v1/readings: the readings of one tag over a time range."""
 
 from datetime import UTC, datetime, timedelta
+from typing import Annotated, Literal, NotRequired
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
+from typing_extensions import TypedDict
 
 from collector.api.operations import API, Params, Role
 from collector.api.pages import next_link, position
@@ -11,8 +13,8 @@ from collector.api.params import AgentName, QueryTime, Timestamp, format_ts
 from collector.api.problems import InvalidParam, ProblemError, bad_param
 from collector.pagination import CURSOR_PATTERN
 from collector.state import SETTINGS, STORE
-from collector.store import StoredReading, TagInfo
-from shared.readings import DataType, Value
+from collector.store import ReadingRow, TagInfo, join_value
+from shared.readings import DataType, Quality
 
 _EARLIEST = datetime.min.replace(tzinfo=UTC)
 
@@ -46,26 +48,25 @@ class ReadingsQuery(Params):
     )
 
 
-def _absent(value: object) -> bool:
-    return value is None
+class ReadingOut(TypedDict):
+    """One stored reading (a typed dict: a page holds many, serialised without an object each)."""
 
-
-class ReadingOut(BaseModel):
-    """One stored reading."""
-
-    ts: Timestamp = Field(description="Source timestamp (or poll time).")
-    value: bool | int | float | str | None = Field(description="Null when quality is bad.")
-    quality: str = Field(description="good, uncertain or bad.")
-    server_ts: Timestamp | None = Field(
-        default=None,
-        exclude_if=_absent,
-        description="OPC UA server timestamp, present when one was sent.",
-    )
-    data_type: DataType | None = Field(
-        default=None,
-        exclude_if=_absent,
-        description="Present on every reading when the range spans a type change.",
-    )
+    ts: Annotated[Timestamp, Field(description="Source timestamp (or poll time).")]
+    value: Annotated[
+        bool | int | float | str | None, Field(description="Null when quality is bad.")
+    ]
+    quality: Annotated[
+        Literal["good", "uncertain", "bad"], Field(description="How far it can be trusted.")
+    ]
+    server_ts: NotRequired[
+        Annotated[Timestamp, Field(description="OPC UA server timestamp, when one was sent.")]
+    ]
+    data_type: NotRequired[
+        Annotated[
+            DataType,
+            Field(description="On every reading when the range spans a change of type."),
+        ]
+    ]
 
 
 class ReadingsPage(BaseModel):
@@ -87,15 +88,36 @@ class ReadingsPage(BaseModel):
     )
 
 
-def _reading(reading: StoredReading, with_type: bool) -> ReadingOut:
-    value: Value | None = reading.value
-    return ReadingOut(
-        ts=reading.ts,
-        value=value,
-        quality=reading.quality.name.lower(),
-        server_ts=reading.server_ts,
-        data_type=reading.data_type if with_type else None,
-    )
+_QUALITY: dict[int, Literal["good", "uncertain", "bad"]] = {
+    Quality.GOOD: "good",
+    Quality.UNCERTAIN: "uncertain",
+    Quality.BAD: "bad",
+}
+
+
+def _readings(
+    rows: list[ReadingRow], types: dict[int, DataType], with_type: bool
+) -> list[ReadingOut]:
+    """The rows as the API shows them (a page has many: no object per reading)."""
+    out: list[ReadingOut] = []
+    append = out.append
+    for ts, number, text, quality, server_ts, tag_id, _ in rows:
+        data_type = types[tag_id]
+        value = (
+            number
+            if data_type in _FLOATS and number is not None
+            else join_value(data_type, number, text)
+        )
+        reading: ReadingOut = {"ts": ts, "value": value, "quality": _QUALITY[quality]}
+        if server_ts is not None:
+            reading["server_ts"] = server_ts
+        if with_type:
+            reading["data_type"] = data_type
+        append(reading)
+    return out
+
+
+_FLOATS = frozenset({DataType.FLOAT32, DataType.FLOAT64})
 
 
 async def _resolve_tag(request: web.Request, query: ReadingsQuery) -> list[TagInfo]:
@@ -147,13 +169,15 @@ async def get_readings(request: web.Request, query: ReadingsQuery) -> ReadingsPa
     tag = await store.latest(versions)
     rows = await store.readings(versions, start, end, limit + 1, after)
     kept = rows[:limit]
-    last = (kept[-1].ts, kept[-1].seq) if len(rows) > limit else None
+    last = (kept[-1][0], kept[-1][6]) if len(rows) > limit else None
     # The same range and page size, even where this request left them to their defaults.
     following = next_link(
         request, last, **{"from": format_ts(start), "to": format_ts(end), "limit": str(limit)}
     )
-    mixed = len({reading.data_type for reading in kept} | {tag.data_type}) > 1
-    return ReadingsPage(
+    types = {version.tag_id: version.data_type for version in versions}
+    mixed = len({types[row[5]] for row in kept} | {tag.data_type}) > 1
+    # Constructed, not validated: every part comes from the database or was validated above.
+    return ReadingsPage.model_construct(
         agent=tag.agent_id,
         device=tag.device,
         tag=tag.name,
@@ -162,6 +186,6 @@ async def get_readings(request: web.Request, query: ReadingsQuery) -> ReadingsPa
         end=end,
         count=len(kept),
         truncated=len(rows) > limit,
-        readings=[_reading(reading, mixed) for reading in kept],
+        readings=_readings(kept, types, mixed),
         next=following,
     )

@@ -19,10 +19,11 @@ RESOURCES = (agents, api_keys, dead_letters, readings, tags)
 """Imported for their operations, which they declare on API."""
 
 
-def middlewares(settings: HttpSettings, metrics: CollectorMetrics) -> list[Middleware]:
+def middlewares(settings: HttpSettings, metrics: CollectorMetrics | None) -> list[Middleware]:
     """Outermost first: metrics and CORS see every answer, errors included."""
+    measured = [metrics_middleware(metrics)] if metrics is not None else []
     return [
-        metrics_middleware(metrics),
+        *measured,
         cors_middleware(settings.cors_origins),
         problem_middleware,
         limits_middleware(settings.max_query_bytes),
@@ -41,12 +42,20 @@ async def guard(request: web.Request, op: Operation) -> None:
         await limits.check(request, key)
 
 
-def add_api(app: web.Application) -> None:
-    """Every operation, the contract and its docs, and the headers every answer carries."""
-    app.add_routes(API.routes(guard))
+async def unguarded(request: web.Request, op: Operation) -> None:
+    """No authentication, roles or limits: only for measuring what they cost (bench-api)."""
+
+
+def add_api(app: web.Application, platform: bool = True) -> None:
+    """Every operation, the contract and its docs, and the headers every answer carries.
+
+    Without `platform`, operations are not guarded (no key, role or rate limit): only
+    `make bench-api` does that, to measure the platform's own cost.
+    """
+    app.add_routes(API.routes(guard if platform else unguarded))
     add_contract_routes(app)
     app.on_response_prepare.append(add_security_headers)
     app.on_response_prepare.append(add_limit_headers)
     settings = app[SETTINGS].rate_limits
-    if settings.enabled:
+    if platform and settings.enabled:
         app[LIMITS] = RateLimits(settings, app[METRICS])

@@ -418,14 +418,16 @@ async def test_tags_are_listed_a_page_at_a_time(
     await eventually(all_three, what="three tags")
     status, first = await get_json(f"{collector}/api/v1/tags", agent="a1", limit="2")
     assert status == 200
-    assert [item["tag"] for item in first["items"]] == ["press/temp", "oven/temp"]
+    assert len(first["items"]) == 2
     assert first["items"][0]["data_type"] == "float64"
     async with (
         aiohttp.ClientSession(headers=AUTH) as session,
         session.get(f"{collector}{first['next']}") as response,
     ):
         second = await response.json()
-    assert [item["tag"] for item in second["items"]] == ["lathe/temp"]
+    assert len(second["items"]) == 1
     assert second["next"] is None
+    pages = [item["tag"] for item in first["items"] + second["items"]]
+    assert sorted(pages) == ["lathe/temp", "oven/temp", "press/temp"]
     status, only = await get_json(f"{collector}/api/v1/tags", device="oven")
     assert [item["tag"] for item in only["items"]] == ["oven/temp"]

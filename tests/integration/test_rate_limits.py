@@ -50,7 +50,7 @@ async def test_a_key_over_its_limit_gets_429_with_retry_after(
         assert [status for status, _, _ in answers] == [200, 200, 200, 429]
         _, headers, _ = answers[0]
         assert headers["RateLimit-Policy"] == '"key";q=3;w=60'
-        assert headers["RateLimit"].startswith('"key";r=2;t=')
+        assert "RateLimit" not in headers  # what is left costs a round trip: on 429 only
         _, headers, problem = answers[3]
         assert headers["Content-Type"].startswith("application/problem+json")
         assert 1 <= int(headers["Retry-After"]) <= 60

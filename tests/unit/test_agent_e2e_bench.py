@@ -121,7 +121,8 @@ def test_max_sustained_is_the_highest_load_delivered_at_98_percent() -> None:
     assert max_sustained(points) == 60_000
     assert result_line(points) == (
         "RESULT max_sustained_points_per_s=60000 cpu_pct_at_100k=99.0 rss_mb_at_10k=80.0"
-        " delivered_ratio_at_2x_capacity=0.50 wire_bytes_per_reading=58.0"
+        " cpu_pct_per_1k_points_at_10k=nan delivered_ratio_at_2x_capacity=0.50"
+        " wire_bytes_per_reading=58.0"
     )
 
 

@@ -64,8 +64,10 @@ async def test_reconnect_backs_off_and_resets() -> None:
     poller = DevicePoller(source, Collected(), interval=1.0, clock=clock)
     with pytest.raises(asyncio.CancelledError):
         await poller.run()
-    backoffs = clock.sleeps[1:7]
+    # After the first phase delay: each failed connect sleeps its backoff, then to the tick.
+    backoffs = clock.sleeps[1::2][:5]
     assert backoffs[-1] > backoffs[0], "delays grow while the device stays away"
+    assert all(0 < phase <= 1.0 for phase in clock.sleeps[2:11:2])
 
 
 async def test_a_driver_bug_does_not_end_polling(caplog: pytest.LogCaptureFixture) -> None:
