@@ -11,6 +11,7 @@ import psycopg
 from aiohttp import web
 
 from collector import __version__, api_key_cli, dead_letter_cli
+from collector.api.ports import listening_sockets
 from collector.app import create_app
 from collector.config import CollectorConfig, load_collector_config
 from collector.migrate import migrate
@@ -94,13 +95,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return api_key_cli.run(args, config)
     setup_logging(config.collector.log_level)
     try:
-        web.run_app(
-            create_app(config),
-            host=config.http.host,
-            port=config.http.port,
-            print=None,
-            access_log=None,
-        )
+        http = config.http
+        ports = [http.port] if http.ops_port is None else [http.port, http.ops_port]
+        try:
+            sockets = listening_sockets(http.host, ports)
+        except OSError as exc:
+            print(
+                f"plantwire-collector: http: cannot listen on {http.host} port(s)"
+                f" {', '.join(map(str, ports))}: {exc.strerror}",
+                file=sys.stderr,
+            )
+            return 1
+        web.run_app(create_app(config), sock=sockets, print=None, access_log=None)
     except PlantwireError as exc:
         print(f"plantwire-collector: {exc}", file=sys.stderr)
         return 1

@@ -68,10 +68,23 @@ class DatabaseSettings(StrictModel):
 class HttpSettings(StrictModel):
     """Where the API listens."""
 
+    @model_validator(mode="after")
+    def _two_ports(self) -> "HttpSettings":
+        if self.ops_port is not None and self.ops_port == self.port:
+            raise ValueError("ops_port must differ from port")
+        return self
+
     host: str = Field(default="127.0.0.1", description="Address to bind.")
     port: int = Field(default=8080, ge=0, le=65535, description="TCP port (0: any free port).")
     max_readings: int = Field(
         default=100_000, ge=1, description="Most readings one API response returns."
+    )
+    ops_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Serve /healthz, /readyz and /metrics on this port only, on the same host"
+        " (null: on `port`, beside the API).",
     )
     max_query_bytes: int = Field(
         default=4096, ge=256, le=65536, description="Longer query strings are refused (414)."

@@ -9,6 +9,7 @@ from collector.api.contract import add_contract_routes
 from collector.api.headers import add_security_headers, cors_middleware, limits_middleware
 from collector.api.http_metrics import metrics_middleware
 from collector.api.operations import API, Operation
+from collector.api.ports import ports_middleware
 from collector.api.problems import problem_middleware
 from collector.api.ratelimit import RateLimits, add_limit_headers
 from collector.config import HttpSettings
@@ -22,10 +23,12 @@ RESOURCES = (agents, api_keys, dead_letters, readings, tags)
 def middlewares(settings: HttpSettings, metrics: CollectorMetrics | None) -> list[Middleware]:
     """Outermost first: metrics and CORS see every answer, errors included."""
     measured = [metrics_middleware(metrics)] if metrics is not None else []
+    split = [ports_middleware(settings.ops_port)] if settings.ops_port is not None else []
     return [
         *measured,
         cors_middleware(settings.cors_origins),
         problem_middleware,
+        *split,
         limits_middleware(settings.max_query_bytes),
     ]
 

@@ -2,8 +2,12 @@
 
 import asyncio
 import json
+import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -18,10 +22,17 @@ from tests.harness import (
     eventually,
     running_collector,
 )
-from tests.servers import MosquittoServer, PostgresServer, free_port, running_postgres
+from tests.servers import (
+    MosquittoServer,
+    PostgresServer,
+    free_port,
+    running_postgres,
+    wait_for_port,
+)
 
 pytestmark = pytest.mark.integration
 ORIGIN = "https://dashboard.example.com"
+BIN = Path(sys.executable).parent
 
 
 @pytest.fixture
@@ -344,3 +355,55 @@ async def test_the_roadmap_metrics_are_exported(collector: str) -> None:
     assert 'db_connection_pool_size{state="max"} 4.0' in text
     assert 'db_connection_pool_size{state="idle"}' in text
     assert 'db_query_duration_seconds_count{query_type="select"}' in text
+
+
+async def test_operations_endpoints_can_have_a_port_of_their_own(
+    database_url: str, mosquitto: MosquittoServer, topic_prefix: str, tmp_path: Any
+) -> None:
+    port, ops_port = free_port(), free_port()
+    config = tmp_path / "collector.yaml"
+    config.write_text(
+        f"database:\n  url: {database_url}\n"
+        f"mqtt:\n  url: {mosquitto.url}\n  topic_prefix: {topic_prefix}\n"
+        f"http:\n  host: 127.0.0.1\n  port: {port}\n  ops_port: {ops_port}\n"
+    )
+    with (tmp_path / "collector.log").open("wb") as log:
+        process = await asyncio.to_thread(
+            subprocess.Popen,
+            [str(BIN / "plantwire-collector"), "run", "--config", str(config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        await asyncio.to_thread(wait_for_port, ops_port, 60)
+        api, ops = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{ops_port}"
+
+        async def ready() -> bool:
+            return (await call("GET", f"{ops}/readyz", key=None))[0] == 200
+
+        await eventually(ready, timeout=30, what="the collector to be ready")
+        for path in ("/healthz", "/metrics"):
+            assert (await call("GET", f"{ops}{path}", key=None))[0] == 200
+            status, headers, _ = await call("GET", f"{api}{path}", key=None)
+            assert status == 404
+            assert headers["Content-Type"].startswith("application/problem+json")
+        assert (await call("GET", f"{api}/api/v1/agents"))[0] == 200
+        assert (await call("GET", f"{ops}/api/v1/agents"))[0] == 404
+    finally:
+        process.terminate()
+        await asyncio.to_thread(process.wait, 15)
+    # A port already taken is a clear error, not a traceback.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        busy = taken.getsockname()[1]
+        config.write_text(config.read_text().replace(f"ops_port: {ops_port}", f"ops_port: {busy}"))
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [str(BIN / "plantwire-collector"), "run", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 1
+    assert f"cannot listen on 127.0.0.1 port(s) {port}, {busy}" in done.stderr
+    assert "Traceback" not in done.stderr
