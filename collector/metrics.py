@@ -12,6 +12,7 @@ class CollectorMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._query_kinds: dict[str, Histogram] = {}
         self.messages = Counter(
             "plantwire_collector_messages_total",
             "MQTT messages handled, by outcome (stored, duplicate, quarantined, lost, dictionary).",
@@ -117,7 +118,10 @@ class CollectorMetrics:
 
     def observe_query(self, kind: str, seconds: float) -> None:
         """Record one database statement's duration."""
-        self.query_seconds.labels(query_type=kind).observe(seconds)
+        child = self._query_kinds.get(kind)
+        if child is None:
+            child = self._query_kinds[kind] = self.query_seconds.labels(query_type=kind)
+        child.observe(seconds)
 
     def watch_pool(self, pool: AsyncConnectionPool[Any]) -> None:
         """Export the pool's connections by state, read at each scrape."""

@@ -1,5 +1,6 @@
 """PostgreSQL storage: batches written with binary COPY, each batch stored exactly once."""
 
+import time
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +41,8 @@ class TagInfo:
     data_type: DataType
 
 
+TagRow = tuple[int, str, str, str, str, datetime]
+"""A tag version as listed: tag_id, agent_id, device, name, data_type, created_at."""
 ReadingRow = tuple[datetime, float | None, str | None, int, datetime | None, int, int]
 """A stored reading as read: ts, value, value_text, quality, server_ts, tag_id, seq."""
 
@@ -64,6 +67,11 @@ def join_value(data_type: DataType, number: float | None, text: str | None) -> V
     return typed_value(data_type, number)
 
 
+TAG_CACHE_S = 10.0
+"""How long the API trusts a tag's versions without asking the database again."""
+TAG_CACHE_MAX = 10_000
+
+
 class ReadingStore:
     """Reads and writes readings through a connection pool."""
 
@@ -78,6 +86,7 @@ class ReadingStore:
         self._window = partitions or PartitionWindow(days_back=400, days_ahead=7)
         self._partitions: set[date] = set()
         self._tags: dict[TagKey, TagInfo] = {}
+        self._found: dict[tuple[str, str, str | None], tuple[float, list[TagInfo]]] = {}
         # Tag ids per (agent, dictionary bytes): agents resend the same dictionary.
         self._ids: OrderedDict[tuple[str, bytes], NDArray[np.int32]] = OrderedDict()
 
@@ -275,6 +284,8 @@ class ReadingStore:
             for row in await cursor.fetchall():
                 info = _tag_info(row)
                 self._tags[(info.agent_id, info.device, info.name, info.data_type)] = info
+        # A tag may have a new version now: this replica's API sees it at once.
+        self._found.clear()
 
     async def quarantine(self, letter: "DeadLetter") -> None:
         """Keep a message that could not be ingested, with the reason (once per batch)."""
@@ -317,7 +328,16 @@ class ReadingStore:
         return None if row is None else bytes(row[0])
 
     async def find_tags(self, device: str, name: str, agent: str | None) -> list[TagInfo]:
-        """Tags with this device and name, from one agent or from all (a row per data type)."""
+        """Tags with this device and name, from one agent or from all (a row per data type).
+
+        What was found is remembered for TAG_CACHE_S: a tag's versions change only when its
+        type does. What was not found is asked again each time, so a new tag shows at once.
+        """
+        lookup = (device, name, agent)
+        cached = self._found.get(lookup)
+        now = time.monotonic()
+        if cached is not None and cached[0] > now:
+            return cached[1]
 
         async def find(conn: AsyncConnection[TupleRow]) -> list[TagInfo]:
             cursor = await conn.execute(
@@ -328,21 +348,26 @@ class ReadingStore:
             )
             return [_tag_info(row) for row in await cursor.fetchall()]
 
-        return await self.reads.run(find)
+        found = await self.reads.run(find)
+        if found:
+            if len(self._found) >= TAG_CACHE_MAX:
+                self._found.clear()
+            self._found[lookup] = (now + TAG_CACHE_S, found)
+        return found
 
     async def list_tags(
         self, agent: str | None, device: str | None, after_id: int, limit: int
-    ) -> list[tuple[TagInfo, datetime]]:
-        """Tag versions by id after `after_id`, with when each was first seen."""
+    ) -> list[TagRow]:
+        """Tag versions by id after `after_id`, as rows (a page has many)."""
 
-        async def select(conn: AsyncConnection[TupleRow]) -> list[tuple[TagInfo, datetime]]:
+        async def select(conn: AsyncConnection[TupleRow]) -> list[TagRow]:
             cursor = await conn.execute(
                 "SELECT tag_id, agent_id, device, name, data_type, created_at FROM tags"
                 " WHERE tag_id > %s AND (%s::text IS NULL OR agent_id = %s)"
                 " AND (%s::text IS NULL OR device = %s) ORDER BY tag_id LIMIT %s",
                 (after_id, agent, agent, device, device, limit),
             )
-            return [(_tag_info(row), row[5]) for row in await cursor.fetchall()]
+            return cast(list[TagRow], await cursor.fetchall())
 
         return await self.reads.run(select)
 

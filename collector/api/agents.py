@@ -43,7 +43,8 @@ class AgentPath(Params):
 
 
 def _agent(record: AgentRecord) -> AgentOut:
-    return AgentOut(
+    # Constructed, not validated: the record comes from our own database.
+    return AgentOut.model_construct(
         agent=record.agent_id,
         status=record.status,
         status_since=record.status_since,
@@ -69,7 +70,7 @@ def _agent(record: AgentRecord) -> AgentOut:
 async def list_agents(request: web.Request, _: Params) -> AgentList:
     """Every agent the collector has heard of, with its status and last heartbeat."""
     records = await request.app[AGENTS].list()
-    return AgentList(agents=[_agent(record) for record in records])
+    return AgentList.model_construct(agents=[_agent(record) for record in records])
 
 
 @API.operation(

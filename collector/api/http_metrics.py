@@ -4,6 +4,7 @@ import time
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
+from prometheus_client import Counter, Histogram
 
 from collector.api.problems import Handler
 from collector.metrics import CollectorMetrics
@@ -18,6 +19,10 @@ def route_of(request: web.Request) -> str:
 def metrics_middleware(metrics: CollectorMetrics) -> Middleware:
     """Count and time each request; outermost, so every answer, errors included, is seen."""
 
+    # The labelled children, found once per (method, route, status): a lookup per request
+    # through prometheus_client's labels() costs more than the observation itself.
+    series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
     @web.middleware
     async def measure(request: web.Request, handler: Handler) -> web.StreamResponse:
         started = time.perf_counter()
@@ -30,8 +35,16 @@ def metrics_middleware(metrics: CollectorMetrics) -> Middleware:
             status = exc.status
             raise
         finally:
-            labels = (request.method, route_of(request), str(status))
-            metrics.http_requests.labels(*labels).inc()
-            metrics.http_seconds.labels(*labels).observe(time.perf_counter() - started)
+            labels = (request.method, route_of(request), status)
+            children = series.get(labels)
+            if children is None:
+                named = (labels[0], labels[1], str(status))
+                children = (
+                    metrics.http_requests.labels(*named),
+                    metrics.http_seconds.labels(*named),
+                )
+                series[labels] = children
+            children[0].inc()
+            children[1].observe(time.perf_counter() - started)
 
     return measure

@@ -60,9 +60,9 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def matches(key: str, stored: ApiKey) -> bool:
-    """Whether `key` is the key `stored` was made from (in constant time)."""
-    return hmac.compare_digest(hash_key(key), stored.key_hash)
+def matches(key: str, stored: ApiKey, digest: str | None = None) -> bool:
+    """Whether `key` (or its `digest`, if known) is the key `stored` was made from."""
+    return hmac.compare_digest(digest or hash_key(key), stored.key_hash)
 
 
 def _key(row: TupleRow) -> ApiKey:

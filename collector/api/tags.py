@@ -1,7 +1,10 @@
 """/api/v1/tags: the tags the collector has stored readings of, a page at a time."""
 
+from typing import Annotated
+
 from aiohttp import web
 from pydantic import BaseModel, Field
+from typing_extensions import TypedDict
 
 from collector.api.operations import API, Params, Role
 from collector.api.pages import next_link, position
@@ -30,14 +33,20 @@ class TagQuery(Params):
     )
 
 
-class TagOut(BaseModel):
-    """A tag (one row per data type it has had)."""
+class TagOut(TypedDict):
+    """A tag (one row per data type it has had); a typed dict: a page holds many."""
 
-    tag: str = Field(description="<device>/<tag>, as /api/v1/readings takes it.")
+    tag: Annotated[str, Field(description="<device>/<tag>, as /api/v1/readings takes it.")]
     agent: str
     device: str
     name: str
-    data_type: DataType
+    data_type: Annotated[
+        str,
+        Field(
+            description="The PLC-side type of its readings.",
+            json_schema_extra={"enum": [data_type.value for data_type in DataType]},
+        ),
+    ]
     first_seen: Timestamp
 
 
@@ -60,24 +69,21 @@ class TagPage(BaseModel):
 async def list_tags(request: web.Request, query: TagQuery) -> TagPage:
     """Every tag readings were stored for, filtered by agent and device; paginated."""
     after = position(query.cursor)
-    store = request.app[STORE]
-    rows = await store.list_tags(
-        query.agent, query.device, after[1] if after else 0, query.limit + 1
-    )
+    after_id = after[1] if after else 0
+    rows = await request.app[STORE].list_tags(query.agent, query.device, after_id, query.limit + 1)
     more = len(rows) > query.limit
     rows = rows[: query.limit]
-    last = (rows[-1][1], rows[-1][0].tag_id) if more else None
-    return TagPage(
-        items=[
-            TagOut(
-                tag=f"{tag.device}/{tag.name}",
-                agent=tag.agent_id,
-                device=tag.device,
-                name=tag.name,
-                data_type=tag.data_type,
-                first_seen=first_seen,
-            )
-            for tag, first_seen in rows
-        ],
-        next=next_link(request, last),
-    )
+    last = (rows[-1][5], rows[-1][0]) if more else None
+    items: list[TagOut] = [
+        {
+            "tag": f"{device}/{name}",
+            "agent": agent,
+            "device": device,
+            "name": name,
+            "data_type": data_type,
+            "first_seen": first_seen,
+        }
+        for _, agent, device, name, data_type, first_seen in rows
+    ]
+    # Constructed, not validated: the rows come from our own database.
+    return TagPage.model_construct(items=items, next=next_link(request, last))
