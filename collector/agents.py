@@ -106,14 +106,21 @@ class AgentRegistry:
             )
             return [row[0] for row in await cursor.fetchall()]
 
-    async def list(self, agent_id: str | None = None) -> list[AgentRecord]:
-        """All agents, or the one with this id (from the read replica, if there is one)."""
+    async def list(
+        self, agent_id: str | None = None, after: str | None = None, limit: int | None = None
+    ) -> list[AgentRecord]:
+        """Agents by id (after `after`, at most `limit`), or the one with this id.
+
+        Read from the read replica, if there is one.
+        """
 
         async def select(conn: AsyncConnection[TupleRow]) -> list[AgentRecord]:
             cursor = await conn.execute(
                 f"SELECT {_COLUMNS} FROM agents"
-                " WHERE %(id)s::text IS NULL OR agent_id = %(id)s ORDER BY agent_id",
-                {"id": agent_id},
+                " WHERE (%(id)s::text IS NULL OR agent_id = %(id)s)"
+                " AND (%(after)s::text IS NULL OR agent_id > %(after)s)"
+                " ORDER BY agent_id LIMIT %(limit)s",
+                {"id": agent_id, "after": after, "limit": limit},
             )
             return [AgentRecord(*row) for row in await cursor.fetchall()]
 

@@ -99,8 +99,12 @@ def valid_id(raw: str) -> int | None:
     return int(raw)
 
 
-def _where(selection: DeadLetterFilter, after: tuple[datetime, int] | None = None) -> sql.Composed:
+def _where(
+    selection: DeadLetterFilter, after: tuple[datetime, int] | None = None
+) -> tuple[sql.Composed, list[object]]:
+    """The WHERE clause of a selection, with placeholders, and its parameters."""
     conditions: list[sql.Composable] = []
+    params: list[object] = []
     for column, value in (
         ("agent_id", selection.agent),
         ("reason", selection.reason),
@@ -108,20 +112,24 @@ def _where(selection: DeadLetterFilter, after: tuple[datetime, int] | None = Non
         ("id", selection.dead_letter_id),
     ):
         if value is not None:
-            conditions.append(sql.SQL("{} = {}").format(sql.Identifier(column), value))
+            conditions.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
+            params.append(value)
     if selection.since is not None:
-        conditions.append(sql.SQL("received_at >= {}").format(selection.since))
+        conditions.append(sql.SQL("received_at >= %s"))
+        params.append(selection.since)
     if selection.until is not None:
-        conditions.append(sql.SQL("received_at < {}").format(selection.until))
+        conditions.append(sql.SQL("received_at < %s"))
+        params.append(selection.until)
     if selection.replayed is not None:
         test = "IS NOT NULL" if selection.replayed else "IS NULL"
         conditions.append(sql.SQL("replayed_at " + test))
     if after is not None:
         # A row comparison, so ties on received_at are broken by id and none is skipped.
-        conditions.append(sql.SQL("(received_at, id) < ({}, {})").format(*after))
+        conditions.append(sql.SQL("(received_at, id) < (%s, %s)"))
+        params.extend(after)
     if not conditions:
-        return sql.Composed([])
-    return sql.SQL(" WHERE ") + sql.SQL(" AND ").join(conditions)
+        return sql.Composed([]), params
+    return sql.SQL(" WHERE ") + sql.SQL(" AND ").join(conditions), params
 
 
 def _letter(row: TupleRow) -> DeadLetter:
@@ -138,13 +146,14 @@ class DeadLetters:
         self, selection: DeadLetterFilter, limit: int, after: tuple[datetime, int] | None = None
     ) -> DeadLetterPage:
         """Up to `limit` dead letters newest first, after a decoded cursor's position if given."""
+        where, params = _where(selection, after)
         query = (
             sql.SQL(f"SELECT {_COLUMNS} FROM dead_letters")
-            + _where(selection, after)
-            + sql.SQL(" ORDER BY received_at DESC, id DESC LIMIT {}").format(limit + 1)
+            + where
+            + sql.SQL(" ORDER BY received_at DESC, id DESC LIMIT %s")
         )
         async with self._pool.connection() as conn:
-            rows = await (await conn.execute(query)).fetchall()
+            rows = await (await conn.execute(query, [*params, limit + 1])).fetchall()
         items = [_letter(row) for row in rows[:limit]]
         more = len(rows) > limit
         return DeadLetterPage(
@@ -181,9 +190,10 @@ class DeadLetters:
 
     async def count(self, selection: DeadLetterFilter) -> int:
         """How many dead letters match."""
-        query = sql.SQL("SELECT count(*) FROM dead_letters") + _where(selection)
+        where, params = _where(selection)
+        query = sql.SQL("SELECT count(*) FROM dead_letters") + where
         async with self._pool.connection() as conn:
-            row = await (await conn.execute(query)).fetchone()
+            row = await (await conn.execute(query, params)).fetchone()
         return int(row[0]) if row is not None else 0
 
     async def purge(self, selection: DeadLetterFilter) -> int:
@@ -194,9 +204,10 @@ class DeadLetters:
         """
         if selection.dead_letter_id is None and selection.until is None:
             raise ValueError("purge needs a dead letter id or a time to purge before")
-        query = sql.SQL("DELETE FROM dead_letters") + _where(selection)
+        where, params = _where(selection)
+        query = sql.SQL("DELETE FROM dead_letters") + where
         async with self._pool.connection() as conn:
-            cursor = await conn.execute(query)
+            cursor = await conn.execute(query, params)
             return cursor.rowcount
 
 

@@ -28,3 +28,19 @@ def decode_cursor(token: str) -> tuple[datetime, int]:
     if not 0 < number <= MAX_NUMBER:
         raise ValueError("not a cursor from a previous page's `next`")
     return moment, number
+
+
+def encode_key_cursor(key: str) -> str:
+    """A token for the position just after the row with this text key."""
+    return base64.urlsafe_b64encode(f"k:{key}".encode()).decode().rstrip("=")
+
+
+def decode_key_cursor(token: str) -> str:
+    """The text key a key cursor stands for; ValueError if it is not one of ours."""
+    try:
+        text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        raise ValueError("not a cursor from a previous page's `next`") from None
+    if not text.startswith("k:") or "\x00" in text:
+        raise ValueError("not a cursor from a previous page's `next`")
+    return text[2:]

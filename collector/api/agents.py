@@ -7,9 +7,13 @@ from pydantic import BaseModel, Field
 
 from collector.agents import AgentRecord
 from collector.api.operations import API, Params, Role
+from collector.api.pages import key_position, next_link
 from collector.api.params import AgentName, Timestamp
 from collector.api.problems import InvalidParam, ProblemError
+from collector.pagination import CURSOR_PATTERN
 from collector.state import AGENTS
+
+MAX_LIMIT = 1000
 
 
 class AgentOut(BaseModel):
@@ -31,9 +35,19 @@ class AgentOut(BaseModel):
 
 
 class AgentList(BaseModel):
-    """Every agent, by id."""
+    """A page of agents, by id."""
 
     agents: list[AgentOut]
+    next: str | None = Field(description="URL of the next page (null: this is the last).")
+
+
+class AgentQuery(Params):
+    """Which page of agents."""
+
+    limit: int = Field(default=100, ge=1, le=MAX_LIMIT, description="Page size.")
+    cursor: str | None = Field(
+        default=None, pattern=CURSOR_PATTERN, description="From the previous page's `next`."
+    )
 
 
 class AgentPath(Params):
@@ -62,15 +76,21 @@ def _agent(record: AgentRecord) -> AgentOut:
 @API.operation(
     "GET",
     "/api/v1/agents",
-    summary="Every agent",
+    summary="Agents, a page at a time",
     tag="agents",
     role=Role.VIEWER,
+    params=AgentQuery,
     response=AgentList,
 )
-async def list_agents(request: web.Request, _: Params) -> AgentList:
-    """Every agent the collector has heard of, with its status and last heartbeat."""
-    records = await request.app[AGENTS].list()
-    return AgentList.model_construct(agents=[_agent(record) for record in records])
+async def list_agents(request: web.Request, query: AgentQuery) -> AgentList:
+    """Every agent the collector has heard of, with its status and last heartbeat; paginated."""
+    after = key_position(query.cursor)
+    records = await request.app[AGENTS].list(after=after, limit=query.limit + 1)
+    last = records[query.limit - 1].agent_id if len(records) > query.limit else None
+    return AgentList.model_construct(
+        agents=[_agent(record) for record in records[: query.limit]],
+        next=next_link(request, last),
+    )
 
 
 @API.operation(

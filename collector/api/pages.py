@@ -5,7 +5,12 @@ from datetime import datetime
 from aiohttp import web
 
 from collector.api.problems import bad_param
-from collector.pagination import decode_cursor, encode_cursor
+from collector.pagination import (
+    decode_cursor,
+    decode_key_cursor,
+    encode_cursor,
+    encode_key_cursor,
+)
 
 
 def position(cursor: str | None) -> tuple[datetime, int] | None:
@@ -18,7 +23,19 @@ def position(cursor: str | None) -> tuple[datetime, int] | None:
         raise bad_param("cursor", str(exc)) from None
 
 
-def next_link(request: web.Request, last: tuple[datetime, int] | None, **keep: str) -> str | None:
+def key_position(cursor: str | None) -> str | None:
+    """The text key the previous page ended at; a 400 naming `cursor` if it is not a cursor."""
+    if cursor is None:
+        return None
+    try:
+        return decode_key_cursor(cursor)
+    except ValueError as exc:
+        raise bad_param("cursor", str(exc)) from None
+
+
+def next_link(
+    request: web.Request, last: tuple[datetime, int] | str | None, **keep: str
+) -> str | None:
     """The URL of the page after the row at `last` (None: no more pages).
 
     It keeps every parameter of this request (and `keep`), so following it needs nothing else.
@@ -26,4 +43,5 @@ def next_link(request: web.Request, last: tuple[datetime, int] | None, **keep: s
     if last is None:
         return None
     url = request.rel_url.update_query(keep) if keep else request.rel_url
-    return str(url.update_query(cursor=encode_cursor(*last)))
+    token = encode_key_cursor(last) if isinstance(last, str) else encode_cursor(*last)
+    return str(url.update_query(cursor=token))

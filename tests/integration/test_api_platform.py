@@ -96,7 +96,7 @@ async def test_every_api_route_needs_a_valid_key_and_says_how(collector: str) ->
     status, _, body = await call(
         "GET", f"{collector}/api/v1/agents", key=None, headers={"X-API-Key": TEST_KEY}
     )
-    assert (status, body) == (200, {"agents": []})
+    assert (status, body) == (200, {"agents": [], "next": None})
     for open_path in ("/healthz", "/readyz", "/metrics", "/api/openapi.json", "/api/docs"):
         status, _, _ = await call("GET", f"{collector}{open_path}", key=None)
         assert status == 200, open_path
@@ -407,3 +407,18 @@ async def test_operations_endpoints_can_have_a_port_of_their_own(
     assert done.returncode == 1
     assert f"cannot listen on 127.0.0.1 port(s) {port}, {busy}" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+async def test_agents_are_listed_a_page_at_a_time(collector: str, database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        for agent in ("line3", "line1", "line2"):
+            conn.execute("INSERT INTO agents (agent_id) VALUES (%s)", (agent,))
+    status, _, first = await call("GET", f"{collector}/api/v1/agents?limit=2")
+    assert status == 200
+    assert [agent["agent"] for agent in first["agents"]] == ["line1", "line2"]
+    _, _, second = await call("GET", f"{collector}{first['next']}")
+    assert [agent["agent"] for agent in second["agents"]] == ["line3"]
+    assert second["next"] is None
+    status, _, problem = await call("GET", f"{collector}/api/v1/agents?cursor=bm9wZQ")
+    assert status == 400
+    assert problem["invalid_params"][0]["name"] == "cursor"

@@ -5,13 +5,14 @@ import threading
 import time
 from collections.abc import Callable
 
+import psycopg
 import pytest
 
 from shared.mqtt import MqttClient, MqttSettings
 from shared.readings import DataType, Reading
 from shared.wire import encode_batch
 from tests.faults.plant import create_database
-from tests.harness import collector_config, eventually, get_json, running_collector
+from tests.harness import add_test_key, collector_config, eventually, get_json, running_collector
 from tests.servers import MosquittoServer, PostgresServer, free_port
 
 GRACE_S = 15.0
@@ -49,6 +50,7 @@ async def test_shutdown_within_the_grace_whatever_is_down(down: str, topic_prefi
             MqttSettings(url=broker.url), client_id=f"{topic_prefix}-p", persistent_session=False
         )
         async with running_collector(config) as base:
+            await asyncio.to_thread(_with_test_key, postgres.url("stop_test"))
             await publisher.connect()
             await publisher.publish(f"{topic_prefix}/v1/a1/batch", batch(1), timeout=5)
 
@@ -78,3 +80,8 @@ async def test_shutdown_within_the_grace_whatever_is_down(down: str, topic_prefi
     finally:
         broker.stop()
         await asyncio.to_thread(postgres.remove)
+
+
+def _with_test_key(url: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        add_test_key(conn)

@@ -178,7 +178,7 @@ async def test_an_item_describes_its_dead_letter_and_the_detail_adds_payload_and
     assert body["items"] == [
         {
             "id": letters[1].id,
-            "received_at": "2026-03-01T12:00:00.000000Z",
+            "received_at": "2026-03-01T12:00:00Z",
             "topic": "plantwire/v1/press-2/state",
             "agent": "press-2",
             "kind": "state",
@@ -194,7 +194,7 @@ async def test_an_item_describes_its_dead_letter_and_the_detail_adds_payload_and
         },
         {
             "id": letters[0].id,
-            "received_at": "2026-03-01T12:00:00.000000Z",
+            "received_at": "2026-03-01T12:00:00Z",
             "topic": "plantwire/v1/press-1/batch",
             "agent": "press-1",
             "kind": "batch",
@@ -204,7 +204,7 @@ async def test_an_item_describes_its_dead_letter_and_the_detail_adds_payload_and
             "batch": 0,
             "readings": 0,
             "partial": False,
-            "replayed_at": "2026-03-01T13:00:00.000000Z",
+            "replayed_at": "2026-03-01T13:00:00Z",
             "replay_error": None,
             "payload_bytes": 1,
         },
@@ -223,7 +223,7 @@ async def test_an_item_describes_its_dead_letter_and_the_detail_adds_payload_and
     assert (status, detail["refused_readings"], detail["agent"]) == (200, [], "press-2")
     status, detail = await get_json(f"{collector}/api/v1/dead-letters/{letters[7].id}")
     assert (detail["replayed_at"], detail["replay_error"]) == (
-        "2026-03-01T12:57:00.000000Z",
+        "2026-03-01T12:57:00Z",
         "still malformed",
     )
 
