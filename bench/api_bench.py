@@ -50,12 +50,13 @@ WINDOW_S = 300
 BARE_LAUNCHER = """
 import sys
 from pathlib import Path
+import uvloop
 from aiohttp import web
 from collector.app import create_app
 from collector.config import load_collector_config
 config = load_collector_config(Path(sys.argv[1]))
 web.run_app(create_app(config, platform=False), host=config.http.host, port=config.http.port,
-            print=None, access_log=None)
+            print=None, access_log=None, loop=uvloop.new_event_loop())
 """
 
 

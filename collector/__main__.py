@@ -7,7 +7,9 @@ from shared.extras import require_extra
 
 def main() -> int:
     """Run plantwire-collector."""
-    require_extra("plantwire-collector", "collector", ["aiohttp", "psycopg", "psycopg_pool"])
+    require_extra(
+        "plantwire-collector", "collector", ["aiohttp", "psycopg", "psycopg_pool", "uvloop"]
+    )
     from collector.cli import main as run
 
     return run()
