@@ -90,7 +90,9 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         await ensure_partitions(conn, datetime.now(UTC).date(), settings.partition_days_ahead)
     replica = None
     if settings.read_url is not None:
-        replica = new_pool(settings.read_url.get_secret_value(), settings.pool_size)
+        replica = new_pool(
+            settings.read_url.get_secret_value(), settings.pool_size, metrics_.observe_query
+        )
         # Not waited for: the API reads from the primary until the replica answers.
         await replica.open(wait=False)
     reads = ReadPools(pool, replica, metrics_)

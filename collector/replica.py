@@ -4,6 +4,7 @@ A replica that refuses or drops connections is left alone for a while and reads 
 primary, counted; it is tried again by itself afterwards.
 """
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -15,6 +16,7 @@ from psycopg_pool import PoolTimeout
 
 from collector.metrics import CollectorMetrics
 from collector.pools import Pool
+from shared.cancellation import raise_if_cancelled
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -22,6 +24,8 @@ Connection = psycopg.AsyncConnection[TupleRow]
 
 REPLICA_WAIT_S = 1.0
 """Longest wait for a replica connection before reading from the primary instead."""
+REPLICA_QUERY_S = 10.0
+"""Longest a read may take on the replica before it is read from the primary instead."""
 REPLICA_RETRY_S = 5.0
 """After the replica failed, read from the primary this long before trying it again."""
 
@@ -52,9 +56,13 @@ class ReadPools:
         """`work` on a connection to the replica, or to the primary if the replica fails."""
         if self.replica is not None and self._down_until <= self._clock():
             try:
-                async with self.replica.connection(timeout=REPLICA_WAIT_S) as conn:
+                async with (
+                    self.replica.connection(timeout=REPLICA_WAIT_S) as conn,
+                    asyncio.timeout(REPLICA_QUERY_S),
+                ):
                     result = await work(conn)
-            except (PoolTimeout, psycopg.OperationalError) as exc:
+            except (PoolTimeout, psycopg.OperationalError, TimeoutError) as exc:
+                raise_if_cancelled(exc)  # a cancelled query surfaces as QueryCanceled
                 self._failed(exc)
             else:
                 if self._down_until:

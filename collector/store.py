@@ -407,10 +407,21 @@ class ReadingStore:
         async def select(conn: AsyncConnection[TupleRow]) -> list[ReadingRow]:
             cursor = await conn.execute(
                 "SELECT ts, value, value_text, quality, server_ts, tag_id, seq FROM readings"
-                " WHERE tag_id = ANY(%s) AND ts >= %s AND ts < %s"
+                # ts >= the later of start and the cursor, so a deep page starts its index
+                # range scan where the last one ended, not at `start`.
+                " WHERE tag_id = ANY(%s) AND ts >= greatest(%s::timestamptz, %s) AND ts < %s"
                 " AND (%s::timestamptz IS NULL OR (ts, seq) > (%s, %s))"
                 " ORDER BY ts, seq LIMIT %s",
-                ([tag.tag_id for tag in tags], start, end, after_ts, after_ts, after_seq, limit),
+                (
+                    [tag.tag_id for tag in tags],
+                    start,
+                    after_ts,
+                    end,
+                    after_ts,
+                    after_ts,
+                    after_seq,
+                    limit,
+                ),
                 binary=True,
             )
             return cast(list[ReadingRow], await cursor.fetchall())

@@ -19,6 +19,8 @@ CACHE_S = 5.0
 """How long a key's record is trusted without asking the database: a revocation reaches
 every replica within this."""
 CACHE_MAX = 10_000
+LOOKUPS_AT_ONCE = 2
+"""Database lookups of keys not in the cache at one time."""
 ACTIVE_WINDOW_S = 300.0
 TOUCH_INTERVAL_S = 30.0
 CHALLENGE = 'Bearer realm="plantwire"'
@@ -56,6 +58,7 @@ class Authenticator:
         self._clock = clock
         self._cache: dict[str, tuple[float, ApiKey | None]] = {}
         self._digests: dict[str, str] = {}
+        self._lookups = asyncio.Semaphore(LOOKUPS_AT_ONCE)
         self._seen: dict[str, float] = {}
         self._unsaved: set[str] = set()
 
@@ -90,9 +93,13 @@ class Authenticator:
         cached = self._cache.get(prefix)
         if cached is not None and cached[0] > now:
             return cached[1]
-        stored = await self._keys.find(prefix)
+        # Few lookups at once: a flood of made-up keys must not take the pool from ingest.
+        async with self._lookups:
+            stored = await self._keys.find(prefix)
         if len(self._cache) >= CACHE_MAX:
-            self._cache.clear()
+            # The oldest entries go (dicts keep insertion order), not the keys in use.
+            for old in list(self._cache)[: CACHE_MAX // 10]:
+                del self._cache[old]
         self._cache[prefix] = (now + CACHE_S, stored)
         return stored
 
@@ -112,7 +119,11 @@ class Authenticator:
         while True:
             await asyncio.sleep(TOUCH_INTERVAL_S)
             used, self._unsaved = sorted(self._unsaved), set()
-            await self._keys.touch(used)
+            try:
+                await self._keys.touch(used)
+            except BaseException:
+                self._unsaved.update(used)  # recorded with the next batch
+                raise
 
 
 def authorize(key: ApiKey, op: Operation) -> None:

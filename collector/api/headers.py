@@ -34,12 +34,12 @@ def limits_middleware(max_query_bytes: int) -> Middleware:
 
     @web.middleware
     async def limit(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if len(request.query_string) > max_query_bytes:
+        size = len(request.rel_url.raw_query_string)
+        if size > max_query_bytes:
             raise ProblemError(
                 414,
                 "URI Too Long",
-                f"the query string has {len(request.query_string)} bytes; at most"
-                f" {max_query_bytes} are accepted",
+                f"the query string has {size} bytes; at most {max_query_bytes} are accepted",
                 [InvalidParam("query", f"longer than {max_query_bytes} bytes")],
             )
         return await handler(request)

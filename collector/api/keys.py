@@ -6,6 +6,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import psycopg
 from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
@@ -84,16 +85,23 @@ class ApiKeys:
         self, name: str, role: Role, expires_at: datetime | None, created_by: str
     ) -> tuple[ApiKey, str]:
         """Make and store a key; return its record and the key, which is never shown again."""
-        key, prefix = new_key()
-        async with self._pool.connection() as conn:
-            cursor = await conn.execute(
-                f"INSERT INTO api_keys (prefix, key_hash, name, role, expires_at, created_by)"
-                f" VALUES (%s, %s, %s, %s, %s, %s) RETURNING {_COLUMNS}",
-                (prefix, hash_key(key), name, role.value, expires_at, created_by),
-            )
-            row = await cursor.fetchone()
-        assert row is not None
-        return _key(row), key
+        for attempt in range(3):
+            key, prefix = new_key()
+            try:
+                async with self._pool.connection() as conn:
+                    cursor = await conn.execute(
+                        f"INSERT INTO api_keys (prefix, key_hash, name, role, expires_at,"
+                        f" created_by) VALUES (%s, %s, %s, %s, %s, %s) RETURNING {_COLUMNS}",
+                        (prefix, hash_key(key), name, role.value, expires_at, created_by),
+                    )
+                    row = await cursor.fetchone()
+            except psycopg.errors.UniqueViolation:
+                if attempt == 2:
+                    raise
+                continue  # 32 random bits of prefix met an existing one: draw again
+            assert row is not None
+            return _key(row), key
+        raise AssertionError("unreachable")
 
     async def find(self, prefix: str) -> ApiKey | None:
         """The key with this prefix, usable or not."""

@@ -39,7 +39,7 @@ class Role(StrEnum):
 class Params(BaseModel):
     """Base of every operation's path and query parameters: unknown ones are refused."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class NoParams(Params):

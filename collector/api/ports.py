@@ -32,11 +32,16 @@ def ports_middleware(ops_port: int) -> Middleware:
 
 def listening_sockets(host: str, ports: list[int]) -> list[socket.socket]:
     """Bound sockets for each port, for web.run_app(sock=...) to serve one app on several."""
-    sockets = []
-    for port in ports:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sockets.append(sock)
+    sockets: list[socket.socket] = []
+    try:
+        for port in ports:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
     return sockets

@@ -11,6 +11,8 @@ from aiohttp import web
 from psycopg_pool import PoolTimeout
 from pydantic import BaseModel, Field
 
+from shared.cancellation import raise_if_cancelled
+
 log = logging.getLogger(__name__)
 
 PROBLEM_TYPE = "application/problem+json"
@@ -116,6 +118,7 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
             exc.status, exc.reason, exc.text or exc.reason, (), request.path, kept
         )
     except (psycopg.OperationalError, PoolTimeout) as exc:
+        raise_if_cancelled(exc)  # a cancelled query surfaces as QueryCanceled
         log.warning("answering %s %s with 503: database: %s", request.method, request.path, exc)
         return problem_response(
             503,

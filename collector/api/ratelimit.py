@@ -90,8 +90,9 @@ class RateLimits:
         limiter = self._limiter()
         # From Redis, take a lease of 1 % of the limit at once (1 for small limits), spent
         # here without asking again: a round trip per request would cost a third of the
-        # API's throughput. A lease lasts the limit's window; what a replica leased and did
-        # not spend is not given back, so a key is refused at most that much early, never late.
+        # API's throughput. A lease lasts the limit's window. What a replica leased and did
+        # not spend is not given back (a key may be refused up to that much early), and a
+        # lease spent late in its window may let a key through up to that much late.
         lease = max(1, item.amount // LEASE_PARTS) if limiter is not self._local else 1
         try:
             async with asyncio.timeout(self._settings.redis_timeout):
@@ -113,7 +114,11 @@ class RateLimits:
             self._metrics.rate_limit_shared.set(1)
         if stats is None:
             if lease > 1:
-                self._leases[key.prefix] = (lease - 1, self._clock() + item.get_expiry())
+                # Requests in flight together each take a lease: keep every one.
+                held = self._leases.get(key.prefix)
+                now = self._clock()
+                left = held[0] if held is not None and held[1] > now else 0
+                self._leases[key.prefix] = (left + lease - 1, now + item.get_expiry())
             request[LIMIT_HEADERS] = {"RateLimit-Policy": policy(item)}
             return
         reset_in = max(math.ceil(stats.reset_time - self._clock()), 1)

@@ -53,7 +53,8 @@ class ReadingOut(TypedDict):
 
     ts: Annotated[Timestamp, Field(description="Source timestamp (or poll time).")]
     value: Annotated[
-        bool | int | float | str | None, Field(description="Null when quality is bad.")
+        bool | int | float | str | None,
+        Field(description="Null when quality is bad, or when a float is not a number."),
     ]
     quality: Annotated[
         Literal["good", "uncertain", "bad"], Field(description="How far it can be trusted.")

@@ -153,3 +153,23 @@ async def test_two_collectors_share_one_limit_through_redis_and_serve_without_it
         )
 
     await eventually(shared_again, timeout=30, what="both collectors to count in Redis again")
+
+
+async def test_leases_from_redis_never_let_a_key_past_its_limit(
+    database_url: str, mosquitto: MosquittoServer, topic_prefix: str, redis: RedisServer
+) -> None:
+    # 300 a minute: each round trip to Redis leases 3, spent here (some in parallel).
+    config = collector_config(
+        database_url=database_url,
+        mqtt_url=mosquitto.url,
+        prefix=topic_prefix,
+        client_id=f"{topic_prefix}-collector",
+        sections={"rate_limits": {"admin": "300/minute", "redis_url": redis.url}},
+    )
+    async with running_collector(config) as base:
+        statuses: list[int] = []
+        for _ in range(32):
+            answers = await asyncio.gather(*(get(f"{base}/api/v1/agents") for _ in range(10)))
+            statuses.extend(status for status, _, _ in answers)
+        assert statuses.count(429) == 20, statuses
+        assert statuses.count(200) == 300
