@@ -1,13 +1,9 @@
 """plantwire-collector api-key create|list|revoke: API keys from a shell (for the first admin)."""
 
 import argparse
-import asyncio
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-
-import psycopg
-from psycopg_pool import PoolTimeout
 
 from collector.api.api_keys import key_out
 from collector.api.auth import CACHE_S
@@ -16,7 +12,7 @@ from collector.api.operations import Role
 from collector.api.params import format_ts
 from collector.config import CollectorConfig
 from collector.migrate import migrate
-from collector.pools import command_pool
+from collector.pools import Pool, run_command
 from collector.tables import print_table
 
 CREATED_BY = "cli"
@@ -53,52 +49,47 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 def run(args: argparse.Namespace, config: CollectorConfig) -> int:
     """Carry out an `api-key` subcommand; return the exit status."""
-    try:
-        return asyncio.run(_run(args, config))
-    except (psycopg.Error, PoolTimeout) as exc:
-        print(f"plantwire-collector: database: {exc}", file=sys.stderr)
-        return 1
+    return run_command(config.database, lambda pool: _run(args, config, pool))
 
 
-async def _run(args: argparse.Namespace, config: CollectorConfig) -> int:
-    async with command_pool(config.database) as pool:
-        if config.database.migrate_on_start:
-            # The first admin key is made before the collector first starts.
-            async with pool.connection() as conn:
-                await migrate(conn)
-        keys = ApiKeys(pool)
-        if args.action == "create":
-            stored, key = await keys.create(args.name, Role(args.role), args.expires, CREATED_BY)
-            print(f"created {stored.role.value} key {stored.prefix} ({stored.name})")
-            print("the key, shown this once:")
-            print(key)
-            return 0
-        if args.action == "list":
-            rows = [["PREFIX", "NAME", "ROLE", "ACTIVE", "CREATED", "EXPIRES", "LAST USED"]]
-            after = 0
-            while page := await keys.listing(after, 1000):
-                after = page[-1].id
-                for stored in page:
-                    shown = key_out(stored)
-                    rows.append(
-                        [
-                            shown.prefix,
-                            shown.name,
-                            shown.role.value,
-                            "yes" if shown.active else "no",
-                            format_ts(shown.created_at),
-                            format_ts(shown.expires_at) if shown.expires_at else "never",
-                            format_ts(shown.last_used_at) if shown.last_used_at else "-",
-                        ]
-                    )
-            print_table(rows)
-            return 0
-        revoked = await keys.revoke(args.prefix, CREATED_BY)
-        if revoked is None:
-            print(f"plantwire-collector: no key with prefix {args.prefix!r}", file=sys.stderr)
-            return 1
-        print(
-            f"revoked key {revoked.prefix} ({revoked.name}); every replica refuses it within"
-            f" {CACHE_S:g} s"
-        )
+async def _run(args: argparse.Namespace, config: CollectorConfig, pool: Pool) -> int:
+    if config.database.migrate_on_start:
+        # The first admin key is made before the collector first starts.
+        async with pool.connection() as conn:
+            await migrate(conn)
+    keys = ApiKeys(pool)
+    if args.action == "create":
+        stored, key = await keys.create(args.name, Role(args.role), args.expires, CREATED_BY)
+        print(f"created {stored.role.value} key {stored.prefix} ({stored.name})")
+        print("the key, shown this once:")
+        print(key)
         return 0
+    if args.action == "list":
+        rows = [["PREFIX", "NAME", "ROLE", "ACTIVE", "CREATED", "EXPIRES", "LAST USED"]]
+        after = 0
+        while page := await keys.listing(after, 1000):
+            after = page[-1].id
+            for stored in page:
+                shown = key_out(stored)
+                rows.append(
+                    [
+                        shown.prefix,
+                        shown.name,
+                        shown.role.value,
+                        "yes" if shown.active else "no",
+                        format_ts(shown.created_at),
+                        format_ts(shown.expires_at) if shown.expires_at else "never",
+                        format_ts(shown.last_used_at) if shown.last_used_at else "-",
+                    ]
+                )
+        print_table(rows)
+        return 0
+    revoked = await keys.revoke(args.prefix, CREATED_BY)
+    if revoked is None:
+        print(f"plantwire-collector: no key with prefix {args.prefix!r}", file=sys.stderr)
+        return 1
+    print(
+        f"revoked key {revoked.prefix} ({revoked.name}); every replica refuses it within"
+        f" {CACHE_S:g} s"
+    )
+    return 0

@@ -1,7 +1,6 @@
 """plantwire-collector dead-letters list|show|replay|purge: the dead letter queue from a shell."""
 
 import argparse
-import asyncio
 import base64
 import sys
 import textwrap
@@ -12,7 +11,7 @@ from typing import TypeVar
 
 import psycopg
 from psycopg.rows import TupleRow
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool
 
 from collector.agents import AgentRegistry
 from collector.api.dead_letters import DEFAULT_LIMIT, MAX_LIMIT
@@ -29,7 +28,7 @@ from collector.dead_letters import (
     valid_id,
 )
 from collector.pagination import decode_cursor
-from collector.pools import command_pool
+from collector.pools import Pool, run_command
 from collector.replay import Replayer
 from collector.store import ReadingStore
 from collector.tables import print_table
@@ -122,23 +121,18 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 def run(args: argparse.Namespace, config: CollectorConfig) -> int:
     """Carry out a `dead-letters` subcommand; return the exit status."""
-    try:
-        return asyncio.run(_run(args, config))
-    except (psycopg.Error, PoolTimeout) as exc:
-        print(f"plantwire-collector: database: {exc}", file=sys.stderr)
-        return 1
+    return run_command(config.database, lambda pool: _run(args, config, pool))
 
 
-async def _run(args: argparse.Namespace, config: CollectorConfig) -> int:
-    async with command_pool(config.database) as pool:
-        store = DeadLetters(pool)
-        if args.action == "list":
-            return await _list(store, args)
-        if args.action == "show":
-            return await _show(store, args)
-        if args.action == "replay":
-            return await _replay(store, _replayer(pool, config), args)
-        return await _purge(store, args)
+async def _run(args: argparse.Namespace, config: CollectorConfig, pool: Pool) -> int:
+    store = DeadLetters(pool)
+    if args.action == "list":
+        return await _list(store, args)
+    if args.action == "show":
+        return await _show(store, args)
+    if args.action == "replay":
+        return await _replay(store, _replayer(pool, config), args)
+    return await _purge(store, args)
 
 
 def _cell(text: str, width: int) -> str:

@@ -1,14 +1,16 @@
 """Connection pools to the collector's database, for the server and for one-off commands."""
 
+import asyncio
+import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import psycopg
 from psycopg import AsyncCursor, sql
 from psycopg.rows import TupleRow
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from collector.config import DatabaseSettings
 
@@ -69,6 +71,20 @@ def new_pool(url: str, max_size: int, observe: Observe | None = None) -> Pool:
     return AsyncConnectionPool(
         url, min_size=1, max_size=max_size, open=False, kwargs=kwargs, configure=_in_utc
     )
+
+
+def run_command(settings: DatabaseSettings, action: Callable[[Pool], Awaitable[int]]) -> int:
+    """Run a command-line action on a small pool; a database error is one line and status 1."""
+
+    async def with_pool() -> int:
+        async with command_pool(settings) as pool:
+            return await action(pool)
+
+    try:
+        return asyncio.run(with_pool())
+    except (psycopg.Error, PoolTimeout) as exc:
+        print(f"plantwire-collector: database: {exc}", file=sys.stderr)
+        return 1
 
 
 @asynccontextmanager

@@ -143,6 +143,13 @@ async def simulator() -> AsyncIterator[Simulator]:
 
 
 @pytest.fixture
+def own_postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server of this test's own, so it can be stopped."""
+    with running_postgres() as server:
+        yield server
+
+
+@pytest.fixture
 def postgres_fresh_url(postgres: PostgresServer) -> Iterator[str]:
     """An empty database with no schema at all."""
     name = f"fresh_{uuid.uuid4().hex[:12]}"

@@ -5,7 +5,7 @@ import json
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,6 @@ from tests.servers import (
     MosquittoServer,
     PostgresServer,
     free_port,
-    running_postgres,
     wait_for_port,
 )
 
@@ -297,12 +296,6 @@ def test_api_keys_from_the_command_line(
         collector_main(
             ["api-key", "create", "--config", str(config), "--name", "x", "--role", "root"]
         )
-
-
-@pytest.fixture
-def own_postgres() -> Iterator[PostgresServer]:
-    with running_postgres() as server:
-        yield server
 
 
 async def test_the_api_answers_503_while_postgresql_is_down_and_recovers(

@@ -1,7 +1,6 @@
 """The collector and the MQTT link through outages of the database and the broker."""
 
 import asyncio
-from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -11,14 +10,7 @@ from shared.mqtt import MqttClient, MqttSettings
 from shared.readings import DataType, Reading
 from shared.wire import encode_batch
 from tests.harness import collector_config, eventually, get_json, running_collector
-from tests.servers import MosquittoServer, PostgresServer, free_port, running_postgres
-
-
-@pytest.fixture
-def own_postgres() -> Iterator[PostgresServer]:
-    """A PostgreSQL server of this test's own, so it can be stopped."""
-    with running_postgres() as server:
-        yield server
+from tests.servers import MosquittoServer, PostgresServer, free_port
 
 
 async def test_collector_holds_messages_while_the_database_is_down(
