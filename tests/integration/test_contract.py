@@ -2,8 +2,10 @@
 
 It must find no server error, no status code the contract does not document, no response
 that breaks its schema, content type or documented headers, and no invalid input accepted.
+Each run prints its seed; PLANTWIRE_CONTRACT_SEED=<seed> replays it.
 """
 
+import os
 import subprocess
 import sys
 import time
@@ -33,6 +35,7 @@ CHECKS = ",".join(
     ]
 )
 EXAMPLES = 150
+CONFIG = Path(__file__).with_name("schemathesis.toml")
 assert RESOURCES  # every resource's operations are declared on API
 
 
@@ -86,6 +89,8 @@ def schemathesis(url: str, *options: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
             str(BIN / "st"),
+            "--config-file",
+            str(CONFIG),
             "run",
             f"{url}/api/openapi.json",
             "--checks",
@@ -93,7 +98,7 @@ def schemathesis(url: str, *options: str) -> subprocess.CompletedProcess[str]:
             "--max-examples",
             str(EXAMPLES),
             "--seed",
-            str(int(time.time()) % 100_000),
+            os.environ.get("PLANTWIRE_CONTRACT_SEED", str(int(time.time()) % 100_000)),
             "--request-timeout",
             "10",
             "--no-color",
