@@ -34,6 +34,7 @@ from agent.buffer_layout import LAYOUT_VERSION, create_layout, upgrade_layout
 from shared.backoff import Backoff
 from shared.blocks import Block, BlockFlags, decode_block, encode_block, timestamp_runs
 from shared.errors import PlantwireError
+from shared.invariants import required
 from shared.readings import DataType, Reading
 from shared.wire_v3 import dictionary_bytes, dictionary_hash
 
@@ -377,8 +378,9 @@ class SqliteBuffer:
                 if not entry.future.done():
                     entry.future.set_exception(BufferClosed(f"buffer {self._path} is closed"))
             return
-        assert self._loop is not None
-        self._loop.run_in_executor(self._executor, self._commit_group)
+        required(self._loop, "the buffer's event loop").run_in_executor(
+            self._executor, self._commit_group
+        )
 
     def _commit_group(self) -> None:
         """On the worker: commit every queued add in one transaction, then answer each."""

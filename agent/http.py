@@ -17,6 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from agent.health import Snapshot
 from shared.errors import PlantwireError
+from shared.invariants import required
 
 log = logging.getLogger(__name__)
 SnapshotSource = Callable[[], Awaitable[Snapshot]]
@@ -154,8 +155,7 @@ class _SnapshotMetrics:
         503 while the buffer is close to dropping or cannot be written, or a task keeps
         crashing; 200 with status "degraded" for what buffering rides out (broker, devices).
         """
-        snap = self.snapshot
-        assert snap is not None
+        snap = required(self.snapshot, "a health snapshot")
         full = snap.buffer.used_bytes / self._max_bytes if self._max_bytes else 0.0
         condition = snap.buffer_condition
         failing = []

@@ -13,7 +13,7 @@ from shared.clock import Clock
 from shared.readings import Reading
 
 log = logging.getLogger(__name__)
-_RANDOM = random.Random()
+_RANDOM = random.Random()  # noqa: S311 - spreads poll times, nothing secret
 
 ReadingSink = Callable[[Sequence[Reading]], Awaitable[int]]
 HANDING_AT_STOP_S = 1.0

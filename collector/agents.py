@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, sql
 from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
@@ -14,7 +14,7 @@ from collector.replica import ReadPools
 from shared.agent_status import decode_heartbeat, decode_state
 from shared.errors import WireError
 
-_COLUMNS = (
+_COLUMNS = sql.SQL(
     "agent_id, status, status_since, first_seen, last_seen, version, config_hash, devices,"
     " epoch, last_heartbeat, last_heartbeat_at"
 )
@@ -116,10 +116,12 @@ class AgentRegistry:
 
         async def select(conn: AsyncConnection[TupleRow]) -> list[AgentRecord]:
             cursor = await conn.execute(
-                f"SELECT {_COLUMNS} FROM agents"
-                " WHERE (%(id)s::text IS NULL OR agent_id = %(id)s)"
-                " AND (%(after)s::text IS NULL OR agent_id > %(after)s)"
-                " ORDER BY agent_id LIMIT %(limit)s",
+                sql.SQL(
+                    "SELECT {columns} FROM agents"
+                    " WHERE (%(id)s::text IS NULL OR agent_id = %(id)s)"
+                    " AND (%(after)s::text IS NULL OR agent_id > %(after)s)"
+                    " ORDER BY agent_id LIMIT %(limit)s"
+                ).format(columns=_COLUMNS),
                 {"id": agent_id, "after": after, "limit": limit},
             )
             return [AgentRecord(*row) for row in await cursor.fetchall()]

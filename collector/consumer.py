@@ -18,6 +18,7 @@ from collector.store import DeadLetter, ReadingStore, WriteOutcome
 from shared.acks import Refusal, Rejection, encode_ack
 from shared.cancellation import raise_if_cancelled
 from shared.errors import MqttError, WireError
+from shared.invariants import required
 from shared.mqtt import Message
 from shared.readings import datetime_to_us
 from shared.wire import Topics, batch_identity
@@ -254,8 +255,7 @@ class Consumer:
 
     async def _status(self, agent: str, kind: str, message: Message) -> None:
         """Record a status message; one the database refuses for good is quarantined."""
-        assert self._on_status is not None
-        handler = self._on_status
+        handler = required(self._on_status, "the status handler")
         try:
             await self._retrying(
                 "store a status message", lambda: handler(agent, kind, message.payload)

@@ -13,7 +13,7 @@ from collector.pagination import MAX_NUMBER, encode_cursor
 KINDS = ("batch", "state", "heartbeat", "unknown")
 """What a dead letter's topic said the message was."""
 
-_COLUMNS = (
+_COLUMNS = sql.SQL(
     "id, received_at, topic, agent_id, kind, reason, error, epoch, batch_id, readings, partial,"
     " replayed_at, replay_error, octet_length(payload)"
 )
@@ -148,7 +148,7 @@ class DeadLetters:
         """Up to `limit` dead letters newest first, after a decoded cursor's position if given."""
         where, params = _where(selection, after)
         query = (
-            sql.SQL(f"SELECT {_COLUMNS} FROM dead_letters")
+            sql.SQL("SELECT {columns} FROM dead_letters").format(columns=_COLUMNS)
             + where
             + sql.SQL(" ORDER BY received_at DESC, id DESC LIMIT %s")
         )
@@ -164,7 +164,9 @@ class DeadLetters:
         """One dead letter with its payload and refused readings, or None if there is none."""
         async with self._pool.connection() as conn:
             cursor = await conn.execute(
-                f"SELECT {_COLUMNS}, payload FROM dead_letters WHERE id = %s",
+                sql.SQL("SELECT {columns}, payload FROM dead_letters WHERE id = %s").format(
+                    columns=_COLUMNS
+                ),
                 (dead_letter_id,),
             )
             row = await cursor.fetchone()

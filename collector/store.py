@@ -18,6 +18,7 @@ from collector.copy_rows import COPY_SQL, HEADER, TRAILER, encode_rows
 from collector.partitions import PartitionWindow, ensure_partition
 from collector.replica import ReadPools
 from shared.blocks import typed_value
+from shared.invariants import required
 from shared.readings import DataType, Value
 
 _ID_CACHE_SIZE = 1024
@@ -172,8 +173,7 @@ class ReadingStore:
 
     async def _keep_refused(self, conn: AsyncConnection[TupleRow], batch: Batch) -> None:
         """One dead letter for a stored batch's refused readings, one row per reading."""
-        refused = batch.refused
-        assert refused is not None
+        refused = required(batch.refused, "the batch's refused readings")
         counts = refused.counts()
         reason = max(counts, key=lambda r: counts[r])
         summary = f"{len(refused.idx)} of {len(batch) + len(refused.idx)} readings refused"
@@ -195,8 +195,7 @@ class ReadingStore:
                 len(refused.idx),
             ),
         )
-        row = await cursor.fetchone()
-        assert row is not None
+        row = required(await cursor.fetchone(), "the dead letter's id")
         await conn.execute(
             "INSERT INTO dead_readings (dead_letter_id, idx, seq, reason, error)"
             " SELECT %s, * FROM unnest(%s::int4[], %s::int8[], %s::text[], %s::text[])"

@@ -3,7 +3,7 @@
 import random
 
 # One generator for all: seeding a new one reads the OS's entropy, a system call per backoff.
-_RANDOM = random.Random()
+_RANDOM = random.Random()  # noqa: S311 - spreads retry times, nothing secret
 
 
 class Backoff:

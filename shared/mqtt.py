@@ -20,6 +20,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from shared.config import Duration, StrictModel
 from shared.errors import MqttError
+from shared.invariants import required
 
 log = logging.getLogger(__name__)
 
@@ -216,10 +217,10 @@ class MqttClient:
     async def connect(self) -> None:
         """Connect and wait for CONNACK; raise MqttError if none comes in time."""
         self.start()
-        assert self._loop is not None
-        deadline = self._loop.time() + self._settings.connect_timeout
+        loop = required(self._loop, "the client's event loop")
+        deadline = loop.time() + self._settings.connect_timeout
         while not self._connected.is_set():
-            if self._connect_error is not None or self._loop.time() > deadline:
+            if self._connect_error is not None or loop.time() > deadline:
                 reason = self._connect_error or "no CONNACK in time"
                 await self.close()
                 raise MqttError(f"cannot connect to {self._settings.url}: {reason}")
@@ -269,8 +270,7 @@ class MqttClient:
 
     async def _stop_network_thread(self, timeout: float) -> bool:
         """Join paho's thread without blocking the loop; force its socket shut if it lingers."""
-        assert self._loop is not None
-        loop = self._loop
+        loop = required(self._loop, "the client's event loop")
         joined = loop.create_future()
 
         def join() -> None:
@@ -320,9 +320,9 @@ class MqttClient:
 
     async def messages(self) -> AsyncIterator[Message]:
         """Yield received messages in arrival order."""
-        assert self._messages is not None, "connect() first"
+        queue = required(self._messages, "the message queue (connect() first)")
         while True:
-            message = await self._messages.get()
+            message = await queue.get()
             self._room.release()
             yield message
 
@@ -336,8 +336,8 @@ class MqttClient:
             self._client.ack(message.mid, message.qos)
 
     async def _await_mid(self, mid: int, timeout: float, what: str) -> None:
-        assert self._loop is not None, "connect() first"
-        future: asyncio.Future[str | None] = self._loop.create_future()
+        loop = required(self._loop, "the client's event loop (connect() first)")
+        future: asyncio.Future[str | None] = loop.create_future()
         with self._lock:
             if mid in self._completed:
                 error = self._completed.pop(mid)
@@ -419,8 +419,8 @@ class MqttClient:
         self._complete(mid, ", ".join(failed) or None)
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
-        assert self._loop is not None
-        assert self._messages is not None
+        loop = required(self._loop, "the client's event loop")
+        queue = required(self._messages, "the message queue")
         item = Message(
             message.topic, bytes(message.payload), message.qos, message.mid, message.retain
         )
@@ -428,7 +428,7 @@ class MqttClient:
             if self._room.acquire(timeout=0.5):
                 # RuntimeError: the event loop is closed, we are shutting down.
                 with contextlib.suppress(RuntimeError):
-                    self._loop.call_soon_threadsafe(self._messages.put_nowait, item)
+                    loop.call_soon_threadsafe(queue.put_nowait, item)
                 return
 
 

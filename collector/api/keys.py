@@ -7,16 +7,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import psycopg
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, sql
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
 from collector.api.operations import Role
+from shared.invariants import required
 
 KEY_SCHEME = "pwk"
 """Every key starts with this, so secret scanners and people recognise one."""
 
-_COLUMNS = (
+_COLUMNS = sql.SQL(
     "id, prefix, key_hash, name, role, created_at, created_by, expires_at, revoked_at, last_used_at"
 )
 
@@ -90,8 +91,10 @@ class ApiKeys:
             try:
                 async with self._pool.connection() as conn:
                     cursor = await conn.execute(
-                        f"INSERT INTO api_keys (prefix, key_hash, name, role, expires_at,"
-                        f" created_by) VALUES (%s, %s, %s, %s, %s, %s) RETURNING {_COLUMNS}",
+                        sql.SQL(
+                            "INSERT INTO api_keys (prefix, key_hash, name, role, expires_at,"
+                            " created_by) VALUES (%s, %s, %s, %s, %s, %s) RETURNING {columns}"
+                        ).format(columns=_COLUMNS),
                         (prefix, hash_key(key), name, role.value, expires_at, created_by),
                     )
                     row = await cursor.fetchone()
@@ -99,15 +102,17 @@ class ApiKeys:
                 if attempt == 2:
                     raise
                 continue  # 32 random bits of prefix met an existing one: draw again
-            assert row is not None
-            return _key(row), key
+            return _key(required(row, "the inserted key's row")), key
         raise AssertionError("unreachable")
 
     async def find(self, prefix: str) -> ApiKey | None:
         """The key with this prefix, usable or not."""
         async with self._pool.connection() as conn:
             cursor = await conn.execute(
-                f"SELECT {_COLUMNS} FROM api_keys WHERE prefix = %s", (prefix,)
+                sql.SQL("SELECT {columns} FROM api_keys WHERE prefix = %s").format(
+                    columns=_COLUMNS
+                ),
+                (prefix,),
             )
             row = await cursor.fetchone()
         return None if row is None else _key(row)
@@ -116,7 +121,9 @@ class ApiKeys:
         """Keys by id (oldest first), revoked and expired ones included."""
         async with self._pool.connection() as conn:
             cursor = await conn.execute(
-                f"SELECT {_COLUMNS} FROM api_keys WHERE id > %s ORDER BY id LIMIT %s",
+                sql.SQL("SELECT {columns} FROM api_keys WHERE id > %s ORDER BY id LIMIT %s").format(
+                    columns=_COLUMNS
+                ),
                 (after_id, limit),
             )
             return [_key(row) for row in await cursor.fetchall()]
@@ -125,8 +132,10 @@ class ApiKeys:
         """Revoke a key (again revoking keeps the first time); None if there is no such key."""
         async with self._pool.connection() as conn:
             cursor = await conn.execute(
-                f"UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()),"
-                f" revoked_by = coalesce(revoked_by, %s) WHERE prefix = %s RETURNING {_COLUMNS}",
+                sql.SQL(
+                    "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()),"
+                    " revoked_by = coalesce(revoked_by, %s) WHERE prefix = %s RETURNING {columns}"
+                ).format(columns=_COLUMNS),
                 (revoked_by, prefix),
             )
             row = await cursor.fetchone()

@@ -10,6 +10,7 @@ from pydantic import AfterValidator, Field, model_validator
 from protocols.common import DeviceBase, TagBase, check_unique_tags
 from protocols.modbus.codec import ByteOrder, register_count
 from shared.config import Duration, StrictModel
+from shared.invariants import required
 from shared.readings import DataType
 
 Table = Literal["coil", "discrete_input", "holding_register", "input_register"]
@@ -304,8 +305,7 @@ class ModbusDevice(DeviceBase):
     def endpoint(self) -> str:
         """Where the device is reached; devices naming the same endpoint share its connections."""
         if self.transport == "rtu":
-            assert self.serial is not None
-            return str(self.serial.port)
+            return str(required(self.serial, "an RTU device's serial settings").port)
         where = f"{self.host}:{self.port}"
         return f"{where} (RTU over TCP)" if self.transport == "rtu_over_tcp" else where
 

@@ -19,6 +19,7 @@ from pymodbus.pdu import ModbusPDU
 from protocols.base import DeviceUnreachable
 from protocols.modbus.config import ModbusDevice
 from shared.clock import Clock
+from shared.invariants import required
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +47,7 @@ def new_client(config: ModbusDevice) -> ModbusClient:
     # Retries and reconnects are ours (busy retries, backoff in the poller), not pymodbus's.
     client: ModbusClient
     if config.transport == "rtu":
-        assert config.serial is not None
-        serial = config.serial
+        serial = required(config.serial, "an RTU device's serial settings")
         client = AsyncModbusSerialClient(
             str(serial.port),
             framer=FramerType.RTU,
@@ -60,9 +60,8 @@ def new_client(config: ModbusDevice) -> ModbusClient:
             reconnect_delay=0,
         )
     else:
-        assert config.host is not None
         client = AsyncModbusTcpClient(
-            config.host,
+            required(config.host, "a TCP device's host"),
             port=config.port,
             framer=FramerType.RTU if config.transport == "rtu_over_tcp" else FramerType.SOCKET,
             timeout=config.timeout,

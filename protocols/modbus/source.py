@@ -18,6 +18,7 @@ from protocols.modbus.points import ModbusPoint
 from protocols.modbus.pool import ModbusClient, ModbusConnection, ModbusPool, Send, UnitSilent
 from protocols.writes import check_write
 from shared.clock import Clock
+from shared.invariants import required
 from shared.readings import DataType, Quality, Reading, Value
 
 log = logging.getLogger(__name__)
@@ -186,7 +187,7 @@ class ModbusSource:
         """Write one tag: FC 5/6 or 15/16, only if configured writable and within bounds."""
         tag = self._tags.get(tag_name)
         check_write(self.name, tag, tag_name, tag.reported_type if tag else DataType.FLOAT64, value)
-        assert tag is not None
+        tag = required(tag, "a checked tag")
         self._connected()
         address = tag.address - self._shift
         unit = self._config.unit

@@ -31,6 +31,7 @@ from protocols.opcua.trust import (
 )
 from protocols.writes import check_write
 from shared.clock import Clock
+from shared.invariants import required
 from shared.readings import DataType, Quality, Reading, Value, datetime_to_us, value_fits
 
 log = logging.getLogger(__name__)
@@ -190,11 +191,8 @@ async def prepare_client(client: Client, security: OpcUaSecurity, identity: OpcU
     """Set a client's session timeout, secure channel and user identity from configuration."""
     client.session_timeout = SESSION_TIMEOUT_MS
     if security.policy != "None":
-        assert security.certificate
-        assert security.private_key
-        assert security.trust_store
         client.application_uri = security.application_uri
-        store = _TrustStore(security.trust_store)
+        store = _TrustStore(required(security.trust_store, "the trust store"))
         await store.load()
         client.certificate_validator = _refusing_validator(
             CertificateValidator(
@@ -207,20 +205,18 @@ async def prepare_client(client: Client, security: OpcUaSecurity, identity: OpcU
         )
         await client.set_security(
             POLICIES[security.policy],
-            certificate=security.certificate,
-            private_key=security.private_key,
+            certificate=required(security.certificate, "the agent's certificate"),
+            private_key=required(security.private_key, "the agent's private key"),
             mode=getattr(ua.MessageSecurityMode, security.mode),
         )
     if identity.type == "username":
-        assert identity.username
-        assert identity.password
-        client.set_user(identity.username)
-        client.set_password(identity.password.get_secret_value())
+        client.set_user(required(identity.username, "the user name"))
+        client.set_password(required(identity.password, "the password").get_secret_value())
     elif identity.type == "certificate":
-        assert identity.certificate
-        assert identity.private_key
-        await client.load_client_certificate(str(identity.certificate))
-        await client.load_private_key(identity.private_key)
+        await client.load_client_certificate(
+            str(required(identity.certificate, "the user certificate"))
+        )
+        await client.load_private_key(required(identity.private_key, "the user's private key"))
 
 
 class _Changes:
@@ -356,11 +352,10 @@ class OpcUaSource:
                 namespace_uri, _, rest = text[4:].partition(";")
                 text = f"ns={index_of(namespace_uri)};{rest}"
             return ua.NodeId.from_string(text)
-        assert tag.path is not None
         elements = []
-        for element in tag.path.strip("/").split("/"):
+        for element in required(tag.path, "the tag's browse path").strip("/").split("/"):
             match = PATH_ELEMENT.match(element)
-            assert match is not None
+            match = required(match, "a validated browse path element")
             uri: str | None = match.group("uri") or self._config.namespace
             if uri is None:
                 raise LookupError(f"path element {element!r} needs {{uri}} or a device namespace")
@@ -525,8 +520,8 @@ class OpcUaSource:
                 " writes, and no value was read yet; set the tag's `type`"
             )
         check_write(self.name, tag, tag_name, data_type or DataType.FLOAT64, value)
-        assert index is not None
-        assert data_type is not None
+        index = required(index, "the tag's index")
+        data_type = required(data_type, "the tag's data type")
         node_id = self._node_ids[index] if index < len(self._node_ids) else None
         if self._client is None or node_id is None:
             raise DeviceUnreachable(f"{self.name}: not connected")

@@ -95,7 +95,7 @@ class Machine:
         start_us: int = 0,
         bulk: tuple[SimTag, ...] = (),
     ) -> None:
-        self._random = random.Random(seed)
+        self._random = random.Random(seed)  # noqa: S311 - simulated process noise
         self._bulk = bulk
         self._bulk_second = -1
         self._elapsed_s = 0.0

@@ -13,6 +13,7 @@ from pymodbus.simulator import SimData, SimDevice
 
 from protocols.modbus.codec import ByteOrder, decode, encode, register_count
 from protocols.simulator.machine import Machine, SimTag
+from shared.invariants import required
 from shared.readings import Value
 
 _TABLE_OF_FUNCTION = {
@@ -89,9 +90,9 @@ class ModbusImage:
             if encoded.get(tag.name, _UNSET) == value:
                 continue
             encoded[tag.name] = value
-            assert tag.modbus_table is not None
-            registers = self._tables[tag.modbus_table]
-            if tag.modbus_table in _BIT_TABLES:
+            table = required(tag.modbus_table, "the tag's Modbus table")
+            registers = self._tables[table]
+            if table in _BIT_TABLES:
                 word, bit = divmod(tag.modbus_address, 16)
                 registers[word] = (
                     (registers[word] | 1 << bit) if value else (registers[word] & ~(1 << bit))

@@ -9,6 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from collector.cli import main as collector_main
 from collector.dead_letters import expire_dead_letters
@@ -272,7 +273,9 @@ def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 def count_rows(database_url: str, table: str = "dead_letters") -> int:
     with psycopg.connect(database_url) as conn:
-        row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+        row = conn.execute(
+            sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))
+        ).fetchone()
     assert row is not None
     return int(row[0])
 

@@ -37,7 +37,7 @@ def test_load_shape_is_one_endpoint_of_distinct_devices_the_simulator_serves() -
     config = AgentConfig.model_validate(
         {
             "agent": {"id": "bench"},
-            "buffer": {"path": "/tmp/unused.sqlite"},
+            "buffer": {"path": "unused.sqlite"},
             "mqtt": {"url": "mqtt://127.0.0.1:1883"},
             "devices": devices,
         }

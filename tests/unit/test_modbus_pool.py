@@ -152,7 +152,7 @@ def agent(*devices: dict[str, Any]) -> AgentConfig:
     return AgentConfig.model_validate(
         {
             "agent": {"id": "a"},
-            "buffer": {"path": "/tmp/b.sqlite"},
+            "buffer": {"path": "b.sqlite"},
             "mqtt": {"url": "mqtt://127.0.0.1"},
             "devices": list(devices),
         }

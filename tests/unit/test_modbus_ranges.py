@@ -148,7 +148,7 @@ def test_a_hundred_thousand_tags_from_a_thousand_ranges() -> None:
     config = AgentConfig.model_validate(
         {
             "agent": {"id": "a1"},
-            "buffer": {"path": "/tmp/b.sqlite"},
+            "buffer": {"path": "b.sqlite"},
             "mqtt": {"url": "mqtt://h"},
             "devices": devices,
         }

@@ -9,7 +9,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from collector.api.problems import PROBLEM_TYPE, problem_middleware
 
-SECRET = "postgresql://collector:hunter2@db.internal:5432/plant"
+SECRET = "postgresql://collector:hunter2@db.internal:5432/plant"  # noqa: S105 - a fake, to test it is hidden
 
 
 async def broken(request: web.Request) -> web.Response:
