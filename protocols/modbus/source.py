@@ -181,7 +181,7 @@ class ModbusSource:
                     return response
                 # The connection is free meanwhile: the other devices on it go on.
                 await self._clock.sleep(config.busy_retry_delay)
-        raise AssertionError("unreachable")  # pragma: no cover
+        raise AssertionError("unreachable")  # pragma: no cover - every path above returns or raises
 
     async def write(self, tag_name: str, value: Value) -> None:
         """Write one tag: FC 5/6 or 15/16, only if configured writable and within bounds."""

@@ -2,8 +2,10 @@
 
 import ast
 import importlib
+import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -65,3 +67,23 @@ def test_entry_points_check_their_extra_then_run(
         entry.main()
     assert caught.value.code == 0
     assert "usage:" in capsys.readouterr().out
+
+
+PRAGMA = re.compile(r"#\s*pragma:\s*no\s*cover(?P<rest>.*)$")
+
+
+def test_every_coverage_exclusion_gives_its_reason() -> None:
+    bare = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for package in ALLOWED
+        for path in (ROOT / package).rglob("*.py")
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if (found := PRAGMA.search(line)) and not re.match(r"\s*-\s*\w", found["rest"])
+    ]
+    assert not bare, f"`# pragma: no cover` without `- reason` at {bare}"
+
+
+def test_the_coverage_floor_is_in_the_project_file() -> None:
+    report = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["coverage"]
+    assert report["run"]["branch"] is True
+    assert report["report"]["fail_under"] == 100
