@@ -116,6 +116,9 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _supervision(app: web.Application) -> AsyncIterator[None]:
+    for task in app[SUPERVISOR].health():
+        # Exported at 0 from the start, so a first restart is an increase alerts can see.
+        app[METRICS].task_restarts.labels(task=task.name)
     app[SUPERVISOR].start()
     yield
     await app[SUPERVISOR].stop(STOP_GRACE_S)
