@@ -27,10 +27,16 @@ async def test_ingest_lag_is_observed_per_stored_batch_from_its_newest_reading()
         Reading("d", "t", DataType.FLOAT64, now_us - 30_000_000, 2.0),
     ]
     payload = encode_batch("a1", 1, [1, 2], readings)
+    # Every reading refused (from 1601): stored, but nothing to measure a lag from.
+    old = [Reading("d", "t", DataType.FLOAT64, -11_644_473_600_000_000, 3.0)]
+    refused = encode_batch("a1", 1, [3], old)
     task = asyncio.create_task(consumer.run())
     try:
         broker.inbox.put_nowait(Message(TOPICS.batch("a1"), payload, 1, 1, False))
         await until(lambda: broker.acked == [1])
+        store.finish(3)  # the fake store's writes are named by their first batch id
+        broker.inbox.put_nowait(Message(TOPICS.batch("a1"), refused, 1, 2, False))
+        await until(lambda: broker.acked == [1, 2])
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
