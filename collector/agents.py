@@ -106,6 +106,12 @@ class AgentRegistry:
             )
             return [row[0] for row in await cursor.fetchall()]
 
+    async def online(self) -> dict[str, bool]:
+        """Whether each known agent is online, read from the primary (it decides liveness)."""
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute("SELECT agent_id, status = 'online' FROM agents")
+            return {agent: bool(is_online) for agent, is_online in await cursor.fetchall()}
+
     async def list(
         self, agent_id: str | None = None, after: str | None = None, limit: int | None = None
     ) -> list[AgentRecord]:

@@ -105,7 +105,9 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     supervisor = app[SUPERVISOR]
     supervisor.add("maintenance", lambda: _keep_partitions(pool, settings))
     offline_after = app[SETTINGS].agents.offline_after
-    supervisor.add("agent-liveness", lambda: _watch_agents(app[AGENTS], offline_after))
+    supervisor.add("agent-liveness", lambda: _watch_agents(app[AGENTS], offline_after, metrics_))
+    if replica is not None:
+        supervisor.add("replica-lag", reads.watch_lag)
     supervisor.add("key-usage", auth.save_usage)
     yield
     if replica is not None:
@@ -114,6 +116,9 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _supervision(app: web.Application) -> AsyncIterator[None]:
+    for task in app[SUPERVISOR].health():
+        # Exported at 0 from the start, so a first restart is an increase alerts can see.
+        app[METRICS].task_restarts.labels(task=task.name)
     app[SUPERVISOR].start()
     yield
     await app[SUPERVISOR].stop(STOP_GRACE_S)
@@ -127,13 +132,16 @@ def partition_window(settings: DatabaseSettings) -> PartitionWindow:
     return PartitionWindow(days_back=back, days_ahead=settings.partition_days_ahead)
 
 
-async def _watch_agents(registry: AgentRegistry, grace_s: float) -> None:
+async def _watch_agents(
+    registry: AgentRegistry, grace_s: float, metrics_: CollectorMetrics
+) -> None:
     failing = False
     while True:
         await asyncio.sleep(min(grace_s / 4, 5.0))
         try:
             for agent in await registry.mark_silent_offline(grace_s):
                 log.warning("agent %s silent for %.0fs: marked offline", agent, grace_s)
+            metrics_.show_agents(await registry.online())
         except psycopg.OperationalError as exc:
             raise_if_cancelled(exc)  # a cancelled query surfaces as QueryCanceled
             if not failing:

@@ -425,9 +425,14 @@ class Consumer:
                 await self._quarantine(message, error, "store", hold=False)
             # Duplicates are acknowledged too: they are stored, from an earlier send.
             stored: dict[tuple[str, int], list[Batch]] = {}
+            now_us = time.time_ns() // 1000
             for batch in write.group.batches:
                 if id(batch) not in failed:
                     stored.setdefault((batch.agent, batch.epoch), []).append(batch)
+                    if len(batch):
+                        # A device clock ahead of ours counts as no lag, not a negative one.
+                        lag_us = max(0, now_us - int(batch.ts.max()))
+                        self._metrics.ingest_lag.observe(lag_us / 1e6)
             for (agent, epoch), batches in stored.items():
                 refusals = [
                     Refusal(batch=b.batch_id, readings=b.refused.counts())

@@ -110,6 +110,24 @@ class CollectorMetrics:
             "API reads sent to the primary because the read replica failed.",
             registry=self.registry,
         )
+        self.ingest_lag = Histogram(
+            "plantwire_collector_ingest_lag_seconds",
+            "Seconds from the newest reading of a batch to its commit (resent batches included).",
+            buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
+            registry=self.registry,
+        )
+        self.agent_online = Gauge(
+            "plantwire_collector_agent_online",
+            "1 while an agent is online in the registry, 0 once it stopped or went silent.",
+            ["agent"],
+            registry=self.registry,
+        )
+        self.replica_lag = Gauge(
+            "plantwire_collector_replica_lag_seconds",
+            "Seconds the read replica's replay is behind (NaN: no replica, or it fails).",
+            registry=self.registry,
+        )
+        self.replica_lag.set(float("nan"))
         self.mqtt_connected = Gauge(
             "plantwire_collector_mqtt_connected",
             "1 while the collector is connected to the broker.",
@@ -122,6 +140,13 @@ class CollectorMetrics:
         if child is None:
             child = self._query_kinds[kind] = self.query_seconds.labels(query_type=kind)
         child.observe(seconds)
+
+    def show_agents(self, online: dict[str, bool]) -> None:
+        """Replace the per-agent online gauges with the registry's current view."""
+        # No await between clear and set: a scrape never sees a partial set.
+        self.agent_online.clear()
+        for agent, is_online in online.items():
+            self.agent_online.labels(agent=agent).set(1.0 if is_online else 0.0)
 
     def watch_pool(self, pool: AsyncConnectionPool[Any]) -> None:
         """Export the pool's connections by state, read at each scrape."""

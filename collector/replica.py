@@ -28,6 +28,8 @@ REPLICA_QUERY_S = 10.0
 """Longest a read may take on the replica before it is read from the primary instead."""
 REPLICA_RETRY_S = 5.0
 """After the replica failed, read from the primary this long before trying it again."""
+LAG_CHECK_S = 5.0
+"""How often the replica lag gauge is refreshed."""
 
 LAG_QUERY = (
     "SELECT pg_is_in_recovery(), CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn()"
@@ -83,6 +85,19 @@ class ReadPools:
         self._down_until = self._clock() + REPLICA_RETRY_S
         if self._metrics is not None:
             self._metrics.read_fallbacks.inc()
+
+    async def watch_lag(self, every_s: float = LAG_CHECK_S) -> None:
+        """Keep the replica lag gauge current, NaN while the replica fails; until cancelled."""
+        assert self._metrics is not None
+        while True:
+            try:
+                async with asyncio.timeout(REPLICA_QUERY_S):
+                    lag = await self.replica_lag()
+            except (psycopg.Error, PoolTimeout, TimeoutError) as exc:
+                raise_if_cancelled(exc)
+                lag = float("nan")
+            self._metrics.replica_lag.set(float("nan") if lag is None else lag)
+            await asyncio.sleep(every_s)
 
     async def replica_lag(self) -> float | None:
         """Seconds the replica's replay is behind the primary; None without a replica."""

@@ -266,3 +266,91 @@ def running_redis() -> Iterator[RedisServer]:
     finally:
         server.stop()
         shutil.rmtree(server.root, ignore_errors=True)
+
+
+class PrometheusServer:
+    """A Prometheus server (Debian's `prometheus`) on a free port, storing in a temp dir.
+
+    `scrape` maps job names to host:port targets, scraped every `interval` seconds;
+    `rule_files` are loaded and evaluated at the same interval.
+    """
+
+    def __init__(
+        self, scrape: dict[str, list[str]], rule_files: list[Path], interval: float = 1.0
+    ) -> None:
+        self.binary = shutil.which("prometheus") or "/usr/bin/prometheus"
+        if not Path(self.binary).exists():
+            raise RuntimeError("prometheus not found: install Debian's `prometheus` package")
+        self.port = free_port()
+        self.root = Path(tempfile.mkdtemp(prefix="plantwire-prom-"))
+        self._scrape = scrape
+        self._rule_files = rule_files
+        self._interval = interval
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """Base URL of the HTTP API."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        """Write the config and start the server; return once it accepts connections."""
+        every = f"{self._interval:g}s"
+        jobs = "".join(
+            f"  - job_name: {job}\n    static_configs:\n      - targets: {targets!r}\n"
+            for job, targets in self._scrape.items()
+        )
+        rules = "".join(f"  - {path}\n" for path in self._rule_files)
+        config = self.root / "prometheus.yml"
+        config.write_text(
+            f"global:\n  scrape_interval: {every}\n  scrape_timeout: {every}\n"
+            f"  evaluation_interval: {every}\nrule_files:\n{rules}scrape_configs:\n{jobs}"
+        )
+        log = (self.root / "prometheus.log").open("wb")
+        self.process = subprocess.Popen(
+            [
+                self.binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={self.root / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--log.level=warn",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        try:
+            wait_for_port(self.port)
+        except TimeoutError:
+            self.stop()
+            raise
+
+    def log(self) -> str:
+        """What the server logged so far."""
+        path = self.root / "prometheus.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self) -> None:
+        """Stop the server (SIGKILL after 10 s)."""
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.process = None
+
+
+@contextlib.contextmanager
+def running_prometheus(
+    scrape: dict[str, list[str]], rule_files: list[Path], interval: float = 1.0
+) -> Iterator[PrometheusServer]:
+    """A started Prometheus server, stopped and removed afterwards."""
+    server = PrometheusServer(scrape, rule_files, interval)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(server.root, ignore_errors=True)
