@@ -17,6 +17,7 @@ from psycopg_pool import PoolTimeout
 from collector.metrics import CollectorMetrics
 from collector.pools import Pool
 from shared.cancellation import raise_if_cancelled
+from shared.invariants import required
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -88,7 +89,7 @@ class ReadPools:
 
     async def watch_lag(self, every_s: float = LAG_CHECK_S) -> None:
         """Keep the replica lag gauge current, NaN while the replica fails; until cancelled."""
-        assert self._metrics is not None
+        metrics = required(self._metrics, "the collector's metrics")
         while True:
             try:
                 async with asyncio.timeout(REPLICA_QUERY_S):
@@ -96,7 +97,7 @@ class ReadPools:
             except (psycopg.Error, PoolTimeout, TimeoutError) as exc:
                 raise_if_cancelled(exc)
                 lag = float("nan")
-            self._metrics.replica_lag.set(float("nan") if lag is None else lag)
+            metrics.replica_lag.set(float("nan") if lag is None else lag)
             await asyncio.sleep(every_s)
 
     async def replica_lag(self) -> float | None:

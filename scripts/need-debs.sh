@@ -17,5 +17,5 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 if command -v systemctl >/dev/null 2>&1; then
-    systemctl stop mosquitto postgresql redis-server >/dev/null 2>&1 || true
+    systemctl stop mosquitto postgresql redis-server prometheus prometheus-node-exporter >/dev/null 2>&1 || true
 fi
