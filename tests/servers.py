@@ -63,11 +63,14 @@ class PostgresServer:
         if self._as_root:
             shutil.chown(self.root, "postgres", "postgres")
 
-    def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def run(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+        """Run a command as the user that owns the cluster, in its root directory."""
         command = list(args)
         if self._as_root:
             command = ["runuser", "-u", "postgres", "--", *command]
-        return subprocess.run(command, check=True, capture_output=True, text=True, cwd=self.root)
+        return subprocess.run(
+            command, check=True, capture_output=True, text=True, cwd=self.root, timeout=timeout
+        )
 
     def pid(self) -> int:
         """Process id of the postmaster."""
@@ -80,13 +83,13 @@ class PostgresServer:
     def start(self) -> None:
         """Create the cluster if needed and start the server."""
         if not self.data.exists() and self.primary is not None:
-            self._run(
+            self.run(
                 str(self.bin / "pg_basebackup"),
                 *("-h", "127.0.0.1", "-p", str(self.primary.port), "-U", "postgres"),
                 *("-D", str(self.data), "-R", "-X", "stream", "-c", "fast", "--no-sync"),
             )
         if not self.data.exists():
-            self._run(
+            self.run(
                 str(self.bin / "initdb"),
                 "-D",
                 str(self.data),
@@ -102,7 +105,7 @@ class PostgresServer:
             f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
             f" -c max_connections=200{self.options}"
         )
-        self._run(
+        self.run(
             str(self.bin / "pg_ctl"),
             "-D",
             str(self.data),
@@ -119,7 +122,7 @@ class PostgresServer:
     def stop(self, mode: str = "fast") -> None:
         """Stop the server (mode: smart, fast or immediate)."""
         with contextlib.suppress(subprocess.CalledProcessError):
-            self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
+            self.run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
 
     def remove(self) -> None:
         """Stop and delete the cluster."""
