@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/need-debs.sh postgresql mosquitto socat redis-server prometheus
+bash scripts/need-debs.sh postgresql mosquitto socat redis-server prometheus git
 
 make --no-print-directory .venv/.installed
 echo "test: ruff check"; .venv/bin/ruff check .
