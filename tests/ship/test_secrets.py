@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # A value that stands for a secret instead of being one: a template or format field
 # (`{password}`, `${DB_PASSWORD}`, `<key>`, `%(password)s`), an elision, or the word itself
 # as in the documented shape `postgresql://user:password@host`.
-_PLACEHOLDER = re.compile(r"^(?:[{$<%]|\*+$|\.\.\.|x+$|password$)")
+_PLACEHOLDER = re.compile(r"(?i)^(?:[{$<%]|\*+$|\.\.\.|x+$|password$)")
 
 RULES: dict[str, re.Pattern[str]] = {
     "private key": re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"),
@@ -156,6 +156,7 @@ PASSED = [
     'url = f"postgresql://postgres:{password}@127.0.0.1:{port}/plant"',
     "postgresql://postgres@127.0.0.1:5432/plant",
     "libpq URL, postgresql://user:password@host:port/dbname.",
+    "--set externalDatabase.url=postgresql://plantwire:PASSWORD@db:5432/plantwire",
     "url: postgresql://collector:<password>@db:5432/plant",
     "KEY=pwk_3f9a1c07_...   # the key that api-key create printed",
     "TEST_KEY = f\"pwk_7e57ab1e_{'k' * 32}\"",
