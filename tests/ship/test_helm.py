@@ -12,6 +12,7 @@ ObjectMeta and LabelSelector definitions for metadata and selectors.
 import base64
 import copy
 import json
+import re
 import shutil
 from collections.abc import Iterator
 from ipaddress import ip_address
@@ -821,3 +822,58 @@ def test_monitoring_objects_follow_sample_files(tmp_path: Path) -> None:
     (copy_dir / "files" / "dashboards" / "notes.md").write_text("not a dashboard\n")
     (copy_dir / "files" / "prometheus" / "alerts.yml").write_text(SAMPLE_RULES)
     _check_monitoring(copy_dir)
+
+
+# --- The chart's README documents every value -------------------------------------------------
+
+
+def documented_values(text: str) -> list[tuple[str, str]]:
+    """(dotted path, description) of each key a `# --` comment of values.yaml describes."""
+    stack: list[tuple[int, str]] = []
+    pending: list[str] | None = None
+    documented = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("# --"):
+            pending = [stripped.removeprefix("# --").strip()]
+            continue
+        if stripped.startswith("#"):
+            if pending is not None:
+                pending.append(stripped.removeprefix("#").strip())
+            continue
+        key = re.match(r"^( *)([A-Za-z_][A-Za-z0-9_-]*):", line)
+        if key is None:
+            continue
+        indent = len(key[1])
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        stack.append((indent, key[2]))
+        if pending is not None:
+            documented.append((".".join(name for _, name in stack), " ".join(pending)))
+            pending = None
+    return documented
+
+
+def _leaves(values: dict[str, Any], prefix: str = "") -> Iterator[str]:
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            yield from _leaves(value, f"{path}.")
+        else:
+            yield path
+
+
+def test_every_value_is_described_in_values_and_readme() -> None:
+    text = (CHART / "values.yaml").read_text(encoding="utf-8")
+    documented = documented_values(text)
+    paths = {path for path, _ in documented}
+    for leaf in _leaves(yaml.safe_load(text)):
+        parts = leaf.split(".")
+        ancestors = {".".join(parts[:n]) for n in range(1, len(parts) + 1)}
+        assert ancestors & paths, f"{leaf} has no `# --` description in values.yaml"
+    readme = (CHART / "README.md").read_text(encoding="utf-8")
+    rows = {
+        row.group(1): row.group(2)
+        for row in re.finditer(r"^\| `([^`]+)` \| .*? \| (.*) \|$", readme, re.MULTILINE)
+    }
+    assert rows == dict(documented)
