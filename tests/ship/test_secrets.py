@@ -50,6 +50,7 @@ FIXTURES: dict[str, str] = {
         "the user and password of an OPC UA server the test itself starts"
     ),
     "tests/unit/test_config.py": "a made-up broker password, to check the environment sets it",
+    "tests/ship/test_helm.py": "made-up credentials of external Secrets, to render the chart",
 }
 
 
