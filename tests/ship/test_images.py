@@ -137,6 +137,14 @@ def test_lock_header_and_readme_give_the_regeneration_command(image: Image) -> N
     assert command in (REPO / "requirements" / "README.md").read_text(encoding="utf-8")
 
 
+def test_locks_agree_on_shared_packages() -> None:
+    """Packages both programs use have one version, so both locks can constrain one venv."""
+    collector, agent = (locked_versions(image.lock) for image in IMAGES)
+    shared = {name: (collector[name], agent[name]) for name in collector.keys() & agent.keys()}
+    assert shared
+    assert {name: pair for name, pair in shared.items() if pair[0] != pair[1]} == {}
+
+
 # --- size -------------------------------------------------------------------------------------
 
 
