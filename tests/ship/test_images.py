@@ -1,41 +1,87 @@
-"""The container images: lock files, Dockerfiles linted and checked, size estimated.
+"""The container images: lock files, Dockerfiles linted and checked, pruning, size estimated.
 
-No container engine runs here, so an image's size is estimated as the published on-disk size
-of its base image, plus every distribution of its lock file as installed in this venv (the
-files listed in each one's RECORD), plus Plantwire's own package files and their bytecode.
+No container engine runs here, so an image's size is estimated (docs/images.md) as the published
+on-disk size of its base image, plus every distribution of its lock file as installed in this
+venv (the files listed in each one's RECORD) less what docker/prune.txt deletes, plus what the
+musllinux wheels the image installs were measured to hold beyond the manylinux ones installed
+here, plus Plantwire's own package files and their bytecode.
 """
 
 import fnmatch
 import importlib.metadata
+import importlib.util
 import marshal
+import os
 import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from agent.config import AgentIdentity
+from collector.api.contract import DOCS_FILES, DOCS_STATIC
 from collector.config import HttpSettings
 
 REPO = Path(__file__).resolve().parents[2]
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
 LIMIT_BYTES = 200 * 10**6
 
-# python:3.11.16-slim-bookworm, linux/amd64: "Virtual Size: ~ 130.01 Mb (total size of all
-# layers on-disk)" in docker-library/repo-info, repos/python/local/3.11-slim-bookworm.md (image
-# created 2026-09-01; read 2026-11-26). Taken as 10^6 bytes per Mb, the unit `docker images`
-# reports in. aarch64 is not listed there; its compressed size is within 1 % of amd64's.
-BASE_IMAGE_BYTES = 130_010_000
+# python:3.11.16-alpine3.24, linux/amd64, image ID sha256:a86c86cb5c6b... (the amd64 image of
+# the pinned digest, created 2026-08-13): "Virtual Size: ~ 54.56 Mb (total size of all layers
+# on-disk)" in docker-library/repo-info, repos/python/local/3.11.16-alpine3.24.md (read
+# 2026-11-26). Taken as 10^6 bytes per Mb, the unit `docker images` reports in. aarch64 is not
+# listed there; its compressed size is within 3 % of amd64's. A new digest needs a new figure:
+# a later rebuild of the same tag (2026-09-01) measured 60.79 Mb.
+BASE_IMAGE_BYTES = 54_560_000
 BASE_IMAGE = (
-    "python:3.11.16-slim-bookworm"
-    "@sha256:fe556eaffd0d96abd8685b83bb8a69addd0dc730fa193669a7df0d49ddcfac02"
+    "python:3.11.16-alpine3.24"
+    "@sha256:6857d2dae63e052057f2db389a7061188ac9a92a3fa8d402bde68f36df6fada1"
 )
+MUSL_PLATFORMS = ("x86_64-unknown-linux-musl", "aarch64-unknown-linux-musl")
+
+# What each compiled package's musllinux wheel holds beyond its manylinux wheel once pruned, the
+# larger of x86_64 and aarch64, and 0 where musl's is smaller (not credited, so the estimate
+# does not undercount): measured 2026-11-26 with docker/wheel_sizes.py on both lock files.
+# A compiled package locked at a version not listed here makes the estimate invalid.
+MUSL_EXCESS_BYTES = {
+    "aiohttp==3.14.5": 0,
+    "cffi==2.1.1": 5_538,
+    "cryptography==50.0.2": 320_135,
+    "frozenlist==1.8.0": 0,
+    "markupsafe==3.0.4": 0,
+    "multidict==7.2.1": 0,
+    "numpy==2.4.6": 5_152_728,
+    "propcache==0.5.4": 0,
+    "psycopg-binary==3.3.9": 0,
+    "pydantic-core==2.50.5": 950_142,
+    "pyyaml==6.0.4": 0,
+    "uvloop==0.23.0": 0,
+    "wrapt==2.5.2": 0,
+    "yarl==1.25.1": 0,
+}
+
+
+def _load_prune() -> ModuleType:
+    """docker/prune.py, the builder stage's pruning step, loaded from its file."""
+    spec = importlib.util.spec_from_file_location("plantwire_prune", REPO / "docker" / "prune.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+prune = _load_prune()
+PRUNE_LIST = REPO / "docker" / "prune.txt"
+RULES = prune.read_rules(PRUNE_LIST)
 
 
 @dataclass(frozen=True)
@@ -150,9 +196,10 @@ def test_locks_agree_on_shared_packages() -> None:
 
 @dataclass
 class Estimate:
-    """An image's estimated size, part by part."""
+    """An image's estimated size, part by part, and what pruning took off before it."""
 
     parts: list[tuple[str, int]] = field(default_factory=list)
+    pruned: int = 0
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -167,20 +214,36 @@ class Estimate:
             f"  {size / 1e6:8.2f} MB  {name}"
             for name, size in sorted(self.parts, key=lambda part: -part[1])
         ]
+        lines.append(f"  (docker/prune.txt took {self.pruned / 1e6:.2f} MB off the packages)")
         return "\n".join(lines)
 
 
-def distribution_bytes(dist: importlib.metadata.Distribution) -> tuple[int, list[str]]:
-    """Bytes of the files a distribution's RECORD lists, and the listed files that are missing."""
-    size = 0
+def site_packages() -> Path:
+    """This venv's site-packages, where the locked distributions are installed."""
+    return Path(sysconfig.get_path("purelib"))
+
+
+def distribution_files(dist: importlib.metadata.Distribution) -> tuple[list[Path], list[str]]:
+    """The files a distribution's RECORD lists, and the listed files that are missing."""
+    files = []
     missing = []
     for entry in dist.files or []:
         path = Path(str(entry.locate()))
         if path.is_file():
-            size += path.stat().st_size
+            files.append(path)
         else:
             missing.append(str(entry))
-    return size, missing
+    return files, missing
+
+
+def is_compiled(dist: importlib.metadata.Distribution) -> bool:
+    """Whether the installed wheel was built for a platform (so musl gets a different one)."""
+    wheel = dist.read_text("WHEEL") or ""
+    tags = [
+        line.partition(":")[2].strip() for line in wheel.splitlines() if line.startswith("Tag:")
+    ]
+    assert tags, f"{dist.name}: no Tag in its WHEEL file"
+    return any(not tag.endswith("-any") for tag in tags)
 
 
 def _project_packages() -> list[Path]:
@@ -198,25 +261,32 @@ def _project_packages() -> list[Path]:
     )
 
 
+def _project_files(package: Path) -> list[Path]:
+    """A package's files in the wheel: modules and the declared package data."""
+    package_data: dict[str, list[str]] = PYPROJECT["tool"]["setuptools"]["package-data"]
+    dotted = ".".join(package.relative_to(REPO).parts)
+    patterns = ["*.py", *package_data.get("*", []), *package_data.get(dotted, [])]
+    return sorted({path for pattern in patterns for path in package.glob(pattern)})
+
+
 def project_bytes() -> int:
     """Bytes Plantwire's wheel installs: modules, their bytecode, and the declared package data."""
-    package_data: dict[str, list[str]] = PYPROJECT["tool"]["setuptools"]["package-data"]
     size = 0
     for package in _project_packages():
-        dotted = ".".join(package.relative_to(REPO).parts)
-        for module in package.glob("*.py"):
-            source = module.read_bytes()
-            # A .pyc is a 16-byte header and the marshalled code object: what pip writes.
-            code = compile(source, str(module), "exec", dont_inherit=True)
-            size += len(source) + 16 + len(marshal.dumps(code))
-        patterns = package_data.get("*", []) + package_data.get(dotted, [])
-        size += sum(path.stat().st_size for p in patterns for path in package.glob(p))
+        for path in _project_files(package):
+            size += path.stat().st_size
+            if path.suffix == ".py":
+                # A .pyc is a 16-byte header and the marshalled code object: what pip writes.
+                code = compile(path.read_bytes(), str(path), "exec", dont_inherit=True)
+                size += 16 + len(marshal.dumps(code))
     return size
 
 
 def estimate(lock: Path) -> Estimate:
     """An image's estimated size from its lock; problems say why it does not hold, if so."""
     result = Estimate(parts=[("base image " + BASE_IMAGE.split("@")[0], BASE_IMAGE_BYTES)])
+    doomed = prune.doomed(site_packages(), RULES)
+    excess = 0
     for name, version in sorted(locked_versions(lock).items()):
         try:
             dist = importlib.metadata.distribution(name)
@@ -225,23 +295,33 @@ def estimate(lock: Path) -> Estimate:
             continue
         if dist.version != version:
             result.problems.append(f"{name}: installed {dist.version}, locked {version}")
-        size, missing = distribution_bytes(dist)
+        files, missing = distribution_files(dist)
         if missing:
             result.problems.append(f"{name}: RECORD lists missing files: {missing[:3]}")
-        result.parts.append((f"{name} {dist.version}", size))
+        kept = sum(path.stat().st_size for path in files if path not in doomed)
+        result.pruned += sum(path.stat().st_size for path in files if path in doomed)
+        result.parts.append((f"{name} {dist.version}", kept))
+        if is_compiled(dist):
+            measured = MUSL_EXCESS_BYTES.get(f"{name}=={version}")
+            if measured is None:
+                result.problems.append(
+                    f"{name}=={version}: no musllinux measurement (run docker/wheel_sizes.py)"
+                )
+            excess += measured or 0
+    result.parts.append(("musllinux wheels beyond manylinux (measured)", excess))
     result.parts.append(("plantwire (own packages)", project_bytes()))
     return result
 
 
 @pytest.mark.parametrize("image", IMAGES, ids=IMAGE_IDS)
 def test_image_size_estimate_under_limit(image: Image) -> None:
-    """The base image plus the locked packages as installed here stay under 200 MB."""
+    """The base image plus the locked packages as the image holds them stay under 200 MB."""
     result = estimate(image.lock)
     report = result.report(f"{image.dockerfile} ({image.program})")
     print(report)
     assert not result.problems, (
-        "the venv does not hold the locked versions, so the estimate is not valid "
-        "(reinstall from the lock):\n  " + "\n  ".join(result.problems)
+        "the estimate is not valid (reinstall the venv from the lock, or measure the musllinux "
+        "wheels again):\n  " + "\n  ".join(result.problems)
     )
     assert result.total < LIMIT_BYTES, report
 
@@ -259,11 +339,268 @@ def test_estimate_is_invalid_unless_the_locked_versions_are_installed(tmp_path: 
     assert result.problems == [
         "no-such-distribution-here==1.0 is locked but not installed",
         f"pyyaml: installed {installed}, locked {installed}.1",
+        f"pyyaml=={installed}.1: no musllinux measurement (run docker/wheel_sizes.py)",
     ]
     names = [name for name, _ in result.parts]
     assert names[0].startswith("base image")
-    assert names[1:] == [f"pyyaml {installed}", "plantwire (own packages)"]
+    assert names[1:] == [
+        f"pyyaml {installed}",
+        "musllinux wheels beyond manylinux (measured)",
+        "plantwire (own packages)",
+    ]
     assert result.parts[1][1] > 100_000  # pyyaml's files, compiled extension included
+
+
+def test_estimate_subtracts_the_pruned_files_and_adds_the_musl_excess() -> None:
+    """numpy counts without its tests, and with what its musllinux wheel holds beyond glibc's."""
+    lock = REPO / "requirements" / "collector.txt"
+    numpy_version = locked_versions(lock)["numpy"]
+    result = estimate(lock)
+    parts = dict(result.parts)
+    files, _ = distribution_files(importlib.metadata.distribution("numpy"))
+    tests = [path for path in files if "tests" in path.relative_to(site_packages()).parts]
+    assert sum(path.stat().st_size for path in tests) > 10_000_000
+    whole = sum(path.stat().st_size for path in files)
+    kept = parts[f"numpy {numpy_version}"]
+    assert kept <= whole - sum(path.stat().st_size for path in tests)
+    assert result.pruned >= whole - kept
+    assert (
+        parts["musllinux wheels beyond manylinux (measured)"]
+        >= (MUSL_EXCESS_BYTES[f"numpy=={numpy_version}"])
+    )
+
+
+def test_musl_measurements_name_only_locked_compiled_packages() -> None:
+    """Every measured package is pinned at that version in a lock and is a compiled one."""
+    pinned = {f"{n}=={v}" for image in IMAGES for n, v in locked_versions(image.lock).items()}
+    assert set(MUSL_EXCESS_BYTES) <= pinned
+    for pin in MUSL_EXCESS_BYTES:
+        assert is_compiled(importlib.metadata.distribution(pin.partition("==")[0])), pin
+    assert all(extra >= 0 for extra in MUSL_EXCESS_BYTES.values())
+
+
+def _uv() -> str:
+    beside = Path(sys.executable).parent / "uv"
+    found = str(beside) if beside.is_file() else shutil.which("uv")
+    assert found, "uv is missing: pip install uv (in the dev extra)"
+    return found
+
+
+def _resolve_for(image: Image, platform: str, out: Path) -> subprocess.CompletedProcess[str]:
+    """The lock's own command, for a musl platform and wheels only, the lock as the preference."""
+    shutil.copyfile(image.lock, out)
+    command = image.lock.read_text(encoding="utf-8").splitlines()[1].removeprefix("#").split()
+    assert command[:4] == ["uv", "pip", "compile", "pyproject.toml"]
+    args = command[3:]
+    args[args.index("--python-platform") + 1] = platform
+    args[args.index("-o") + 1] = str(out)
+    return subprocess.run(
+        # No interpreter download: the target version is given, and this one stands in for it.
+        [_uv(), "pip", "compile", *args, "--only-binary", ":all:", "--no-python-downloads", "-q"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_locks_install_from_musllinux_wheels_alone(tmp_path: Path) -> None:
+    """Resolved for musl on x86_64 and aarch64 with wheels only, each lock comes out the same.
+
+    uv drops a version that has no wheel for the platform, so an unchanged result means every
+    pin has a musllinux wheel there, and that the lock already holds its hash. Needs the index.
+    """
+    # One at a time: parallel runs of uv wait on each other's cache lock.
+    for image in IMAGES:
+        for arch in MUSL_PLATFORMS:
+            out = tmp_path / f"{image.extra}-{arch}.txt"
+            result = _resolve_for(image, arch, out)
+            assert result.returncode == 0, f"{image.lock.name} for {arch}:\n{result.stderr}"
+            assert lock_entries(out) == lock_entries(image.lock), f"{image.lock.name}, {arch}"
+
+
+# --- pruning ----------------------------------------------------------------------------------
+
+
+def test_prune_deletes_folders_files_and_their_bytecode_and_keeps_exceptions(
+    tmp_path: Path,
+) -> None:
+    """Folder and file patterns, `!` exceptions, a module's .pyc, and folders left empty."""
+    site = tmp_path / "site"
+    for name in [
+        "pkg/__init__.py",
+        "pkg/core.py",
+        "pkg/core.pyi",
+        "pkg/__pycache__/core.cpython-311.pyc",
+        "pkg/sub/tests/test_core.py",
+        "pkg/sub/tests/__pycache__/test_core.cpython-311.pyc",
+        "pkg/sub/keep.py",
+        "pkg/legacy.py",
+        "pkg/__pycache__/legacy.cpython-311.pyc",
+        "pkg/__pycache__/legacy.cpython-311.opt-1.pyc",
+        "pkg/static/a.js",
+        "pkg/static/a.js.map",
+        "pkg/static/b.css",
+    ]:
+        (site / name).parent.mkdir(parents=True, exist_ok=True)
+        (site / name).write_text(name, encoding="utf-8")
+    listing = tmp_path / "prune.txt"
+    listing.write_text(
+        "# why\npkg/**/tests\n\n**/*.pyi\npkg/legacy.py\npkg/static/*\n!pkg/static/b.css\n",
+        encoding="utf-8",
+    )
+    rules = prune.read_rules(listing)
+    assert rules.delete == ("pkg/**/tests", "**/*.pyi", "pkg/legacy.py", "pkg/static/*")
+    assert rules.keep == ("pkg/static/b.css",)
+    command = [sys.executable, str(REPO / "docker" / "prune.py"), str(listing), str(site)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=30, check=True)
+    assert done.stdout.startswith("pruned 8 files,")
+    left = sorted(str(path.relative_to(site)) for path in site.rglob("*") if path.is_file())
+    assert left == [
+        "pkg/__init__.py",
+        "pkg/__pycache__/core.cpython-311.pyc",
+        "pkg/core.py",
+        "pkg/static/b.css",
+        "pkg/sub/keep.py",
+    ]
+    assert not (site / "pkg" / "sub" / "tests").exists()
+
+
+@pytest.fixture(scope="module")
+def locked_files() -> set[Path]:
+    """Every installed file of the distributions either lock pins."""
+    names = {name for image in IMAGES for name in locked_versions(image.lock)}
+    return {
+        path
+        for name in names
+        for path in distribution_files(importlib.metadata.distribution(name))[0]
+    }
+
+
+@pytest.mark.parametrize("pattern", [*RULES.delete, *RULES.keep])
+def test_every_prune_pattern_names_a_locked_file(pattern: str, locked_files: set[Path]) -> None:
+    """A pattern that matches nothing the images install is stale or misspelt."""
+    named = prune.doomed(site_packages(), prune.Rules((pattern,), ()))
+    assert named & locked_files
+
+
+def test_prune_keeps_exactly_the_docs_files_the_collector_serves() -> None:
+    """Of Swagger UI's static files only DOCS_FILES and the licence survive, in DOCS_STATIC."""
+    site = site_packages()
+    assert site / "swagger_ui" / "static" == DOCS_STATIC
+    doomed = prune.doomed(site, RULES)
+    left = {path.name for path in DOCS_STATIC.iterdir() if path not in doomed}
+    assert left == {*DOCS_FILES, "LICENSE"}
+
+
+def test_prune_spares_plantwire(tmp_path: Path) -> None:
+    """No pattern reaches the project's own files as they lie in site-packages."""
+    for package in _project_packages():
+        for path in _project_files(package):
+            target = tmp_path / path.relative_to(REPO)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+    assert prune.doomed(tmp_path, RULES) == set()
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def pruned_environment(image: Image, into: Path) -> Path:
+    """A site-packages holding only the image's locked packages and Plantwire, then pruned."""
+    site_root = site_packages()
+    for name in locked_versions(image.lock):
+        files, _ = distribution_files(importlib.metadata.distribution(name))
+        # RECORD also lists the console scripts, as ../../../bin/NAME: they stay out.
+        for path in (path.resolve() for path in files):
+            if path.is_relative_to(site_root):
+                _link_or_copy(path, into / path.relative_to(site_root))
+    for package in _project_packages():
+        for path in _project_files(package):
+            _link_or_copy(path, into / path.relative_to(REPO))
+    command = [sys.executable, str(REPO / "docker" / "prune.py"), str(PRUNE_LIST), str(into)]
+    subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
+    return into
+
+
+_IMPORT_ALL = """
+import importlib, pkgutil, sys
+site = sys.argv[1]
+for top in sys.argv[2].split(","):
+    package = importlib.import_module(top)
+    for module in pkgutil.walk_packages(package.__path__, top + "."):
+        importlib.import_module(module.name)
+for name, module in list(sys.modules.items()):
+    origin = getattr(module, "__file__", None) or ""
+    assert not origin or origin.startswith((site, sys.base_prefix)), (name, origin)
+"""
+
+_SERVE_DOCS = """
+import asyncio
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from collector.api.contract import DOCS_FILES, add_contract_routes
+
+async def main():
+    app = web.Application()
+    add_contract_routes(app)
+    async with TestClient(TestServer(app)) as client:
+        page = await client.get("/api/docs")
+        assert page.status == 200, page.status
+        text = await page.text()
+        for name in DOCS_FILES:
+            assert f"/api/docs/static/{name}" in text, name
+            response = await client.get(f"/api/docs/static/{name}")
+            assert response.status == 200, (name, response.status)
+            assert len(await response.read()) > 1000, name
+        contract = await client.get("/api/openapi.json")
+        assert (await contract.json())["openapi"].startswith("3.1"), "no contract"
+    print("docs served")
+
+asyncio.run(main())
+"""
+
+
+def _run_isolated(site: Path, code: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Python without this venv's site-packages or the checkout: only the pruned folder."""
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "PYTHONPATH": str(site),
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    return subprocess.run(
+        [sys.executable, "-S", "-c", code, *args],
+        cwd=site,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("image", IMAGES, ids=IMAGE_IDS)
+def test_pruned_environment_imports_every_module(image: Image, tmp_path: Path) -> None:
+    """With only the image's packages, pruned, every module of its program's packages imports."""
+    site = pruned_environment(image, tmp_path / "site")
+    packages = {"collector": "collector,shared", "agent": "agent,protocols,shared"}[image.extra]
+    result = _run_isolated(site, _IMPORT_ALL, str(site), packages)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_pruned_collector_environment_serves_the_docs(tmp_path: Path) -> None:
+    """The collector's pruned environment renders /api/docs and serves every file it links."""
+    site = pruned_environment(IMAGES[0], tmp_path / "site")
+    assert not (site / "numpy" / "_core" / "tests").exists()
+    assert not (site / "swagger_ui" / "static" / "swagger-editor-bundle.js").exists()
+    result = _run_isolated(site, _SERVE_DOCS)
+    assert (result.returncode, result.stdout.strip()) == (0, "docs served"), result.stderr[-3000:]
 
 
 # --- Dockerfiles ------------------------------------------------------------------------------
@@ -399,14 +736,26 @@ def test_dockerfile_installs_the_lock_with_hashes(image: Image) -> None:
 
 
 @pytest.mark.parametrize("image", IMAGES, ids=IMAGE_IDS)
+def test_dockerfile_prunes_the_venv_last_with_the_shared_list(image: Image) -> None:
+    """The builder's last step prunes the venv, with its own Python, by docker/prune.txt."""
+    builder = stages(REPO / image.dockerfile)[1]
+    assert "docker/prune.py docker/prune.txt docker/" in [
+        i.arguments for i in builder if i.keyword == "COPY"
+    ]
+    last_run = [i.arguments for i in builder if i.keyword == "RUN"][-1]
+    assert last_run.endswith("&& /opt/plantwire/bin/python docker/prune.py docker/prune.txt")
+    assert "plantwire-*.whl" in last_run  # after Plantwire is installed too
+
+
+@pytest.mark.parametrize("image", IMAGES, ids=IMAGE_IDS)
 def test_dockerfile_runs_the_program_as_uid_1001(image: Image) -> None:
     """The final stage makes user 1001, switches to it, and runs the program's entry point."""
     final = stages(REPO / image.dockerfile)[-1]
     users = [i.arguments for i in final if i.keyword == "USER"]
     assert users == ["1001:1001"]
     setup = " ".join(i.arguments for i in final if i.keyword == "RUN")
-    assert "--uid 1001" in setup
-    assert "--gid 1001" in setup
+    assert "addgroup -S -g 1001 plantwire" in setup
+    assert "adduser -S -D -H -u 1001 -G plantwire" in setup
     assert image.program in PYPROJECT["project"]["scripts"]
     last = {i.keyword: i.arguments for i in final}
     assert last["ENTRYPOINT"] == f'["{image.program}"]'
@@ -477,5 +826,6 @@ def test_build_context_holds_only_what_the_images_need() -> None:
     assert lines[0] == "*"
     allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
     needed = {"requirements/*.txt", "pyproject.toml", "README.md"}
+    needed |= {"docker/prune.py", "docker/prune.txt"}
     needed |= {p.name for p in _project_packages() if p.parent == REPO}
     assert allowed == needed
