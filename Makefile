@@ -5,10 +5,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint clean bench-agent bench-agent-e2e bench-api bench-buffer bench-ingest bench-wire
 
-$(STAMP): pyproject.toml
+# The programs' packages at the versions the images ship (the lock files), the dev tools around them.
+$(STAMP): pyproject.toml requirements/collector.txt requirements/agent.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	$(VENV)/bin/pip install --quiet -c requirements/collector.txt -c requirements/agent.txt -e '.[dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
