@@ -177,6 +177,9 @@ def test_ci_runs_on_every_push_and_pull_request_the_readmes_test_command() -> No
     assert command == "make test"
     scripts = [shlex.split(line) for line in run_scripts(ci["jobs"]["test"]).splitlines()]
     assert any(words[-2:] == command.split() for words in scripts)
+    # The rollback test reads the history: a shallow checkout would fail it.
+    checkout = next(s for s in steps(ci["jobs"]["test"]) if "checkout" in s.get("uses", ""))
+    assert checkout["with"]["fetch-depth"] == 0
 
 
 def test_ci_lints_type_checks_and_audits_both_lock_files() -> None:
