@@ -42,6 +42,18 @@ def _postgres_bin() -> Path:
     return candidates[-1].parent
 
 
+def end_process(process: subprocess.Popen[bytes] | None, grace_s: float = 10) -> None:
+    """Terminate a server process, SIGKILL it if it is still there after `grace_s`."""
+    if process is None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=grace_s)
+
+
 class PostgresServer:
     """A throwaway PostgreSQL cluster; as root it runs as the `postgres` user.
 
@@ -187,13 +199,8 @@ class MosquittoServer:
 
     def stop(self) -> None:
         """Stop the broker and remove its files."""
-        if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.kill()
-            self.process = None
+        end_process(self.process)
+        self.process = None
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -249,14 +256,8 @@ class RedisServer:
 
     def stop(self) -> None:
         """Stop the server (its counts are gone)."""
-        if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-            self.process = None
+        end_process(self.process)
+        self.process = None
 
 
 @contextlib.contextmanager
@@ -335,14 +336,8 @@ class PrometheusServer:
 
     def stop(self) -> None:
         """Stop the server (SIGKILL after 10 s)."""
-        if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-            self.process = None
+        end_process(self.process)
+        self.process = None
 
 
 @contextlib.contextmanager
