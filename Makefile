@@ -9,7 +9,10 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml requirements/collector.txt requirements/agent.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -c requirements/collector.txt -c requirements/agent.txt -e '.[dev]'
+	# pip refuses an editable install under hashed constraints: the pins alone constrain it.
+	sed -e '/^ *--hash=/d' -e 's/ *\\$$//' requirements/collector.txt requirements/agent.txt \
+		> $(VENV)/constraints.txt
+	$(VENV)/bin/pip install --quiet -c $(VENV)/constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
