@@ -86,24 +86,27 @@ class ApiKeys:
         self, name: str, role: Role, expires_at: datetime | None, created_by: str
     ) -> tuple[ApiKey, str]:
         """Make and store a key; return its record and the key, which is never shown again."""
-        for attempt in range(3):
-            key, prefix = new_key()
+        for _ in range(2):
             try:
-                async with self._pool.connection() as conn:
-                    cursor = await conn.execute(
-                        sql.SQL(
-                            "INSERT INTO api_keys (prefix, key_hash, name, role, expires_at,"
-                            " created_by) VALUES (%s, %s, %s, %s, %s, %s) RETURNING {columns}"
-                        ).format(columns=_COLUMNS),
-                        (prefix, hash_key(key), name, role.value, expires_at, created_by),
-                    )
-                    row = await cursor.fetchone()
+                return await self._insert(name, role, expires_at, created_by)
             except psycopg.errors.UniqueViolation:
-                if attempt == 2:
-                    raise
                 continue  # 32 random bits of prefix met an existing one: draw again
-            return _key(required(row, "the inserted key's row")), key
-        raise AssertionError("unreachable")
+        return await self._insert(name, role, expires_at, created_by)  # a third clash is raised
+
+    async def _insert(
+        self, name: str, role: Role, expires_at: datetime | None, created_by: str
+    ) -> tuple[ApiKey, str]:
+        key, prefix = new_key()
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                sql.SQL(
+                    "INSERT INTO api_keys (prefix, key_hash, name, role, expires_at,"
+                    " created_by) VALUES (%s, %s, %s, %s, %s, %s) RETURNING {columns}"
+                ).format(columns=_COLUMNS),
+                (prefix, hash_key(key), name, role.value, expires_at, created_by),
+            )
+            row = await cursor.fetchone()
+        return _key(required(row, "the inserted key's row")), key
 
     async def find(self, prefix: str) -> ApiKey | None:
         """The key with this prefix, usable or not."""

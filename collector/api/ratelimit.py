@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 
 from aiohttp import web
-from limits import RateLimitItem, parse
+from limits import RateLimitItem, WindowStats, parse
 from limits.aio.storage import MemoryStorage, RedisStorage
 from limits.aio.strategies import RateLimiter, SlidingWindowCounterRateLimiter
 
@@ -88,30 +88,26 @@ class RateLimits:
             request[LIMIT_HEADERS] = {"RateLimit-Policy": policy(item)}
             return
         limiter = self._limiter()
-        # From Redis, take a lease of 1 % of the limit at once (1 for small limits), spent
-        # here without asking again: a round trip per request would cost a third of the
-        # API's throughput. A lease lasts the limit's window. What a replica leased and did
-        # not spend is not given back (a key may be refused up to that much early), and a
-        # lease spent late in its window may let a key through up to that much late.
-        lease = max(1, item.amount // LEASE_PARTS) if limiter is not self._local else 1
-        try:
-            async with asyncio.timeout(self._settings.redis_timeout):
-                allowed = await limiter.hit(item, key.prefix, cost=lease)
-                if not allowed and lease > 1:
-                    lease = 1
-                    allowed = await limiter.hit(item, key.prefix)
-                stats = None if allowed else await limiter.get_window_stats(item, key.prefix)
-        except Exception as exc:  # Redis unreachable, slow or failing: count here instead
-            if limiter is self._local:
-                raise
-            self._fall_back(exc)
-            limiter, lease = self._local, 1
-            allowed = await limiter.hit(item, key.prefix)
-            stats = None if allowed else await limiter.get_window_stats(item, key.prefix)
-        if limiter is not self._local and not self._shared_ok:
-            log.info("rate limits: Redis answers again; counting across replicas")
-            self._shared_ok = True
-            self._metrics.rate_limit_shared.set(1)
+        if limiter is self._local:
+            lease, stats = await self._count(limiter, item, key.prefix, 1)
+        else:
+            # From Redis, take a lease of 1 % of the limit at once (1 for small limits), spent
+            # here without asking again: a round trip per request would cost a third of the
+            # API's throughput. A lease lasts the limit's window. What a replica leased and
+            # did not spend is not given back (a key may be refused up to that much early),
+            # and a lease spent late in its window may let a key through up to that much late.
+            lease = max(1, item.amount // LEASE_PARTS)
+            try:
+                async with asyncio.timeout(self._settings.redis_timeout):
+                    lease, stats = await self._count(limiter, item, key.prefix, lease)
+            except Exception as exc:  # Redis unreachable, slow or failing: count here instead
+                self._fall_back(exc)
+                lease, stats = await self._count(self._local, item, key.prefix, 1)
+            else:
+                if not self._shared_ok:
+                    log.info("rate limits: Redis answers again; counting across replicas")
+                    self._shared_ok = True
+                    self._metrics.rate_limit_shared.set(1)
         if stats is None:
             if lease > 1:
                 # Requests in flight together each take a lease: keep every one.
@@ -131,6 +127,17 @@ class RateLimits:
             f"key {key.prefix} ({key.role.value}) is limited to {item}; try again in {reset_in} s",
             headers=headers,
         )
+
+    @staticmethod
+    async def _count(
+        limiter: RateLimiter, item: RateLimitItem, prefix: str, lease: int
+    ) -> tuple[int, WindowStats | None]:
+        """Take `lease` requests (or 1 if that is too many); the lease, and stats if refused."""
+        allowed = await limiter.hit(item, prefix, cost=lease)
+        if not allowed and lease > 1:
+            lease = 1
+            allowed = await limiter.hit(item, prefix)
+        return lease, None if allowed else await limiter.get_window_stats(item, prefix)
 
     def _lease_one(self, prefix: str) -> bool:
         """Spend one request of this key's lease from Redis, if it has one left."""

@@ -7,7 +7,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from collector.api.problems import PROBLEM_TYPE, problem_middleware
+from collector.api.problems import PROBLEM_TYPE, problem_middleware, problem_response
 
 SECRET = "postgresql://collector:hunter2@db.internal:5432/plant"  # noqa: S105 - a fake, to test it is hidden
 
@@ -63,3 +63,16 @@ async def test_http_errors_keep_their_own_status() -> None:
         assert response.status == 404
         assert (await response.json(content_type=None))["detail"] == "no such agent"
         assert (await client.get("/nowhere")).status == 404
+
+
+def test_a_problem_without_an_instance_leaves_the_member_out() -> None:
+    response = problem_response(409, "Conflict", "already there")
+    assert response.status == 409
+    assert response.content_type == PROBLEM_TYPE
+    assert response.text is not None
+    assert json.loads(response.text) == {
+        "type": "about:blank",
+        "title": "Conflict",
+        "status": 409,
+        "detail": "already there",
+    }
