@@ -235,3 +235,16 @@ def test_an_endpoint_refuses_a_second_limit_that_disagrees() -> None:
         ValueError, match=r"10\.0\.0\.5:502: max_connections 2 disagrees with 1 set by another"
     ):
         pool.endpoint(two)
+
+
+async def test_leaving_a_connection_already_replaced_leaves_the_new_one_alone() -> None:
+    fake = FakeEndpoint(FakeClock())
+    old = await fake.endpoint.attach(1, 1.0)
+    await fake.endpoint.attach(2, 1.0)
+    fake.clients[0].connected = False  # the peer closed it
+    new = await fake.endpoint.attach(2, 1.0)  # device 2 reconnects first
+    assert new is not old
+    fake.endpoint.detach(old, 1)
+    fake.endpoint.detach(old, 2)
+    assert new.open
+    assert fake.endpoint.connections == 1

@@ -53,6 +53,7 @@ class FakeServer:
     written: list[tuple[str, ua.Variant]] = field(default_factory=list)
     monitored: list[str] = field(default_factory=list)
     disconnects: int = 0
+    handlers: list[Any] = field(default_factory=list)
 
 
 class FakeNode:
@@ -124,6 +125,7 @@ class FakeClient:
         return ua.DataValue(self._server.values[text], SourceTimestamp=STAMP)
 
     async def create_subscription(self, period: float, handler: Any) -> FakeSubscription:
+        self._server.handlers.append(handler)
         return FakeSubscription(self._server)
 
     async def check_connection(self) -> None:
@@ -273,3 +275,16 @@ async def test_closing_is_quiet_whatever_the_connection_state(server: FakeServer
     assert source.state is DeviceState.DISCONNECTED
     with pytest.raises(DeviceUnreachable, match="not connected"):
         await source.read()
+
+
+async def test_a_subscription_the_server_ends_disconnects(server: FakeServer) -> None:
+    source = device(tag("level", type="float64"), mode="subscribe")
+    await source.connect()
+    (handler,) = server.handlers
+    status = ua.StatusChangeNotification()
+    status.Status = ua.StatusCode(ua.StatusCodes.BadTimeout)
+    handler.status_change_notification(status)
+    expected = rf"^ua: subscription status StatusCode\(value={ua.StatusCodes.BadTimeout}\)$"
+    with pytest.raises(DeviceUnreachable, match=expected):
+        await source.read()
+    assert source.state is DeviceState.DISCONNECTED
