@@ -43,9 +43,7 @@ _UNIT_ABSENT = (ExcCodes.GATEWAY_NO_RESPONSE, ExcCodes.GATEWAY_PATH_UNAVIABLE)
 
 def describe_error(response: ModbusPDU) -> str:
     """An error response in words, e.g. 'illegal data address (exception 2)'."""
-    code = getattr(response, "exception_code", None)
-    if not isinstance(code, int):
-        return str(response)
+    code = response.exception_code
     name = EXCEPTION_NAMES.get(code, "unknown exception")
     return f"{name} (exception {code})"
 
@@ -175,7 +173,7 @@ class ModbusSource:
                     self._unit_silent = isinstance(exc, UnitSilent)
                     self._state = DeviceState.DISCONNECTED
                     raise DeviceUnreachable(f"{self.name}: {what} failed: {exc}") from exc
-                code = getattr(response, "exception_code", None) if response.isError() else None
+                code = response.exception_code if response.isError() else None
                 self._unit_silent = code in _UNIT_ABSENT
                 if code not in _BUSY or attempt == attempts - 1:
                     return response

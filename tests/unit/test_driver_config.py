@@ -23,6 +23,7 @@ REGISTER = {"name": "t", "table": "holding_register", "address": 0}
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
+        ({"table": "coil", "type": "uint16"}, "a coil holds one bit: type must be bool"),
         ({"type": "bool"}, "needs `bit`"),
         ({"type": "uint16", "bit": 3}, "only for a bool"),
         ({"table": "coil", "type": "bool", "bit": 1}, "only for a bool"),

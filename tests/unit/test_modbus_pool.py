@@ -6,7 +6,7 @@ from typing import Any, cast
 
 import pytest
 from pydantic import ValidationError
-from pymodbus.exceptions import ModbusIOException
+from pymodbus.exceptions import ModbusException, ModbusIOException
 from pymodbus.pdu import ModbusPDU
 
 from agent.config import AgentConfig
@@ -184,3 +184,67 @@ def test_a_serial_line_is_one_connection_with_one_set_of_settings() -> None:
         ValidationError, match=r"devices\.1\.serial: differs from devices\.0\.serial"
     ):
         agent(serial("a", baudrate=9600), serial("b", baudrate=19200) | {"unit": 2})
+
+
+async def test_a_device_attached_twice_stays_until_both_leave() -> None:
+    fake = FakeEndpoint(FakeClock())
+    connection = await fake.endpoint.attach(1, 1.0)
+    assert connection is await fake.endpoint.attach(1, 1.0)
+    fake.endpoint.detach(connection, 1)
+    assert connection.devices == 1
+    assert connection.open
+    fake.endpoint.detach(connection, 1)
+    assert not connection.open
+    assert fake.clients[0].closed
+
+
+@pytest.mark.parametrize(
+    "error",
+    [OSError("connection reset by peer"), TimeoutError("timed out"), ModbusException("garbled")],
+)
+async def test_a_transport_error_loses_the_connection(error: Exception) -> None:
+    fake = FakeEndpoint(FakeClock())
+    connection = await fake.endpoint.attach(1, 1.0)
+
+    async def broken(client: ModbusClient) -> ModbusPDU:
+        raise error
+
+    with pytest.raises(ConnectionLost, match=f"connection to plc:502 lost: .*{error}"):
+        await connection.request(1, 1.0, broken)
+    assert not connection.open
+    assert fake.clients[0].closed
+
+
+async def test_a_failed_extra_connection_falls_back_to_an_open_one() -> None:
+    fake = FakeEndpoint(FakeClock(), max_connections=2)
+    first = await fake.endpoint.attach(1, 1.0)
+    fake.reachable = False
+    assert await fake.endpoint.attach(2, 1.0) is first
+    assert first.devices == 2
+    assert fake.endpoint.connections == 1
+    assert len(fake.clients) == 2  # the second attempt was made, and failed
+
+
+def test_an_endpoint_refuses_a_second_limit_that_disagrees() -> None:
+    pool = ModbusPool(FakeClock())
+    one = ModbusDevice.model_validate(modbus("a", max_connections=1))
+    two = ModbusDevice.model_validate(modbus("b", max_connections=2))
+    endpoint = pool.endpoint(one)
+    assert pool.endpoint(one) is endpoint
+    with pytest.raises(
+        ValueError, match=r"10\.0\.0\.5:502: max_connections 2 disagrees with 1 set by another"
+    ):
+        pool.endpoint(two)
+
+
+async def test_leaving_a_connection_already_replaced_leaves_the_new_one_alone() -> None:
+    fake = FakeEndpoint(FakeClock())
+    old = await fake.endpoint.attach(1, 1.0)
+    await fake.endpoint.attach(2, 1.0)
+    fake.clients[0].connected = False  # the peer closed it
+    new = await fake.endpoint.attach(2, 1.0)  # device 2 reconnects first
+    assert new is not old
+    fake.endpoint.detach(old, 1)
+    fake.endpoint.detach(old, 2)
+    assert new.open
+    assert fake.endpoint.connections == 1

@@ -81,6 +81,7 @@ def test_interleaved_ranges_with_a_step_do_not_overlap() -> None:
         ([block("r{index:s}", 0, 5)], "cannot format the name"),
         ([block("r{index", 0, 5)], "cannot read the name pattern"),
         ([block("r{index}", 0, 5, type="uint32", step=1)], "less than the 2 registers"),
+        ([block("r{index:0>200}", 0, 2)], "tag names must be 1 to 200 characters: 'r0000"),
         ([block("r{index}", 65530, 4, type="uint16", step=2)], "ends past address 65535"),
         ([{**block("r{index}", 0, 5), "address": 3}], "either `address` or `range`"),
         ([{"name": "r", "table": "holding_register"}], "needs `address`"),

@@ -137,3 +137,11 @@ def test_check_config_reports_the_trust_store_key(
     (tmp_path / "missing.pem").write_text("a key")
     assert agent_main(["check-config", str(path)]) == 0
     assert "OK: agent a, 2 devices" in capsys.readouterr().out
+
+
+def test_an_unreadable_file_in_the_folder_is_named(tmp_path: Path) -> None:
+    (tmp_path / "server.der").symlink_to(tmp_path / "moved-away.der")
+    with pytest.raises(
+        TrustStoreError, match=r"server\.der: cannot read: No such file or directory$"
+    ):
+        load_trust_folder(tmp_path)
