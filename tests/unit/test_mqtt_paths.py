@@ -33,6 +33,7 @@ class FakePaho:
         self.on_subscribe: Any = None
         self.on_message: Any = None
         self.subscribed: list[tuple[str, int]] = []
+        self.acked: list[tuple[int, int]] = []
         self.publish_rc = paho.MQTT_ERR_SUCCESS
         self.subscribe_rc = paho.MQTT_ERR_SUCCESS
         self.next_mid = 1
@@ -79,10 +80,14 @@ class FakePaho:
         self.subscribed.append((topic, qos))
         return self.subscribe_rc, self.next_mid
 
+    def ack(self, mid: int, qos: int) -> None:
+        self.acked.append((mid, qos))
+
     # What the broker and the network do, as paho reports it.
 
-    def connack(self) -> None:
-        self.on_connect(self, None, ConnectFlags(False), ReasonCode(PacketTypes.CONNACK), None)
+    def connack(self, code: int = 0) -> None:
+        reason = ReasonCode(PacketTypes.CONNACK, identifier=code)
+        self.on_connect(self, None, ConnectFlags(False), reason, None)
 
     def disconnected(self, from_broker: bool, code: int) -> None:
         reason = ReasonCode(PacketTypes.DISCONNECT, identifier=code)
@@ -90,6 +95,10 @@ class FakePaho:
 
     def puback(self, mid: int, code: int = 0) -> None:
         self.on_publish(self, None, mid, ReasonCode(PacketTypes.PUBACK, identifier=code), None)
+
+    def suback(self, mid: int, *codes: int) -> None:
+        reasons = [ReasonCode(PacketTypes.SUBACK, identifier=code) for code in codes]
+        self.on_subscribe(self, None, mid, reasons, None)
 
     def message(self, payload: bytes) -> None:
         message = paho.MQTTMessage(mid=len(payload), topic=b"plantwire/in")
@@ -119,6 +128,22 @@ def started(fakes: list[FakePaho], **kwargs: Any) -> tuple[MqttClient, FakePaho]
     )
     client.start()
     return client, fakes[-1]
+
+
+async def test_connect_reports_a_refusal_and_a_silent_broker(
+    fakes: list[FakePaho], caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = MqttSettings(url="mqtt://broker.invalid", connect_timeout="200ms")
+    refused = MqttClient(settings, client_id="refused", persistent_session=False)
+    connecting = asyncio.create_task(refused.connect())
+    await asyncio.sleep(0)  # connect() has started paho
+    fakes[-1].connack(0x87)
+    with pytest.raises(MqttError, match=r"broker\.invalid: Not authorized"):
+        await connecting
+    assert "broker mqtt://broker.invalid refused the connection: Not authorized" in caplog.text
+    silent = MqttClient(settings, client_id="silent", persistent_session=False)
+    with pytest.raises(MqttError, match=r"broker\.invalid: no CONNACK in time"):
+        await silent.connect()
 
 
 async def test_connack_twice_in_a_row_wakes_a_waiter_once(fakes: list[FakePaho]) -> None:
@@ -181,6 +206,16 @@ async def test_close_fails_the_publishes_still_waiting(fakes: list[FakePaho]) ->
         await publishing
 
 
+async def test_qos_0_neither_waits_for_nor_sends_an_acknowledgement(
+    fakes: list[FakePaho],
+) -> None:
+    client, fake = started(fakes, manual_ack=True)
+    await client.publish("t", b"x", qos=0, timeout=0.01)  # no PUBACK comes for QoS 0
+    client.ack(Message("t", b"x", qos=0, mid=0, retain=False))
+    client.ack(Message("t", b"y", qos=1, mid=7, retain=False))
+    assert fake.acked == [(7, 1)]
+
+
 async def test_a_publish_paho_refuses_raises(fakes: list[FakePaho]) -> None:
     client, fake = started(fakes)
     fake.publish_rc = paho.MQTT_ERR_QUEUE_SIZE
@@ -193,6 +228,20 @@ async def test_a_subscribe_paho_refuses_raises(fakes: list[FakePaho]) -> None:
     fake.subscribe_rc = paho.MQTT_ERR_NO_CONN
     with pytest.raises(MqttError, match="subscribe to t/# failed: The client is not currently"):
         await client.subscribe("t/#")
+
+
+async def test_a_subscription_the_broker_refuses_raises(fakes: list[FakePaho]) -> None:
+    client, fake = started(fakes)
+    granted = asyncio.create_task(client.subscribe("ok/#", timeout=5))
+    await asyncio.sleep(0)
+    fake.suback(1, 1)  # granted at QoS 1
+    await granted
+    fake.next_mid = 2
+    refused = asyncio.create_task(client.subscribe("secret/#", timeout=5))
+    await asyncio.sleep(0)
+    fake.suback(2, 0x87)
+    with pytest.raises(MqttError, match="broker refused: SUBACK for secret/#: Not authorized"):
+        await refused
 
 
 async def test_keep_subscribed_subscribes_at_once_when_connected(fakes: list[FakePaho]) -> None:
