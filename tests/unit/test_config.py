@@ -38,7 +38,14 @@ def test_a_dumped_agent_config_reads_back(path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("seconds", "text"), [(5.0, "5s"), (0.25, "0.25s"), (1e-05, "0.00001s"), (86400.0, "86400s")]
+    ("seconds", "text"),
+    [
+        (5.0, "5s"),
+        (0.25, "0.25s"),
+        (1e-05, "0.00001s"),
+        (86400.0, "86400s"),
+        (1e16, "10000000000000000s"),  # repr() is 1e+16: no decimal point to trim after
+    ],
 )
 def test_durations_dump_as_they_are_written(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
