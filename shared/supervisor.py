@@ -165,7 +165,8 @@ class Supervisor:
 
     def _steady(self, spec: _Spec, started: float) -> None:
         """The restarted task has run `healthy_after` seconds since `started`: healthy again."""
-        if spec.state is TaskState.FAILING and spec.started == started:
+        # Not for a run that has ended since: stopped (inactive), finished, or crashed again.
+        if spec.active and spec.state is TaskState.FAILING and spec.started == started:
             spec.state = TaskState.RUNNING
             spec.backoff.reset()
             log.info("%s: task %s is running again", self._name, spec.name)

@@ -78,3 +78,36 @@ async def test_a_task_that_finishes_after_a_restart_stays_finished(
     assert health.last_error == "OSError: first run fails"
     assert sup.failing() == []
     assert await sup.stop(5)
+
+
+async def test_a_failing_task_stopped_before_it_is_healthy_is_not_called_running_later(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    timer_fired = asyncio.Event()
+    steady = Supervisor._steady
+
+    def observed(self: Supervisor, spec: object, started: float) -> None:
+        steady(self, spec, started)  # type: ignore[arg-type]
+        timer_fired.set()
+
+    monkeypatch.setattr(Supervisor, "_steady", observed)
+    second_run = asyncio.Event()
+    runs = 0
+
+    async def crash_then_hang() -> None:
+        nonlocal runs
+        runs += 1
+        if runs == 1:
+            raise OSError("first run fails")
+        second_run.set()
+        await asyncio.Event().wait()
+
+    sup = Supervisor("test", backoff_initial=0.01, backoff_cap=0.01, healthy_after=0.2)
+    sup.add("job", crash_then_hang)
+    sup.start()
+    await asyncio.wait_for(second_run.wait(), 5)
+    assert await sup.stop(5)
+    await asyncio.wait_for(timer_fired.wait(), 5)
+    [health] = sup.health()
+    assert health.state is TaskState.FAILING, "stopped while failing: its last known state"
+    assert sup.failing() == ["job"]
