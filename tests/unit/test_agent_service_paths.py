@@ -1,4 +1,4 @@
-"""The agent service without its HTTP port, and messages on topics it did not ask for."""
+"""The agent service: no HTTP port, a second stop, topics it did not ask for, its sources."""
 
 import logging
 from collections.abc import AsyncIterator
@@ -7,8 +7,12 @@ from pathlib import Path
 import pytest
 
 from agent.service import AgentService
+from agent.sources import build_sources
+from protocols.modbus.source import ModbusSource
+from protocols.opcua.source import OpcUaSource
+from shared.clock import SystemClock
 from shared.mqtt import Message
-from tests.harness import agent_config, modbus_device
+from tests.harness import agent_config, modbus_device, opcua_device
 from tests.servers import free_port
 
 
@@ -34,9 +38,10 @@ async def test_an_agent_without_an_http_port_runs_and_stops_without_listening(
         assert service.http.port == 0, "nothing listens"
     finally:
         await service.stop()
+    await service.stop()  # a second stop finds nothing running
     [started] = [r.getMessage() for r in caplog.records if "started" in r.getMessage()]
     assert started.endswith(f"(epoch {service.buffer.epoch})"), "no /metrics address"
-    assert any("agent quiet stopped" in r.getMessage() for r in caplog.records)
+    assert [r.getMessage() for r in caplog.records].count("agent quiet stopped") == 1
 
 
 class LeftoverSubscriptions:
@@ -67,3 +72,20 @@ async def test_only_acknowledgements_reach_the_forwarder(tmp_path: Path) -> None
     service.forwarder.handle_ack = handle_ack  # type: ignore[method-assign]
     await service._receive()
     assert handed == [b"an ack"]
+
+
+def test_each_device_gets_the_driver_of_its_protocol(tmp_path: Path) -> None:
+    config = agent_config(
+        agent_id="mixed",
+        buffer=tmp_path / "b.sqlite",
+        mqtt_url="mqtt://127.0.0.1:1",
+        prefix="plant",
+        devices=[
+            modbus_device(free_port(), name="press"),
+            opcua_device("opc.tcp://127.0.0.1:4840", name="oven"),
+        ],
+    )
+    press, oven = build_sources(config.devices, SystemClock())
+    assert isinstance(press, ModbusSource)
+    assert isinstance(oven, OpcUaSource)
+    assert (press.name, oven.name) == ("press", "oven")
