@@ -23,7 +23,7 @@ import math
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -245,8 +245,8 @@ class SqliteBuffer:
 
     def _loop_call(self, callback: Callable[[], object]) -> None:
         """Run a callback on the event loop, from the buffer's worker thread."""
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(callback)
+        # Whatever runs on the worker was submitted from the loop, which set `_loop` first.
+        required(self._loop, "the buffer's event loop").call_soon_threadsafe(callback)
 
     def _open(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
@@ -255,16 +255,14 @@ class SqliteBuffer:
         conn.execute("PRAGMA synchronous=FULL")
         # Blocks are appended and read back once: a small page cache does, and keeps RSS down.
         conn.execute("PRAGMA cache_size=-512")
-        conn.execute("BEGIN IMMEDIATE")
         try:
-            if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone() is None:
-                create_layout(conn, epoch=time.time_ns() // 1000)
-            else:
-                upgrade_layout(conn, self._path, self._block_max)
-            conn.execute("COMMIT")
+            with _transaction(conn, "BEGIN IMMEDIATE"):
+                found = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone()
+                if found is None:
+                    create_layout(conn, epoch=time.time_ns() // 1000)
+                else:
+                    upgrade_layout(conn, self._path, self._block_max)
         except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
             conn.close()
             raise
         self._conn = conn
@@ -320,7 +318,6 @@ class SqliteBuffer:
         if not readings:
             return 0
         backoff = Backoff(*self._retry)
-        committed = False
         try:
             while True:
                 if self._when_full == "block":
@@ -330,16 +327,13 @@ class SqliteBuffer:
                 except BufferUnavailable:
                     await asyncio.sleep(backoff.next_delay())
                     continue
-                committed = True
                 self._data.set()
                 return dropped
         except asyncio.CancelledError:
-            if not committed:
-                log.warning(
-                    "%d readings not buffered: stopped while the buffer had no room or could"
-                    " not write",
-                    len(readings),
-                )
+            log.warning(
+                "%d readings not buffered: stopped while the buffer had no room or could not write",
+                len(readings),
+            )
             raise
 
     async def _commit_with_group(self, readings: Sequence[Reading]) -> int:
@@ -374,9 +368,9 @@ class SqliteBuffer:
             with self._adds_lock:
                 entries, self._adds = self._adds, []
                 self._commit_queued = False
+            # Still pending, each: an add given up while queued took its entry out.
             for entry in entries:
-                if not entry.future.done():
-                    entry.future.set_exception(BufferClosed(f"buffer {self._path} is closed"))
+                entry.future.set_exception(BufferClosed(f"buffer {self._path} is closed"))
             return
         required(self._loop, "the buffer's event loop").run_in_executor(
             self._executor, self._commit_group
@@ -509,45 +503,45 @@ class SqliteBuffer:
         dropped_per_add: list[int] = []
         dropped_oldest = dropped_newest = 0
         rows: list[tuple[int, int, int, int, bytes]] = []
-        conn.execute("BEGIN")
         try:
-            for readings in adds:
-                excess = self._excess(len(readings), held, used)
-                old = new = 0
-                if excess and self._when_full == "drop_oldest":
-                    old = self._drop_oldest_blocks(excess)
-                    excess = max(0, excess - old)
-                if excess and self._when_full != "block":
-                    # drop_newest, or nothing old enough left to drop
-                    new = min(excess, len(readings))
-                    readings = readings[: len(readings) - new]
-                if used is not None:
-                    # Measured once per commit; within it, project what each add takes.
-                    used += int((len(readings) - old) * self._bytes_per_reading)
-                held += len(readings) - old
-                dropped_oldest += old
-                dropped_newest += new
-                dropped_per_add.append(old + new)
-                rows.extend(self._encode(readings))
-            new_tags = self._tags[tags_before:]
-            if new_tags:
+            with _transaction(conn):
+                for readings in adds:
+                    excess = self._excess(len(readings), held, used)
+                    old = new = 0
+                    if excess and self._when_full == "drop_oldest":
+                        old = self._drop_oldest_blocks(excess)
+                        excess = max(0, excess - old)
+                    if excess and self._when_full != "block":
+                        # drop_newest, or nothing old enough left to drop
+                        new = min(excess, len(readings))
+                        readings = readings[: len(readings) - new]
+                    if used is not None:
+                        # Measured once per commit; within it, project what each add takes.
+                        used += int((len(readings) - old) * self._bytes_per_reading)
+                    held += len(readings) - old
+                    dropped_oldest += old
+                    dropped_newest += new
+                    dropped_per_add.append(old + new)
+                    rows.extend(self._encode(readings))
+                new_tags = self._tags[tags_before:]
+                if new_tags:
+                    conn.executemany(
+                        "INSERT INTO tags (id, device, tag, type) VALUES (?,?,?,?)",
+                        [
+                            (tags_before + i + 1, d, t, k.value)
+                            for i, (d, t, k) in enumerate(new_tags)
+                        ],
+                    )
                 conn.executemany(
-                    "INSERT INTO tags (id, device, tag, type) VALUES (?,?,?,?)",
-                    [(tags_before + i + 1, d, t, k.value) for i, (d, t, k) in enumerate(new_tags)],
+                    "INSERT INTO blocks (first_seq, n, ts, flags, body) VALUES (?,?,?,?,?)", rows
                 )
-            conn.executemany(
-                "INSERT INTO blocks (first_seq, n, ts, flags, body) VALUES (?,?,?,?,?)", rows
-            )
-            conn.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'", (self._next_seq,))
-            if dropped_oldest or dropped_newest:
-                conn.executemany(
-                    "UPDATE meta SET value = value + ? WHERE key = ?",
-                    [(dropped_oldest, "dropped_oldest"), (dropped_newest, "dropped_newest")],
-                )
-            conn.execute("COMMIT")
+                conn.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'", (self._next_seq,))
+                if dropped_oldest or dropped_newest:
+                    conn.executemany(
+                        "UPDATE meta SET value = value + ? WHERE key = ?",
+                        [(dropped_oldest, "dropped_oldest"), (dropped_newest, "dropped_newest")],
+                    )
         except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
             for key in self._tags[tags_before:]:  # the rollback took these away
                 del self._tag_index[key]
             del self._tags[tags_before:]
@@ -705,19 +699,14 @@ class SqliteBuffer:
         # A delete lost to a power cut only makes the batch go again, and the collector stores
         # it once: it need not wait for its own fsync (the next commit's covers it).
         conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("BEGIN")
         try:
-            deleted = conn.execute(
-                "SELECT coalesce(sum(n), 0) FROM blocks WHERE first_seq BETWEEN ? AND ?",
-                (batch_id, last),
-            ).fetchone()[0]
-            conn.execute("DELETE FROM blocks WHERE first_seq BETWEEN ? AND ?", (batch_id, last))
-            conn.execute("DELETE FROM batches WHERE first_seq = ?", (batch_id,))
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+            with _transaction(conn):
+                deleted = conn.execute(
+                    "SELECT coalesce(sum(n), 0) FROM blocks WHERE first_seq BETWEEN ? AND ?",
+                    (batch_id, last),
+                ).fetchone()[0]
+                conn.execute("DELETE FROM blocks WHERE first_seq BETWEEN ? AND ?", (batch_id, last))
+                conn.execute("DELETE FROM batches WHERE first_seq = ?", (batch_id,))
         finally:
             conn.execute("PRAGMA synchronous=FULL")
         self._count -= deleted
@@ -757,11 +746,26 @@ def _settle(
     *,
     error: BaseException | None = None,
 ) -> None:
-    """Answer the adds of one group commit (on the event loop); skip any given up meanwhile."""
+    """Answer the adds of one group commit (on the event loop).
+
+    Each is still pending: an add cancelled once its entry was taken waits for this answer.
+    """
     for i, future in enumerate(futures):
-        if future.done():
-            continue
         if error is not None:
             future.set_exception(error)
         else:
             future.set_result(results[i])
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection, begin: str = "BEGIN") -> Iterator[None]:
+    """One transaction: committed if the block ends normally, else rolled back and re-raised."""
+    conn.execute(begin)
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        # A full disk or an I/O error can make SQLite roll the transaction back itself.
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise

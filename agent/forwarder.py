@@ -91,11 +91,6 @@ class Forwarder:
         self.dictionaries_sent = 0
         self.dictionary_requests = 0
 
-    @property
-    def in_flight(self) -> int:
-        """Batches sent and not yet acknowledged."""
-        return len(self._in_flight)
-
     async def run(self) -> None:
         """Forward until cancelled."""
         data = self._buffer.wait_for_data()

@@ -32,9 +32,8 @@ class _SnapshotMetrics:
         self._max_bytes = max_bytes
 
     def collect(self) -> Iterator[Metric]:
-        snap = self.snapshot
-        if snap is None:
-            return
+        # Registered without auto-describe: only a scrape collects, after setting a snapshot.
+        snap = required(self.snapshot, "a metrics snapshot")
         prefix = "plantwire_agent_"
         yield GaugeMetricFamily(
             prefix + "mqtt_connected",

@@ -9,6 +9,7 @@ from protocols.base import Source
 from protocols.modbus.config import ModbusDevice
 from protocols.opcua.config import OpcUaDevice
 from shared.clock import Clock
+from shared.invariants import required
 
 if TYPE_CHECKING:  # pymodbus is imported only when a Modbus device is configured
     from protocols.modbus.pool import ModbusPool
@@ -58,11 +59,11 @@ def device_file_problems(devices: Sequence[Device]) -> list[str]:
                 ("security.certificate", security.certificate),
                 ("security.private_key", security.private_key),
             ]
-            if security.trust_store is not None:
-                try:
-                    load_trust_folder(security.trust_store)
-                except TrustStoreError as exc:
-                    problems.append(f"{where}.security.trust_store: {exc}")
+            # The security model requires a trust store with every policy but None.
+            try:
+                load_trust_folder(required(security.trust_store, "security.trust_store"))
+            except TrustStoreError as exc:
+                problems.append(f"{where}.security.trust_store: {exc}")
         problems += [
             f"{where}.{key}: {path} is not a readable file"
             for key, path in files

@@ -296,3 +296,48 @@ async def test_wire_version_2_is_still_sent_when_configured(buffer: SqliteBuffer
     assert (header["batch"], header["n"]) == (1, 10)
     assert columns["val"] == list(range(10))
     assert dictionary["name"] == ["t0", "t1", "t2", "t3", "t4"]
+
+
+@pytest.mark.parametrize("linger", ["0s", "10ms"])
+async def test_data_buffered_after_the_buffer_ran_empty_is_sent_with_or_without_linger(
+    buffer: SqliteBuffer, linger: str
+) -> None:
+    publisher = FlakyPublisher(failures=0)
+    sender = forwarder(buffer, publisher, ack_timeout="60s", window=8, linger=linger)
+    async with running(sender):
+        await until(lambda: _true(len(publisher.published) == 3))
+        # The forwarder has found the buffer empty by now (its look was queued first).
+        await buffer.add([Reading("d", "t0", DataType.INT32, 1_790_000_000_000_100, 100)])
+        await until(lambda: _true(len(publisher.published) == 4))
+    assert values_of(publisher.published[3][1]) == [100]
+
+
+async def test_a_dictionary_request_for_a_batch_already_confirmed_is_ignored(
+    buffer: SqliteBuffer,
+) -> None:
+    publisher = FlakyPublisher(failures=0)
+    sender = forwarder(buffer, publisher, ack_timeout="60s", window=1)
+    async with running(sender):
+        await until(lambda: _true(len(publisher.published) == 1))
+        await sender.handle_ack(encode_ack(buffer.epoch, [1]))
+        await until(lambda: _true(len(publisher.published) == 2))
+        await sender.handle_ack(encode_ack(buffer.epoch, [], dictionary=[1]))
+        assert sender.dictionary_requests == 0
+        await sender.handle_ack(encode_ack(buffer.epoch, [11]))
+        await until(lambda: _true(len(publisher.published) == 3))
+    batches = [split_v3(payload).header.batch for _, payload in publisher.published]
+    assert batches == [1, 11, 21], "batch 1 was not sent again"
+
+
+async def test_a_dictionary_request_for_a_version_2_batch_sends_it_again_unchanged(
+    buffer: SqliteBuffer,
+) -> None:
+    publisher = FlakyPublisher(failures=0)
+    sender = forwarder(buffer, publisher, ack_timeout="60s", window=1, wire_version=2)
+    async with running(sender):
+        await until(lambda: _true(len(publisher.published) == 1))
+        await sender.handle_ack(encode_ack(buffer.epoch, [], dictionary=[1]))
+        await until(lambda: _true(len(publisher.published) == 2))
+    first, again = publisher.published
+    assert again == first, "a version 2 batch always carries its tags"
+    assert (sender.dictionary_requests, sender.resends) == (1, 1)
