@@ -39,6 +39,8 @@ from shared.readings import DataType, Reading
 from shared.wire_v3 import dictionary_bytes, dictionary_hash
 
 log = logging.getLogger(__name__)
+# Noted on a cancel that came while its readings were being committed: they are in.
+_COMMITTED = "the readings were committed before the cancel took effect"
 BLOCK_MAX_READINGS = 1024
 """Longest block: a bigger poll is cut into several, so batches can stay near their limit."""
 
@@ -329,11 +331,13 @@ class SqliteBuffer:
                     continue
                 self._data.set()
                 return dropped
-        except asyncio.CancelledError:
-            log.warning(
-                "%d readings not buffered: stopped while the buffer had no room or could not write",
-                len(readings),
-            )
+        except asyncio.CancelledError as cancelled:
+            if _COMMITTED not in getattr(cancelled, "__notes__", ()):
+                log.warning(
+                    "%d readings not buffered: stopped while the buffer had no room or could"
+                    " not write",
+                    len(readings),
+                )
             raise
 
     async def _commit_with_group(self, readings: Sequence[Reading]) -> int:
@@ -354,13 +358,15 @@ class SqliteBuffer:
                 self._start_commit()
         try:
             return await asyncio.shield(entry.future)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as cancelled:
             with self._adds_lock:
                 if not entry.taken:
                     self._adds.remove(entry)
                     raise
             # Being written: wait for it, so whoever stops us knows the readings are in.
             await asyncio.wait({entry.future})
+            if entry.future.exception() is None:
+                cancelled.add_note(_COMMITTED)
             raise
 
     def _start_commit(self) -> None:

@@ -77,7 +77,7 @@ async def test_an_add_cancelled_while_queued_gives_up_its_readings_and_no_empty_
 
 
 async def test_an_add_cancelled_during_its_commit_waits_for_it_and_the_readings_are_kept(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     buffer = await opened(tmp_path / "b.sqlite")
     gate = Gate()
@@ -91,9 +91,31 @@ async def test_an_add_cancelled_during_its_commit_waits_for_it_and_the_readings_
     gate.release.set()
     await asyncio.wait({adding}, timeout=5)
     assert adding.cancelled()
+    assert "not buffered" not in caplog.text, "they were buffered: no false alarm"
     assert (await buffer.stats()).readings == 10
     await buffer.close()
     assert held_in_file(tmp_path / "b.sqlite") == 10
+
+
+async def test_an_add_cancelled_during_a_commit_that_fails_says_its_readings_are_not_buffered(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    buffer = await opened(tmp_path / "b.sqlite")
+    gate = Gate()
+
+    def failing(adds: Sequence[Sequence[Reading]]) -> list[int]:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    buffer._add_all = gate.wrap(failing)  # type: ignore[method-assign]
+    adding = asyncio.create_task(buffer.add(readings(7)))
+    await eventually(gate.reached, timeout=5, what="the commit to start")
+    adding.cancel()
+    gate.release.set()
+    await asyncio.wait({adding}, timeout=5)
+    assert adding.cancelled()
+    assert "7 readings not buffered" in caplog.text
+    assert (await buffer.stats()).readings == 0
+    await buffer.close()
 
 
 class Halt(BaseException):
