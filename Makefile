@@ -5,11 +5,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint clean bench-agent bench-agent-e2e bench-api bench-buffer bench-ingest bench-wire
 
-# The programs' packages at the versions the images ship (the lock files), the dev tools around them.
+# The programs' packages at the versions the images ship (the lock files), the dev tools around
+# them. pip refuses an editable install under hashed constraints: the pins alone constrain it.
 $(STAMP): pyproject.toml requirements/collector.txt requirements/agent.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	# pip refuses an editable install under hashed constraints: the pins alone constrain it.
 	sed -e '/^ *--hash=/d' -e 's/ *\\$$//' requirements/collector.txt requirements/agent.txt \
 		> $(VENV)/constraints.txt
 	$(VENV)/bin/pip install --quiet -c $(VENV)/constraints.txt -e '.[dev]'
