@@ -28,9 +28,7 @@ BASE = "database: {url: 'postgresql://h/db'}\nmqtt: {url: 'mqtt://h:1883'}\n"
         ),
     ],
 )
-def test_a_contradictory_setting_names_its_key(
-    tmp_path: Path, section: str, message: str
-) -> None:
+def test_a_contradictory_setting_names_its_key(tmp_path: Path, section: str, message: str) -> None:
     path = tmp_path / "collector.yaml"
     path.write_text(BASE + section + "\n")
     with pytest.raises(ConfigError) as caught:
