@@ -3,6 +3,7 @@
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from psycopg_pool import PoolTimeout
@@ -26,7 +27,8 @@ class FakePool:
         yield self.name
 
 
-async def which(conn: str) -> str:
+async def which(conn: Any) -> Any:
+    """The connection itself: a fake pool's connection is its name."""
     return conn
 
 
