@@ -81,3 +81,23 @@ async def test_a_batch_another_replay_took_first_is_not_stored_twice(
     with psycopg.connect(database_url) as conn:
         assert conn.execute("SELECT count(*) FROM readings").fetchone() == (0,)
         assert conn.execute("SELECT count(*) FROM batches").fetchone() == (0,)
+
+
+async def test_a_message_of_no_ingested_kind_still_fails_and_says_why(
+    pool: Pool, database_url: str
+) -> None:
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            "INSERT INTO dead_letters (topic, payload, error, agent_id, kind, reason)"
+            " VALUES ('plantwire/v1/press-1/command', 'x', 'unexpected', 'press-1', 'unknown',"
+            " 'topic') RETURNING id"
+        ).fetchone()
+    assert row is not None
+    outcome = await replayer(pool, ReadingStore(pool)).replay(row[0])
+    error = "no 'unknown' messages are ingested"
+    assert outcome == ReplayOutcome(row[0], "still_failing", error=error)
+    with psycopg.connect(database_url) as conn:
+        kept = conn.execute(
+            "SELECT replayed_at, replay_error FROM dead_letters WHERE id = %s", (row[0],)
+        ).fetchone()
+    assert kept == (None, error), "kept, with the reason the replay failed"

@@ -9,6 +9,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
+from collector import app as app_module
 from collector.app import _keep_partitions, _watch_agents, healthz, readyz
 from collector.config import DatabaseSettings
 from collector.metrics import CollectorMetrics
@@ -67,20 +68,25 @@ async def test_liveness_checks_survive_database_failures_and_log_once_per_outage
     assert online("plantwire_collector_agent_online", {"agent": "press-2"}) == 1.0
 
 
-async def test_maintenance_that_cannot_reach_the_database_logs_and_waits_to_try_again(
-    caplog: pytest.LogCaptureFixture,
+async def test_maintenance_that_cannot_reach_the_database_tries_again_after_a_pause(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(app_module, "MAINTENANCE_RETRY_S", 0.01)
     settings = DatabaseSettings.model_validate({"url": NOWHERE})
     task = asyncio.create_task(_keep_partitions(new_pool(NOWHERE, 1), settings))
+
+    def failures() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name == "collector.app"]
+
     try:
         with caplog.at_level(logging.ERROR, logger="collector.app"):
-            await until(lambda: "maintenance failed" in caplog.text)
-        await asyncio.sleep(0)
-        assert not task.done(), "the maintenance task waits a minute instead of crashing"
+            await until(lambda: len(failures()) >= 2)
+        assert not task.done(), "the maintenance task keeps trying instead of crashing"
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-    assert "is not open yet; trying again in a minute" in caplog.text
+    assert failures()[0].startswith("maintenance failed: the pool")
+    assert failures()[0].endswith("is not open yet; trying again in a minute")
 
 
 async def test_probes_report_a_database_that_does_not_answer() -> None:
