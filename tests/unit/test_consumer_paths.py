@@ -1,10 +1,11 @@
 """The consumer's rarer outcomes: unexpected topics, refusals of the database, lost acks."""
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Sequence
 
 import pytest
-from psycopg import DataError, IntegrityError
+from psycopg import DataError, IntegrityError, OperationalError
 
 from collector.batches import Batch
 from collector.config import IngestSettings
@@ -141,3 +142,31 @@ async def test_an_ack_the_broker_does_not_take_is_counted_and_ingest_goes_on(
     await until(lambda: broker.acked == [1, 2])
     await until(lambda: counted(metrics, "plantwire_collector_ack_failures_total") == 2.0)
     assert "could not acknowledge to agent a1: no PUBACK within 10s" in caplog.text
+
+
+async def test_a_database_outage_is_logged_once_and_its_end_once(
+    run: list[asyncio.Task[None]], metrics: CollectorMetrics, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Outage(Store):
+        def __init__(self, failures: int) -> None:
+            super().__init__()
+            self.failures = failures
+
+        async def write(self, batches: Sequence[Batch]) -> WriteOutcome:
+            if self.failures:
+                self.failures -= 1
+                raise OperationalError("connection refused")
+            return WriteOutcome(len(batches), 0, sum(len(b) for b in batches))
+
+    caplog.set_level(logging.INFO, logger="collector.consumer")
+    broker, store = Broker(), Outage(failures=3)
+    start(run, broker, store, metrics)
+    broker.inbox.put_nowait(message(1))
+    await until(lambda: broker.acked == [1])
+    assert counted(metrics, "plantwire_collector_write_errors_total") == 3.0
+    assert counted(metrics, "plantwire_collector_messages_total", outcome="stored") == 1.0
+    messages = [r.getMessage() for r in caplog.records if r.name == "collector.consumer"]
+    assert messages == [
+        "cannot write to the database: connection refused; retrying",
+        "database writes resumed",
+    ]
