@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from psycopg_pool import PoolTimeout
 
+from collector.metrics import CollectorMetrics
 from collector.replica import REPLICA_RETRY_S, ReadPools
 
 
@@ -62,3 +63,17 @@ async def test_without_a_replica_there_is_no_lag_and_reads_go_to_the_primary() -
     reads = ReadPools(FakePool("primary"))  # type: ignore[arg-type]
     assert await reads.replica_lag() is None
     assert await reads.run(which) == "primary"
+
+
+async def test_each_read_that_falls_back_to_the_primary_is_counted() -> None:
+    now = [0.0]
+    primary, replica, metrics = FakePool("primary"), FakePool("replica"), CollectorMetrics()
+    reads = ReadPools(primary, replica, metrics, clock=lambda: now[0])  # type: ignore[arg-type]
+    assert await reads.run(which) == "replica"
+    replica.down = True
+    assert await reads.run(which) == "primary"  # the replica fails
+    assert await reads.run(which) == "primary"  # sent straight on
+    now[0] += REPLICA_RETRY_S
+    assert await reads.run(which) == "primary"  # the replica fails again
+    fallbacks = metrics.registry.get_sample_value("plantwire_collector_read_fallbacks_total")
+    assert fallbacks == 2.0, "only reads the replica failed count, not those sent straight on"
