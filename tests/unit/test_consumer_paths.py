@@ -170,3 +170,29 @@ async def test_a_database_outage_is_logged_once_and_its_end_once(
         "cannot write to the database: connection refused; retrying",
         "database writes resumed",
     ]
+
+
+async def test_stopping_while_a_status_message_is_stored_leaves_it_unacknowledged() -> None:
+    storing = asyncio.Event()
+
+    async def slow_registry(agent: str, kind: str, payload: bytes) -> None:
+        storing.set()
+        await asyncio.Event().wait()  # the database never answers
+
+    broker = Broker()
+    consumer = Consumer(
+        broker,
+        Store(),  # type: ignore[arg-type]
+        topics=TOPICS,
+        settings=IngestSettings(group_max_readings=1),
+        metrics=CollectorMetrics(),
+        on_status=slow_registry,
+    )
+    task = asyncio.create_task(consumer.run())
+    broker.inbox.put_nowait(Message(TOPICS.heartbeat("a1"), b"{}", 1, 5, False))
+    await asyncio.wait_for(storing.wait(), 5)
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=5)
+    assert done, "the consumer stops"
+    assert task.cancelled()
+    assert broker.acked == [], "not recorded, so not acknowledged: the broker sends it again"
