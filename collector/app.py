@@ -41,6 +41,8 @@ from shared.wire import Topics
 
 log = logging.getLogger(__name__)
 PARTITION_CHECK_S = 3600.0
+MAINTENANCE_RETRY_S = 60.0
+"""Pause after maintenance failed to reach the database."""
 STOP_GRACE_S = 10.0
 
 
@@ -160,7 +162,7 @@ async def _keep_partitions(
         except psycopg.OperationalError as exc:
             raise_if_cancelled(exc)
             log.error("maintenance failed: %s; trying again in a minute", exc)
-            await asyncio.sleep(60.0)
+            await asyncio.sleep(MAINTENANCE_RETRY_S)
             continue
         await asyncio.sleep(PARTITION_CHECK_S)
 
