@@ -13,6 +13,7 @@ from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from collector.agents import AgentRegistry
+from collector.analytics.equipment_store import EquipmentStore, watch_status
 from collector.api.auth import Authenticator
 from collector.api.keys import ApiKeys
 from collector.api.operations import MAX_BODY_BYTES
@@ -31,7 +32,17 @@ from collector.partitions import (
 )
 from collector.pools import new_pool
 from collector.replica import ReadPools
-from collector.state import AGENTS, AUTH, KEYS, METRICS, MQTT, SETTINGS, STORE, SUPERVISOR
+from collector.state import (
+    AGENTS,
+    AUTH,
+    EQUIPMENT,
+    KEYS,
+    METRICS,
+    MQTT,
+    SETTINGS,
+    STORE,
+    SUPERVISOR,
+)
 from collector.store import ReadingStore
 from shared.cancellation import raise_if_cancelled
 from shared.errors import PlantwireError
@@ -102,6 +113,11 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     app[AGENTS] = AgentRegistry(pool, reads)
     app[KEYS] = keys = ApiKeys(pool)
     app[AUTH] = auth = Authenticator(keys)
+    app[EQUIPMENT] = equipment = EquipmentStore(pool)
+    plant = app[SETTINGS].equipment.plant
+    if plant is not None:
+        await equipment.seed(plant)
+        log.info("equipment file: %d sites", len(plant.sites))
     metrics_.active_users.set_function(auth.active)
     metrics_.watch_pool(pool)
     supervisor = app[SUPERVISOR]
@@ -111,6 +127,8 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     if replica is not None:
         supervisor.add("replica-lag", reads.watch_lag)
     supervisor.add("key-usage", auth.save_usage)
+    interval = app[SETTINGS].equipment.status_interval
+    supervisor.add("equipment-status", lambda: watch_status(equipment, metrics_, interval))
     yield
     if replica is not None:
         await replica.close()

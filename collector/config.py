@@ -5,8 +5,9 @@ from pathlib import Path
 from typing import Annotated
 
 from limits import parse
-from pydantic import AfterValidator, AwareDatetime, Field, SecretStr, model_validator
+from pydantic import AfterValidator, AwareDatetime, Field, PrivateAttr, SecretStr, model_validator
 
+from collector.analytics.equipment import Plant, load_plant
 from shared.acks import AckVersion
 from shared.config import Duration, LogLevel, StrictModel, load_config
 from shared.mqtt import MqttSettings
@@ -205,6 +206,33 @@ class AgentSettings(StrictModel):
     )
 
 
+class EquipmentSettings(StrictModel):
+    """The equipment model (docs/equipment.md)."""
+
+    file: Path | None = Field(
+        default=None,
+        description="YAML file of the equipment model, read at start-up: the sites it names are"
+        " made equal to it and only it may change them (null: the API manages every site).",
+    )
+    status_interval: Duration = Field(
+        default=10.0,
+        gt=0,
+        description="How often the equipment_status gauge reads each machine's state tag.",
+    )
+    _plant: Plant | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _load(self) -> "EquipmentSettings":
+        if self.file is not None:
+            self._plant = load_plant(self.file)
+        return self
+
+    @property
+    def plant(self) -> Plant | None:
+        """The file's model (None: no file)."""
+        return self._plant
+
+
 class CollectorIdentity(StrictModel):
     """Who this collector is."""
 
@@ -226,6 +254,9 @@ class CollectorConfig(StrictModel):
     agents: AgentSettings = Field(default_factory=AgentSettings, description="Agent liveness.")
     rate_limits: RateLimitSettings = Field(
         default_factory=RateLimitSettings, description="API rate limits per key."
+    )
+    equipment: EquipmentSettings = Field(
+        default_factory=EquipmentSettings, description="The equipment model."
     )
 
 

@@ -1,6 +1,6 @@
 """Prometheus metrics of one collector process, in a registry of its own."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -128,6 +128,13 @@ class CollectorMetrics:
             registry=self.registry,
         )
         self.replica_lag.set(float("nan"))
+        self.equipment_status = Gauge(
+            "equipment_status",
+            "1 for the status each machine (site/machine) is in, 0 for its other statuses: the"
+            " states of its site's loss mapping, and unknown.",
+            ["equipment", "status"],
+            registry=self.registry,
+        )
         self.mqtt_connected = Gauge(
             "plantwire_collector_mqtt_connected",
             "1 while the collector is connected to the broker.",
@@ -147,6 +154,15 @@ class CollectorMetrics:
         self.agent_online.clear()
         for agent, is_online in online.items():
             self.agent_online.labels(agent=agent).set(1.0 if is_online else 0.0)
+
+    def show_equipment(self, statuses: dict[str, tuple[str, Sequence[str]]]) -> None:
+        """Replace the equipment_status gauges: per machine, its status and all it can have."""
+        self.equipment_status.clear()  # no await until all are set: a scrape sees all or none
+        for equipment, (current, every) in statuses.items():
+            for status in every:
+                self.equipment_status.labels(equipment=equipment, status=status).set(
+                    1.0 if status == current else 0.0
+                )
 
     def watch_pool(self, pool: AsyncConnectionPool[Any]) -> None:
         """Export the pool's connections by state, read at each scrape."""

@@ -3,6 +3,7 @@
 from aiohttp import web
 
 from collector.agents import AgentRegistry
+from collector.analytics.equipment_store import EquipmentStore
 from collector.api.auth import Authenticator
 from collector.api.keys import ApiKeys
 from collector.api.ratelimit import RateLimits
@@ -21,3 +22,4 @@ SUPERVISOR = web.AppKey("supervisor", Supervisor)
 KEYS = web.AppKey("keys", ApiKeys)
 AUTH = web.AppKey("auth", Authenticator)
 LIMITS = web.AppKey("limits", RateLimits)
+EQUIPMENT = web.AppKey("equipment", EquipmentStore)

@@ -23,6 +23,7 @@ _ERRORS = {
     401: "No API key, or one that is unknown, revoked or expired.",
     403: "The key's role may not call this operation.",
     404: "The resource named by the path or a parameter does not exist.",
+    409: "The change conflicts with the resource's state: managed elsewhere, or still in use.",
     413: "The request body is too large.",
     414: "The query string is too long.",
     415: "The request body is not JSON.",

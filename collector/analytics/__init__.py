@@ -1,0 +1,1 @@
+"""Manufacturing analytics: the equipment model, and (later) what is derived from it."""
