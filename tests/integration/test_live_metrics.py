@@ -167,7 +167,11 @@ async def test_every_panel_and_rule_queries_metrics_the_programs_export(
         mqtt_url=mosquitto.url,
         prefix=topic_prefix,
         client_id=f"{topic_prefix}-c",
-        sections={"agents": {"offline_after": "4s"}},
+        sections={
+            "agents": {"offline_after": "4s"},
+            # The sample's machine reads this test's agent, so equipment_status has series.
+            "equipment": {"file": str(ROOT / "config" / "equipment.yaml"), "status_interval": "1s"},
+        },
     )
     agent = agent_config(
         agent_id="line-1",
