@@ -180,7 +180,7 @@ class Machine(EquipmentModel):
         " `products` (null: none; effectiveness is then unknown).",
     )
     products: list[ProductCycle] = Field(
-        default_factory=list, max_length=10_000, description="Ideal cycle time per product."
+        default_factory=list, max_length=500, description="Ideal cycle time per product."
     )
 
     @field_validator("scrap")
@@ -234,7 +234,7 @@ class Area(EquipmentModel):
 
     id: Ident
     name: DisplayName
-    lines: list[Line] = Field(min_length=1, max_length=1000)
+    lines: list[Line] = Field(min_length=1, max_length=200)
 
     @field_validator("lines")
     @classmethod
@@ -343,7 +343,7 @@ class Calendar(EquipmentModel):
     )
     days_off: list[dt.date] = Field(
         default_factory=list,
-        max_length=3660,
+        max_length=1000,
         description="Dates (local) with no shift, such as holidays; a shift belongs to the date"
         " it starts on.",
     )
@@ -479,7 +479,7 @@ class LossMapping(EquipmentModel):
         description="A delay shorter than this is a minor stoppage, in seconds (0: none is).",
     )
     states: list[StateMapping] = Field(min_length=1, max_length=200)
-    reasons: list[ReasonMapping] = Field(default_factory=list, max_length=10_000)
+    reasons: list[ReasonMapping] = Field(default_factory=list, max_length=500)
 
     @field_validator("states")
     @classmethod
@@ -536,7 +536,7 @@ class Site(EquipmentModel):
     production_day_start: TimeOfDay = Field(
         default="00:00", description="Local time its production day starts."
     )
-    areas: list[Area] = Field(min_length=1, max_length=1000)
+    areas: list[Area] = Field(min_length=1, max_length=200)
     calendar: Calendar
     loss_mapping: LossMapping
 
