@@ -122,12 +122,12 @@ class _Weights:
         """Spread the segment [begin, end), whose value is `value_at(t)` (linear), over buckets."""
         index = max(bisect_right(self.edges, begin) - 1, 0)
         while index < len(self.area) and self.edges[index] < end:
+            # Never empty: edges[index] <= begin < edges[index + 1], or begin before them all.
             low = max(begin, self.edges[index])
             high = min(end, self.edges[index + 1])
-            if high > low:
-                seconds = (high - low).total_seconds()
-                self.area[index] += (value_at(low) + value_at(high)) / 2 * seconds
-                self.seconds[index] += seconds
+            seconds = (high - low).total_seconds()
+            self.area[index] += (value_at(low) + value_at(high)) / 2 * seconds
+            self.seconds[index] += seconds
             index += 1
 
 
