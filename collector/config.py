@@ -99,10 +99,8 @@ class HttpSettings(StrictModel):
 class SeriesSettings(StrictModel):
     """Limits of /api/v1/series: a request beyond one is refused (422), never cut short."""
 
-    max_range: Duration = Field(
-        default=400 * 86_400.0,
-        gt=0,
-        description="Longest range (`to` - `from`) one request covers.",
+    max_range_days: int = Field(
+        default=400, ge=1, description="Longest range (`to` - `from`) one request covers, in days."
     )
     max_buckets: int = Field(default=10_000, ge=1, description="Most buckets one request makes.")
     max_points: int = Field(

@@ -139,8 +139,9 @@ def refuse(name: str, reason: str) -> ProblemError:
 def _check(query: SeriesQuery, limits: SeriesSettings) -> None:
     if query.start >= query.end:
         raise refuse("from", "must be earlier than `to`")
-    if query.end - query.start > timedelta(seconds=limits.max_range):
-        raise refuse("to", f"the range is longer than series.max_range ({limits.max_range:g} s)")
+    if query.end - query.start > timedelta(days=limits.max_range_days):
+        most = limits.max_range_days
+        raise refuse("to", f"the range is longer than series.max_range_days ({most} days)")
     if query.max_points is not None and query.max_points > limits.max_points:
         raise refuse("max_points", f"at most series.max_points ({limits.max_points})")
     if query.interval is None:
