@@ -97,6 +97,26 @@ class HttpSettings(StrictModel):
     )
 
 
+class SeriesSettings(StrictModel):
+    """Limits of /api/v1/series: a request beyond one is refused (422), never cut short."""
+
+    max_range_days: int = Field(
+        default=400, ge=1, description="Longest range (`to` - `from`) one request covers, in days."
+    )
+    max_buckets: int = Field(default=10_000, ge=1, description="Most buckets one request makes.")
+    max_points: int = Field(
+        default=10_000, ge=5, description="Largest `max_points` a chart may ask for."
+    )
+    max_page: int = Field(
+        default=10_000, ge=1, description="Most raw readings on one page (`limit`)."
+    )
+    max_downsampled_readings: int = Field(
+        default=1_000_000,
+        ge=1,
+        description="Most raw readings `max_points` downsamples without `interval`.",
+    )
+
+
 class IngestSettings(StrictModel):
     """How batches are consumed and written."""
 
@@ -248,6 +268,9 @@ class CollectorConfig(StrictModel):
     database: DatabaseSettings = Field(description="Where readings are stored.")
     mqtt: MqttSettings = Field(description="The broker batches are consumed from.")
     http: HttpSettings = Field(default_factory=HttpSettings, description="The HTTP API.")
+    series: SeriesSettings = Field(
+        default_factory=SeriesSettings, description="Limits of the series API."
+    )
     ingest: IngestSettings = Field(
         default_factory=IngestSettings, description="Consuming and writing batches."
     )

@@ -1,1 +1,1 @@
-"""Manufacturing analytics: the equipment model, and (later) what is derived from it."""
+"""Manufacturing analytics: the equipment model, and series bucketed, aggregated, downsampled."""

@@ -96,7 +96,7 @@ _QUALITY: dict[int, Literal["good", "uncertain", "bad"]] = {
 }
 
 
-def _readings(
+def readings_out(
     rows: list[ReadingRow], types: dict[int, DataType], with_type: bool
 ) -> list[ReadingOut]:
     """The rows as the API shows them (a page has many: no object per reading)."""
@@ -121,21 +121,21 @@ def _readings(
 _FLOATS = frozenset({DataType.FLOAT32, DataType.FLOAT64})
 
 
-async def _resolve_tag(request: web.Request, query: ReadingsQuery) -> list[TagInfo]:
-    """The versions (one per data type it has had) of the tag the request names."""
-    device, _, name = query.tag.partition("/")
-    matches = await request.app[STORE].find_tags(device, name, query.agent)
+async def resolve_tag(request: web.Request, tag: str, agent: str | None) -> list[TagInfo]:
+    """The versions (one per data type it has had) of the tag `<device>/<tag>` on `agent`."""
+    device, _, name = tag.partition("/")
+    matches = await request.app[STORE].find_tags(device, name, agent)
     if not matches:
         raise ProblemError(
             404,
             "Unknown tag",
-            f"no tag {query.tag!r}" + (f" on agent {query.agent!r}" if query.agent else ""),
+            f"no tag {tag!r}" + (f" on agent {agent!r}" if agent else ""),
             [InvalidParam("tag", "no such tag")],
         )
-    agents = sorted({tag.agent_id for tag in matches})
+    agents = sorted({version.agent_id for version in matches})
     if len(agents) > 1:
         raise bad_param(
-            "agent", f"tag {query.tag!r} exists on several agents ({', '.join(agents)}); name one"
+            "agent", f"tag {tag!r} exists on several agents ({', '.join(agents)}); name one"
         )
     return matches
 
@@ -165,7 +165,7 @@ async def get_readings(request: web.Request, query: ReadingsQuery) -> ReadingsPa
         raise bad_param("limit", f"at most {maximum}")
     limit = query.limit or maximum
     after = position(query.cursor)
-    versions = await _resolve_tag(request, query)
+    versions = await resolve_tag(request, query.tag, query.agent)
     store = request.app[STORE]
     tag = await store.latest(versions)
     rows = await store.readings(versions, start, end, limit + 1, after)
@@ -187,6 +187,6 @@ async def get_readings(request: web.Request, query: ReadingsQuery) -> ReadingsPa
         end=end,
         count=len(kept),
         truncated=len(rows) > limit,
-        readings=_readings(kept, types, mixed),
+        readings=readings_out(kept, types, mixed),
         next=following,
     )

@@ -63,6 +63,7 @@ MUSL_EXCESS_BYTES = {
     "psycopg-binary==3.3.9": 0,
     "pydantic-core==2.50.5": 950_142,
     "pyyaml==6.0.4": 0,
+    "tsdownsample==0.1.5.1": 621_798,
     "uvloop==0.23.0": 0,
     "wrapt==2.5.2": 0,
     "yarl==1.25.1": 0,
