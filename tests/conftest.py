@@ -8,7 +8,7 @@ import sys
 import threading
 import traceback
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from types import FrameType
 from typing import Any
 
@@ -17,9 +17,10 @@ import pytest
 import pytest_timeout
 
 from collector.cli import run_migrations
+from collector.config import CollectorConfig
 from protocols.simulator.runner import Simulator
 from shared.mqtt import MqttClient, MqttSettings
-from tests.harness import add_test_key, running_simulator
+from tests.harness import add_test_key, collector_config, running_simulator
 from tests.servers import MosquittoServer, PostgresServer, running_mosquitto, running_postgres
 
 TEMPLATE = "plantwire_template"
@@ -133,6 +134,25 @@ async def publisher(mosquitto: MosquittoServer, topic_prefix: str) -> AsyncItera
 def topic_prefix() -> str:
     """A topic prefix no other test uses."""
     return f"test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def plant_collector_config(
+    database_url: str, mosquitto: MosquittoServer, topic_prefix: str
+) -> Callable[..., CollectorConfig]:
+    """Makes a collector configuration on this test's database, broker and topic prefix."""
+
+    def make(sections: dict[str, Any] | None = None, **ingest: Any) -> CollectorConfig:
+        return collector_config(
+            database_url=database_url,
+            mqtt_url=mosquitto.url,
+            prefix=topic_prefix,
+            client_id=f"{topic_prefix}-collector",
+            sections=sections,
+            **ingest,
+        )
+
+    return make
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import json
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,7 @@ import psycopg
 import pytest
 
 from collector.cli import main as collector_main
+from collector.config import CollectorConfig
 from tests.harness import (
     TEST_KEY,
     add_test_key,
@@ -35,15 +36,9 @@ BIN = Path(sys.executable).parent
 
 
 @pytest.fixture
-async def collector(
-    database_url: str, mosquitto: MosquittoServer, topic_prefix: str
-) -> AsyncIterator[str]:
-    config = collector_config(
-        database_url=database_url,
-        mqtt_url=mosquitto.url,
-        prefix=topic_prefix,
-        client_id=f"{topic_prefix}-collector",
-        sections={"http": {"host": "127.0.0.1", "port": free_port(), "cors_origins": [ORIGIN]}},
+async def collector(plant_collector_config: Callable[..., CollectorConfig]) -> AsyncIterator[str]:
+    config = plant_collector_config(
+        sections={"http": {"host": "127.0.0.1", "port": free_port(), "cors_origins": [ORIGIN]}}
     )
     async with running_collector(config) as base:
         yield base

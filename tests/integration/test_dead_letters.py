@@ -12,8 +12,9 @@ import pytest
 from psycopg import sql
 
 from collector.cli import main as collector_main
+from collector.config import CollectorConfig
 from collector.dead_letters import expire_dead_letters
-from tests.harness import collector_config, get_json, running_collector
+from tests.harness import get_json, running_collector
 from tests.servers import MosquittoServer, free_port
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -90,15 +91,8 @@ def newest_first(letters: list[Letter], keep: Callable[[Letter], bool]) -> list[
 
 
 @pytest.fixture
-async def collector(
-    database_url: str, mosquitto: MosquittoServer, topic_prefix: str
-) -> AsyncIterator[str]:
-    config = collector_config(
-        database_url=database_url,
-        mqtt_url=mosquitto.url,
-        prefix=topic_prefix,
-        client_id=f"{topic_prefix}-collector",
-    )
+async def collector(plant_collector_config: Callable[..., CollectorConfig]) -> AsyncIterator[str]:
+    config = plant_collector_config()
     # The seeded dead letters are months old: keep the collector's retention off them.
     database = config.database.model_copy(update={"dead_letter_days": None})
     async with running_collector(config.model_copy(update={"database": database})) as base:

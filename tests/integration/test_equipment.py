@@ -2,7 +2,7 @@
 
 import copy
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 import yaml
 
+from collector.config import CollectorConfig
 from shared.mqtt import MqttClient
 from shared.readings import DataType, Reading
 from shared.wire import Topics, encode_batch
@@ -52,16 +53,8 @@ async def call(method: str, url: str, key: str = TEST_KEY, **kwargs: Any) -> tup
 
 
 @pytest.fixture
-async def collector(
-    database_url: str, mosquitto: MosquittoServer, topic_prefix: str
-) -> AsyncIterator[str]:
-    config = collector_config(
-        database_url=database_url,
-        mqtt_url=mosquitto.url,
-        prefix=topic_prefix,
-        client_id=f"{topic_prefix}-collector",
-        sections={"rate_limits": {"enabled": False}},
-    )
+async def collector(plant_collector_config: Callable[..., CollectorConfig]) -> AsyncIterator[str]:
+    config = plant_collector_config(sections={"rate_limits": {"enabled": False}})
     async with running_collector(config) as base:
         yield base
 

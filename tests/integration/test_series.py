@@ -1,7 +1,7 @@
 """/api/v1/series against a real collector and PostgreSQL, checked against values worked by hand."""
 
 from bisect import bisect_right
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -10,8 +10,8 @@ import psycopg
 import pytest
 
 from collector.analytics.buckets import boundaries, bucket_key_sql, fixed_origin, parse_interval
-from tests.harness import collector_config, get_json, running_collector
-from tests.servers import MosquittoServer
+from collector.config import CollectorConfig
+from tests.harness import get_json, running_collector
 
 pytestmark = pytest.mark.integration
 DAY = "2026-05-04T"
@@ -20,13 +20,9 @@ HOUR = {"from": f"{DAY}10:00:00Z", "to": f"{DAY}13:00:00Z", "interval": "PT1H"}
 
 @pytest.fixture
 async def collector(
-    database_url: str, mosquitto: MosquittoServer, topic_prefix: str
+    database_url: str, plant_collector_config: Callable[..., CollectorConfig]
 ) -> AsyncIterator[str]:
-    config = collector_config(
-        database_url=database_url,
-        mqtt_url=mosquitto.url,
-        prefix=topic_prefix,
-        client_id=f"{topic_prefix}-collector",
+    config = plant_collector_config(
         sections={
             "series": {"max_page": 50, "max_downsampled_readings": 500},
             # The readings of these tests stay in readings_default: partition maintenance would

@@ -3,28 +3,22 @@
 import asyncio
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
-from tests.harness import TEST_KEY, collector_config, running_collector
-from tests.servers import MosquittoServer, free_port
+from collector.config import CollectorConfig
+from tests.harness import TEST_KEY, running_collector
+from tests.servers import free_port
 
 pytestmark = pytest.mark.integration
 SMOKE = Path(__file__).resolve().parents[2] / "scripts" / "smoke.py"
 
 
 @pytest.fixture
-async def collector(
-    database_url: str, mosquitto: MosquittoServer, topic_prefix: str
-) -> AsyncIterator[str]:
-    config = collector_config(
-        database_url=database_url,
-        mqtt_url=mosquitto.url,
-        prefix=topic_prefix,
-        client_id=f"{topic_prefix}-collector",
-    )
+async def collector(plant_collector_config: Callable[..., CollectorConfig]) -> AsyncIterator[str]:
+    config = plant_collector_config()
     async with running_collector(config) as base:
         yield base
 
