@@ -28,6 +28,7 @@ import yaml
 
 from agent.config import ENV_OVERRIDES as AGENT_ENV
 from agent.config import AgentConfig
+from collector.analytics.equipment import Plant, SiteEntry, load_plant
 from collector.config import ENV_OVERRIDES as COLLECTOR_ENV
 from collector.config import CollectorConfig
 from shared.config import load_config
@@ -71,6 +72,9 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 
 PRODUCTION = yaml.safe_load((CHART / "values-production.yaml").read_text(encoding="utf-8"))
+EQUIPMENT_FILE = ROOT / "config" / "equipment.yaml"
+# Parsed as `helm -f` parses values (its dates stay strings), as an operator would pass it.
+EQUIPMENT = helm_python.values_from_yaml(EQUIPMENT_FILE.read_text(encoding="utf-8"))
 AGENT: dict[str, Any] = {
     "agent": {
         "enabled": True,
@@ -99,6 +103,15 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "production-agent-emptydir": _merge(
         PRODUCTION,
         _merge(AGENT, {"agent": {"persistence": {"enabled": False}, "mqtt": {"username": ""}}}),
+    ),
+    "production-equipment": _merge(
+        PRODUCTION,
+        {
+            "collector": {
+                "equipment": EQUIPMENT,
+                "config": {"equipment": {"status_interval": "30s"}},
+            }
+        },
     ),
 }
 
@@ -174,15 +187,37 @@ def pod_spec(workload: Manifest) -> Manifest:
     return spec
 
 
+def mounted_file(manifests: list[Manifest], deployment: Manifest, path: str) -> str:
+    """The content of the ConfigMap key a container of `deployment` sees at `path`."""
+    (container,) = pod_spec(deployment)["containers"]
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == path]
+    assert mount["readOnly"] is True
+    (volume,) = [v for v in pod_spec(deployment)["volumes"] if v["name"] == mount["name"]]
+    text: str = one(manifests, "ConfigMap", volume["configMap"]["name"])["data"][mount["subPath"]]
+    return text
+
+
 def loaded_config(
     manifests: list[Manifest], program: str, tmp_path: Path
 ) -> CollectorConfig | AgentConfig:
-    """Load the ConfigMap's file with the program's own loader and the pod's environment."""
+    """Load the ConfigMap's file with the program's own loader and the pod's environment.
+
+    A file the configuration names inside the pod (the equipment model) is read from the
+    ConfigMap mounted there, copied beside the configuration.
+    """
     name = f"{RELEASE}-{program}"
+    deployment = one(manifests, "Deployment", name)
     text = one(manifests, "ConfigMap", name)["data"][f"{program}.yaml"]
+    document = yaml.safe_load(text)
+    pod_path = document.get("equipment", {}).get("file")
+    if program == "collector" and pod_path is not None:
+        copied = tmp_path / "equipment.yaml"
+        copied.write_text(mounted_file(manifests, deployment, pod_path), encoding="utf-8")
+        document["equipment"]["file"] = str(copied)
+        text = yaml.safe_dump(document)
     path = tmp_path / f"{program}.yaml"
     path.write_text(text, encoding="utf-8")
-    (container,) = pod_spec(one(manifests, "Deployment", name))["containers"]
+    (container,) = pod_spec(deployment)["containers"]
     mount = next(m for m in container["volumeMounts"] if m["name"] == "config")
     assert container["args"] == ["run", "--config", f"{mount['mountPath']}/{program}.yaml"]
     environ = container_environ(manifests, container)
@@ -418,6 +453,65 @@ def test_collector_accepts_its_config(
     )
     if merged["externalRedis"]["url"] or merged["externalRedis"]["existingSecret"]:
         assert config.rate_limits.redis_url is not None
+    assert (config.equipment.plant is not None) == bool(merged["collector"]["equipment"])
+
+
+def test_equipment_model_is_mounted_where_the_config_names_it(
+    chart: helm_python.Chart, tmp_path: Path
+) -> None:
+    pod_path = "/etc/plantwire/equipment.yaml"
+    name = f"{RELEASE}-collector"
+    manifests = render(chart, {"collector": {"equipment": EQUIPMENT}})
+    written = yaml.safe_load(one(manifests, "ConfigMap", name)["data"]["collector.yaml"])
+    assert written["equipment"] == {"file": pod_path}
+    deployment = one(manifests, "Deployment", name)
+    equipment_file = tmp_path / "mounted.yaml"
+    equipment_file.write_text(mounted_file(manifests, deployment, pod_path), encoding="utf-8")
+    # The same model as the sample file, after Helm's values and toYaml (quoted times, dates).
+    assert load_plant(equipment_file) == load_plant(EQUIPMENT_FILE)
+    config = loaded_config(manifests, "collector", tmp_path)
+    assert isinstance(config, CollectorConfig)
+    assert config.equipment.plant == load_plant(EQUIPMENT_FILE)
+
+    # Only the model changes: its own checksum rolls the pods.
+    renamed = render(chart, {"collector": {"equipment": {**EQUIPMENT, "enterprise": "Acme"}}})
+    before = deployment["spec"]["template"]["metadata"]["annotations"]
+    after = one(renamed, "Deployment", name)["spec"]["template"]["metadata"]["annotations"]
+    assert after["checksum/config"] == before["checksum/config"]
+    assert after["checksum/equipment"] != before["checksum/equipment"]
+
+
+def test_no_equipment_file_without_a_model(chart: helm_python.Chart, tmp_path: Path) -> None:
+    name = f"{RELEASE}-collector"
+    interval_only = {"collector": {"config": {"equipment": {"status_interval": "5s"}}}}
+    for values, written in (({}, None), (interval_only, {"status_interval": "5s"})):
+        manifests = render(chart, values)
+        document = yaml.safe_load(one(manifests, "ConfigMap", name)["data"]["collector.yaml"])
+        assert document.get("equipment") == written
+        assert find(manifests, "ConfigMap", f"{RELEASE}-equipment") == []
+        deployment = one(manifests, "Deployment", name)
+        (container,) = pod_spec(deployment)["containers"]
+        assert [m["name"] for m in container["volumeMounts"]] == ["config", "tmp"]
+        assert [v["name"] for v in pod_spec(deployment)["volumes"]] == ["config", "tmp"]
+        annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+        assert "checksum/equipment" not in annotations
+        config = loaded_config(manifests, "collector", tmp_path)
+        assert isinstance(config, CollectorConfig)
+        assert config.equipment.file is None
+        assert config.equipment.plant is None
+
+
+def test_equipment_schema_follows_the_model(chart: helm_python.Chart) -> None:
+    schema = chart.schema
+    assert schema is not None
+    equipment = schema["properties"]["collector"]["properties"]["equipment"]
+    assert equipment["additionalProperties"] is False
+    assert set(equipment["properties"]) == set(Plant.model_fields)
+    site = equipment["properties"]["sites"]["items"]
+    assert site["additionalProperties"] is False
+    assert set(site["properties"]) == set(SiteEntry.model_fields)
+    required = {key for key, field in SiteEntry.model_fields.items() if field.is_required()}
+    assert set(site["required"]) == required
 
 
 @pytest.mark.parametrize(
@@ -475,7 +569,10 @@ def test_config_schema_lists_every_key_the_chart_leaves_to_values(
     assert schema is not None
     everything = _merge(
         INLINE_SECRETS,
-        {"externalMqtt": {"tls": {"existingSecret": "mqtt-tls", "clientCertificate": True}}},
+        {
+            "externalMqtt": {"tls": {"existingSecret": "mqtt-tls", "clientCertificate": True}},
+            "collector": {"equipment": EQUIPMENT},
+        },
     )
     # Null removes a default in Helm, leaving only what the chart itself writes.
     only_chart = {
@@ -540,6 +637,24 @@ BAD_VALUES = {
     "broker URL scheme": {"externalMqtt": {"url": "tcp://broker:1883"}},
     "redis URL scheme": {"externalRedis": {"url": "http://redis:6379"}},
     "pull policy": {"collector": {"image": {"pullPolicy": "Sometimes"}}},
+    "equipment file the chart sets": {
+        "collector": {"config": {"equipment": {"file": "/etc/plantwire/equipment.yaml"}}}
+    },
+    "equipment as a path": {"collector": {"equipment": "config/equipment.yaml"}},
+    "equipment unknown key": {"collector": {"equipment": {**EQUIPMENT, "enterprises": []}}},
+    "equipment sites not a list": {"collector": {"equipment": {"sites": EQUIPMENT["sites"][0]}}},
+    "equipment site key misspelt": {
+        "collector": {
+            "equipment": {
+                "sites": [
+                    {
+                        ("timezone" if key == "time_zone" else key): value
+                        for key, value in EQUIPMENT["sites"][0].items()
+                    }
+                ]
+            }
+        }
+    },
 }
 
 

@@ -120,7 +120,19 @@ seccompProfile:
 {{- $http := dict "host" "0.0.0.0" "port" (int .Values.collector.service.port) "ops_port" (int .Values.collector.service.opsPort) -}}
 {{- $database := dict "migrate_on_start" (not .Values.migrations.enabled) -}}
 {{- $owned := dict "mqtt" $mqtt "http" $http "database" $database -}}
+{{- if .Values.collector.equipment -}}
+{{- $_ := set $owned "equipment" (dict "file" (include "plantwire.equipmentPath" .)) -}}
+{{- end -}}
 {{- toYaml (mustMergeOverwrite (deepCopy .Values.collector.config) $owned) -}}
+{{- end -}}
+
+{{- define "plantwire.equipmentPath" -}}/etc/plantwire/equipment.yaml{{- end -}}
+
+{{/* The collector's equipment file: collector.equipment as YAML (empty without one). */}}
+{{- define "plantwire.equipmentFile" -}}
+{{- with .Values.collector.equipment -}}
+{{- toYaml . -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "plantwire.agentBufferDir" -}}/var/lib/plantwire{{- end -}}
