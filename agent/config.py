@@ -19,6 +19,7 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "PLANTWIRE_MQTT_USERNAME": ("mqtt", "username"),
     "PLANTWIRE_MQTT_PASSWORD": ("mqtt", "password"),
     "PLANTWIRE_BUFFER_PATH": ("buffer", "path"),
+    "PLANTWIRE_HTTP_HOST": ("agent", "http_host"),
 }
 """Environment variables that replace a key of the file, for secrets and per-host values."""
 

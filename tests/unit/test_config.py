@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import AgentConfig, load_agent_config
+from agent.config import ENV_OVERRIDES, AgentConfig, load_agent_config
 from collector.config import load_collector_config
 from shared.config import (
     StrictModel,
@@ -181,6 +181,22 @@ def test_environment_overrides_url_and_secrets(tmp_path: Path) -> None:
     assert config.mqtt.uses_tls
     assert config.mqtt.password is not None
     assert config.mqtt.password.get_secret_value() == "s3cret"
+
+
+EVERYWHERE = "0.0.0.0"  # noqa: S104 - what the agent image listens on, so it can be scraped
+
+
+def test_the_agent_image_variables_place_the_buffer_and_open_the_metrics_port(
+    tmp_path: Path,
+) -> None:
+    config = load_config(
+        write(tmp_path, MINIMAL),
+        AgentConfig,
+        ENV_OVERRIDES,
+        environ={"PLANTWIRE_BUFFER_PATH": "/var/lib/x.sqlite", "PLANTWIRE_HTTP_HOST": EVERYWHERE},
+    )
+    assert str(config.buffer.path) == "/var/lib/x.sqlite"
+    assert config.agent.http_host == EVERYWHERE
 
 
 def test_override_creates_missing_sections(tmp_path: Path) -> None:
