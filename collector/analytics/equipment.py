@@ -14,7 +14,6 @@ from enum import StrEnum
 from itertools import pairwise
 from pathlib import Path
 from typing import Annotated, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
@@ -29,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 
+from collector.analytics.buckets import find_zone
 from shared.config import load_config, require_unique
 from shared.errors import ConfigError
 from shared.wire import AGENT_ID_PATTERN
@@ -544,8 +544,8 @@ class Site(EquipmentModel):
     @classmethod
     def _known_zone(cls, zone: str) -> str:
         try:
-            ZoneInfo(zone)
-        except (ZoneInfoNotFoundError, ValueError):
+            find_zone(zone)  # the same zones as the series endpoint's `tz`
+        except ValueError:
             raise ValueError(f"{zone!r} is not an IANA time zone such as Europe/Berlin") from None
         return zone
 

@@ -18,9 +18,10 @@ from collector.analytics.buckets import Interval, bucket_key_sql, fixed_origin
 from collector.analytics.series import Point, SourceData, Summary
 from collector.replica import Connection, ReadPools
 
-NUMBER = "CASE WHEN abs(coalesce(value, value_text::float8)) < 'Infinity'::float8"
+NUMBER = "CASE WHEN abs(coalesce(value, value_text::float8)) < 1e300"
 NUMBER += " THEN coalesce(value, value_text::float8) END"
-"""A reading's value as a number: NULL without one, or when it is not finite."""
+"""A reading's value as a number: NULL without one, or beyond ±1e300 (a PLC's "no value"
+sentinel such as the largest double), whose sums and time-weighted areas would overflow."""
 TEXT = "value_text"
 """A string tag's value."""
 

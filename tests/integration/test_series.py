@@ -115,6 +115,24 @@ async def test_time_weighted_averages_carry_the_reading_before_each_bucket(
     assert linear == pytest.approx([first / 60, (at_11 + at_12) / 2, last / 60])
 
 
+async def test_a_no_value_sentinel_like_the_largest_double_is_no_value_not_an_overflow(
+    collector: str, database_url: str
+) -> None:
+    add_tag(
+        database_url,
+        "temp",
+        [
+            (f"{DAY}10:00:00Z", 1.7e308, 0),
+            (f"{DAY}10:30:00Z", 1.7e308, 0),
+            (f"{DAY}10:40:00Z", 4.0, 0),
+        ],
+    )
+    for agg in ("count", "max", "avg", "twa_step", "twa_linear", "sum"):
+        buckets = await series(collector, **HOUR, agg=agg, fill="null")
+        assert buckets[0]["count"] == 3, agg
+    assert values(await series(collector, **HOUR, agg="max", fill="null"))[0] == 4.0
+
+
 async def test_increase_counts_a_drop_as_a_reset(collector: str, database_url: str) -> None:
     add_tag(
         database_url,

@@ -160,6 +160,8 @@ def shift(name: str, start: str, end: str, **more: Any) -> dict[str, Any]:
     [
         ({"time_zone": "Mars/Olympus"}, "time_zone", "not an IANA time zone"),
         ({"time_zone": "../etc/passwd"}, "time_zone", "not an IANA time zone"),
+        ({"time_zone": "Europe"}, "time_zone", "not an IANA time zone"),  # a folder of zones
+        ({"time_zone": "posixrules"}, "time_zone", "not an IANA time zone"),
         ({"production_day_start": "24:00"}, "production_day_start", "pattern"),
         ({"areas": []}, "areas", "at least 1"),
         (
