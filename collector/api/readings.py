@@ -19,8 +19,8 @@ from shared.readings import DataType, Quality
 _EARLIEST = datetime.min.replace(tzinfo=UTC)
 
 
-class ReadingsQuery(Params):
-    """Which tag, which range, how many."""
+class OneTag(Params):
+    """The tag a request is about: <device>/<tag>, and its agent when the name is not unique."""
 
     tag: str = Field(
         min_length=3,
@@ -32,6 +32,11 @@ class ReadingsQuery(Params):
     agent: AgentName | None = Field(
         default=None, description="The agent, when several have a tag of that name."
     )
+
+
+class ReadingsQuery(OneTag):
+    """Which tag, which range, how many."""
+
     start: QueryTime | None = Field(
         default=None, alias="from", description="Readings at or after this (default: to - 1 h)."
     )

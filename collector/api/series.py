@@ -26,11 +26,11 @@ from collector.analytics.series import (
     fill,
     keep_shape,
 )
-from collector.api.operations import API, Params, Role
+from collector.api.operations import API, Role
 from collector.api.pages import next_link, position
-from collector.api.params import AgentName, QueryTime, Timestamp
+from collector.api.params import QueryTime, Timestamp
 from collector.api.problems import InvalidParam, ProblemError
-from collector.api.readings import ReadingOut, readings_out, resolve_tag
+from collector.api.readings import OneTag, ReadingOut, readings_out, resolve_tag
 from collector.config import SeriesSettings
 from collector.pagination import CURSOR_PATTERN
 from collector.state import SETTINGS, STORE
@@ -42,19 +42,9 @@ _TIME_WEIGHTED = frozenset({Agg.TWA_STEP, Agg.TWA_LINEAR, Agg.INCREASE})
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-class SeriesQuery(Params):
+class SeriesQuery(OneTag):
     """Which tag, which range, and how to bucket, aggregate, fill and downsample it."""
 
-    tag: str = Field(
-        min_length=3,
-        max_length=401,
-        pattern=r"^[^/\x00-\x1f]+/[^\x00-\x1f]+$",
-        description="The tag as <device>/<tag>.",
-        examples=["press-1/temperature"],
-    )
-    agent: AgentName | None = Field(
-        default=None, description="The agent, when several have a tag of that name."
-    )
     start: QueryTime = Field(alias="from", description="Start of the range (included).")
     end: QueryTime = Field(alias="to", description="End of the range (excluded).")
     interval: str | None = Field(
