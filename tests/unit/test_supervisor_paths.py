@@ -49,17 +49,23 @@ async def test_a_second_start_runs_nothing_twice() -> None:
     assert await sup.stop(5), "stopping again finds nothing to stop"
 
 
-async def test_a_task_that_finishes_after_a_restart_stays_finished(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    timer_fired = asyncio.Event()
+def watch_healthy_timer(monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
+    """An event set each time a supervisor's "healthy again" timer has fired."""
+    fired = asyncio.Event()
     steady = Supervisor._steady
 
     def observed(self: Supervisor, spec: object, started: float) -> None:
         steady(self, spec, started)  # type: ignore[arg-type]
-        timer_fired.set()
+        fired.set()
 
     monkeypatch.setattr(Supervisor, "_steady", observed)
+    return fired
+
+
+async def test_a_task_that_finishes_after_a_restart_stays_finished(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    timer_fired = watch_healthy_timer(monkeypatch)
     runs = 0
 
     async def crash_then_finish() -> None:
@@ -83,14 +89,7 @@ async def test_a_task_that_finishes_after_a_restart_stays_finished(
 async def test_a_failing_task_stopped_before_it_is_healthy_is_not_called_running_later(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    timer_fired = asyncio.Event()
-    steady = Supervisor._steady
-
-    def observed(self: Supervisor, spec: object, started: float) -> None:
-        steady(self, spec, started)  # type: ignore[arg-type]
-        timer_fired.set()
-
-    monkeypatch.setattr(Supervisor, "_steady", observed)
+    timer_fired = watch_healthy_timer(monkeypatch)
     second_run = asyncio.Event()
     runs = 0
 
