@@ -103,3 +103,35 @@ def test_run_with_a_busy_metrics_port_exits_naming_the_file_and_the_key(
         assert main(["run", "--config", str(config)]) == 1
     err = capsys.readouterr().err
     assert f"plantwire-agent: {config}: agent.http_port: port {port} on 127.0.0.1" in err
+
+
+def test_run_exits_0_once_the_agent_has_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stopped: list[object] = []
+
+    async def stops_at_once(service: object, stop: object) -> None:
+        stopped.append(service)  # as run_agent returns after a SIGTERM's stop
+
+    monkeypatch.setattr("agent.cli.run_agent", stops_at_once)
+    config = tmp_path / "agent.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "agent": {"id": "calm", "http_port": free_port()},
+                "buffer": {"path": str(tmp_path / "b.sqlite")},
+                "mqtt": {"url": f"mqtt://127.0.0.1:{free_port()}"},
+                "devices": [
+                    {
+                        "type": "modbus",
+                        "name": "d1",
+                        "host": "127.0.0.1",
+                        "port": free_port(),
+                        "tags": [{"name": "t", "table": "holding_register", "address": 0}],
+                    }
+                ],
+            }
+        )
+    )
+    assert main(["run", "--config", str(config)]) == 0
+    assert len(stopped) == 1
