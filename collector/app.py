@@ -109,7 +109,9 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         # Not waited for: the API reads from the primary until the replica answers.
         await replica.open(wait=False)
     reads = ReadPools(pool, replica, metrics_)
-    app[STORE] = ReadingStore(pool, partition_window(settings), reads)
+    app[STORE] = ReadingStore(
+        pool, partition_window(settings), reads, app[SETTINGS].analytics.derive
+    )
     app[AGENTS] = AgentRegistry(pool, reads)
     app[KEYS] = keys = ApiKeys(pool)
     app[AUTH] = auth = Authenticator(keys)

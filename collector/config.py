@@ -253,6 +253,24 @@ class EquipmentSettings(StrictModel):
         return self._plant
 
 
+class AnalyticsSettings(StrictModel):
+    """What is derived from readings as they arrive (docs/analytics.md)."""
+
+    derive: bool = Field(
+        default=True,
+        description="Keep rollups, machine state intervals and counts up to date as readings"
+        " arrive (false: no derived data; series read raw readings and KPIs have nothing).",
+    )
+    derive_interval: Duration = Field(
+        default=1.0, gt=0, description="How often the deriver takes up newly written readings."
+    )
+    derive_max_log_rows: int = Field(
+        default=2000,
+        ge=1,
+        description="Most logged writes one pass of the deriver takes up (one transaction).",
+    )
+
+
 class CollectorIdentity(StrictModel):
     """Who this collector is."""
 
@@ -280,6 +298,9 @@ class CollectorConfig(StrictModel):
     )
     equipment: EquipmentSettings = Field(
         default_factory=EquipmentSettings, description="The equipment model."
+    )
+    analytics: AnalyticsSettings = Field(
+        default_factory=AnalyticsSettings, description="Derived data: rollups, states, counts."
     )
 
 

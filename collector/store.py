@@ -19,7 +19,7 @@ from collector.partitions import PartitionWindow, ensure_partition
 from collector.replica import ReadPools
 from shared.blocks import typed_value
 from shared.invariants import required
-from shared.readings import DataType, Value
+from shared.readings import DataType, Value, us_to_datetime
 
 _ID_CACHE_SIZE = 1024
 
@@ -81,8 +81,10 @@ class ReadingStore:
         pool: AsyncConnectionPool[AsyncConnection[TupleRow]],
         partitions: PartitionWindow | None = None,
         reads: ReadPools | None = None,
+        derive: bool = True,
     ) -> None:
         self._pool = pool
+        self._derive = derive
         self.reads = reads or ReadPools(pool)
         self._window = partitions or PartitionWindow(days_back=400, days_ahead=7)
         self._partitions: set[date] = set()
@@ -165,11 +167,19 @@ class ReadingStore:
         batches: Sequence[Batch],
         ids: TagIds,
     ) -> None:
-        """COPY the batches' readings (inside the caller's transaction)."""
-        rows = [encode_rows(b, ids[(b.agent, b.tags.raw)]) for b in batches if len(b)]
-        if rows:
-            async with conn.cursor().copy(COPY_SQL) as copy:
-                await copy.write(b"".join([HEADER, *rows, TRAILER]))
+        """COPY the batches' readings (inside the caller's transaction), and log what the
+        deriver must redo for them (collector/analytics/deriver.py)."""
+        filled = [b for b in batches if len(b)]
+        if not filled:
+            return
+        rows = [encode_rows(b, ids[(b.agent, b.tags.raw)]) for b in filled]
+        async with conn.cursor().copy(COPY_SQL) as copy:
+            await copy.write(b"".join([HEADER, *rows, TRAILER]))
+        if self._derive:
+            await conn.execute(
+                "INSERT INTO derive_log (tag_ids, lo, hi) VALUES (%s, %s, %s)",
+                _touched(filled, ids),
+            )
 
     async def _keep_refused(self, conn: AsyncConnection[TupleRow], batch: Batch) -> None:
         """One dead letter for a stored batch's refused readings, one row per reading."""
@@ -441,6 +451,14 @@ class DeadLetter:
     epoch: int | None = None
     batch_id: int | None = None
     readings: int = 0
+
+
+def _touched(batches: Sequence[Batch], ids: TagIds) -> tuple[list[int], datetime, datetime]:
+    """The tag ids the batches hold readings of, and the span of their readings' times."""
+    found = [ids[(b.agent, b.tags.raw)][np.unique(b.t)] for b in batches]
+    lo = min(int(b.ts.min()) for b in batches)
+    hi = max(int(b.ts.max()) for b in batches)
+    return np.unique(np.concatenate(found)).tolist(), us_to_datetime(lo), us_to_datetime(hi)
 
 
 def _tag_info(row: TupleRow) -> TagInfo:
