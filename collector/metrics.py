@@ -135,6 +135,23 @@ class CollectorMetrics:
             ["equipment", "status"],
             registry=self.registry,
         )
+        self.derive_lag = Gauge(
+            "plantwire_collector_derive_lag_seconds",
+            "Age of the oldest logged write the deriver took up at its last pass (writes of the"
+            " minute still running wait for it to end and are logged again, fresh).",
+            registry=self.registry,
+        )
+        self.derive_pending = Gauge(
+            "plantwire_collector_derive_pending_writes",
+            "Logged writes the deriver has not taken up, after its last pass.",
+            registry=self.registry,
+        )
+        self.derive_seconds = Histogram(
+            "plantwire_collector_derive_pass_seconds",
+            "Seconds one pass of the deriver took (rollups, machine intervals and counts).",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=self.registry,
+        )
         self.mqtt_connected = Gauge(
             "plantwire_collector_mqtt_connected",
             "1 while the collector is connected to the broker.",

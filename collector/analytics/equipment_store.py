@@ -158,6 +158,27 @@ async def _audit(
     )
 
 
+async def _rederive_all(conn: Conn, site: str, machine: str) -> None:
+    """Forget a changed machine's derived data and have the deriver derive it from its tags'
+    first readings (collector/analytics/deriver.py)."""
+    for table in ("machine_intervals", "machine_counts"):
+        await conn.execute(
+            sql.SQL("DELETE FROM {} WHERE site = %s AND machine = %s").format(
+                sql.Identifier(table)
+            ),
+            (site, machine),
+        )
+    await conn.execute(
+        "INSERT INTO derive_log (tag_ids, lo, hi)"
+        " SELECT array_agg(t.tag_id), min(r.lo), max(r.hi) FROM equipment_tags e"
+        " JOIN tags t ON (t.agent_id, t.device, t.name) = (e.agent_id, e.device, e.name)"
+        " CROSS JOIN LATERAL (SELECT min(ts) AS lo, max(ts) AS hi FROM readings"
+        "   WHERE tag_id = t.tag_id) r"
+        " WHERE e.site = %s AND e.machine = %s HAVING min(r.lo) IS NOT NULL",
+        (site, machine),
+    )
+
+
 def _managed_by_api(site: str, stored: StoredSite | None) -> StoredSite:
     """The site, if it exists and the API may change it."""
     if stored is None:
@@ -334,6 +355,7 @@ class EquipmentStore:
                 " VALUES (%s, %s, %s, %s, %s, %s)",
                 [(site, machine, role, t.agent, t.device, t.name) for role, t in spec.tags()],
             )
+        await _rederive_all(conn, site, machine)
         await _audit(conn, actor, site, machine, _stored_machine_document(before), after)
         return written
 

@@ -1,0 +1,84 @@
+"""What one pass of the deriver redoes, from the writes logged since the last pass.
+
+Each logged write names the tag versions it stored readings of and the span of their times.
+Rollup minutes are redone once they have ended (the minute still running waits, so a reading
+is rolled up once, not once per pass); what a write touched in the running minute stays
+logged for the next pass. Machines are redone from the earliest minute any of their tags was
+written in, at every pass, so their state is current.
+"""
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+MINUTE = timedelta(minutes=1)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedWrite:
+    """A row of derive_log."""
+
+    id: int
+    tag_ids: Sequence[int]
+    lo: datetime
+    hi: datetime
+
+
+@dataclass(slots=True)
+class Plan:
+    """The work of one pass."""
+
+    rollups: list[tuple[list[int], datetime, datetime]] = field(default_factory=list)
+    """Tag ids and the ended, minute-aligned range [start, end) to roll up again."""
+    earliest: dict[int, datetime] = field(default_factory=dict)
+    """Per tag id, the earliest reading time written."""
+    pending: tuple[list[int], datetime, datetime] | None = None
+    """What stays logged: tags written in the running minute (or later), and that span."""
+
+
+def floor_minute(moment: datetime) -> datetime:
+    """The start of the minute `moment` lies in."""
+    return moment - (moment - _EPOCH) % MINUTE
+
+
+def plan(writes: Sequence[LoggedWrite], running: datetime) -> Plan:
+    """The pass's work, with `running` the start of the minute still running."""
+    out = Plan()
+    ranges: dict[int, list[tuple[datetime, datetime]]] = defaultdict(list)
+    pending_ids: set[int] = set()
+    pending_lo: datetime | None = None
+    pending_hi: datetime | None = None
+    for write in writes:
+        start = floor_minute(write.lo)
+        end = min(floor_minute(write.hi) + MINUTE, running)
+        for tag in write.tag_ids:
+            if tag not in out.earliest or write.lo < out.earliest[tag]:
+                out.earliest[tag] = write.lo
+            if start < end:
+                ranges[tag].append((start, end))
+        if write.hi >= running:
+            pending_ids.update(write.tag_ids)
+            lo = max(write.lo, running)
+            pending_lo = lo if pending_lo is None else min(pending_lo, lo)
+            pending_hi = write.hi if pending_hi is None else max(pending_hi, write.hi)
+    by_range: dict[tuple[datetime, datetime], list[int]] = defaultdict(list)
+    for tag, spans in ranges.items():
+        for span in _merged(spans):
+            by_range[span].append(tag)
+    out.rollups = [(sorted(tags), start, end) for (start, end), tags in sorted(by_range.items())]
+    if pending_lo is not None and pending_hi is not None:
+        out.pending = (sorted(pending_ids), pending_lo, pending_hi)
+    return out
+
+
+def _merged(spans: list[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
+    """Overlapping or touching spans joined."""
+    out: list[tuple[datetime, datetime]] = []
+    for start, end in sorted(spans):
+        if out and start <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        else:
+            out.append((start, end))
+    return out

@@ -1,0 +1,104 @@
+"""The deriver: takes up logged writes and keeps rollups and machine data derived from them.
+
+One pass is one transaction: it reads the logged writes, rolls up the minutes they touched
+that have ended, derives the intervals and counts of the machines whose tags they touched,
+and deletes the writes it took up (logging again what waits for the running minute). Several
+collectors may run it; an advisory lock lets one pass run at a time.
+"""
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+
+from psycopg import AsyncConnection
+from psycopg.rows import TupleRow
+from psycopg_pool import AsyncConnectionPool
+
+from collector.analytics.derive_plan import LoggedWrite, floor_minute, plan
+from collector.analytics.machine_store import machines_of, rederive
+from collector.config import AnalyticsSettings
+from collector.metrics import CollectorMetrics
+from shared.invariants import required
+
+log = logging.getLogger(__name__)
+
+Conn = AsyncConnection[TupleRow]
+RollupRefresh = Callable[[Conn, Sequence[tuple[Sequence[int], datetime, datetime]]], Awaitable[int]]
+"""Rolls up again the given tag versions over minute-aligned ranges, in the caller's transaction."""
+LOCK_KEY = 0x706C_6472  # "pldr": one deriver pass at a time across collectors
+
+
+def utc_now() -> datetime:
+    """The current time, in UTC."""
+    return datetime.now(UTC)
+
+
+class Deriver:
+    """Keeps derived data up to date with the readings (runs supervised)."""
+
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[Conn],
+        settings: AnalyticsSettings,
+        metrics: CollectorMetrics,
+        refresh_rollups: RollupRefresh,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self._pool = pool
+        self._settings = settings
+        self._metrics = metrics
+        self._refresh_rollups = refresh_rollups
+        self._clock = clock
+
+    async def run(self) -> None:
+        """Pass after pass: at once while a pass found a full load, else every derive_interval."""
+        while True:
+            taken = await self.pass_once()
+            if taken < self._settings.derive_max_log_rows:
+                await asyncio.sleep(self._settings.derive_interval)
+
+    async def pass_once(self) -> int:
+        """One pass; the number of logged writes it took up (0 when another collector's runs)."""
+        began = time.perf_counter()
+        async with self._pool.connection() as conn, conn.transaction():
+            cursor = await conn.execute("SELECT pg_try_advisory_xact_lock(%s)", [LOCK_KEY])
+            if not required(await cursor.fetchone(), "the lock's answer")[0]:
+                return 0
+            rows = await (
+                await conn.execute(
+                    "SELECT id, tag_ids, lo, hi, logged_at FROM derive_log ORDER BY id LIMIT %s",
+                    [self._settings.derive_max_log_rows],
+                )
+            ).fetchall()
+            now = self._clock()
+            if rows:
+                await self._take_up(conn, [LoggedWrite(*row[:4]) for row in rows], now)
+                self._metrics.derive_lag.set((now - min(row[4] for row in rows)).total_seconds())
+            else:
+                self._metrics.derive_lag.set(0.0)
+            left = required(
+                await (await conn.execute("SELECT count(*) FROM derive_log")).fetchone(),
+                "the count",
+            )[0]
+        self._metrics.derive_pending.set(left)
+        self._metrics.derive_seconds.observe(time.perf_counter() - began)
+        return len(rows)
+
+    async def _take_up(self, conn: Conn, writes: list[LoggedWrite], now: datetime) -> None:
+        work = plan(writes, floor_minute(now))
+        if work.rollups:
+            await self._refresh_rollups(conn, work.rollups)
+        machines = await machines_of(conn, list(work.earliest))
+        for key, tags in machines.items():
+            touched = (work.earliest.get(t) for ids in tags.roles.values() for t in ids)
+            start = min(moment for moment in touched if moment is not None)
+            await rederive(conn, key, tags, floor_minute(start))
+        await conn.execute(
+            "DELETE FROM derive_log WHERE id = ANY(%s)", [[write.id for write in writes]]
+        )
+        if work.pending is not None:
+            await conn.execute(
+                "INSERT INTO derive_log (tag_ids, lo, hi) VALUES (%s, %s, %s)", work.pending
+            )

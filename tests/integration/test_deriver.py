@@ -1,0 +1,273 @@
+"""The deriver against real PostgreSQL: machine intervals and counts, late data, model changes."""
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import AsyncConnection
+from psycopg.rows import TupleRow
+from psycopg_pool import AsyncConnectionPool
+
+from collector.analytics.deriver import LOCK_KEY, Deriver, utc_now
+from collector.analytics.equipment import Machine, Plant
+from collector.analytics.equipment_store import CONFIG_FILE, EquipmentStore
+from collector.config import AnalyticsSettings, IngestSettings
+from collector.consumer import batch_decoder
+from collector.metrics import CollectorMetrics
+from collector.pools import new_pool
+from collector.store import ReadingStore
+from shared.readings import DataType, Quality, Reading
+from shared.wire import Topics, encode_batch
+
+pytestmark = pytest.mark.integration
+DECODER = batch_decoder(IngestSettings())
+TOPICS = Topics()
+T0 = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
+US = 1_000_000
+
+
+def machine(agent: str) -> dict[str, Any]:
+    def tag(name: str, **more: Any) -> dict[str, Any]:
+        return {"tag": f"press/{name}", "agent": agent, **more}
+
+    return {
+        "id": f"press-{agent}",
+        "area": "pressing",
+        "line": "line-1",
+        "state": tag("state"),
+        "reason": tag("reason"),
+        "good": tag("good", rollover=65536),
+        "scrap": tag("scrap"),
+        "product": tag("product"),
+    }
+
+
+PLANT = Plant.model_validate(
+    {
+        "sites": [
+            {
+                "id": "plant-1",
+                "time_zone": "Europe/Berlin",
+                "areas": [{"id": "pressing", "lines": [{"id": "line-1"}]}],
+                "calendar": {"shifts": []},
+                "loss_mapping": {
+                    "states": [
+                        {"name": "running", "values": [1], "element": "production"},
+                        {"name": "down", "values": [3], "element": "delay"},
+                    ]
+                },
+                "machines": [machine("a1"), machine("a2")],
+            }
+        ]
+    }
+)
+TYPES = {
+    "state": DataType.UINT16,
+    "reason": DataType.UINT16,
+    "good": DataType.UINT16,
+    "scrap": DataType.UINT32,
+    "product": DataType.STRING,
+}
+# (seconds after T0, tag, value): a shift's first minutes, with a 16-bit wrap and a reset.
+SCRIPT: list[tuple[float, str, Any]] = [
+    (0, "product", "A"),
+    (0, "state", 1),
+    (0, "good", 65000),
+    (0, "scrap", 0),
+    (50, "good", 65500),
+    (70, "state", 3),
+    (70, "reason", 5),
+    (70, "good", 100),  # wrapped: 36 + 100 = 136
+    (130, "state", 1),
+    (150, "product", "B"),
+    (200, "good", 130),
+    (200, "scrap", 2),
+    (260, "good", 5),  # a reset: 5
+    (300, "state", 3),
+]
+
+
+def batch(agent: str, batch_id: int, entries: Sequence[tuple[float, str, Any]]) -> Any:
+    readings = [
+        Reading("press", tag, TYPES[tag], int((T0.timestamp() + s) * US), value, Quality.GOOD)
+        for s, tag, value in entries
+    ]
+    seqs = list(range(batch_id * 100, batch_id * 100 + len(readings)))
+    payload = encode_batch(agent, 1, seqs, readings)
+    return DECODER.decode(payload, agent, TOPICS.batch(agent))
+
+
+class Rollups:
+    """Records what the deriver asks to roll up (rollups have tests of their own)."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[list[int], datetime, datetime]] = []
+
+    async def __call__(
+        self,
+        conn: AsyncConnection[TupleRow],
+        work: Sequence[tuple[Sequence[int], datetime, datetime]],
+    ) -> int:
+        self.asked.extend((list(ids), start, end) for ids, start, end in work)
+        return 0
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[AsyncConnectionPool[AsyncConnection[TupleRow]]]:
+    pool = new_pool(database_url, 3)
+    await pool.open(wait=True, timeout=10)
+    try:
+        await EquipmentStore(pool).seed(PLANT)
+        yield pool
+    finally:
+        await pool.close()
+
+
+def deriver(pool: Any, rollups: Rollups, now: datetime, **settings: Any) -> Deriver:
+    return Deriver(pool, AnalyticsSettings(**settings), CollectorMetrics(), rollups, lambda: now)
+
+
+def stored(url: str, agent: str) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    with psycopg.connect(url) as conn:
+        spans = conn.execute(
+            "SELECT start_ts, end_ts, state, reason, product FROM machine_intervals"
+            " WHERE machine = %s ORDER BY start_ts",
+            [f"press-{agent}"],
+        ).fetchall()
+        counts = conn.execute(
+            "SELECT minute, product, good, scrap FROM machine_counts WHERE machine = %s"
+            " ORDER BY minute, product",
+            [f"press-{agent}"],
+        ).fetchall()
+    return spans, counts
+
+
+def s(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+EXPECTED_SPANS = [
+    (s(0), s(70), 1, None, "A"),
+    (s(70), s(130), 3, 5, "A"),
+    (s(130), s(150), 1, 5, "A"),
+    (s(150), s(300), 1, 5, "B"),
+    (s(300), None, 3, 5, "B"),
+]
+EXPECTED_COUNTS = [
+    (s(0), "A", 500.0, 0.0),  # 65000 -> 65500
+    (s(60), "A", 136.0, 0.0),  # wrapped at 70 s
+    (s(180), "B", 30.0, 2.0),  # 100 -> 130, scrap 0 -> 2
+    (s(240), "B", 5.0, 0.0),  # reset to 5
+]
+
+
+async def test_intervals_and_counts_are_the_same_whether_data_came_on_time_or_late(
+    pool: Any, database_url: str
+) -> None:
+    store = ReadingStore(pool)
+    rollups = Rollups()
+    # a1: on time, a pass after each part. a2: the second half first, the first half late.
+    first, second = SCRIPT[:8], SCRIPT[8:]
+    await store.write([batch("a1", 1, first)])
+    await deriver(pool, rollups, s(100)).pass_once()
+    partial = stored(database_url, "a1")
+    assert partial[0][-1] == (s(70), None, 3, 5, "A"), "the stop goes on so far"
+    await store.write([batch("a1", 2, second)])
+    await deriver(pool, rollups, s(400)).pass_once()
+    await store.write([batch("a2", 1, second)])
+    await deriver(pool, rollups, s(400)).pass_once()
+    await store.write([batch("a2", 2, first)])  # a late backlog
+    assert await deriver(pool, rollups, s(400)).pass_once() == 1
+    assert stored(database_url, "a1") == (EXPECTED_SPANS, EXPECTED_COUNTS)
+    assert stored(database_url, "a2") == (EXPECTED_SPANS, EXPECTED_COUNTS)
+    assert rollups.asked[0][1:] == (s(0), s(60)), "only ended minutes are rolled up"
+
+
+async def test_writes_in_the_running_minute_stay_logged_until_it_ends(
+    pool: Any, database_url: str
+) -> None:
+    await ReadingStore(pool).write([batch("a1", 1, SCRIPT[:6])])  # 0 s to 70 s
+    rollups = Rollups()
+    assert await deriver(pool, rollups, s(65)).pass_once() == 1
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT lo, hi FROM derive_log").fetchall() == [(s(60), s(70))]
+    assert await deriver(pool, rollups, s(125)).pass_once() == 1
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM derive_log").fetchone() == (0,)
+    assert [(start, end) for _, start, end in rollups.asked] == [(s(0), s(60)), (s(60), s(120))]
+
+
+async def test_a_changed_machine_is_derived_again_from_its_first_reading(
+    pool: Any, database_url: str
+) -> None:
+    await ReadingStore(pool).write([batch("a1", 1, SCRIPT)])
+    await deriver(pool, Rollups(), s(400)).pass_once()
+    assert stored(database_url, "a1") == (EXPECTED_SPANS, EXPECTED_COUNTS)
+    spec = PLANT.sites[0].machines[0].model_dump(exclude={"id"})
+    spec["good"]["rollover"] = None  # the wrap is now a reset: 100 counted, not 136
+    equipment = EquipmentStore(pool)
+    async with pool.connection() as conn, conn.transaction():
+        await equipment._write_machine(
+            conn, "plant-1", "press-a1", Machine.model_validate(spec), CONFIG_FILE
+        )
+    assert stored(database_url, "a1") == ([], []), "forgotten until derived again"
+    await deriver(pool, Rollups(), s(400)).pass_once()
+    counts = stored(database_url, "a1")[1]
+    assert counts[1] == (s(60), "A", 100.0, 0.0)
+
+
+async def test_one_pass_at_a_time_across_collectors(pool: Any, database_url: str) -> None:
+    await ReadingStore(pool).write([batch("a1", 1, SCRIPT)])
+    other = await psycopg.AsyncConnection.connect(database_url)
+    async with other, other.transaction():
+        await other.execute("SELECT pg_advisory_xact_lock(%s)", [LOCK_KEY])
+        assert await deriver(pool, Rollups(), s(400)).pass_once() == 0
+    assert await deriver(pool, Rollups(), s(400)).pass_once() == 1
+
+
+async def test_the_loop_goes_on_at_once_while_passes_are_full(pool: Any, database_url: str) -> None:
+    store = ReadingStore(pool)
+    for number in range(3):
+        await store.write([batch("a1", number + 1, SCRIPT[number * 4 : number * 4 + 4])])
+    metrics = CollectorMetrics()
+    settings = AnalyticsSettings(derive_max_log_rows=1, derive_interval="3600s")
+    loop = Deriver(pool, settings, metrics, Rollups(), lambda: s(400))
+    task = asyncio.create_task(loop.run())
+    try:
+        deadline = asyncio.get_running_loop().time() + 20
+        while metrics.derive_pending._value.get() or not metrics.derive_seconds._sum.get():
+            assert asyncio.get_running_loop().time() < deadline, "the passes did not go on"
+            await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM derive_log").fetchone() == (0,)
+    assert utc_now().tzinfo is UTC
+
+
+async def test_a_late_change_on_a_minute_boundary_and_a_quiet_minute_keep_spans_whole(
+    pool: Any, database_url: str
+) -> None:
+    store = ReadingStore(pool)
+    rollups = Rollups()
+    await store.write([batch("a1", 1, SCRIPT)])
+    await deriver(pool, rollups, s(400)).pass_once()
+    await store.write([batch("a1", 2, [(60, "reason", 7)])])  # late, exactly at 06:01
+    await deriver(pool, rollups, s(400)).pass_once()
+    spans = stored(database_url, "a1")[0]
+    assert spans[:3] == [
+        (s(0), s(60), 1, None, "A"),
+        (s(60), s(70), 1, 7, "A"),
+        (s(70), s(130), 3, 5, "A"),
+    ]
+    await store.write([batch("a1", 3, [(370, "scrap", 2)])])  # no code changes
+    rollups.asked.clear()
+    assert await deriver(pool, rollups, s(375)).pass_once() == 1
+    assert rollups.asked == [], "the running minute waits"
+    assert stored(database_url, "a1")[0][-1] == (s(300), None, 3, 5, "B")
