@@ -101,8 +101,8 @@ async def rederive(conn: Conn, key: MachineKey, tags: MachineTags, start: dateti
     ).fetchall()
     readings = []
     for ts, number, text, tag_id in rows:
-        typed: Value | None = join_value(tags.types[tag_id], number, text)
-        readings.append(MachineReading(ts, role_of[tag_id], required(typed, "a reading's value")))
+        typed: Value = required(join_value(tags.types[tag_id], number, text), "a reading's value")
+        readings.append(MachineReading(ts, role_of[tag_id], typed))
     derived = derive(tags.machine, start, before, counters_before, readings)
     await _store_spans(conn, site, machine, start, derived.spans)
     await conn.execute(
