@@ -57,7 +57,7 @@ class Elements:
     unplanned_production_s: float = 0.0
     """Production outside planned busy time (in the window, not in APT)."""
     restoration_s: float = 0.0
-    """The ADET of the failure events."""
+    """ADET of failures (delays that are not minor stoppages) in the window, wherever they start."""
     gq: float = 0.0
     sq: float = 0.0
     unplanned_pq: float = 0.0
@@ -205,7 +205,6 @@ class MachineHistory:
                 outside_s += (end - start).total_seconds() - inside
         known_s = sum(seconds.values()) + unmapped_s
         calendar_pdot_s = self._calendar_pdot.clip(a, b).total_s()
-        failures = self._failures(busy, a, b)
         quantities = self._quantities(busy, a, b)
         return Elements(
             pot_s=busy_s + calendar_pdot_s,
@@ -218,8 +217,10 @@ class MachineHistory:
             unknown_s=round(busy_s - known_s, 6),  # microseconds: no float dust
             unmapped_s=unmapped_s,
             unplanned_production_s=outside_s,
-            restoration_s=sum(busy.overlap_s(event.start, event.until) for event in failures),
-            fe=len(failures),
+            # The failures' time in this window, so restoration adds up across windows like
+            # every other element (FE counts each failure once, where it starts).
+            restoration_s=seconds[TimeElement.DELAY] - minor_s,
+            fe=len(self._failures(busy, a, b)),
             **quantities,
         )
 
