@@ -250,8 +250,8 @@ class MachineHistory:
                 continue
             good += count.good
             scrap += count.scrap
-            per_product[count.product] = per_product.get(count.product, 0.0) + count.good
-            per_product[count.product] += count.scrap
+            units = count.good + count.scrap
+            per_product[count.product] = per_product.get(count.product, 0.0) + units
         ideal = 0.0
         missing: list[str] = []
         for product, units in per_product.items():
