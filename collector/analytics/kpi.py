@@ -1,0 +1,408 @@
+"""ISO 22400-2 time and quantity elements of a machine over a window, and the KPIs computed
+from them (by ISO 22400-2 or by the TPM convention), each showing its working.
+
+Pure: the caller reads the spans, counts, calendar and reclassifications and passes them in.
+Roll-ups add Elements (never average ratios). docs/analytics.md gives every formula.
+"""
+
+from bisect import bisect_left, bisect_right
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from datetime import datetime
+from enum import StrEnum
+from math import prod
+from typing import Any
+
+from collector.analytics.equipment import LossMapping, Machine, TimeElement
+from collector.analytics.losses import (
+    Reclassification,
+    StateSpan,
+    StopEvent,
+    check_window,
+    label_spans,
+    overlap_s,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CountMinute:
+    """Units a machine counted in the minute starting at `minute`, of one product."""
+
+    minute: datetime
+    product: str
+    """'' when the machine has no product tag."""
+    good: float
+    scrap: float
+
+
+@dataclass(frozen=True, slots=True)
+class Elements:
+    """The ISO 22400-2 time (seconds) and quantity elements of a window; add them to roll up."""
+
+    pot_s: float = 0.0
+    """Planned operation time: planned busy time plus the calendar's planned downtime."""
+    pdot_s: float = 0.0
+    """Planned down time: the calendar's, plus stops classified as planned downtime."""
+    apt_s: float = 0.0
+    asut_s: float = 0.0
+    adet_s: float = 0.0
+    """Delays, minor stoppages included."""
+    minor_stop_s: float = 0.0
+    """The part of ADET that is minor stoppages."""
+    adot_s: float = 0.0
+    unknown_s: float = 0.0
+    """Planned busy time without a known state."""
+    unmapped_s: float = 0.0
+    """Planned busy time in a state code the loss mapping lacks."""
+    unplanned_production_s: float = 0.0
+    """Production outside planned busy time (in the window, not in APT)."""
+    restoration_s: float = 0.0
+    """ADET of failures (delays that are not minor stoppages) in the window, wherever they start."""
+    gq: float = 0.0
+    sq: float = 0.0
+    unplanned_pq: float = 0.0
+    """Units counted outside planned busy time (in the window, not in PQ)."""
+    ideal_s: float | None = 0.0
+    """Sum of ideal cycle time x PQ per product; None: a counted product has none."""
+    fe: int = 0
+    """Failure events: delays, not minor stoppages, starting in planned busy time."""
+    products_without_ideal: tuple[str, ...] = ()
+
+    @property
+    def pbt_s(self) -> float:
+        """Planned busy time: POT - PDOT."""
+        return self.pot_s - self.pdot_s
+
+    @property
+    def aupt_s(self) -> float:
+        """Actual unit processing time: APT + ASUT."""
+        return self.apt_s + self.asut_s
+
+    @property
+    def aubt_s(self) -> float:
+        """Actual unit busy time: AUPT + ADET."""
+        return self.aupt_s + self.adet_s
+
+    @property
+    def aoet_s(self) -> float:
+        """Actual order execution time: APT + ASUT + ADET + ADOT."""
+        return self.aubt_s + self.adot_s
+
+    @property
+    def pq(self) -> float:
+        """Produced quantity: GQ + SQ."""
+        return self.gq + self.sq
+
+    def __add__(self, other: "Elements") -> "Elements":
+        """The elements of both (a line, area or site is the sum of its machines)."""
+        summed: dict[str, Any] = {
+            field.name: getattr(self, field.name) + getattr(other, field.name)
+            for field in fields(self)
+            if field.name not in ("ideal_s", "products_without_ideal")
+        }
+        # A None side has counts whose ideal time is unknown, so the sum's is unknown too.
+        ideal = (
+            None if self.ideal_s is None or other.ideal_s is None else self.ideal_s + other.ideal_s
+        )
+        missing = tuple(sorted({*self.products_without_ideal, *other.products_without_ideal}))
+        return Elements(**summed, ideal_s=ideal, products_without_ideal=missing)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every element, the derived ones (PBT, AUPT, AUBT, AOET, PQ) included."""
+        derived = ("pbt_s", "aupt_s", "aubt_s", "aoet_s", "pq")
+        return {
+            **{field.name: getattr(self, field.name) for field in fields(self)},
+            **{name: getattr(self, name) for name in derived},
+        }
+
+
+class _Spans:
+    """Sorted, merged [start, end) spans of time."""
+
+    def __init__(self, spans: Sequence[tuple[datetime, datetime]]) -> None:
+        merged: list[tuple[datetime, datetime]] = []
+        for start, end in sorted(spans):
+            if merged and start <= merged[-1][1]:
+                merged[-1] = merged[-1][0], max(end, merged[-1][1])
+            else:
+                merged.append((start, end))
+        self.spans = merged
+        self._starts = [start for start, _ in merged]
+        self._ends = [end for _, end in merged]
+
+    def _meeting(self, a: datetime, b: datetime) -> list[tuple[datetime, datetime]]:
+        """The spans that share time with [a, b)."""
+        return self.spans[bisect_right(self._ends, a) : bisect_left(self._starts, b)]
+
+    def clip(self, a: datetime, b: datetime) -> "_Spans":
+        """The part inside [a, b)."""
+        return _Spans([(max(start, a), min(end, b)) for start, end in self._meeting(a, b)])
+
+    def total_s(self) -> float:
+        """Their length in seconds."""
+        return sum((end - start).total_seconds() for start, end in self.spans)
+
+    def overlap_s(self, start: datetime, end: datetime) -> float:
+        """Seconds of [start, end) they cover."""
+        return sum(overlap_s(s, e, start, end) for s, e in self._meeting(start, end))
+
+    def __contains__(self, moment: datetime) -> bool:
+        index = bisect_right(self._starts, moment) - 1
+        return index >= 0 and moment < self._ends[index]
+
+
+class MachineHistory:
+    """One machine's spans, counts and calendar, classified once: the elements of any window."""
+
+    def __init__(
+        self,
+        machine: Machine,
+        mapping: LossMapping,
+        *,
+        spans: Sequence[StateSpan],
+        counts: Sequence[CountMinute],
+        planned: Sequence[tuple[datetime, datetime]],
+        calendar_pdot: Sequence[tuple[datetime, datetime]],
+        reclassifications: Mapping[datetime, Reclassification],
+    ) -> None:
+        labelled = label_spans(mapping, spans, reclassifications)
+        self.events: list[StopEvent] = labelled.events
+        """The stop events, oldest first."""
+        self._spans = spans
+        self._span_ends = [span.end for span in spans]
+        self._elements = labelled.elements
+        self._minor = labelled.minor
+        self._event_starts = [event.start for event in self.events]
+        self._counts = sorted(counts, key=lambda count: count.minute)
+        self._minutes = [count.minute for count in self._counts]
+        self._planned = _Spans(planned)
+        self._calendar_pdot = _Spans(calendar_pdot)
+        self._ideal = {entry.product: entry.ideal_cycle_time_s for entry in machine.products}
+        self._default_ideal = machine.ideal_cycle_time_s
+
+    def elements(self, a: datetime, b: datetime) -> Elements:
+        """The elements of [a, b): time clipped to the window and to planned busy time."""
+        check_window(a, b)
+        busy = self._planned.clip(a, b)
+        busy_s = busy.total_s()
+        seconds = dict.fromkeys(TimeElement, 0.0)
+        minor_s = unmapped_s = outside_s = 0.0
+        first = bisect_right(self._span_ends, a)
+        for index in range(first, len(self._spans)):
+            span = self._spans[index]
+            if span.start >= b:
+                break
+            start, end = max(span.start, a), min(span.end, b)
+            inside = busy.overlap_s(start, end)
+            element = self._elements[index]
+            if element is None:
+                unmapped_s += inside
+                continue
+            seconds[element] += inside
+            if self._minor[index]:
+                minor_s += inside
+            if element is TimeElement.PRODUCTION:
+                outside_s += (end - start).total_seconds() - inside
+        known_s = sum(seconds.values()) + unmapped_s
+        calendar_pdot_s = self._calendar_pdot.clip(a, b).total_s()
+        quantities = self._quantities(busy, a, b)
+        return Elements(
+            pot_s=busy_s + calendar_pdot_s,
+            pdot_s=calendar_pdot_s + seconds[TimeElement.PLANNED_DOWNTIME],
+            apt_s=seconds[TimeElement.PRODUCTION],
+            asut_s=seconds[TimeElement.SETUP],
+            adet_s=seconds[TimeElement.DELAY],
+            minor_stop_s=minor_s,
+            adot_s=seconds[TimeElement.NO_ORDERS],
+            unknown_s=round(busy_s - known_s, 6),  # microseconds: no float dust
+            unmapped_s=unmapped_s,
+            unplanned_production_s=outside_s,
+            # The failures' time in this window, so restoration adds up across windows like
+            # every other element (FE counts each failure once, where it starts).
+            restoration_s=seconds[TimeElement.DELAY] - minor_s,
+            fe=len(self._failures(busy, a, b)),
+            **quantities,
+        )
+
+    def failures(self, a: datetime, b: datetime) -> list[StopEvent]:
+        """The failure events of [a, b): delays, not minor stoppages, that start in its planned
+        busy time (MTBF and MTTR count these)."""
+        check_window(a, b)
+        return self._failures(self._planned.clip(a, b), a, b)
+
+    def _failures(self, busy: _Spans, a: datetime, b: datetime) -> list[StopEvent]:
+        events = self.events[
+            bisect_left(self._event_starts, a) : bisect_left(self._event_starts, b)
+        ]
+        return [
+            event
+            for event in events
+            if event.element is TimeElement.DELAY and not event.minor and event.start in busy
+        ]
+
+    def _quantities(self, busy: _Spans, a: datetime, b: datetime) -> dict[str, Any]:
+        """GQ, SQ, the units outside planned busy time, and the ideal time of the units."""
+        good = scrap = outside = 0.0
+        per_product: dict[str, float] = {}
+        for count in self._counts[bisect_left(self._minutes, a) : bisect_left(self._minutes, b)]:
+            if count.minute not in busy:
+                outside += count.good + count.scrap
+                continue
+            good += count.good
+            scrap += count.scrap
+            units = count.good + count.scrap
+            per_product[count.product] = per_product.get(count.product, 0.0) + units
+        ideal = 0.0
+        missing: list[str] = []
+        for product, units in per_product.items():
+            cycle = self._ideal.get(product, self._default_ideal)
+            if cycle is not None:
+                ideal += cycle * units
+            elif units:
+                missing.append(product)
+        return {
+            "gq": good,
+            "sq": scrap,
+            "unplanned_pq": outside,
+            "ideal_s": None if missing else ideal,
+            "products_without_ideal": tuple(sorted(missing)),
+        }
+
+
+class Model(StrEnum):
+    """Where minor stoppages count: ISO 22400-2 (availability) or TPM (performance)."""
+
+    ISO22400 = "iso22400"
+    TPM = "tpm"
+
+
+@dataclass(frozen=True, slots=True)
+class KpiWarning:
+    """Why a KPI is null or doubtful."""
+
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Working:
+    """What a set of KPIs was computed from."""
+
+    model: Model
+    elements: Elements
+    warnings: tuple[KpiWarning, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Kpis:
+    """KPIs of ISO 22400-2 (ratios 0 to 1; None: unknown, never assumed) and their working."""
+
+    availability: float | None
+    effectiveness: float | None
+    """Performance in the TPM model."""
+    quality_ratio: float | None
+    oee: float | None
+    nee: float | None
+    technical_efficiency: float | None
+    setup_rate: float | None
+    utilization_efficiency: float | None
+    throughput_per_h: float | None
+    scrap_ratio: float | None
+    mtbf_s: float | None
+    mttr_s: float | None
+    working: Working
+
+
+def _ratio(numerator: float | None, denominator: float) -> float | None:
+    """numerator / denominator; None when either is unknown or the denominator is 0."""
+    if numerator is None or denominator == 0:
+        return None
+    return numerator / denominator
+
+
+def _times(*factors: float | None) -> float | None:
+    known = [factor for factor in factors if factor is not None]
+    return prod(known) if len(known) == len(factors) else None
+
+
+def kpis(elements: Elements, model: Model = Model.ISO22400) -> Kpis:
+    """The KPIs of some elements by the model's convention, with their working."""
+    e = elements
+    # No units counted: whatever uses a quantity is unknown (a silent counter is not zero).
+    counted = e.pq > 0
+    ideal = e.ideal_s if counted else None
+    if model is Model.TPM:
+        # Minor stoppages are running time (a speed loss); no orders is not loading time.
+        operating, loading = e.apt_s + e.minor_stop_s, e.pbt_s - e.adot_s
+    else:
+        operating, loading = e.apt_s, e.pbt_s
+    availability = _ratio(operating, loading)
+    effectiveness = _ratio(ideal, operating)
+    quality = _ratio(e.gq, e.pq)
+    iso_effectiveness = _ratio(ideal, e.apt_s)
+    return Kpis(
+        availability=availability,
+        effectiveness=effectiveness,
+        quality_ratio=quality,
+        oee=_times(availability, effectiveness, quality),
+        nee=_times(_ratio(e.aupt_s, e.pbt_s), iso_effectiveness, quality),
+        technical_efficiency=_ratio(e.apt_s, e.apt_s + e.adet_s),
+        setup_rate=_ratio(e.asut_s, e.aupt_s),
+        utilization_efficiency=_ratio(e.apt_s, e.aubt_s),
+        throughput_per_h=_ratio(e.pq * 3600 if counted else None, e.aoet_s),
+        scrap_ratio=_ratio(e.sq, e.pq),
+        mtbf_s=_ratio(e.apt_s, e.fe),
+        mttr_s=_ratio(e.restoration_s, e.fe),
+        working=Working(model, e, tuple(_warnings(e, effectiveness))),
+    )
+
+
+def _warnings(e: Elements, effectiveness: float | None) -> list[KpiWarning]:
+    found: list[KpiWarning] = []
+    if e.pbt_s == 0:
+        why = "all of it planned downtime" if e.pot_s else "no shift in the calendar"
+        found.append(KpiWarning("no_planned_time", f"no planned busy time ({why}): KPIs are null"))
+    elif not e.pq:
+        found.append(
+            KpiWarning("no_counts", "no units counted in planned busy time: quantity KPIs are null")
+        )
+    if e.ideal_s is None:
+        products = ", ".join(product or "(no product)" for product in e.products_without_ideal)
+        found.append(
+            KpiWarning(
+                "no_ideal_cycle_time",
+                f"no ideal cycle time for {products}: effectiveness is null",
+            )
+        )
+    if effectiveness is not None and effectiveness > 1:
+        found.append(
+            KpiWarning(
+                "effectiveness_above_1",
+                f"effectiveness {effectiveness:.3f} is above 1: an ideal cycle time is too long"
+                " or counts are too high",
+            )
+        )
+    if e.unknown_s:
+        found.append(
+            KpiWarning(
+                "unknown_state",
+                f"{e.unknown_s:g} s of planned busy time have no known state (counted against"
+                " availability)",
+            )
+        )
+    if e.unmapped_s:
+        found.append(
+            KpiWarning(
+                "unmapped_state",
+                f"{e.unmapped_s:g} s of planned busy time are in a state code the loss mapping"
+                " lacks (counted against availability)",
+            )
+        )
+    if e.unplanned_pq:
+        found.append(
+            KpiWarning(
+                "counts_outside_plan",
+                f"{e.unplanned_pq:g} units were counted outside planned busy time (not in PQ)",
+            )
+        )
+    return found
