@@ -269,6 +269,9 @@ class AnalyticsSettings(StrictModel):
         ge=1,
         description="Most logged writes one pass of the deriver takes up (one transaction).",
     )
+    max_groups: int = Field(
+        default=2000, ge=1, description="Most groups (`group_by`) one KPI request may ask for."
+    )
 
 
 class CollectorIdentity(StrictModel):
