@@ -130,10 +130,10 @@ def _weekly(
     end: dt.datetime,
     days_off: frozenset[dt.date] = frozenset(),
 ) -> Iterator[tuple[_W, dt.date, Span]]:
-    """Every occurrence of weekly windows starting on a local date from two days before `start`
-    to one day after `end` (a window lasts less than a day, plus an hour of a change), except
-    on `days_off`: enough to see every window overlapping [start, end) and the next one."""
-    day = start.astimezone(zone).date() - 2 * _DAY
+    """Every occurrence of weekly windows starting on a local date from the day before `start`'s
+    to the day after `end`'s, except on `days_off`: every window overlapping [start, end) (a
+    window lasts less than a day of wall time) and the next one."""
+    day = start.astimezone(zone).date() - _DAY
     last = end.astimezone(zone).date() + _DAY
     while day <= last:
         weekday = WEEKDAYS[day.weekday()]
@@ -177,7 +177,7 @@ def _occurrences(
     )
     # Shifts never overlap in local time, but a window ending at a skipped local time ends an
     # hour late in UTC: such an occurrence ends where the next one begins.
-    following = [occurrence.start for occurrence in found[1:]] + [_LATEST]
+    following = [*(occurrence.start for occurrence in found), _LATEST][1:]
     trimmed = (replace(o, end=min(o.end, nxt)) for o, nxt in zip(found, following, strict=True))
     return [o for o in trimmed if o.start < o.end]
 
