@@ -3,7 +3,17 @@
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from collector.api import agents, api_keys, dead_letters, equipment, readings, series, tags
+from collector.api import (
+    agents,
+    api_keys,
+    dead_letters,
+    downtime,
+    equipment,
+    kpis,
+    readings,
+    series,
+    tags,
+)
 from collector.api.auth import PRINCIPAL, authorize
 from collector.api.contract import add_contract_routes
 from collector.api.headers import add_security_headers, cors_middleware, limits_middleware
@@ -16,7 +26,7 @@ from collector.config import HttpSettings
 from collector.metrics import CollectorMetrics
 from collector.state import AUTH, LIMITS, METRICS, SETTINGS
 
-RESOURCES = (agents, api_keys, dead_letters, equipment, readings, series, tags)
+RESOURCES = (agents, api_keys, dead_letters, downtime, equipment, kpis, readings, series, tags)
 """Imported for their operations, which they declare on API."""
 
 
