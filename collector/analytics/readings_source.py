@@ -111,19 +111,4 @@ def summary_of(row: TupleRow) -> Summary:
     """A summary from a row of the queries of summary_sql.py (text: the first 8 columns)."""
     first = Point(row[4], row[5]) if row[3] else None
     last = Point(row[6], row[7]) if row[3] else None
-    if len(row) == 8:
-        return Summary(row[0], row[1], row[2], row[3], first, last)
-    return Summary(
-        row[0],
-        row[1],
-        row[2],
-        row[3],
-        first,
-        last,
-        total=row[8],
-        low=row[9],
-        high=row[10],
-        step_area=row[11],
-        linear_area=row[12],
-        increase=row[13],
-    )
+    return Summary(row[0], row[1], row[2], row[3], first, last, *row[8:])

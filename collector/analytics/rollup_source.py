@@ -23,14 +23,11 @@ from collector.analytics.readings_source import (
 )
 from collector.analytics.rollups import HOUR, MINUTE, on_grain
 from collector.analytics.series import SourceData, SourceName, Summary
-from collector.analytics.summary_sql import merged_summaries
+from collector.analytics.summary_sql import merged_summaries, rollup_summaries
 from collector.replica import Connection, ReadPools
 from shared.invariants import required
 
-_GRAINS: Final[tuple[tuple[SourceName, timedelta], ...]] = (
-    ("rollups_1h", HOUR),
-    ("rollups_1m", MINUTE),
-)
+_GRAINS: Final[dict[SourceName, timedelta]] = {"rollups_1h": HOUR, "rollups_1m": MINUTE}
 _MOST_EDGES = 1_000_000  # calendar buckets of a range the API allows are far fewer
 _PENDING = "SELECT min(lo) FROM derive_log WHERE tag_ids && %s::int4[]"
 
@@ -39,7 +36,7 @@ def rollup_table(request: SeriesRequest) -> SourceName | None:
     """The coarsest rollup table whose rows each lie in one bucket of the request, if any."""
     if request.text:
         return None
-    for table, grain in _GRAINS:
+    for table, grain in _GRAINS.items():
         if on_grain(request.start, grain) and on_grain(request.end, grain):
             length = request.interval.length
             if length is not None:
@@ -71,8 +68,12 @@ class RollupSource:
 
         async def work(conn: Connection) -> SourceData:
             async with conn.transaction():
-                # Rollups, the write log and raw readings seen as of one moment.
-                await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                # Rollups, the write log and raw readings seen as of one moment; times come
+                # back in datetime.UTC, which compares with the bucket edges ten times faster
+                # than a ZoneInfo (every query here names its zones).
+                await conn.execute(
+                    "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ; SET LOCAL TIME ZONE 'UTC'"
+                )
                 split = await _derived_until(conn, request)
                 head: list[Summary] = []
                 if split > request.start:
@@ -104,9 +105,10 @@ async def _derived_until(conn: Connection, request: SeriesRequest) -> datetime:
 async def _read_rollups(
     conn: Connection, table: SourceName, request: SeriesRequest
 ) -> list[Summary]:
-    sql = merged_summaries(
-        f"{table} WHERE tag_id = ANY(%(ids)s) AND bucket >= %(start)s AND bucket < %(end)s",
-        bucket_key_sql(request.interval, "bucket"),
-    )
+    kept = f"{table} WHERE tag_id = ANY(%(ids)s) AND bucket >= %(start)s AND bucket < %(end)s"
+    if len(request.tag_ids) == 1 and request.interval.length == _GRAINS[table]:
+        sql = rollup_summaries(kept)  # a bucket per row: nothing to merge
+    else:
+        sql = merged_summaries(kept, bucket_key_sql(request.interval, "bucket"))
     rows = await (await conn.execute(sql, bucket_params(request), binary=True)).fetchall()
     return [summary_of(row) for row in rows]

@@ -211,8 +211,12 @@ def aggregate(
     """
     edges = [max(aligned[0], start), *aligned[1:-1], min(aligned[-1], end)]
     placed: list[Summary | None] = [None] * (len(edges) - 1)
+    index = 0
     for summary in data.summaries:
-        placed[bisect_right(aligned, summary.key) - 1] = summary
+        # One pass over both (summaries come in bucket order), not a search per summary.
+        while aligned[index + 1] <= summary.key:
+            index += 1
+        placed[index] = summary
     values: Sequence[Value | None]
     if agg is Agg.TWA_STEP or agg is Agg.TWA_LINEAR:
         values = _time_weighted(agg, edges, placed, data)

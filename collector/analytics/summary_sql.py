@@ -138,3 +138,11 @@ def merged_summaries(source: str, key: str, *, tag: str | None = None) -> str:
         group="" if tag is None else "g,",
         extremes="" if tag is None else _MERGED_EXTREMES,
     )
+
+
+_ROWS = "SELECT bucket, {columns} FROM {source} ORDER BY bucket"
+
+
+def rollup_summaries(source: str) -> str:
+    """SQL for rollup rows as they are, when each is a bucket of its own (oldest first)."""
+    return _ROWS.format(columns=SUMMARY_COLUMNS, source=source)
