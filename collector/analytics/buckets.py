@@ -146,8 +146,8 @@ def boundaries(
     return found
 
 
-def bucket_key_sql(interval: Interval) -> str:
-    """SQL for the start of the bucket of `ts`, with parameters %(stride)s, %(origin)s, %(zone)s."""
+def bucket_key_sql(interval: Interval, column: str = "ts") -> str:
+    """SQL for the start of the bucket of `column`; parameters %(stride)s, %(origin)s, %(zone)s."""
     if interval.length is not None:
-        return "date_bin(%(stride)s, ts, %(origin)s)"
-    return f"date_trunc('{interval.unit}', ts, %(zone)s)"
+        return f"date_bin(%(stride)s, {column}, %(origin)s)"
+    return f"date_trunc('{interval.unit}', {column}, %(zone)s)"

@@ -1,8 +1,8 @@
 """Series maths: bucket values from per-bucket summaries, fill, and shape-preserving downsampling.
 
-A source (raw readings today; rollups can be another) gives one `Summary` per bucket that holds
-readings, plus the readings just before and after the range. A summary only describes its own
-bucket, so summaries of small buckets merge into those of larger ones; what happens between two
+A source (raw readings, or per-minute and per-hour rollups) gives one `Summary` per bucket that
+holds readings, plus the readings just before and after the range. A summary only describes its
+own bucket, so summaries of small buckets merge into those of larger ones; what happens between two
 buckets (a value held across a gap, a counter that moved between them) is worked out here from
 their edge readings, the same whatever the source.
 """
@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
-from typing import cast
+from typing import Literal, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -80,6 +80,10 @@ class Summary:
     increase: float = 0.0
 
 
+SourceName = Literal["readings", "rollups_1m", "rollups_1h"]
+"""Where a series' summaries came from: the raw readings, or a rollup table."""
+
+
 @dataclass(frozen=True, slots=True)
 class SourceData:
     """A source's answer: summaries in bucket order, and the readings around the range."""
@@ -87,6 +91,8 @@ class SourceData:
     summaries: list[Summary]
     before: Point | None = None
     after: Point | None = None
+    source: SourceName = "readings"
+    """Where the summaries came from (a rollup table's answers may end with raw readings')."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,8 +211,12 @@ def aggregate(
     """
     edges = [max(aligned[0], start), *aligned[1:-1], min(aligned[-1], end)]
     placed: list[Summary | None] = [None] * (len(edges) - 1)
+    index = 0
     for summary in data.summaries:
-        placed[bisect_right(aligned, summary.key) - 1] = summary
+        # One pass over both (summaries come in bucket order), not a search per summary.
+        while aligned[index + 1] <= summary.key:
+            index += 1
+        placed[index] = summary
     values: Sequence[Value | None]
     if agg is Agg.TWA_STEP or agg is Agg.TWA_LINEAR:
         values = _time_weighted(agg, edges, placed, data)

@@ -2,7 +2,7 @@
 
 import math
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Literal, NotRequired
+from typing import Annotated, NotRequired
 
 import numpy as np
 from aiohttp import web
@@ -17,11 +17,13 @@ from collector.analytics.buckets import (
     parse_interval,
 )
 from collector.analytics.readings_source import ReadingsSource, SeriesRequest
+from collector.analytics.rollup_source import RollupSource
 from collector.analytics.series import (
     TEXT_AGGS,
     Agg,
     Bucket,
     Fill,
+    SourceName,
     aggregate,
     fill,
     keep_shape,
@@ -110,7 +112,11 @@ class SeriesPage(BaseModel):
     tz: str
     agg: Agg | None
     fill: Fill | None
-    source: Literal["readings"] = Field(description="Where the values were computed from.")
+    source: SourceName = Field(
+        description="Where the values were computed from: raw `readings`, or the per-minute"
+        " or per-hour rollups (`rollups_1m`, `rollups_1h`; the newest buckets may still come"
+        " from raw readings)."
+    )
     downsampled: bool = Field(description="True when max_points left points out.")
     count: int = Field(description="Buckets or readings returned.")
     buckets: list[BucketOut] | None = Field(description="With `interval`; else null.")
@@ -211,7 +217,8 @@ async def get_series(request: web.Request, query: SeriesQuery) -> SeriesPage:
     except (OverflowError, ValueError):
         raise refuse("interval", "its buckets reach beyond the years 1 to 9999") from None
     same_kind = [v for v in versions if (v.data_type is DataType.STRING) == text]
-    source = ReadingsSource(store.reads)
+    derived = request.app[SETTINGS].analytics.derive
+    source = RollupSource(store.reads) if derived else ReadingsSource(store.reads)
     data = await source.summaries(
         SeriesRequest(
             tag_ids=[version.tag_id for version in same_kind],
@@ -228,7 +235,7 @@ async def get_series(request: web.Request, query: SeriesQuery) -> SeriesPage:
     if query.max_points is not None and len(buckets) > query.max_points:
         buckets = _downsample_buckets(buckets, query.max_points)
         page.downsampled = True
-    page.agg, page.fill, page.count = agg, how, len(buckets)
+    page.agg, page.fill, page.count, page.source = agg, how, len(buckets), data.source
     page.buckets = [_bucket_out(bucket) for bucket in buckets]
     return page
 

@@ -54,6 +54,12 @@ def add_tag(url: str, name: str, rows: Sequence[Row], data_type: str = "float64"
                 " VALUES (%s, %s, %s, %s, %s, %s)",
                 (tag_id, ts, value, text[0] if text else None, quality, seq),
             )
+        # Logged as ingest logs a write: not rolled up yet, so series read these raw.
+        conn.execute(
+            "INSERT INTO derive_log (tag_ids, lo, hi) SELECT ARRAY[%s], min(ts), max(ts)"
+            " FROM readings WHERE tag_id = %s",
+            (tag_id, tag_id),
+        )
 
 
 TEMPERATURE: list[Row] = [
