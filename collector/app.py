@@ -13,7 +13,9 @@ from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from collector.agents import AgentRegistry
+from collector.analytics.deriver import Deriver
 from collector.analytics.equipment_store import EquipmentStore, watch_status
+from collector.analytics.rollups import refresh_rollups
 from collector.api.auth import Authenticator
 from collector.api.keys import ApiKeys
 from collector.api.operations import MAX_BODY_BYTES
@@ -129,6 +131,10 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     if replica is not None:
         supervisor.add("replica-lag", reads.watch_lag)
     supervisor.add("key-usage", auth.save_usage)
+    analytics = app[SETTINGS].analytics
+    if analytics.derive:
+        deriver = Deriver(pool, analytics, metrics_, refresh_rollups)
+        supervisor.add("deriver", deriver.run)
     interval = app[SETTINGS].equipment.status_interval
     supervisor.add("equipment-status", lambda: watch_status(equipment, metrics_, interval))
     yield

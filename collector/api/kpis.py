@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 from collector.analytics.calendar import GroupBy
 from collector.analytics.equipment import ISO_22400_ELEMENT, TimeElement, TpmLoss
 from collector.analytics.kpi import Elements, Kpis, Model
-from collector.analytics.losses import Reclassification, StopEvent
+from collector.analytics.losses import StopEvent
 from collector.analytics.reports import GroupReport, KpiReport, TooManyGroups, kpi_report
 from collector.api.operations import API, Role
 from collector.api.params import QueryBool, Timestamp
@@ -190,12 +190,6 @@ def stop_out(machine: str, event: StopEvent) -> StopOut:
             at=again.at,
             note=again.note,
         ),
-    )
-
-
-def _reclassified(again: Reclassification) -> ReclassifiedOut:
-    return ReclassifiedOut(
-        reason=again.reason, by=again.actor, by_name=again.actor_name, at=again.at, note=again.note
     )
 
 
