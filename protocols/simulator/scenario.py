@@ -85,11 +85,9 @@ class ScenarioEvent(StrictModel):
             return timedelta(
                 hours=int(match["h"]), minutes=int(match["m"]), seconds=int(match["s"] or 0)
             )
-        if isinstance(raw, str | datetime):
-            return _aware(raw)
         if isinstance(raw, int):
             raise ValueError("quote offsets, e.g. '+01:30' (YAML reads +1:30 as a number)")
-        raise ValueError("expected an ISO 8601 time with offset or +HH:MM[:SS]")
+        return _aware(raw)
 
     @field_validator("reset")
     @classmethod
@@ -105,8 +103,13 @@ class ScenarioEvent(StrictModel):
         return self
 
 
-def _aware(raw: str | datetime) -> datetime:
-    moment = datetime.fromisoformat(raw) if isinstance(raw, str) else raw
+def _aware(raw: object) -> datetime:
+    """An ISO 8601 time (text or datetime) that must carry its UTC offset."""
+    if isinstance(raw, str):
+        raw = datetime.fromisoformat(raw)
+    if not isinstance(raw, datetime):
+        raise ValueError("expected an ISO 8601 time with its UTC offset")
+    moment = raw
     if moment.tzinfo is None:
         raise ValueError("give the time's UTC offset, e.g. 2026-03-29T06:00:00+02:00")
     return moment
@@ -139,8 +142,8 @@ class Scenario(StrictModel):
 
     @field_validator("start", mode="before")
     @classmethod
-    def _start_aware(cls, raw: object) -> object:
-        return _aware(raw) if isinstance(raw, str | datetime) else raw
+    def _start_aware(cls, raw: object) -> datetime:
+        return _aware(raw)
 
     @field_validator("machines")
     @classmethod
