@@ -14,7 +14,7 @@ from protocols.opcua.config import OpcUaDevice
 from protocols.opcua.source import OpcUaSource
 from protocols.simulator import cli as sim_cli
 from protocols.simulator.opcua_server import NAMESPACE_URI
-from protocols.simulator.scenario import Scenario, load_scenario
+from protocols.simulator.scenario import load_scenario
 from protocols.simulator.scenario_player import (
     DONE,
     ScenarioPlayer,
@@ -22,32 +22,12 @@ from protocols.simulator.scenario_player import (
     play_scenario,
 )
 from shared.clock import SystemClock
-from shared.readings import Reading, Value, datetime_to_us
-from tests.harness import eventually
+from shared.readings import Reading, datetime_to_us
+from tests.harness import NORMAL_SHIFT, eventually, expected_rows
 from tests.servers import free_port
 from tests.unit.fakes import FakeClock
 
 pytestmark = pytest.mark.integration
-
-NORMAL_SHIFT = (
-    Path(__file__).resolve().parents[2] / "protocols/simulator/scenarios/normal_shift.yaml"
-)
-Row = tuple[str, str, int, Value | None]
-
-
-def expected_rows(scenario: Scenario) -> list[Row]:
-    """Every value the script gives each variable, with its time: initial ones, then changes."""
-    rows: list[Row] = [
-        (machine, variable, datetime_to_us(scenario.start), value)
-        for machine, values in scenario.initial_values().items()
-        for variable, value in values.items()
-    ]
-    rows.extend(
-        (change.machine, variable, datetime_to_us(change.at), value)
-        for change in scenario.timeline()
-        for variable, value in change.values.items()
-    )
-    return sorted(rows, key=repr)
 
 
 def with_done_tag(device: dict[str, Any]) -> dict[str, Any]:
@@ -149,7 +129,7 @@ async def test_scenario_done_is_set_at_the_last_event_time() -> None:
 
 async def test_only_good_monitored_items_of_the_scenario_count_as_subscribers() -> None:
     async with (
-        play_scenario(NORMAL_SHIFT, port=free_port(), subscribers=1) as player,
+        play_scenario(NORMAL_SHIFT, port=free_port(), speed=1e9, subscribers=1) as player,
         Client(player.endpoint) as client,
     ):
         namespace = await client.get_namespace_index(NAMESPACE_URI)
