@@ -19,7 +19,8 @@ from collector.config import CollectorConfig
 from protocols.simulator.machine import TAGS
 from protocols.simulator.opcua_server import NAMESPACE_URI, node_name
 from protocols.simulator.runner import Simulator
-from shared.readings import Reading
+from protocols.simulator.scenario import Scenario
+from shared.readings import Reading, Value, datetime_to_us
 from tests.servers import free_port
 
 
@@ -189,3 +190,27 @@ DISTINCT_VALUES: dict[str, Any] = {
 def by_tag(readings: Sequence[Reading]) -> dict[str, Reading]:
     """Readings keyed by tag name (the last one wins)."""
     return {reading.tag: reading for reading in readings}
+
+
+SCENARIOS = Path(__file__).resolve().parents[1] / "protocols" / "simulator" / "scenarios"
+NORMAL_SHIFT = SCENARIOS / "normal_shift.yaml"
+"""The sample scenario: an early shift of two machines, with a 16-bit rollover and a reset."""
+ScriptedRow = tuple[str, str, int, Value]
+
+
+def expected_rows(scenario: Scenario) -> list[ScriptedRow]:
+    """Every value a scenario gives each variable, with its time (us): initial ones, then changes.
+
+    Rows are (machine, variable, ts_us, value), sorted by their repr.
+    """
+    rows: list[ScriptedRow] = [
+        (machine, variable, datetime_to_us(scenario.start), value)
+        for machine, values in scenario.initial_values().items()
+        for variable, value in values.items()
+    ]
+    rows.extend(
+        (change.machine, variable, datetime_to_us(change.at), value)
+        for change in scenario.timeline()
+        for variable, value in change.values.items()
+    )
+    return sorted(rows, key=repr)

@@ -5,11 +5,16 @@ import asyncio
 import contextlib
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any
 
 from protocols.simulator.machine import TAGS, SimTag, bulk_tags
 from protocols.simulator.opcua_server import NAMESPACE_URI, node_name
 from protocols.simulator.runner import Simulator
+from protocols.simulator.scenario import load_scenario
+from protocols.simulator.scenario_player import play_scenario
+from shared.errors import ConfigError
 from shared.logs import setup_logging
 
 
@@ -23,7 +28,10 @@ def _unit_list(text: str) -> tuple[int, ...]:
 def build_parser() -> argparse.ArgumentParser:
     """Command-line options of plantwire-sim."""
     parser = argparse.ArgumentParser(
-        prog="plantwire-sim", description="Serve a simulated machine over OPC UA and Modbus TCP."
+        prog="plantwire-sim",
+        description="Serve a simulated machine over OPC UA and Modbus TCP.",
+        epilog="plantwire-sim scenario FILE plays a scenario script instead"
+        " (plantwire-sim scenario --help).",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--opcua-port", type=int, default=4840, help="OPC UA port (0: off)")
@@ -98,24 +106,99 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
         await simulator.stop()
 
 
+def build_scenario_parser() -> argparse.ArgumentParser:
+    """Command-line options of plantwire-sim scenario."""
+    parser = argparse.ArgumentParser(
+        prog="plantwire-sim scenario",
+        description="Play a scenario script over OPC UA, each value stamped with its scenario"
+        " time; exit 0 once every event is played.",
+    )
+    parser.add_argument("file", type=Path, help="scenario file (YAML)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--opcua-port", type=int, default=4840, help="OPC UA port")
+    parser.add_argument(
+        "--speed", type=float, help="scenario seconds per real second (default: the file's speed)"
+    )
+    parser.add_argument(
+        "--subscribers",
+        type=int,
+        default=0,
+        help="start playing once this many clients subscribed to every machine (default 0:"
+        " at once)",
+    )
+    parser.add_argument(
+        "--linger", type=float, default=2.0, help="seconds to keep serving after the last event"
+    )
+    parser.add_argument("--hold", action="store_true", help="keep serving until interrupted")
+    parser.add_argument("--log-level", default="INFO")
+    return parser
+
+
+async def play(args: argparse.Namespace, stop: asyncio.Event) -> int:
+    """Play a scenario; 0 once it is done and held, 1 if stopped before it was done."""
+    scenario = load_scenario(args.file)
+    async with play_scenario(
+        scenario,
+        host=args.host,
+        port=args.opcua_port,
+        speed=args.speed,
+        subscribers=args.subscribers,
+    ) as player:
+        print(f"plantwire-sim playing {args.file} on OPC UA {player.endpoint}", flush=True)
+        stopped = asyncio.create_task(stop.wait())
+        playing = asyncio.create_task(player.done(timeout=None))
+        try:
+            await asyncio.wait({stopped, playing}, return_when=asyncio.FIRST_COMPLETED)
+            if not playing.done():
+                return 1
+            playing.result()
+            print(f"plantwire-sim scenario done at {scenario.end.isoformat()}", flush=True)
+            await asyncio.wait({stopped}, timeout=None if args.hold else args.linger)
+        finally:
+            for task in (stopped, playing):
+                task.cancel()
+            await asyncio.wait({stopped, playing})
+    return 0
+
+
+def _run_until_signal(work: Callable[[asyncio.Event], Coroutine[Any, Any, int]]) -> int:
+    """Run `work` with an event that SIGINT and SIGTERM set."""
+
+    async def run() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        return await work(stop)
+
+    code = 0
+    with contextlib.suppress(KeyboardInterrupt):
+        code = asyncio.run(run())
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of plantwire-sim."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["scenario"]:
+        options = build_scenario_parser().parse_args(argv[1:])
+        setup_logging(options.log_level)
+        try:
+            return _run_until_signal(lambda stop: play(options, stop))
+        except ConfigError as exc:
+            print(f"plantwire-sim: {exc}", file=sys.stderr)
+            return 2
     args = build_parser().parse_args(argv)
     if args.list_tags:
         print(tag_map(TAGS + bulk_tags(args.bulk_tags)))
         return 0
     setup_logging(args.log_level)
 
-    async def run() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
+    async def serve_until(stop: asyncio.Event) -> int:
         await serve(args, stop)
+        return 0
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run())
-    return 0
+    return _run_until_signal(serve_until)
 
 
 if __name__ == "__main__":

@@ -64,6 +64,54 @@ class _Users:
         return User(role=UserRole.User)
 
 
+def ua_datetime(moment: datetime) -> ua.DateTime:
+    """An aware datetime as OPC UA's DateTime, in UTC."""
+    moment = moment.astimezone(UTC)
+    return ua.DateTime(
+        moment.year,
+        moment.month,
+        moment.day,
+        moment.hour,
+        moment.minute,
+        moment.second,
+        moment.microsecond,
+        tzinfo=UTC,
+    )
+
+
+async def prepare_server(server: Server, endpoint: str, security: OpcUaServerSecurity) -> None:
+    """Initialise a simulator's asyncua server: endpoint, security, identities, quiet logs."""
+    await server.init()
+    server.set_endpoint(endpoint)
+    server.set_server_name("Plantwire machine simulator")
+    await server.set_application_uri(SERVER_URI)
+    if security.certificate is not None and security.private_key is not None:
+        await server.load_certificate(str(security.certificate))
+        await server.load_private_key(security.private_key)
+        server.set_security_policy(
+            [
+                ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
+                ua.SecurityPolicyType.Basic256Sha256_Sign,
+                ua.SecurityPolicyType.Aes128Sha256RsaOaep_SignAndEncrypt,
+                ua.SecurityPolicyType.Aes256Sha256RsaPss_SignAndEncrypt,
+            ]
+        )
+    else:
+        server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+    tokens: list[type] = [ua.UserNameIdentityToken, ua.X509IdentityToken]
+    if security.allow_anonymous:
+        tokens.append(ua.AnonymousIdentityToken)
+    server.set_identity_tokens(tokens)
+    for name in ("asyncua.server", "asyncua.common", "asyncua.uaprotocol"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    server.subscribe_server_callback(CallbackType.PostRead, _return_asked_timestamps)
+
+
+def new_server(security: OpcUaServerSecurity) -> Server:
+    """An asyncua server checking user names and passwords against `security.users`."""
+    return Server(user_manager=_Users(security))  # type: ignore[arg-type]
+
+
 class OpcUaMachineServer:
     """An OPC UA server with one Machine object whose variables follow the simulated machine.
 
@@ -85,7 +133,7 @@ class OpcUaMachineServer:
         self._tags = tags
         self._security = security or OpcUaServerSecurity()
         self.endpoint = f"opc.tcp://{host}:{port}/plantwire/sim"
-        self._server = Server(user_manager=_Users(self._security))  # type: ignore[arg-type]
+        self._server = new_server(self._security)
         self._node_ids: dict[str, ua.NodeId] = {}
         self._published: dict[str, object] = {}
         self._published_version = -1
@@ -94,31 +142,7 @@ class OpcUaMachineServer:
     async def start(self) -> None:
         """Create the address space and start listening."""
         server = self._server
-        await server.init()
-        server.set_endpoint(self.endpoint)
-        server.set_server_name("Plantwire machine simulator")
-        await server.set_application_uri(SERVER_URI)
-        security = self._security
-        if security.certificate is not None and security.private_key is not None:
-            await server.load_certificate(str(security.certificate))
-            await server.load_private_key(security.private_key)
-            server.set_security_policy(
-                [
-                    ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
-                    ua.SecurityPolicyType.Basic256Sha256_Sign,
-                    ua.SecurityPolicyType.Aes128Sha256RsaOaep_SignAndEncrypt,
-                    ua.SecurityPolicyType.Aes256Sha256RsaPss_SignAndEncrypt,
-                ]
-            )
-        else:
-            server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
-        tokens: list[type] = [ua.UserNameIdentityToken, ua.X509IdentityToken]
-        if security.allow_anonymous:
-            tokens.append(ua.AnonymousIdentityToken)
-        server.set_identity_tokens(tokens)
-        for name in ("asyncua.server", "asyncua.common", "asyncua.uaprotocol"):
-            logging.getLogger(name).setLevel(logging.ERROR)
-        server.subscribe_server_callback(CallbackType.PostRead, _return_asked_timestamps)
+        await prepare_server(server, self.endpoint, self._security)
         namespace = await server.register_namespace(NAMESPACE_URI)
         machine_object = await server.nodes.objects.add_object(
             ua.NodeId(ua.String("Machine"), ua.Int16(namespace)),
@@ -157,16 +181,7 @@ class OpcUaMachineServer:
         if machine.version == self._published_version:
             return
         moment = us_to_datetime(machine.updated_us) if machine.updated_us else datetime.now(UTC)
-        stamp = ua.DateTime(
-            moment.year,
-            moment.month,
-            moment.day,
-            moment.hour,
-            moment.minute,
-            moment.second,
-            moment.microsecond,
-            tzinfo=UTC,
-        )
+        stamp = ua_datetime(moment)
         for tag in self._tags:
             value = machine.values[tag.name]
             if self._published.get(tag.name, _UNSET) == value:
