@@ -77,3 +77,12 @@ CREATE TABLE downtime_reclassifications (
     at          timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX downtime_reclassifications_stop ON downtime_reclassifications (site, machine, start_ts, id);
+
+-- Readings stored before this release are derived too: one logged write per tag version and
+-- day it has readings in, so the deriver takes the history up a day at a time.
+INSERT INTO derive_log (tag_ids, lo, hi)
+SELECT ARRAY[t.tag_id], greatest(d.day, r.lo), least(d.day + interval '1 day' - interval '1 microsecond', r.hi)
+FROM tags t
+CROSS JOIN LATERAL (SELECT min(ts) AS lo, max(ts) AS hi FROM readings WHERE tag_id = t.tag_id) r
+CROSS JOIN LATERAL generate_series(date_trunc('day', r.lo, 'UTC'), r.hi, interval '1 day') AS d (day)
+WHERE r.lo IS NOT NULL;

@@ -271,3 +271,59 @@ async def test_a_late_change_on_a_minute_boundary_and_a_quiet_minute_keep_spans_
     assert await deriver(pool, rollups, s(375)).pass_once() == 1
     assert rollups.asked == [], "the running minute waits"
     assert stored(database_url, "a1")[0][-1] == (s(300), None, 3, 5, "B")
+
+
+async def test_readings_stored_before_the_release_are_derived_a_day_at_a_time(
+    postgres_fresh_url: str,
+) -> None:
+    from collector.analytics.rollups import refresh_rollups
+    from collector.migrate import available_migrations, migrate
+
+    async with await psycopg.AsyncConnection.connect(postgres_fresh_url) as conn:
+        for migration in available_migrations():
+            if migration.version < 7:  # the schema of the release before
+                await conn.execute(migration.sql.encode())
+        await conn.execute(
+            "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        await conn.execute(
+            "INSERT INTO schema_migrations (version, name)"
+            " SELECT g, 'before' FROM generate_series(1, 6) AS g"
+        )
+        await conn.execute("INSERT INTO agents (agent_id) VALUES ('a1')")
+        await conn.execute(
+            "INSERT INTO tags (agent_id, device, name, data_type)"
+            " VALUES ('a1', 'press', 'speed', 'float64')"
+        )
+        # 1 Hz from 2026-03-01 22:00 to 2026-03-03 01:00: three UTC days.
+        await conn.execute(
+            "INSERT INTO readings (tag_id, ts, value, quality, seq)"
+            " SELECT 1, t, 1.0, 0, row_number() OVER () FROM generate_series("
+            "'2026-03-01 22:00+00'::timestamptz, '2026-03-03 00:59:59+00', '1 second') AS t"
+        )
+        await conn.commit()
+        assert await migrate(conn) == [7]
+        rows = await (await conn.execute("SELECT lo, hi FROM derive_log ORDER BY lo")).fetchall()
+    day = timedelta(days=1)
+    first = datetime(2026, 3, 1, 22, tzinfo=UTC)
+    assert rows == [
+        (first, datetime(2026, 3, 2, tzinfo=UTC) - timedelta(microseconds=1)),
+        (
+            datetime(2026, 3, 2, tzinfo=UTC),
+            datetime(2026, 3, 3, tzinfo=UTC) - timedelta(microseconds=1),
+        ),
+        (datetime(2026, 3, 3, tzinfo=UTC), datetime(2026, 3, 3, 0, 59, 59, tzinfo=UTC)),
+    ]
+    pool = new_pool(postgres_fresh_url, 2)
+    await pool.open(wait=True, timeout=10)
+    try:
+        await deriver(pool, refresh_rollups, first + 2 * day).pass_once()  # type: ignore[arg-type]
+    finally:
+        await pool.close()
+    with psycopg.connect(postgres_fresh_url) as conn:
+        minutes = conn.execute("SELECT count(*), sum(count) FROM rollups_1m").fetchone()
+        hours = conn.execute("SELECT count(*) FROM rollups_1h").fetchone()
+        assert conn.execute("SELECT count(*) FROM derive_log").fetchone() == (0,)
+    assert minutes == (27 * 60, 27 * 3600)  # 27 hours, every reading once
+    assert hours == (27,)
