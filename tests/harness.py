@@ -214,3 +214,13 @@ def expected_rows(scenario: Scenario) -> list[ScriptedRow]:
         for variable, value in change.values.items()
     )
     return sorted(rows, key=repr)
+
+
+PLANT_STATES: list[dict[str, Any]] = [
+    {"name": "stopped", "values": [0], "element": "planned_downtime"},
+    {"name": "running", "values": [1], "element": "production"},
+    {"name": "idle", "values": [2], "element": "no_orders"},
+    {"name": "down", "values": [3], "element": "delay"},
+    {"name": "setup", "values": [4], "element": "setup"},
+]
+"""The simulator's state codes as a loss mapping's states (the analytics tests share them)."""

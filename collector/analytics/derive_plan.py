@@ -10,10 +10,9 @@ written in, at every pass, so their state is current.
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
-MINUTE = timedelta(minutes=1)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+from collector.analytics.timespans import MINUTE, floor_minute, joined
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,11 +37,6 @@ class Plan:
     """What stays logged: tags written in the running minute (or later), and that span."""
 
 
-def floor_minute(moment: datetime) -> datetime:
-    """The start of the minute `moment` lies in."""
-    return moment - (moment - _EPOCH) % MINUTE
-
-
 def plan(writes: Sequence[LoggedWrite], running: datetime) -> Plan:
     """The pass's work, with `running` the start of the minute still running."""
     out = Plan()
@@ -65,20 +59,9 @@ def plan(writes: Sequence[LoggedWrite], running: datetime) -> Plan:
             pending_hi = write.hi if pending_hi is None else max(pending_hi, write.hi)
     by_range: dict[tuple[datetime, datetime], list[int]] = defaultdict(list)
     for tag, spans in ranges.items():
-        for span in _merged(spans):
+        for span in joined(spans):
             by_range[span].append(tag)
     out.rollups = [(sorted(tags), start, end) for (start, end), tags in sorted(by_range.items())]
     if pending_lo is not None and pending_hi is not None:
         out.pending = (sorted(pending_ids), pending_lo, pending_hi)
-    return out
-
-
-def _merged(spans: list[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
-    """Overlapping or touching spans joined."""
-    out: list[tuple[datetime, datetime]] = []
-    for start, end in sorted(spans):
-        if out and start <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], end))
-        else:
-            out.append((start, end))
     return out

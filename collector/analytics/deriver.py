@@ -16,8 +16,9 @@ from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
-from collector.analytics.derive_plan import LoggedWrite, floor_minute, plan
+from collector.analytics.derive_plan import LoggedWrite, plan
 from collector.analytics.machine_store import machines_of, rederive
+from collector.analytics.timespans import floor_minute
 from collector.config import AnalyticsSettings
 from collector.metrics import CollectorMetrics
 from shared.invariants import required

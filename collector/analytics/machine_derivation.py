@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import groupby
 
-from collector.analytics.derive_plan import floor_minute
 from collector.analytics.equipment import Counter, CounterKind, Machine
+from collector.analytics.timespans import floor_minute
 
 Code = bool | int | float | str
 

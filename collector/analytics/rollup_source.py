@@ -21,9 +21,9 @@ from collector.analytics.readings_source import (
     read_summaries,
     summary_of,
 )
-from collector.analytics.rollups import HOUR, MINUTE, on_grain
 from collector.analytics.series import SourceData, SourceName, Summary
 from collector.analytics.summary_sql import merged_summaries, rollup_summaries
+from collector.analytics.timespans import HOUR, MINUTE, on_grain
 from collector.replica import Connection, ReadPools
 from shared.invariants import required
 

@@ -9,7 +9,7 @@ and hours it falls in.
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 from collector.analytics.summary_sql import (
     EXTREME_TIMES,
@@ -18,11 +18,8 @@ from collector.analytics.summary_sql import (
     merged_summaries,
     readings_summaries,
 )
+from collector.analytics.timespans import HOUR, MINUTE, floor_to, joined, on_grain
 from collector.replica import Connection
-
-MINUTE = timedelta(minutes=1)
-HOUR = timedelta(hours=1)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 Span = tuple[int, datetime, datetime]
 """A tag version and a range [start, end) of its rollups."""
@@ -57,15 +54,6 @@ _CLEAR = "DELETE FROM {table} AS r USING {work}"
 _CLEAR += " WHERE r.tag_id = w.id AND r.bucket >= w.lo AND r.bucket < w.hi"
 
 
-def on_grain(moment: datetime, grain: timedelta) -> bool:
-    """Whether `moment` is a whole minute or hour (`grain`) of UTC."""
-    return not (moment - _EPOCH) % grain
-
-
-def _floor(moment: datetime, grain: timedelta) -> datetime:
-    return moment - (moment - _EPOCH) % grain
-
-
 def _spans(work: Iterable[tuple[Sequence[int], datetime, datetime]]) -> list[Span]:
     """Each tag's ranges with overlapping or touching ones joined, so no row is read twice."""
     ranges: dict[int, list[tuple[datetime, datetime]]] = defaultdict(list)
@@ -74,13 +62,7 @@ def _spans(work: Iterable[tuple[Sequence[int], datetime, datetime]]) -> list[Spa
             ranges[tag].append((start, end))
     out: list[Span] = []
     for tag, found in sorted(ranges.items()):
-        joined: list[tuple[datetime, datetime]] = []
-        for start, end in sorted(found):
-            if joined and start <= joined[-1][1]:
-                joined[-1] = (joined[-1][0], max(joined[-1][1], end))
-            else:
-                joined.append((start, end))
-        out.extend((tag, start, end) for start, end in joined)
+        out.extend((tag, start, end) for start, end in joined(found))
     return out
 
 
@@ -106,7 +88,7 @@ async def refresh_rollups(
             raise ValueError(f"rollups are redone for whole minutes, not [{start}, {end})")
     minutes = _spans(work)
     hours = _spans(
-        ([tag], _floor(start, HOUR), _floor(end - MINUTE, HOUR) + HOUR)
+        ([tag], floor_to(start, HOUR), floor_to(end - MINUTE, HOUR) + HOUR)
         for tag, start, end in minutes
     )
     await conn.execute(_CLEAR.format(table="rollups_1m", work=_WORK), _params(minutes))

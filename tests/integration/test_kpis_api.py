@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 import yaml
 
@@ -19,7 +18,8 @@ from collector.config import CollectorConfig
 from shared.mqtt import MqttClient
 from shared.readings import DataType, Reading
 from shared.wire import Topics, encode_batch
-from tests.harness import TEST_KEY, eventually, running_collector
+from tests.harness import PLANT_STATES, eventually, running_collector
+from tests.integration.test_equipment import call
 
 pytestmark = pytest.mark.integration
 AGENT = "line-1"
@@ -78,13 +78,7 @@ def plant(machines: list[str]) -> dict[str, Any]:
                     ]
                 },
                 "loss_mapping": {
-                    "states": [
-                        {"name": "stopped", "values": [0], "element": "planned_downtime"},
-                        {"name": "running", "values": [1], "element": "production"},
-                        {"name": "idle", "values": [2], "element": "no_orders"},
-                        {"name": "down", "values": [3], "element": "delay"},
-                        {"name": "setup", "values": [4], "element": "setup"},
-                    ],
+                    "states": PLANT_STATES,
                     "reasons": [
                         {"value": 3, "name": "Jam", "element": "delay", "tpm": "minor_stop"},
                         {
@@ -140,16 +134,6 @@ async def publish(publisher: MqttClient, prefix: str, device: str, seq: int) -> 
         Topics(prefix).batch(AGENT), encode_batch(AGENT, 1, seqs, readings), timeout=5
     )
     return seq + len(readings)
-
-
-async def call(method: str, url: str, key: str = TEST_KEY, **kwargs: Any) -> tuple[int, Any]:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.request(
-            method, url, headers={"Authorization": f"Bearer {key}"}, **kwargs
-        ) as response,
-    ):
-        return response.status, await response.json(content_type=None)
 
 
 @pytest.fixture

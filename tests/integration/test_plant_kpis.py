@@ -25,6 +25,7 @@ from protocols.simulator.scenario import Scenario
 from protocols.simulator.scenario_player import agent_devices_for, node_id_text, play_scenario
 from tests.faults.proxy import SilentCutProxy
 from tests.harness import (
+    PLANT_STATES,
     TEST_KEY,
     collector_config,
     eventually,
@@ -189,13 +190,7 @@ def plant() -> dict[str, Any]:
                     "days_off": ["2026-03-04"],
                 },
                 "loss_mapping": {
-                    "states": [
-                        {"name": "stopped", "values": [0], "element": "planned_downtime"},
-                        {"name": "running", "values": [1], "element": "production"},
-                        {"name": "idle", "values": [2], "element": "no_orders"},
-                        {"name": "down", "values": [3], "element": "delay"},
-                        {"name": "setup", "values": [4], "element": "setup"},
-                    ],
+                    "states": PLANT_STATES,
                     "reasons": [
                         {"value": 3, "name": "Jam", "element": "delay", "tpm": "minor_stop"},
                         {"value": 5, "name": "No operator", "element": "delay"},

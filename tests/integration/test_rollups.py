@@ -15,8 +15,9 @@ from psycopg_pool import AsyncConnectionPool
 from collector.analytics.buckets import boundaries, parse_interval
 from collector.analytics.readings_source import ReadingsSource, SeriesRequest
 from collector.analytics.rollup_source import RollupSource
-from collector.analytics.rollups import MINUTE, refresh_rollups
+from collector.analytics.rollups import refresh_rollups
 from collector.analytics.series import Agg, Bucket, Point, SourceData, Summary, aggregate
+from collector.analytics.timespans import MINUTE
 from collector.config import CollectorConfig
 from collector.replica import ReadPools
 from tests.harness import collector_config, get_json, running_collector

@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from collector.analytics.derive_plan import LoggedWrite, floor_minute, plan
+from collector.analytics.derive_plan import LoggedWrite, plan
 from collector.analytics.equipment import Counter, CounterKind, Machine
 from collector.analytics.machine_derivation import (
     Codes,
@@ -15,6 +15,7 @@ from collector.analytics.machine_derivation import (
     derive,
     product_text,
 )
+from collector.analytics.timespans import floor_minute
 
 T0 = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
 

@@ -15,19 +15,14 @@ from collector.analytics.losses import (
     stop_events,
     time_in_state,
 )
+from tests.harness import PLANT_STATES
 
 # The sample site's mapping (config/equipment.yaml): 0 stopped, 1 running, 2 idle, 3 down,
 # 4 setup; reason 2 applies to `down` only, reason 3 is a minor stoppage whatever its length.
 MAPPING = LossMapping.model_validate(
     {
         "microstop_threshold_s": 120,
-        "states": [
-            {"name": "stopped", "values": [0], "element": "planned_downtime"},
-            {"name": "running", "values": [1], "element": "production"},
-            {"name": "idle", "values": [2], "element": "no_orders"},
-            {"name": "down", "values": [3], "element": "delay"},
-            {"name": "setup", "values": [4], "element": "setup"},
-        ],
+        "states": PLANT_STATES,
         "reasons": [
             {"value": 1, "name": "Material shortage", "element": "delay"},
             {"value": 2, "name": "Tool change", "element": "setup", "states": ["down"]},
