@@ -222,6 +222,7 @@ async def test_health_and_metrics(collector: str) -> None:
         "tasks": {
             "agent-liveness": "running",
             "consumer": "running",
+            "deriver": "running",
             "equipment-status": "running",
             "key-usage": "running",
             "maintenance": "running",

@@ -82,3 +82,17 @@ async def test_the_tag_lookup_cache_starts_over_when_full(
     assert [(t.name, t.agent_id) for t in temp] == [("temp", "press-1")]
     assert list(store._found) == [("press", "temp", "press-1")], "the first was let go"
     assert await store.find_tags("press", "speed", None) == speed
+
+
+async def test_with_derivation_off_writes_log_nothing_for_the_deriver(database_url: str) -> None:
+    pool = new_pool(database_url, 2)
+    await pool.open(wait=True, timeout=10)
+    try:
+        assert await ReadingStore(pool, derive=False).write([batch(1, "speed")]) == WriteOutcome(
+            1, 0, 1, {}
+        )
+        assert await ReadingStore(pool).write([batch(2, "speed")]) == WriteOutcome(1, 0, 1, {})
+    finally:
+        await pool.close()
+    assert rows(database_url, "SELECT count(*) FROM readings") == [(2,)]
+    assert rows(database_url, "SELECT count(*) FROM derive_log") == [(1,)], "only the second"
