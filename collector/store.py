@@ -176,10 +176,11 @@ class ReadingStore:
         async with conn.cursor().copy(COPY_SQL) as copy:
             await copy.write(b"".join([HEADER, *rows, TRAILER]))
         if self._derive:
-            await conn.execute(
-                "INSERT INTO derive_log (tag_ids, lo, hi) VALUES (%s, %s, %s)",
-                _touched(filled, ids),
-            )
+            # A row per batch: one agent's backlog must not widen what another's live batches
+            # in the same write make the deriver redo.
+            async with conn.cursor().copy("COPY derive_log (tag_ids, lo, hi) FROM STDIN") as log:
+                for batch in filled:
+                    await log.write_row(_touched(batch, ids))
 
     async def _keep_refused(self, conn: AsyncConnection[TupleRow], batch: Batch) -> None:
         """One dead letter for a stored batch's refused readings, one row per reading."""
@@ -453,12 +454,11 @@ class DeadLetter:
     readings: int = 0
 
 
-def _touched(batches: Sequence[Batch], ids: TagIds) -> tuple[list[int], datetime, datetime]:
-    """The tag ids the batches hold readings of, and the span of their readings' times."""
-    found = [ids[(b.agent, b.tags.raw)][np.unique(b.t)] for b in batches]
-    lo = min(int(b.ts.min()) for b in batches)
-    hi = max(int(b.ts.max()) for b in batches)
-    return np.unique(np.concatenate(found)).tolist(), us_to_datetime(lo), us_to_datetime(hi)
+def _touched(batch: Batch, ids: TagIds) -> tuple[list[int], datetime, datetime]:
+    """The tag ids a batch holds readings of, and the span of their times."""
+    touched = np.unique(ids[(batch.agent, batch.tags.raw)][np.unique(batch.t)])
+    lo, hi = int(batch.ts.min()), int(batch.ts.max())
+    return touched.tolist(), us_to_datetime(lo), us_to_datetime(hi)
 
 
 def _tag_info(row: TupleRow) -> TagInfo:

@@ -10,14 +10,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
 from collector.analytics.derive_plan import LoggedWrite, plan
-from collector.analytics.machine_store import machines_of, rederive
+from collector.analytics.machine_store import MachineKey, machines_of, readings_after, rederive
 from collector.analytics.timespans import floor_minute
 from collector.config import AnalyticsSettings
 from collector.metrics import CollectorMetrics
@@ -29,6 +29,8 @@ Conn = AsyncConnection[TupleRow]
 RollupRefresh = Callable[[Conn, Sequence[tuple[Sequence[int], datetime, datetime]]], Awaitable[int]]
 """Rolls up again the given tag versions over minute-aligned ranges, in the caller's transaction."""
 LOCK_KEY = 0x706C_6472  # "pldr": one deriver pass at a time across collectors
+HORIZON = timedelta(days=1)
+"""The most of a machine's readings one pass derives."""
 
 
 def utc_now() -> datetime:
@@ -61,7 +63,8 @@ class Deriver:
                 await asyncio.sleep(self._settings.derive_interval)
 
     async def pass_once(self) -> int:
-        """One pass; the number of logged writes it took up (0 when another collector's runs)."""
+        """One pass; how many logged writes and waiting machines it took up (0 while another
+        collector's pass runs)."""
         began = time.perf_counter()
         async with self._pool.connection() as conn, conn.transaction():
             cursor = await conn.execute("SELECT pg_try_advisory_xact_lock(%s)", [LOCK_KEY])
@@ -73,32 +76,63 @@ class Deriver:
                     [self._settings.derive_max_log_rows],
                 )
             ).fetchall()
+            waiting = await (
+                await conn.execute("SELECT site, machine, lo FROM derive_machines")
+            ).fetchall()
             now = self._clock()
-            if rows:
-                await self._take_up(conn, [LoggedWrite(*row[:4]) for row in rows], now)
-                self._metrics.derive_lag.set((now - min(row[4] for row in rows)).total_seconds())
-            else:
-                self._metrics.derive_lag.set(0.0)
+            writes = [LoggedWrite(*row[:4]) for row in rows]
+            await self._take_up(conn, writes, {(s, m): lo for s, m, lo in waiting}, now)
+            oldest = min((row[4] for row in rows), default=now)
+            self._metrics.derive_lag.set((now - oldest).total_seconds())
             left = required(
-                await (await conn.execute("SELECT count(*) FROM derive_log")).fetchone(),
+                await (
+                    await conn.execute(
+                        "SELECT (SELECT count(*) FROM derive_log)"
+                        " + (SELECT count(*) FROM derive_machines)"
+                    )
+                ).fetchone(),
                 "the count",
             )[0]
         self._metrics.derive_pending.set(left)
         self._metrics.derive_seconds.observe(time.perf_counter() - began)
-        return len(rows)
+        return len(rows) + len(waiting)
 
-    async def _take_up(self, conn: Conn, writes: list[LoggedWrite], now: datetime) -> None:
+    async def _take_up(
+        self,
+        conn: Conn,
+        writes: list[LoggedWrite],
+        waiting: dict[MachineKey, datetime],
+        now: datetime,
+    ) -> None:
         work = plan(writes, floor_minute(now))
         if work.rollups:
             await self._refresh_rollups(conn, work.rollups)
-        machines = await machines_of(conn, list(work.earliest))
+        for (site, machine), lo in waiting.items():
+            # Only as read: a model changed since then is derived again in the next pass.
+            await conn.execute(
+                "DELETE FROM derive_machines WHERE site = %s AND machine = %s AND lo = %s",
+                (site, machine, lo),
+            )
+        machines = await machines_of(conn, list(work.earliest), list(waiting))
         for key, tags in machines.items():
-            touched = (work.earliest.get(t) for ids in tags.roles.values() for t in ids)
-            start = min(moment for moment in touched if moment is not None)
-            await rederive(conn, key, tags, floor_minute(start))
-        await conn.execute(
-            "DELETE FROM derive_log WHERE id = ANY(%s)", [[write.id for write in writes]]
-        )
+            touched = [
+                work.earliest[t] for ids in tags.roles.values() for t in ids if t in work.earliest
+            ]
+            start = floor_minute(min([*touched, waiting.get(key, now)]))
+            # At most a day per pass: a long backlog is taken up a day at a time.
+            until = start + HORIZON
+            await rederive(conn, key, tags, start, until)
+            if await readings_after(conn, tags, until):
+                await conn.execute(
+                    "INSERT INTO derive_machines (site, machine, lo) VALUES (%s, %s, %s)"
+                    " ON CONFLICT (site, machine) DO UPDATE"
+                    " SET lo = least(derive_machines.lo, excluded.lo)",
+                    (*key, until),
+                )
+        if writes:
+            await conn.execute(
+                "DELETE FROM derive_log WHERE id = ANY(%s)", [[write.id for write in writes]]
+            )
         if work.pending is not None:
             await conn.execute(
                 "INSERT INTO derive_log (tag_ids, lo, hi) VALUES (%s, %s, %s)", work.pending

@@ -169,12 +169,13 @@ async def _rederive_all(conn: Conn, site: str, machine: str) -> None:
             (site, machine),
         )
     await conn.execute(
-        "INSERT INTO derive_log (tag_ids, lo, hi)"
-        " SELECT array_agg(t.tag_id), min(r.lo), max(r.hi) FROM equipment_tags e"
+        "INSERT INTO derive_machines (site, machine, lo)"
+        " SELECT e.site, e.machine, min(r.lo) FROM equipment_tags e"
         " JOIN tags t ON (t.agent_id, t.device, t.name) = (e.agent_id, e.device, e.name)"
-        " CROSS JOIN LATERAL (SELECT min(ts) AS lo, max(ts) AS hi FROM readings"
-        "   WHERE tag_id = t.tag_id) r"
-        " WHERE e.site = %s AND e.machine = %s HAVING min(r.lo) IS NOT NULL",
+        " CROSS JOIN LATERAL (SELECT min(ts) AS lo FROM readings WHERE tag_id = t.tag_id) r"
+        " WHERE e.site = %s AND e.machine = %s GROUP BY e.site, e.machine"
+        " HAVING min(r.lo) IS NOT NULL"
+        " ON CONFLICT (site, machine) DO UPDATE SET lo = least(derive_machines.lo, excluded.lo)",
         (site, machine),
     )
 

@@ -6,6 +6,7 @@ deriver stores them in place of what was there, so a late reading corrects every
 it, and the result never depends on the order readings arrived in.
 """
 
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -15,6 +16,8 @@ from collector.analytics.equipment import Counter, CounterKind, Machine
 from collector.analytics.timespans import floor_minute
 
 Code = bool | int | float | str
+LARGEST = 1e300
+"""Values at or beyond this are a PLC's "no value" sentinel (as in the series endpoint)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +63,25 @@ def product_text(value: Code) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
+
+
+def usable(role: str, value: Code) -> Code | None:
+    """The value as derivation takes it, or None when it carries no code or count.
+
+    Not a number, an infinity or a PLC's "no value" sentinel (beyond ±1e300) means nothing,
+    like a reading of bad quality; a counter's value must be a number (text that reads as one
+    is taken as that number).
+    """
+    if role in ("good", "scrap"):
+        if isinstance(value, bool):
+            return None
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    if isinstance(value, float) and not (math.isfinite(value) and abs(value) < LARGEST):
+        return None
+    return value
 
 
 def counter_increase(counter: Counter, previous: float | None, current: float) -> float:

@@ -12,6 +12,16 @@ CREATE TABLE derive_log (
     logged_at  timestamptz NOT NULL DEFAULT now()
 );
 
+-- Machines whose derivation goes on from `lo` in a later pass: one pass derives at most a day
+-- of a machine's readings, and a machine whose model changed is derived anew from its first.
+CREATE TABLE derive_machines (
+    site     text NOT NULL,
+    machine  text NOT NULL,
+    lo       timestamptz NOT NULL,
+    PRIMARY KEY (site, machine),
+    FOREIGN KEY (site, machine) REFERENCES equipment_machines (site, machine) ON DELETE CASCADE
+);
+
 -- Mergeable summaries of a numeric tag version's readings per minute and per hour: the same
 -- fields a series bucket is computed from (collector/analytics/series.py, Summary).
 CREATE TABLE rollups_1m (

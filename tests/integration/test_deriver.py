@@ -12,6 +12,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
+from collector.analytics import deriver as deriver_module
 from collector.analytics.deriver import LOCK_KEY, Deriver, utc_now
 from collector.analytics.equipment import Machine, Plant
 from collector.analytics.equipment_store import CONFIG_FILE, EquipmentStore
@@ -327,3 +328,49 @@ async def test_readings_stored_before_the_release_are_derived_a_day_at_a_time(
         assert conn.execute("SELECT count(*) FROM derive_log").fetchone() == (0,)
     assert minutes == (27 * 60, 27 * 3600)  # 27 hours, every reading once
     assert hours == (27,)
+
+
+async def test_a_long_backlog_is_derived_a_slice_at_a_time(
+    pool: Any, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(deriver_module, "HORIZON", timedelta(minutes=2))
+    await ReadingStore(pool).write([batch("a1", 1, SCRIPT)])
+    passes = 0
+    while passes < 10:
+        passes += 1
+        await deriver(pool, Rollups(), s(400)).pass_once()
+        with psycopg.connect(database_url) as conn:
+            waiting = conn.execute("SELECT lo FROM derive_machines").fetchall()
+        if not waiting:
+            break
+        assert waiting[0][0] == s(120 * passes), "the next slice starts where this one ended"
+    assert passes == 3  # 0-2 min, 2-4 min, 4 min on (the last reading is at 300 s)
+    assert stored(database_url, "a1") == (EXPECTED_SPANS, EXPECTED_COUNTS)
+
+
+async def test_a_state_whose_readings_were_dropped_is_kept_from_the_stored_span(
+    pool: Any, database_url: str
+) -> None:
+    store = ReadingStore(pool)
+    await store.write([batch("a1", 1, SCRIPT)])
+    await deriver(pool, Rollups(), s(400)).pass_once()
+    with psycopg.connect(database_url) as conn:  # retention took the first minute's readings
+        conn.execute("DELETE FROM readings WHERE ts < %s", [s(60)])
+    await store.write([batch("a1", 2, [(65, "scrap", 0)])])
+    await deriver(pool, Rollups(), s(400)).pass_once()
+    assert stored(database_url, "a1")[0] == EXPECTED_SPANS
+
+
+async def test_readings_without_a_count_and_machines_without_a_state(
+    pool: Any, database_url: str
+) -> None:
+    store = ReadingStore(pool)
+    await store.write([batch("a1", 1, SCRIPT)])
+    # A scrap reading of another type that holds no number: left out, not a reset.
+    nan = Reading("press", "scrap", DataType.FLOAT64, int(s(310).timestamp() * US), float("nan"))
+    payload = encode_batch("a1", 1, [900], [nan])
+    await store.write([DECODER.decode(payload, "a1", TOPICS.batch("a1"))])
+    await store.write([batch("a2", 2, [(10, "good", 5), (20, "good", 9)])])  # counts only
+    await deriver(pool, Rollups(), s(400)).pass_once()
+    assert stored(database_url, "a1") == (EXPECTED_SPANS, EXPECTED_COUNTS)
+    assert stored(database_url, "a2") == ([], [(s(0), "", 4.0, 0.0)])

@@ -96,3 +96,18 @@ async def test_with_derivation_off_writes_log_nothing_for_the_deriver(database_u
         await pool.close()
     assert rows(database_url, "SELECT count(*) FROM readings") == [(2,)]
     assert rows(database_url, "SELECT count(*) FROM derive_log") == [(1,)], "only the second"
+
+
+async def test_each_batch_logs_its_own_tags_and_span(
+    store: ReadingStore, database_url: str
+) -> None:
+    hour_us = 3_600_000_000
+    backlog = batch(1, "speed", NOW_US - 8 * hour_us)  # an agent's backlog, 8 hours old
+    live = batch(2, "temp", NOW_US)
+    assert await store.write([backlog, live]) == WriteOutcome(2, 0, 2, {})
+    logged = rows(
+        database_url,
+        "SELECT t.name, extract(epoch FROM l.hi - l.lo), l.lo < now() - interval '7 hours'"
+        " FROM derive_log l JOIN tags t ON t.tag_id = ANY(l.tag_ids) ORDER BY l.lo",
+    )
+    assert logged == [("speed", 0, True), ("temp", 0, False)]

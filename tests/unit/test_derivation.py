@@ -14,6 +14,7 @@ from collector.analytics.machine_derivation import (
     counter_increase,
     derive,
     product_text,
+    usable,
 )
 from collector.analytics.timespans import floor_minute
 
@@ -169,3 +170,26 @@ def test_a_change_at_the_start_itself_opens_no_empty_span() -> None:
     before = Codes(state=1, reason=None, product="A")
     derived = derive(MACHINE, at(60), before, {}, [r(60, "state", 3)])
     assert derived.spans == [Span(at(60), None, 3, None, "A")]
+
+
+@pytest.mark.parametrize(
+    ("role", "value", "taken"),
+    [
+        ("state", 3, 3),
+        ("state", "RUN", "RUN"),
+        ("state", 2.0, 2.0),
+        ("state", float("nan"), None),  # no code: like a reading of bad quality
+        ("reason", float("inf"), None),
+        ("reason", -1.8e308, None),  # a PLC's "no value"
+        ("good", 12, 12.0),
+        ("good", "18446744073709551615", 1.8446744073709552e19),  # a uint64 kept as text
+        ("good", "jam", None),
+        ("scrap", True, None),
+        ("scrap", float("nan"), None),
+        ("scrap", 1e300, None),
+    ],
+)
+def test_values_without_a_code_or_a_count_are_left_out(
+    role: str, value: bool | int | float | str, taken: bool | int | float | str | None
+) -> None:
+    assert usable(role, value) == taken
