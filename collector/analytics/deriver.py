@@ -10,14 +10,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
 from collector.analytics.derive_plan import LoggedWrite, plan
-from collector.analytics.machine_store import MachineKey, machines_of, readings_after, rederive
+from collector.analytics.machine_store import MachineKey, machines_of, rederive, slice_end
 from collector.analytics.timespans import floor_minute
 from collector.config import AnalyticsSettings
 from collector.metrics import CollectorMetrics
@@ -29,8 +29,9 @@ Conn = AsyncConnection[TupleRow]
 RollupRefresh = Callable[[Conn, Sequence[tuple[Sequence[int], datetime, datetime]]], Awaitable[int]]
 """Rolls up again the given tag versions over minute-aligned ranges, in the caller's transaction."""
 LOCK_KEY = 0x706C_6472  # "pldr": one deriver pass at a time across collectors
-HORIZON = timedelta(days=1)
-"""The most of a machine's readings one pass derives."""
+SLICE_READINGS = 200_000
+"""About the most of a machine's readings one pass derives (held in memory at once)."""
+END_OF_TIME = datetime.max.replace(tzinfo=UTC)
 
 
 def utc_now() -> datetime:
@@ -119,10 +120,10 @@ class Deriver:
                 work.earliest[t] for ids in tags.roles.values() for t in ids if t in work.earliest
             ]
             start = floor_minute(min([*touched, waiting.get(key, now)]))
-            # At most a day per pass: a long backlog is taken up a day at a time.
-            until = start + HORIZON
-            await rederive(conn, key, tags, start, until)
-            if await readings_after(conn, tags, until):
+            # A long backlog is taken up a slice at a time, the rest in the next passes.
+            until = await slice_end(conn, tags, start, SLICE_READINGS)
+            await rederive(conn, key, tags, start, until or END_OF_TIME)
+            if until is not None:
                 await conn.execute(
                     "INSERT INTO derive_machines (site, machine, lo) VALUES (%s, %s, %s)"
                     " ON CONFLICT (site, machine) DO UPDATE"

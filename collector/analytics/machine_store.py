@@ -20,6 +20,7 @@ from collector.analytics.machine_derivation import (
     product_text,
     usable,
 )
+from collector.analytics.timespans import MINUTE, floor_minute
 from collector.store import join_value
 from shared.invariants import required
 from shared.readings import DataType, Quality, Value
@@ -42,7 +43,9 @@ WHERE (e.site, e.machine) IN (
     UNION SELECT * FROM unnest(%(sites)s::text[], %(machines)s::text[])
 )
 """
-_LATER = "SELECT EXISTS (SELECT FROM readings WHERE tag_id = ANY(%s) AND ts >= %s)"
+_NTH = """
+SELECT ts FROM readings WHERE tag_id = ANY(%s) AND ts >= %s ORDER BY ts OFFSET %s LIMIT 1
+"""
 # The last usable reading of a role's tag versions before a moment: one index probe each.
 _BEFORE = """
 SELECT e.ts, e.value, e.value_text, e.data_type FROM unnest(%(ids)s::int4[]) AS v(id),
@@ -139,11 +142,14 @@ async def rederive(
                 await copy.write_row((site, machine, *row))
 
 
-async def readings_after(conn: Conn, tags: MachineTags, at: datetime) -> bool:
-    """Whether any tag of the machine has a reading at or after `at`."""
+async def slice_end(conn: Conn, tags: MachineTags, start: datetime, most: int) -> datetime | None:
+    """Where a slice of at most about `most` of the machine's readings from `start` ends (a
+    minute boundary after `start`), or None when fewer than that are left."""
     ids = [tag for found in tags.roles.values() for tag in found]
-    row = await (await conn.execute(_LATER, (ids, at))).fetchone()
-    return bool(row and row[0])
+    row = await (await conn.execute(_NTH, (ids, start, most))).fetchone()
+    if row is None:
+        return None
+    return max(floor_minute(row[0]), start + MINUTE)
 
 
 StoredSpan = tuple[datetime, datetime | None, Any, Any, str | None]

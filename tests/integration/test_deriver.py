@@ -333,7 +333,7 @@ async def test_readings_stored_before_the_release_are_derived_a_day_at_a_time(
 async def test_a_long_backlog_is_derived_a_slice_at_a_time(
     pool: Any, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(deriver_module, "HORIZON", timedelta(minutes=2))
+    monkeypatch.setattr(deriver_module, "SLICE_READINGS", 6)
     await ReadingStore(pool).write([batch("a1", 1, SCRIPT)])
     passes = 0
     while passes < 10:
@@ -343,8 +343,11 @@ async def test_a_long_backlog_is_derived_a_slice_at_a_time(
             waiting = conn.execute("SELECT lo FROM derive_machines").fetchall()
         if not waiting:
             break
-        assert waiting[0][0] == s(120 * passes), "the next slice starts where this one ended"
-    assert passes == 3  # 0-2 min, 2-4 min, 4 min on (the last reading is at 300 s)
+        assert waiting[0][0] == [s(60), s(180)][passes - 1], "the 7th reading's minute"
+    # Readings at 0 s (4), 50 s, 70 s (3): the 7th, at 70 s, starts the next slice on its
+    # minute (60 s). From 60 s: 70 s (3), 130, 150, 200 s (2): the 7th at 200 s, minute 180 s.
+    # From 180 s only 4 are left.
+    assert passes == 3
     assert stored(database_url, "a1") == (EXPECTED_SPANS, EXPECTED_COUNTS)
 
 

@@ -247,7 +247,10 @@ class Plant:
 
         async def done() -> bool:
             stored = await count(self.url, "SELECT count(*) FROM readings")
-            logged = await count(self.url, "SELECT count(*) FROM derive_log")
+            logged = await count(
+                self.url,
+                "SELECT (SELECT count(*) FROM derive_log) + (SELECT count(*) FROM derive_machines)",
+            )
             return stored >= readings and logged == 0
 
         await eventually(done, timeout=60, what=f"{readings} readings stored and derived")
