@@ -7,7 +7,8 @@ segment nothing the KPIs look at changes, so the sums are as exact as the minute
 """
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
@@ -22,11 +23,22 @@ Conn = AsyncConnection[TupleRow]
 _WALK_BACK = 200
 """Spans read per step while looking back for the start of a stop going on at a window's start."""
 
+# Per machine: the span in force at `start`, then those starting inside the window; both
+# bounded by the (site, machine, start_ts) key, however long the machine's history.
 _SPANS = """
-SELECT machine, start_ts, end_ts, state, reason, product FROM machine_intervals
-WHERE site = %(site)s AND machine = ANY(%(machines)s) AND start_ts < %(end)s
-    AND (end_ts IS NULL OR end_ts > %(start)s)
-ORDER BY machine, start_ts
+SELECT m.machine, s.* FROM unnest(%(machines)s::text[]) AS m (machine)
+CROSS JOIN LATERAL (
+    (SELECT * FROM (
+        SELECT start_ts, end_ts, state, reason, product FROM machine_intervals
+        WHERE site = %(site)s AND machine = m.machine AND start_ts <= %(start)s
+        ORDER BY start_ts DESC LIMIT 1
+     ) AS latest WHERE end_ts IS NULL OR end_ts > %(start)s)
+    UNION ALL
+    (SELECT start_ts, end_ts, state, reason, product FROM machine_intervals
+     WHERE site = %(site)s AND machine = m.machine AND start_ts > %(start)s
+         AND start_ts < %(end)s)
+) AS s
+ORDER BY m.machine, s.start_ts
 """
 _EARLIER = """
 SELECT start_ts, end_ts, state, reason, product FROM machine_intervals
@@ -49,6 +61,15 @@ ORDER BY machine, start_ts, id DESC
 """
 
 Row = tuple[datetime, datetime | None, Any, Any, str | None]
+
+
+@asynccontextmanager
+async def snapshot(conn: Conn) -> AsyncIterator[None]:
+    """A read-only transaction that sees the database as of its first query, so a report never
+    mixes what a deriver pass wrote with what it replaced."""
+    async with conn.transaction():
+        await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        yield
 
 
 def _span(row: Row, now: datetime) -> StateSpan:

@@ -10,6 +10,7 @@ from psycopg.types.json import Jsonb
 from pydantic import BaseModel, Field
 
 from collector.analytics.equipment import ID_PATTERN, TimeElement, TpmLoss, code_key
+from collector.analytics.histories import snapshot
 from collector.analytics.losses import ParetoBar, StateTime
 from collector.analytics.reports import DowntimeReport, downtime_report
 from collector.api.auth import PRINCIPAL
@@ -85,9 +86,10 @@ def _state(row: StateTime) -> StateTimeOut:
 
 async def _report(request: web.Request, scope: Scope) -> DowntimeReport:
     async def work(conn: Connection) -> DowntimeReport:
-        return await downtime_report(
-            conn, scope.site_id, scope.site, scope.machines, (scope.start, scope.end), scope.now
-        )
+        async with snapshot(conn):
+            return await downtime_report(
+                conn, scope.site_id, scope.site, scope.machines, (scope.start, scope.end), scope.now
+            )
 
     return await request.app[STORE].reads.run(work)
 

@@ -7,6 +7,7 @@ from pydantic import BaseModel, Field
 
 from collector.analytics.calendar import GroupBy
 from collector.analytics.equipment import ISO_22400_ELEMENT, TimeElement, TpmLoss
+from collector.analytics.histories import snapshot
 from collector.analytics.kpi import Elements, Kpis, Model
 from collector.analytics.losses import StopEvent
 from collector.analytics.reports import GroupReport, KpiReport, TooManyGroups, kpi_report
@@ -255,18 +256,19 @@ async def get_kpis(request: web.Request, query: KpiQuery) -> KpiReportOut:
     most = request.app[SETTINGS].analytics.max_groups
 
     async def work(conn: Connection) -> KpiReport:
-        return await kpi_report(
-            conn,
-            scope.site_id,
-            scope.site,
-            scope.machines,
-            (scope.start, scope.end),
-            scope.now,
-            query.group_by,
-            query.model,
-            query.by_machine,
-            most,
-        )
+        async with snapshot(conn):
+            return await kpi_report(
+                conn,
+                scope.site_id,
+                scope.site,
+                scope.machines,
+                (scope.start, scope.end),
+                scope.now,
+                query.group_by,
+                query.model,
+                query.by_machine,
+                most,
+            )
 
     try:
         report = await request.app[STORE].reads.run(work)
