@@ -20,8 +20,8 @@ from collector.analytics.kpi import CountMinute
 from collector.analytics.losses import Reclassification, StateSpan
 
 Conn = AsyncConnection[TupleRow]
-_WALK_BACK = 200
-"""Spans read per step while looking back for the start of a stop going on at a window's start."""
+_WALK = 200
+"""Spans read per step while following a stop going on at a window's start or end."""
 
 # Per machine: the span in force at `start`, then those starting inside the window; both
 # bounded by the (site, machine, start_ts) key, however long the machine's history.
@@ -43,6 +43,10 @@ ORDER BY m.machine, s.start_ts
 _EARLIER = """
 SELECT start_ts, end_ts, state, reason, product FROM machine_intervals
 WHERE site = %s AND machine = %s AND start_ts < %s ORDER BY start_ts DESC LIMIT %s
+"""
+_LATER = """
+SELECT start_ts, end_ts, state, reason, product FROM machine_intervals
+WHERE site = %s AND machine = %s AND start_ts >= %s ORDER BY start_ts LIMIT %s
 """
 _COUNTS = """
 SELECT machine, width_bucket(minute, %(edges)s::timestamptz[]) AS segment, product,
@@ -83,51 +87,50 @@ async def read_spans(
     conn: Conn,
     site: str,
     machines: Sequence[str],
-    start: datetime,
-    end: datetime,
+    window: tuple[datetime, datetime],
     now: datetime,
     stops: Iterable[Any] = (),
 ) -> dict[str, list[StateSpan]]:
-    """Each machine's spans meeting [start, end), and before them the whole stop going on
-    at `start` (a stop's length and reason come from all of it).
+    """Each machine's spans meeting the window, with all of a stop going on at its start or
+    its end (a stop's length and reason come from all of it, whatever the window).
 
-    `stops` are the state codes that are not production (a span of one of them at `start`
-    is followed back to where its state began).
+    `stops` are the state codes that are not production.
     """
+    start, end = window
     params = {"site": site, "machines": list(machines), "start": start, "end": end}
     rows = await (await conn.execute(_SPANS, params)).fetchall()
     found: dict[str, list[Row]] = defaultdict(list)
     for machine, *row in rows:
         found[machine].append((row[0], row[1], row[2], row[3], row[4]))
-    stopping = {_key(code) for code in stops}
+    stopping = {code_key(code) for code in stops}
     out: dict[str, list[StateSpan]] = {}
     for machine in machines:
         spans = found.get(machine, [])
-        if spans and spans[0][0] < start and _key(spans[0][2]) in stopping:
-            spans = await _whole_stop(conn, site, machine, spans) + spans
+        if spans and spans[0][0] < start and code_key(spans[0][2]) in stopping:
+            spans = await _same_stop(conn, site, machine, spans[0], later=False) + spans
+        last_end = spans[-1][1] if spans else None
+        if last_end is not None and last_end >= end and code_key(spans[-1][2]) in stopping:
+            spans = spans + await _same_stop(conn, site, machine, spans[-1], later=True)
         out[machine] = [_span(row, now) for row in spans]
     return out
 
 
-async def _whole_stop(conn: Conn, site: str, machine: str, spans: list[Row]) -> list[Row]:
-    """The touching spans of the same state before spans[0], oldest first."""
-    first = spans[0]
-    earlier: list[Row] = []
+async def _same_stop(conn: Conn, site: str, machine: str, edge: Row, later: bool) -> list[Row]:
+    """The spans touching `edge` one after the other, in its state, before it or after it (as
+    far as they go), in time order."""
+    found: list[Row] = []
+    query, at = (_LATER, edge[1]) if later else (_EARLIER, edge[0])
     while True:
-        rows = await (
-            await conn.execute(_EARLIER, (site, machine, first[0], _WALK_BACK))
-        ).fetchall()
+        rows = await (await conn.execute(query, (site, machine, at, _WALK))).fetchall()
         for row in rows:
-            if row[1] != first[0] or _key(row[2]) != _key(first[2]):
-                return earlier[::-1]
-            earlier.append((row[0], row[1], row[2], row[3], row[4]))
-            first = earlier[-1]
-        if len(rows) < _WALK_BACK:
-            return earlier[::-1]
-
-
-def _key(code: Any) -> tuple[str, Any]:
-    return code_key(code)
+            touching = row[0] == edge[1] if later else row[1] == edge[0]
+            if not touching or code_key(row[2]) != code_key(edge[2]):
+                return found if later else found[::-1]
+            edge = (row[0], row[1], row[2], row[3], row[4])
+            found.append(edge)
+        if len(rows) < _WALK:
+            return found if later else found[::-1]
+        at = edge[1] if later else edge[0]
 
 
 async def read_counts(

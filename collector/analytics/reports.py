@@ -7,7 +7,7 @@ averaging machines' ratios. Time after `now` has not happened yet: windows are c
 """
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
@@ -91,14 +91,12 @@ async def load_histories(
         if state.element is not TimeElement.PRODUCTION
         for code in state.values
     ]
-    # A stop running past the end is read on as far as the microstop threshold, which is
-    # all its classification needs of its length.
-    ahead = end + timedelta(seconds=mapping.microstop_threshold_s, microseconds=1)
-    spans = await read_spans(conn, site_id, ids, start, ahead, now, stops)
+    spans = await read_spans(conn, site_id, ids, (start, end), now, stops)
     edges = edges_of(start, end, planned, pdot, extra_edges or [])
     counts = await read_counts(conn, site_id, ids, edges)
     earliest = min((found[0].start for found in spans.values() if found), default=start)
-    reclassified = await read_reclassifications(conn, site_id, ids, earliest, ahead)
+    latest = max((found[-1].end for found in spans.values() if found), default=end)
+    reclassified = await read_reclassifications(conn, site_id, ids, earliest, max(latest, end))
     return Histories(
         start,
         end,

@@ -365,7 +365,7 @@ async def test_relative_windows_and_windows_still_to_come(collector: str) -> Non
 async def test_a_window_starting_inside_a_stop_sees_all_of_it(
     collector: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(histories, "_WALK_BACK", 1)  # look back one span at a time
+    monkeypatch.setattr(histories, "_WALK", 1)  # follow a stop one span at a time
     params = {**WINDOW, "machine": "press-1", "from": "2026-03-02T07:20:00Z"}
     status, body = await call("GET", f"{collector}/api/v1/downtime", params=params)
     assert status == 200, body
@@ -400,3 +400,17 @@ async def test_too_many_stops_or_unknown_equipment_are_refused(
         status, body = await call("POST", url, json={**change, **wrong})
         assert status == 404, body
         assert body["invalid_params"][0]["name"] == name
+
+
+async def test_a_window_ending_inside_a_stop_sees_all_of_it(collector: str) -> None:
+    params = {**WINDOW, "machine": "press-1", "to": "2026-03-02T07:05:00Z"}
+    status, body = await call("GET", f"{collector}/api/v1/downtime", params=params)
+    assert status == 200, body
+    (stop,) = body["events"]
+    # The stop's spans (07:00-07:10 with reason 5, 07:10-07:30 with reason 6) are all read.
+    assert (stop["start"], stop["end"], stop["duration_s"]) == (
+        "2026-03-02T07:00:00Z",
+        "2026-03-02T07:30:00Z",
+        1800.0,
+    )
+    assert body["by_reason"][0]["seconds"] == 300.0  # its time in the window: 07:00-07:05

@@ -61,13 +61,21 @@ class _Conn:
         self.spans = spans
 
     async def execute(self, query: str, params: Any) -> _Cursor:
-        _, _, before, limit = params
-        older = [span for span in self.spans if span[0] < before]
-        return _Cursor(sorted(older, reverse=True)[:limit])
+        _, _, at, limit = params
+        if "DESC" in query:
+            return _Cursor(sorted([s for s in self.spans if s[0] < at], reverse=True)[:limit])
+        return _Cursor(sorted([s for s in self.spans if s[0] >= at])[:limit])
 
 
 async def test_looking_back_stops_at_the_machine_s_first_span() -> None:
     first = (T0, T1, 3, 5, "A")
     rest = (T1, None, 3, 6, "A")
-    found = await histories._whole_stop(_Conn([first]), "s", "m", [rest])  # type: ignore[arg-type]
+    found = await histories._same_stop(_Conn([first]), "s", "m", rest, later=False)  # type: ignore[arg-type]
     assert found == [first]
+
+
+async def test_following_a_stop_ends_at_the_machine_s_last_span() -> None:
+    first = (T0, T1, 3, 5, "A")
+    rest = (T1, None, 3, 6, "A")
+    found = await histories._same_stop(_Conn([rest]), "s", "m", first, later=True)  # type: ignore[arg-type]
+    assert found == [rest]
