@@ -57,7 +57,7 @@ class Elements:
     unplanned_production_s: float = 0.0
     """Production outside planned busy time (in the window, not in APT)."""
     restoration_s: float = 0.0
-    """ADET of failures (delays that are not minor stoppages) in the window, wherever they start."""
+    """Planned busy time of the failures counted in FE, all of it (also past the window)."""
     gq: float = 0.0
     sq: float = 0.0
     unplanned_pq: float = 0.0
@@ -206,6 +206,7 @@ class MachineHistory:
         known_s = sum(seconds.values()) + unmapped_s
         calendar_pdot_s = self._calendar_pdot.clip(a, b).total_s()
         quantities = self._quantities(busy, a, b)
+        failures = self._failures(busy, a, b)
         return Elements(
             pot_s=busy_s + calendar_pdot_s,
             pdot_s=calendar_pdot_s + seconds[TimeElement.PLANNED_DOWNTIME],
@@ -217,10 +218,10 @@ class MachineHistory:
             unknown_s=round(busy_s - known_s, 6),  # microseconds: no float dust
             unmapped_s=unmapped_s,
             unplanned_production_s=outside_s,
-            # The failures' time in this window, so restoration adds up across windows like
-            # every other element (FE counts each failure once, where it starts).
-            restoration_s=seconds[TimeElement.DELAY] - minor_s,
-            fe=len(self._failures(busy, a, b)),
+            # The failures MTBF and MTTR count, each once (in the window it starts in), with
+            # all of its planned busy time, so their restoration times are theirs alone.
+            restoration_s=sum(self._planned.overlap_s(f.start, f.until) for f in failures),
+            fe=len(failures),
             **quantities,
         )
 

@@ -17,7 +17,7 @@ from collector.api.auth import PRINCIPAL
 from collector.api.kpis import TAG, Code, StopOut, stop_out
 from collector.api.operations import API, Body, Params, Role
 from collector.api.params import QueryTime, Timestamp
-from collector.api.scope import Scope, ScopeQuery, refuse, resolve
+from collector.api.scope import Scope, ScopeQuery, check_time, refuse, resolve
 from collector.replica import Connection
 from collector.state import EQUIPMENT, STORE
 from shared.invariants import required
@@ -170,6 +170,7 @@ class ReclassifiedStop(BaseModel):
 async def reclassify(request: web.Request, _: Params, body: Reclassify) -> ReclassifiedStop:
     """Give the stop that starts at `start` a reason; it applies to all of the stop, and the
     change (who, when, note) is kept. 404 if no stop of the machine starts then."""
+    check_time("start", body.start)
     store = request.app[EQUIPMENT]
     site = await store.site(body.site)
     if site is None:

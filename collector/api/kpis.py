@@ -56,7 +56,9 @@ class ElementsOut(BaseModel):
     unknown_s: float = Field(description="Planned busy time without a known state.")
     unmapped_s: float = Field(description="Planned busy time in a code the mapping lacks.")
     unplanned_production_s: float = Field(description="Production outside planned busy time.")
-    restoration_s: float = Field(description="Time of failures (delays, not minor) in it.")
+    restoration_s: float = Field(
+        description="Planned busy time of the FE failures, all of it (MTTR = this / FE)."
+    )
     pq: float = Field(description="PQ: produced quantity, GQ + SQ.")
     gq: float = Field(description="GQ: good quantity.")
     sq: float = Field(description="SQ: scrap quantity.")

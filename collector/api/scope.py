@@ -16,6 +16,9 @@ from collector.api.problems import InvalidParam, ProblemError
 from collector.state import EQUIPMENT
 
 MAX_DAYS = 400
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+"""Analytics windows lie within the years readings may have (as agents and ingest check)."""
 
 
 def _ident(description: str) -> Any:
@@ -79,6 +82,12 @@ async def resolve(request: web.Request, query: ScopeQuery) -> Scope:
     return Scope(query.site, stored.site, machines, start, end, now)
 
 
+def check_time(name: str, moment: datetime) -> None:
+    """422 naming `name` unless EARLIEST <= moment <= LATEST."""
+    if not EARLIEST <= moment <= LATEST:
+        raise refuse(name, "must lie in the years 2000 to 2099")
+
+
 def _window(site: Site, query: ScopeQuery, now: datetime) -> tuple[datetime, datetime]:
     if query.window is not None:
         if query.start is not None or query.end is not None:
@@ -91,6 +100,8 @@ def _window(site: Site, query: ScopeQuery, now: datetime) -> tuple[datetime, dat
         raise refuse("from" if query.start is None else "to", "give `from` and `to`, or `window`")
     if query.start >= query.end:
         raise refuse("from", "must be earlier than `to`")
+    check_time("from", query.start)
+    check_time("to", query.end)
     if query.end - query.start > timedelta(days=MAX_DAYS):
         raise refuse("to", f"the window is longer than {MAX_DAYS} days")
     return query.start, query.end

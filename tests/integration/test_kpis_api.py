@@ -319,6 +319,16 @@ async def test_an_operator_reclassifies_a_stop_and_the_kpis_follow(collector: st
         ({**WINDOW, "area": "welding"}, 404, "area"),
         ({**WINDOW, "window": "today"}, 422, "window"),
         ({"site": "plant-2", "window": "current_shift"}, 422, "window"),
+        (
+            {"site": "plant-1", "from": "0001-01-01T00:00:00Z", "to": SHIFT_WINDOW["to"]},
+            422,
+            "from",
+        ),
+        (
+            {"site": "plant-1", "from": SHIFT_WINDOW["from"], "to": "9999-01-01T00:00:00Z"},
+            422,
+            "to",
+        ),
         ({"site": "plant-1"}, 422, "from"),
         ({"site": "plant-1", "from": SHIFT_WINDOW["from"]}, 422, "to"),
         ({"site": "plant-1", "from": SHIFT_WINDOW["to"], "to": SHIFT_WINDOW["from"]}, 422, "from"),
@@ -396,9 +406,13 @@ async def test_too_many_stops_or_unknown_equipment_are_refused(
     assert body["invalid_params"][0]["name"] == "from"
     url = f"{collector}/api/v1/downtime/reclassifications"
     change = {"site": "plant-1", "machine": "press-1", "start": SHIFT_WINDOW["from"], "reason": 5}
-    for wrong, name in [({"site": "nowhere"}, "site"), ({"machine": "press-7"}, "machine")]:
+    for wrong, name, code in [
+        ({"site": "nowhere"}, "site", 404),
+        ({"machine": "press-7"}, "machine", 404),
+        ({"start": "9999-12-31T23:59:59.999999Z"}, "start", 422),
+    ]:
         status, body = await call("POST", url, json={**change, **wrong})
-        assert status == 404, body
+        assert status == code, body
         assert body["invalid_params"][0]["name"] == name
 
 

@@ -166,10 +166,15 @@ def test_elements_of_a_window_are_the_sum_of_its_parts() -> None:
     assert sum(hours, Elements()) == machine.elements(at("06:00"), at("14:00"))
     # the 08:00 failure is in the 08:00-09:00 hour; its restoration there too
     assert (hours[2].fe, hours[2].restoration_s) == (1, 1800)
-    # a failure across hours: counted once where it starts, its time where it falls
+    # a failure across hours: counted once where it starts, with all its restoration time;
+    # its delay time (ADET) is where it falls
     down = history([span("06:00", "14:00", DOWN)])
     hours = [down.elements(at(f"{h:02}:00"), at(f"{h + 1:02}:00")) for h in range(6, 14)]
-    assert [(e.fe, e.restoration_s) for e in hours[:2]] == [(1, 3600), (0, 3600)]
+    whole = down.elements(at("06:00"), at("14:00"))
+    assert [(e.fe, e.restoration_s, e.adet_s) for e in hours[:2]] == [
+        (1, whole.restoration_s, 3600),
+        (0, 0, 3600),
+    ]
     assert sum(hours, Elements()) == down.elements(at("06:00"), at("14:00"))
 
 
