@@ -20,6 +20,14 @@ from collector.analytics.kpi import CountMinute
 from collector.analytics.losses import Reclassification, StateSpan
 
 Conn = AsyncConnection[TupleRow]
+MAX_SPANS = 500_000
+"""The most spans one report reads (a machine changing state every second over months would
+otherwise hold the server for minutes)."""
+_COUNT_SPANS = """
+SELECT count(*) FROM machine_intervals
+WHERE site = %(site)s AND machine = ANY(%(machines)s) AND start_ts >= %(start)s
+    AND start_ts < %(end)s
+"""
 _WALK = 200
 """Spans read per step while following a stop going on at a window's start or end."""
 
@@ -67,6 +75,10 @@ ORDER BY machine, start_ts, id DESC
 Row = tuple[datetime, datetime | None, Any, Any, str | None]
 
 
+class TooMuchHistory(ValueError):
+    """The window holds more of the machines' history than one report reads."""
+
+
 @asynccontextmanager
 async def snapshot(conn: Conn) -> AsyncIterator[None]:
     """A read-only transaction that sees the database as of its first query, so a report never
@@ -98,6 +110,9 @@ async def read_spans(
     """
     start, end = window
     params = {"site": site, "machines": list(machines), "start": start, "end": end}
+    counted = await (await conn.execute(_COUNT_SPANS, params)).fetchone()
+    if counted is not None and counted[0] > MAX_SPANS:
+        raise TooMuchHistory(f"{counted[0]} state spans in the window; at most {MAX_SPANS}")
     rows = await (await conn.execute(_SPANS, params)).fetchall()
     found: dict[str, list[Row]] = defaultdict(list)
     for machine, *row in rows:

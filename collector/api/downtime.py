@@ -10,7 +10,7 @@ from psycopg.types.json import Jsonb
 from pydantic import BaseModel, Field
 
 from collector.analytics.equipment import ID_PATTERN, TimeElement, TpmLoss, code_key
-from collector.analytics.histories import snapshot
+from collector.analytics.histories import TooMuchHistory, snapshot
 from collector.analytics.losses import ParetoBar, StateTime
 from collector.analytics.reports import DowntimeReport, downtime_report
 from collector.api.auth import PRINCIPAL
@@ -107,7 +107,10 @@ async def _report(request: web.Request, scope: Scope) -> DowntimeReport:
 async def get_downtime(request: web.Request, query: ScopeQuery) -> DowntimeOut:
     """Every stop meeting the window, with start, end (or ongoing), reason and category."""
     scope = await resolve(request, query)
-    report = await _report(request, scope)
+    try:
+        report = await _report(request, scope)
+    except TooMuchHistory as exc:
+        raise refuse("from", f"{exc}: ask for a shorter window or fewer machines") from None
     if len(report.events) > MAX_EVENTS:
         raise refuse("from", f"{len(report.events)} stops; at most {MAX_EVENTS}: ask for less")
     values: dict[str, Any] = {

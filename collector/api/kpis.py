@@ -7,7 +7,7 @@ from pydantic import BaseModel, Field
 
 from collector.analytics.calendar import GroupBy
 from collector.analytics.equipment import ISO_22400_ELEMENT, TimeElement, TpmLoss
-from collector.analytics.histories import snapshot
+from collector.analytics.histories import TooMuchHistory, snapshot
 from collector.analytics.kpi import Elements, Kpis, Model
 from collector.analytics.losses import StopEvent
 from collector.analytics.reports import GroupReport, KpiReport, TooManyGroups, kpi_report
@@ -276,6 +276,8 @@ async def get_kpis(request: web.Request, query: KpiQuery) -> KpiReportOut:
         report = await request.app[STORE].reads.run(work)
     except TooManyGroups as exc:
         raise refuse("group_by", f"{exc}; at most analytics.max_groups ({most})") from None
+    except TooMuchHistory as exc:
+        raise refuse("from", f"{exc}: ask for a shorter window or fewer machines") from None
     values: dict[str, Any] = {
         "site": scope.site_id,
         "time_zone": scope.site.time_zone,

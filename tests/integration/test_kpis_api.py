@@ -400,6 +400,12 @@ async def test_a_window_starting_inside_a_stop_sees_all_of_it(
 async def test_too_many_stops_or_unknown_equipment_are_refused(
     collector: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(histories, "MAX_SPANS", 3)
+    for path in ("kpis", "downtime"):
+        status, body = await call("GET", f"{collector}/api/v1/{path}", params=WINDOW)
+        assert status == 422, body
+        assert "state spans" in body["invalid_params"][0]["reason"]
+    monkeypatch.setattr(histories, "MAX_SPANS", 1000)
     monkeypatch.setattr(downtime, "MAX_EVENTS", 2)
     status, body = await call("GET", f"{collector}/api/v1/downtime", params=WINDOW)
     assert status == 422, body
