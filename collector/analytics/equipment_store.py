@@ -421,11 +421,14 @@ class EquipmentStore:
     async def machine_states(self) -> list[MachineState]:
         """Each machine's state now: its state tag's latest reading, read by its loss mapping."""
         async with self._pool.connection() as conn:
+            # One index probe per version of each state tag: a join of tags and readings
+            # ordered by time would have the planner scan every partition.
             cursor = await conn.execute(
                 "SELECT m.site, m.machine, s.spec -> 'loss_mapping', r.data_type, r.value,"
                 " r.value_text FROM equipment_tags m JOIN equipment_sites s ON s.site = m.site"
-                " LEFT JOIN LATERAL (SELECT t.data_type, rd.value, rd.value_text"
-                "   FROM tags t JOIN readings rd ON rd.tag_id = t.tag_id"
+                " LEFT JOIN LATERAL (SELECT t.data_type, rd.value, rd.value_text FROM tags t"
+                "   CROSS JOIN LATERAL (SELECT ts, seq, value, value_text FROM readings"
+                "     WHERE tag_id = t.tag_id ORDER BY ts DESC, seq DESC LIMIT 1) rd"
                 "   WHERE t.agent_id = m.agent_id AND t.device = m.device AND t.name = m.name"
                 "   ORDER BY rd.ts DESC, rd.seq DESC LIMIT 1) r ON true"
                 " WHERE m.role = 'state' ORDER BY m.site, m.machine"
