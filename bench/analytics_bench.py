@@ -469,13 +469,19 @@ SELECT date_bin('1 minute', ts, timestamptz '2000-01-01 00:00Z') AS bucket, avg(
 FROM readings WHERE tag_id = %(tag)s AND ts >= %(from)s AND ts < %(to)s
 GROUP BY 1 ORDER BY 1
 """
-# The readings of a tag in [from, to), and the last one before `from` (what is in force then);
-# OFFSET 0 keeps it a per-machine index scan (pulled up, the planner may scan whole partitions).
+# The readings of a tag in [from, to), and the last one before `from` (what is in force then).
+# Where they start is found first, once per tag: as a correlated condition of the scan it
+# would be found again for each of the ~380 daily partitions. OFFSET 0 keeps the scan a
+# per-tag index probe of the partitions from there on.
 _SINCE = """
-    SELECT ts, seq, value, value_text FROM readings
-    WHERE tag_id = {tag} AND ts < %(to)s AND ts >= coalesce(
-        (SELECT max(ts) FROM readings WHERE tag_id = {tag} AND ts < %(from)s), %(from)s)
-    OFFSET 0
+    SELECT ts, seq, value, value_text FROM (
+        SELECT coalesce(max(ts), %(from)s) AS since FROM readings
+        WHERE tag_id = {tag} AND ts < %(from)s
+    ) AS b
+    CROSS JOIN LATERAL (
+        SELECT ts, seq, value, value_text FROM readings
+        WHERE tag_id = {tag} AND ts >= b.since AND ts < %(to)s OFFSET 0
+    ) AS x
 """
 OEE_SQL = f"""
 WITH m AS (
