@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint clean bench-agent bench-agent-e2e bench-api bench-buffer bench-ingest bench-wire
+.PHONY: demo test lint clean bench-agent bench-agent-e2e bench-analytics bench-api bench-buffer bench-ingest bench-wire
 
 # The programs' packages at the versions the images ship (the lock files), the dev tools around
 # them. pip refuses an editable install under hashed constraints: the pins alone constrain it.
@@ -34,6 +34,10 @@ bench-agent: $(STAMP)
 
 bench-agent-e2e: $(STAMP)
 	$(VENV)/bin/python bench/agent_e2e_bench.py --profile 30000 $(ARGS)
+
+bench-analytics: $(STAMP)
+	bash scripts/need-debs.sh postgresql mosquitto redis-server
+	$(VENV)/bin/python bench/analytics_bench.py $(ARGS)
 
 bench-api: $(STAMP)
 	bash scripts/need-debs.sh postgresql mosquitto redis-server wrk
