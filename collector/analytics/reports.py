@@ -35,6 +35,18 @@ Conn = AsyncConnection[TupleRow]
 
 
 @dataclass(frozen=True, slots=True)
+class Scope:
+    """What a report is about: a site, some of its machines, a window, and now."""
+
+    site_id: str
+    site: Site
+    machines: list[StoredMachine]
+    start: datetime
+    end: datetime
+    now: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class MachinePart:
     """One machine's share of a group."""
 
@@ -69,16 +81,11 @@ class Histories:
 
 
 async def load_histories(
-    conn: Conn,
-    site_id: str,
-    site: Site,
-    machines: list[StoredMachine],
-    window: tuple[datetime, datetime],
-    now: datetime,
-    extra_edges: list[tuple[datetime, datetime]] | None = None,
+    conn: Conn, scope: Scope, extra_edges: list[tuple[datetime, datetime]] | None = None
 ) -> Histories:
     """Each machine's spans, counts, reclassifications and calendar over the window."""
-    start, end = window[0], min(window[1], now)
+    site_id, site, machines, now = scope.site_id, scope.site, scope.machines, scope.now
+    start, end = scope.start, min(scope.end, now)
     if end <= start:
         return Histories(start, start, {m.id: _nothing(m, site) for m in machines})
     planned = [(span.start, span.end) for span in planned_busy(site, start, end)]
@@ -142,11 +149,7 @@ class KpiReport:
 
 async def kpi_report(
     conn: Conn,
-    site_id: str,
-    site: Site,
-    machines: list[StoredMachine],
-    window: tuple[datetime, datetime],
-    now: datetime,
+    scope: Scope,
     by: str,
     model: Model,
     per_machine: bool,
@@ -156,12 +159,12 @@ async def kpi_report(
 
     TooManyGroups when the window holds more than `most_groups` groups.
     """
-    start, end = window[0], min(window[1], now)
-    groups = group_windows(site, start, end, by) if start < end else []
+    start, end = scope.start, min(scope.end, scope.now)
+    groups = group_windows(scope.site, start, end, by) if start < end else []
     if len(groups) > most_groups:
         raise TooManyGroups(f"{len(groups)} groups")
     edges = [(group.start, group.end) for group in groups]
-    histories = await load_histories(conn, site_id, site, machines, window, now, edges)
+    histories = await load_histories(conn, scope, edges)
     whole = Group("all", start, max(start, end))
     if start < end:
         total = _report(histories, whole, model, per_machine)
@@ -198,16 +201,9 @@ class DowntimeReport:
     states: dict[str, list[StateTime]]
 
 
-async def downtime_report(
-    conn: Conn,
-    site_id: str,
-    site: Site,
-    machines: list[StoredMachine],
-    window: tuple[datetime, datetime],
-    now: datetime,
-) -> DowntimeReport:
+async def downtime_report(conn: Conn, scope: Scope) -> DowntimeReport:
     """The machines' stops and states over the window (cut at now)."""
-    histories = await load_histories(conn, site_id, site, machines, window, now)
+    histories = await load_histories(conn, scope)
     start, end = histories.start, histories.end
     events = sorted(
         (
@@ -219,7 +215,7 @@ async def downtime_report(
         key=lambda pair: (pair[1].start, pair[0]),
     )
     if end <= start:
-        return DowntimeReport(start, end, [], [], [], {m.id: [] for m in machines})
+        return DowntimeReport(start, end, [], [], [], {m.id: [] for m in scope.machines})
     stops = [event for _, event in events]
     return DowntimeReport(
         start,
@@ -228,7 +224,7 @@ async def downtime_report(
         pareto(stops, (start, end), "reason"),
         pareto(stops, (start, end), "category"),
         {
-            name: time_in_state(site.loss_mapping, histories.spans[name], start, end)
+            name: time_in_state(scope.site.loss_mapping, histories.spans[name], start, end)
             for name in histories.machines
         },
     )

@@ -1,5 +1,6 @@
 """/api/v1/downtime: stops, Paretos, time in state, and operators' reclassifications."""
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -12,12 +13,12 @@ from pydantic import BaseModel, Field
 from collector.analytics.equipment import ID_PATTERN, TimeElement, TpmLoss, code_key
 from collector.analytics.histories import TooMuchHistory, snapshot
 from collector.analytics.losses import ParetoBar, StateTime
-from collector.analytics.reports import DowntimeReport, downtime_report
+from collector.analytics.reports import DowntimeReport, Scope, downtime_report
 from collector.api.auth import PRINCIPAL
 from collector.api.kpis import TAG, Code, StopOut, stop_out
 from collector.api.operations import API, Body, Params, Role
 from collector.api.params import QueryTime, Timestamp
-from collector.api.scope import Scope, ScopeQuery, check_time, refuse, resolve
+from collector.api.scope import ScopeQuery, check_time, refuse, resolve
 from collector.replica import Connection
 from collector.state import EQUIPMENT, STORE
 from shared.invariants import required
@@ -87,9 +88,7 @@ def _state(row: StateTime) -> StateTimeOut:
 async def _report(request: web.Request, scope: Scope) -> DowntimeReport:
     async def work(conn: Connection) -> DowntimeReport:
         async with snapshot(conn):
-            return await downtime_report(
-                conn, scope.site_id, scope.site, scope.machines, (scope.start, scope.end), scope.now
-            )
+            return await downtime_report(conn, scope)
 
     return await request.app[STORE].reads.run(work)
 
@@ -188,9 +187,10 @@ async def reclassify(request: web.Request, _: Params, body: Reclassify) -> Recla
             "reason", f"{body.reason!r} is not a reason of site {body.site}'s loss mapping"
         )
     key = request[PRINCIPAL]
-    instant = (body.start, body.start + timedelta(microseconds=1))
     async with request.app[STORE].pool.connection() as conn, conn.transaction():
-        before = await downtime_report(conn, body.site, site.site, [machine], instant, _now())
+        instant = body.start + timedelta(microseconds=1)
+        scope = Scope(body.site, site.site, [machine], body.start, instant, _now())
+        before = await downtime_report(conn, scope)
         if not any(event.start == body.start for _, event in before.events):
             reason = f"no stop of {body.machine} starts at {body.start.isoformat()}"
             raise refuse("start", reason, 404)
@@ -212,7 +212,7 @@ async def reclassify(request: web.Request, _: Params, body: Reclassify) -> Recla
                 ),
             )
         ).fetchone()
-        after = await downtime_report(conn, body.site, site.site, [machine], instant, _now())
+        after = await downtime_report(conn, replace(scope, now=_now()))
     stop = next(event for _, event in after.events if event.start == body.start)
     return ReclassifiedStop(
         stop=stop_out(body.machine, stop), change=_change(required(row, "the kept change"))

@@ -260,16 +260,7 @@ async def get_kpis(request: web.Request, query: KpiQuery) -> KpiReportOut:
     async def work(conn: Connection) -> KpiReport:
         async with snapshot(conn):
             return await kpi_report(
-                conn,
-                scope.site_id,
-                scope.site,
-                scope.machines,
-                (scope.start, scope.end),
-                scope.now,
-                query.group_by,
-                query.model,
-                query.by_machine,
-                most,
+                conn, scope, query.group_by, query.model, query.by_machine, most
             )
 
     try:

@@ -1,6 +1,5 @@
 """Which machines and which window an analytics request is about: shared by KPIs and downtime."""
 
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -9,7 +8,7 @@ from pydantic import Field
 
 from collector.analytics.calendar import RelativeWindow, relative_window
 from collector.analytics.equipment import ID_PATTERN, Site
-from collector.analytics.equipment_store import StoredMachine
+from collector.analytics.reports import Scope
 from collector.api.operations import Params
 from collector.api.params import QueryTime
 from collector.api.problems import InvalidParam, ProblemError
@@ -41,18 +40,6 @@ class ScopeQuery(Params):
         description="A window named in the site's calendar instead of from/to: the shift"
         " running now, the one before it, today's or yesterday's production day.",
     )
-
-
-@dataclass(frozen=True, slots=True)
-class Scope:
-    """What a request resolved to."""
-
-    site_id: str
-    site: Site
-    machines: list[StoredMachine]
-    start: datetime
-    end: datetime
-    now: datetime
 
 
 def refuse(name: str, reason: str, status: int = 422) -> ProblemError:
