@@ -81,25 +81,7 @@ def test_run_with_a_busy_metrics_port_exits_naming_the_file_and_the_key(
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        config = tmp_path / "agent.yaml"
-        config.write_text(
-            yaml.safe_dump(
-                {
-                    "agent": {"id": "busy", "http_port": port},
-                    "buffer": {"path": str(tmp_path / "b.sqlite")},
-                    "mqtt": {"url": f"mqtt://127.0.0.1:{free_port()}"},
-                    "devices": [
-                        {
-                            "type": "modbus",
-                            "name": "d1",
-                            "host": "127.0.0.1",
-                            "port": free_port(),
-                            "tags": [{"name": "t", "table": "holding_register", "address": 0}],
-                        }
-                    ],
-                }
-            )
-        )
+        config = one_device_config(tmp_path, "busy", port)
         assert main(["run", "--config", str(config)]) == 1
     err = capsys.readouterr().err
     assert f"plantwire-agent: {config}: agent.http_port: port {port} on 127.0.0.1" in err
@@ -114,24 +96,29 @@ def test_run_exits_0_once_the_agent_has_stopped(
         stopped.append(service)  # as run_agent returns after a SIGTERM's stop
 
     monkeypatch.setattr("agent.cli.run_agent", stops_at_once)
-    config = tmp_path / "agent.yaml"
+    config = one_device_config(tmp_path, "calm", free_port())
+    assert main(["run", "--config", str(config)]) == 0
+    assert len(stopped) == 1
+
+
+def one_device_config(folder: Path, agent_id: str, http_port: int) -> Path:
+    """An agent config file with one Modbus device on a port nothing listens on."""
+    config = folder / "agent.yaml"
+    device = {
+        "type": "modbus",
+        "name": "d1",
+        "host": "127.0.0.1",
+        "port": free_port(),
+        "tags": [{"name": "t", "table": "holding_register", "address": 0}],
+    }
     config.write_text(
         yaml.safe_dump(
             {
-                "agent": {"id": "calm", "http_port": free_port()},
-                "buffer": {"path": str(tmp_path / "b.sqlite")},
+                "agent": {"id": agent_id, "http_port": http_port},
+                "buffer": {"path": str(folder / "b.sqlite")},
                 "mqtt": {"url": f"mqtt://127.0.0.1:{free_port()}"},
-                "devices": [
-                    {
-                        "type": "modbus",
-                        "name": "d1",
-                        "host": "127.0.0.1",
-                        "port": free_port(),
-                        "tags": [{"name": "t", "table": "holding_register", "address": 0}],
-                    }
-                ],
+                "devices": [device],
             }
         )
     )
-    assert main(["run", "--config", str(config)]) == 0
-    assert len(stopped) == 1
+    return config
