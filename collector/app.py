@@ -15,6 +15,8 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from collector.agents import AgentRegistry
 from collector.analytics.deriver import Deriver
 from collector.analytics.equipment_store import EquipmentStore, watch_status
+from collector.analytics.held_readings import HeldReadings
+from collector.analytics.part_writer import PartWriter
 from collector.analytics.rollups import refresh_rollups
 from collector.api.auth import Authenticator
 from collector.api.keys import ApiKeys
@@ -111,9 +113,9 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         # Not waited for: the API reads from the primary until the replica answers.
         await replica.open(wait=False)
     reads = ReadPools(pool, replica, metrics_)
-    app[STORE] = ReadingStore(
-        pool, partition_window(settings), reads, app[SETTINGS].analytics.derive
-    )
+    analytics = app[SETTINGS].analytics
+    held = HeldReadings() if analytics.derive else None
+    app[STORE] = ReadingStore(pool, partition_window(settings), reads, analytics.derive, held)
     app[AGENTS] = AgentRegistry(pool, reads)
     app[KEYS] = keys = ApiKeys(pool)
     app[AUTH] = auth = Authenticator(keys)
@@ -131,10 +133,12 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     if replica is not None:
         supervisor.add("replica-lag", reads.watch_lag)
     supervisor.add("key-usage", auth.save_usage)
-    analytics = app[SETTINGS].analytics
-    if analytics.derive:
+    if held is not None:
         deriver = Deriver(pool, analytics, metrics_, refresh_rollups)
         supervisor.add("deriver", deriver.run)
+        parts = PartWriter(pool, held, analytics.derive_interval, deriver.wake)
+        supervisor.add("rollup-parts", parts.run)
+        metrics_.rollup_held.set_function(lambda: held.readings)
     interval = app[SETTINGS].equipment.status_interval
     supervisor.add("equipment-status", lambda: watch_status(equipment, metrics_, interval))
     yield

@@ -1,6 +1,7 @@
 """PostgreSQL binary COPY rows for the readings table, built column-wise with numpy."""
 
 import struct
+from collections.abc import Sequence
 from itertools import product
 
 import numpy as np
@@ -110,3 +111,29 @@ def _text_rows(batch: Batch, ids: NDArray[np.int32], ts: NDArray[np.int64]) -> l
         else:
             out.append(row + struct.pack(">iq", 8, server - _PG_EPOCH_US))
     return out
+
+
+PG_TYPES = {"int4": ">i4", "int8": ">i8", "float8": ">f8", "timestamptz": ">i8"}
+"""Binary COPY encodings of the fixed-width types `binary_rows` writes."""
+
+
+def binary_rows(fields: Sequence[tuple[str, NDArray[np.generic] | None]], count: int) -> bytes:
+    """`count` binary COPY rows (no header or trailer) of fixed-width fields, column-wise.
+
+    Each field is its PostgreSQL type (a key of PG_TYPES) and its column, or None for NULL in
+    every row; timestamptz columns are microseconds since the Unix epoch.
+    """
+    layout: list[tuple[str, str]] = [("count", ">i2")]
+    for number, (pg_type, column) in enumerate(fields):
+        layout.append((f"len{number}", ">i4"))
+        if column is not None:
+            layout.append((f"f{number}", PG_TYPES[pg_type]))
+    out = np.empty(count, np.dtype(layout))
+    out["count"] = len(fields)
+    for number, (pg_type, column) in enumerate(fields):
+        if column is None:
+            out[f"len{number}"] = _NULL
+            continue
+        out[f"len{number}"] = np.dtype(PG_TYPES[pg_type]).itemsize
+        out[f"f{number}"] = column - _PG_EPOCH_US if pg_type == "timestamptz" else column
+    return out.tobytes()

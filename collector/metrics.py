@@ -152,6 +152,12 @@ class CollectorMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
             registry=self.registry,
         )
+        self.rollup_held = Gauge(
+            "plantwire_collector_rollup_held_readings",
+            "Readings of written batches this collector holds in memory until their minutes"
+            " end, to summarise them as rollup parts.",
+            registry=self.registry,
+        )
         self.mqtt_connected = Gauge(
             "plantwire_collector_mqtt_connected",
             "1 while the collector is connected to the broker.",

@@ -13,6 +13,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
+from collector.analytics.held_readings import HeldReadings, numeric_columns
 from collector.batches import Batch
 from collector.copy_rows import COPY_SQL, HEADER, TRAILER, encode_rows
 from collector.partitions import PartitionWindow, ensure_partition
@@ -82,9 +83,13 @@ class ReadingStore:
         partitions: PartitionWindow | None = None,
         reads: ReadPools | None = None,
         derive: bool = True,
+        held: HeldReadings | None = None,
     ) -> None:
+        """With `held`, the readings written by `write` are held there to be summarised into
+        rollup parts (collector/analytics/part_writer.py), else the deriver rolls them up."""
         self._pool = pool
         self._derive = derive
+        self._held = held if derive else None
         self.reads = reads or ReadPools(pool)
         self._window = partitions or PartitionWindow(days_back=400, days_ahead=7)
         self._partitions: set[date] = set()
@@ -115,7 +120,14 @@ class ReadingStore:
         async with self._pool.connection() as conn:
             ids = await self._prepare_in(conn, list(unique.values()))
             async with conn.transaction():
-                fresh = await self.write_in(conn, list(unique.values()), ids)
+                fresh = await self.write_in(conn, list(unique.values()), ids, hold=True)
+        if self._held is not None:
+            for batch in fresh:
+                if len(batch):
+                    self._held.add(
+                        (batch.agent, batch.epoch, batch.batch_id),
+                        numeric_columns(batch, ids[(batch.agent, batch.tags.raw)]),
+                    )
         refused: Counter[str] = Counter()
         for batch in fresh:
             if batch.refused is not None:
@@ -134,9 +146,14 @@ class ReadingStore:
         return ids
 
     async def write_in(
-        self, conn: AsyncConnection[TupleRow], batches: list[Batch], ids: TagIds
+        self,
+        conn: AsyncConnection[TupleRow],
+        batches: list[Batch],
+        ids: TagIds,
+        hold: bool = False,
     ) -> list[Batch]:
-        """Within a transaction: record the batches in the ledger, copy the new ones' readings."""
+        """Within a transaction: record the batches in the ledger, copy the new ones' readings
+        (claimed for rollup parts, with `hold`, when readings are held)."""
         cursor = await conn.execute(
             "INSERT INTO batches (agent_id, epoch, batch_id, last_seq, readings)"
             " SELECT * FROM unnest(%s::text[], %s::int8[], %s::int8[], %s::int8[],"
@@ -151,7 +168,7 @@ class ReadingStore:
         )
         by_key = {(b.agent, b.epoch, b.batch_id): b for b in batches}
         fresh = [by_key[(r[0], r[1], r[2])] for r in await cursor.fetchall()]
-        await self.copy(conn, fresh, ids)
+        await self.copy(conn, fresh, ids, hold)
         for batch in fresh:
             if batch.refused is not None:
                 await self._keep_refused(conn, batch)
@@ -166,9 +183,11 @@ class ReadingStore:
         conn: AsyncConnection[TupleRow],
         batches: Sequence[Batch],
         ids: TagIds,
+        hold: bool = False,
     ) -> None:
         """COPY the batches' readings (inside the caller's transaction), and log what the
-        deriver must redo for them (collector/analytics/deriver.py)."""
+        deriver must redo for them (collector/analytics/deriver.py); with `hold`, when
+        readings are held, claim their rollups instead of leaving them to the deriver."""
         filled = [b for b in batches if len(b)]
         if not filled:
             return
@@ -178,9 +197,19 @@ class ReadingStore:
         if self._derive:
             # A row per batch: one agent's backlog must not widen what another's live batches
             # in the same write make the deriver redo.
-            async with conn.cursor().copy("COPY derive_log (tag_ids, lo, hi) FROM STDIN") as log:
-                for batch in filled:
-                    await log.write_row(_touched(batch, ids))
+            claim = hold and self._held is not None
+            touched = [_touched(batch, ids) for batch in filled]
+            async with conn.cursor().copy(
+                "COPY derive_log (tag_ids, lo, hi, rollups) FROM STDIN"
+            ) as log:
+                for row in touched:
+                    await log.write_row((*row, not claim))
+            if claim:
+                async with conn.cursor().copy(
+                    "COPY rollup_claims (agent_id, epoch, batch_id, tag_ids, lo, hi) FROM STDIN"
+                ) as claims:
+                    for batch, row in zip(filled, touched, strict=True):
+                        await claims.write_row((batch.agent, batch.epoch, batch.batch_id, *row))
 
     async def _keep_refused(self, conn: AsyncConnection[TupleRow], batch: Batch) -> None:
         """One dead letter for a stored batch's refused readings, one row per reading."""

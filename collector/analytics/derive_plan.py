@@ -23,6 +23,10 @@ class LoggedWrite:
     tag_ids: Sequence[int]
     lo: datetime
     hi: datetime
+    rollups: bool = True
+    """Whether the deriver rolls it up from the readings (else a collector's parts bring it)."""
+    machines: bool = True
+    """Whether its machines are to be derived again (a claim left over was, when logged)."""
 
 
 @dataclass(slots=True)
@@ -48,11 +52,11 @@ def plan(writes: Sequence[LoggedWrite], running: datetime) -> Plan:
         start = floor_minute(write.lo)
         end = min(floor_minute(write.hi) + MINUTE, running)
         for tag in write.tag_ids:
-            if tag not in out.earliest or write.lo < out.earliest[tag]:
+            if write.machines and (tag not in out.earliest or write.lo < out.earliest[tag]):
                 out.earliest[tag] = write.lo
-            if start < end:
+            if write.rollups and start < end:
                 ranges[tag].append((start, end))
-        if write.hi >= running:
+        if write.rollups and write.hi >= running:
             pending_ids.update(write.tag_ids)
             lo = max(write.lo, running)
             pending_lo = lo if pending_lo is None else min(pending_lo, lo)

@@ -7,6 +7,7 @@ collectors may run it; an advisory lock lets one pass run at a time.
 """
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -18,6 +19,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from collector.analytics.derive_plan import LoggedWrite, plan
 from collector.analytics.machine_store import MachineKey, machines_of, rederive, slice_end
+from collector.analytics.part_fold import fold_parts
 from collector.analytics.timespans import floor_minute
 from collector.config import AnalyticsSettings
 from collector.metrics import CollectorMetrics
@@ -32,6 +34,17 @@ LOCK_KEY = 0x706C_6472  # "pldr": one deriver pass at a time across collectors
 SLICE_READINGS = 200_000
 """About the most of a machine's readings one pass derives (held in memory at once)."""
 END_OF_TIME = datetime.max.replace(tzinfo=UTC)
+PARTS_PER_PASS = 500_000
+"""Most rollup parts one pass merges."""
+CLAIM_TIMEOUT_S = 300.0
+"""Age at which a batch's claim counts as left by a collector that stopped: its collector
+writes its parts within about two minutes (collector/analytics/held_readings.py)."""
+_LEFT_CLAIMS = """
+DELETE FROM rollup_claims WHERE (agent_id, epoch, batch_id) IN (
+    SELECT agent_id, epoch, batch_id FROM rollup_claims
+    WHERE logged_at < now() - make_interval(secs => %s) ORDER BY logged_at LIMIT %s
+) RETURNING tag_ids, lo, hi
+"""
 
 
 def utc_now() -> datetime:
@@ -49,65 +62,87 @@ class Deriver:
         metrics: CollectorMetrics,
         refresh_rollups: RollupRefresh,
         clock: Callable[[], datetime] = utc_now,
+        claim_timeout_s: float = CLAIM_TIMEOUT_S,
     ) -> None:
         self._pool = pool
         self._settings = settings
         self._metrics = metrics
         self._refresh_rollups = refresh_rollups
         self._clock = clock
+        self._claim_timeout_s = claim_timeout_s
+        self._woken = asyncio.Event()
+
+    def wake(self) -> None:
+        """Run the next pass now (rollup parts were written)."""
+        self._woken.set()
 
     async def run(self) -> None:
-        """Pass after pass: at once while a pass found a full load, else every derive_interval."""
+        """Pass after pass: at once while a pass found a full load or was woken, else every
+        derive_interval."""
         while True:
             taken = await self.pass_once()
             if taken < self._settings.derive_max_log_rows:
-                await asyncio.sleep(self._settings.derive_interval)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._woken.wait(), self._settings.derive_interval)
+            self._woken.clear()
 
     async def pass_once(self) -> int:
-        """One pass; how many logged writes and waiting machines it took up (0 while another
-        collector's pass runs)."""
+        """One pass; how many logged writes, left claims, waiting machines and rollup parts it
+        took up (0 while another collector's pass runs)."""
         began = time.perf_counter()
         async with self._pool.connection() as conn, conn.transaction():
             cursor = await conn.execute("SELECT pg_try_advisory_xact_lock(%s)", [LOCK_KEY])
             if not required(await cursor.fetchone(), "the lock's answer")[0]:
                 return 0
+            most = self._settings.derive_max_log_rows
             rows = await (
                 await conn.execute(
-                    "SELECT id, tag_ids, lo, hi, logged_at FROM derive_log ORDER BY id LIMIT %s",
-                    [self._settings.derive_max_log_rows],
+                    "SELECT id, tag_ids, lo, hi, rollups, logged_at FROM derive_log"
+                    " ORDER BY id LIMIT %s",
+                    [most],
                 )
+            ).fetchall()
+            claims = await (
+                await conn.execute(_LEFT_CLAIMS, [self._claim_timeout_s, most])
             ).fetchall()
             waiting = await (
                 await conn.execute("SELECT site, machine, lo FROM derive_machines")
             ).fetchall()
             now = self._clock()
-            writes = [LoggedWrite(*row[:4]) for row in rows]
-            await self._take_up(conn, writes, {(s, m): lo for s, m, lo in waiting}, now)
-            oldest = min((row[4] for row in rows), default=now)
+            writes = [LoggedWrite(*row[:5]) for row in rows]
+            writes += [LoggedWrite(0, row[0], row[1], row[2], machines=False) for row in claims]
+            logged = [row[0] for row in rows]
+            parts = await self._take_up(
+                conn, writes, logged, {(s, m): lo for s, m, lo in waiting}, now
+            )
+            oldest = min((row[5] for row in rows), default=now)
             self._metrics.derive_lag.set((now - oldest).total_seconds())
             left = required(
                 await (
                     await conn.execute(
                         "SELECT (SELECT count(*) FROM derive_log)"
                         " + (SELECT count(*) FROM derive_machines)"
+                        " + (SELECT count(*) FROM rollup_parts)"
                     )
                 ).fetchone(),
                 "the count",
             )[0]
         self._metrics.derive_pending.set(left)
         self._metrics.derive_seconds.observe(time.perf_counter() - began)
-        return len(rows) + len(waiting)
+        return len(rows) + len(claims) + len(waiting) + parts
 
     async def _take_up(
         self,
         conn: Conn,
         writes: list[LoggedWrite],
+        logged: list[int],
         waiting: dict[MachineKey, datetime],
         now: datetime,
-    ) -> None:
+    ) -> int:
         work = plan(writes, floor_minute(now))
-        if work.rollups:
-            await self._refresh_rollups(conn, work.rollups)
+        folded = await fold_parts(conn, PARTS_PER_PASS)
+        if work.rollups or folded.redo:
+            await self._refresh_rollups(conn, work.rollups + folded.redo)
         for (site, machine), lo in waiting.items():
             # Only as read: a model changed since then is derived again in the next pass.
             await conn.execute(
@@ -130,11 +165,10 @@ class Deriver:
                     " SET lo = least(derive_machines.lo, excluded.lo)",
                     (*key, until),
                 )
-        if writes:
-            await conn.execute(
-                "DELETE FROM derive_log WHERE id = ANY(%s)", [[write.id for write in writes]]
-            )
+        if logged:
+            await conn.execute("DELETE FROM derive_log WHERE id = ANY(%s)", [logged])
         if work.pending is not None:
             await conn.execute(
                 "INSERT INTO derive_log (tag_ids, lo, hi) VALUES (%s, %s, %s)", work.pending
             )
+        return folded.parts

@@ -3,9 +3,10 @@
 A request whose bucket edges and ends all lie on whole hours (UTC) is answered from
 `rollups_1h`, else on whole minutes from `rollups_1m`: every rollup row then lies inside one
 bucket, and the rows of a bucket merge into the summary its readings would give
-(collector/analytics/summary_sql.py). Writes the deriver has not taken up yet are still in
-`derive_log`: the buckets from the earliest of them on are read from the raw readings, in the
-same snapshot, so an answer never misses a reading. Anything else goes to the raw readings.
+(collector/analytics/summary_sql.py). Writes not rolled up yet are still in `derive_log`,
+`rollup_claims` (held by a collector until their minutes end) or `rollup_parts` (summarised,
+not merged yet): the buckets from the earliest of them on are read from the raw readings, in
+the same snapshot, so an answer never misses a reading. Anything else goes to the raw readings.
 """
 
 from dataclasses import replace
@@ -29,7 +30,11 @@ from shared.invariants import required
 
 _GRAINS: Final[dict[SourceName, timedelta]] = {"rollups_1h": HOUR, "rollups_1m": MINUTE}
 _MOST_EDGES = 1_000_000  # calendar buckets of a range the API allows are far fewer
-_PENDING = "SELECT min(lo) FROM derive_log WHERE tag_ids && %s::int4[]"
+_PENDING = """SELECT least(
+    (SELECT min(lo) FROM derive_log WHERE rollups AND tag_ids && %(ids)s::int4[]),
+    (SELECT min(lo) FROM rollup_claims WHERE tag_ids && %(ids)s::int4[]),
+    (SELECT min(bucket) FROM rollup_parts WHERE tag_id = ANY(%(ids)s))
+)"""
 
 
 def rollup_table(request: SeriesRequest) -> SourceName | None:
@@ -90,7 +95,7 @@ class RollupSource:
 
 async def _derived_until(conn: Connection, request: SeriesRequest) -> datetime:
     """The start of the request's first bucket holding a write not rolled up yet (or its end)."""
-    row = await (await conn.execute(_PENDING, [list(request.tag_ids)])).fetchone()
+    row = await (await conn.execute(_PENDING, {"ids": list(request.tag_ids)})).fetchone()
     pending: datetime | None = required(row, "min(lo) of the write log")[0]
     if pending is None or pending >= request.end:
         return request.end

@@ -12,8 +12,8 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from collector.analytics.summary_sql import (
-    EXTREME_TIMES,
     NUMBER,
+    ROLLUP_TIMES,
     SUMMARY_COLUMNS,
     merged_summaries,
     readings_summaries,
@@ -37,7 +37,7 @@ _INSERT = "INSERT INTO {table} (tag_id, bucket, {columns}, {times}) {query}"
 _MINUTES = _INSERT.format(
     table="rollups_1m",
     columns=SUMMARY_COLUMNS,
-    times=EXTREME_TIMES,
+    times=ROLLUP_TIMES,
     query=readings_summaries(
         _NUMERIC_READINGS.format(work=_WORK), "date_trunc('minute', ts, 'UTC')", NUMBER, tag="w.id"
     ),
@@ -45,7 +45,7 @@ _MINUTES = _INSERT.format(
 _HOURS = _INSERT.format(
     table="rollups_1h",
     columns=SUMMARY_COLUMNS,
-    times=EXTREME_TIMES,
+    times=ROLLUP_TIMES,
     query=merged_summaries(
         _MINUTE_ROWS.format(work=_WORK), "date_trunc('hour', bucket, 'UTC')", tag="w.id"
     ),
@@ -87,11 +87,17 @@ async def refresh_rollups(
         if not (start < end and on_grain(start, MINUTE) and on_grain(end, MINUTE)):
             raise ValueError(f"rollups are redone for whole minutes, not [{start}, {end})")
     minutes = _spans(work)
+    await conn.execute(_CLEAR.format(table="rollups_1m", work=_WORK), _params(minutes))
+    written = (await conn.execute(_MINUTES, _params(minutes))).rowcount
+    return written + await refresh_hours(conn, minutes)
+
+
+async def refresh_hours(conn: Connection, minutes: Sequence[Span]) -> int:
+    """Within the caller's transaction: redo from their minutes the hours holding these
+    tag versions' minute ranges; returns the rows written."""
     hours = _spans(
         ([tag], floor_to(start, HOUR), floor_to(end - MINUTE, HOUR) + HOUR)
         for tag, start, end in minutes
     )
-    await conn.execute(_CLEAR.format(table="rollups_1m", work=_WORK), _params(minutes))
-    written = (await conn.execute(_MINUTES, _params(minutes))).rowcount
     await conn.execute(_CLEAR.format(table="rollups_1h", work=_WORK), _params(hours))
-    return written + (await conn.execute(_HOURS, _params(hours))).rowcount
+    return (await conn.execute(_HOURS, _params(hours))).rowcount

@@ -19,8 +19,10 @@ SUMMARY_COLUMNS = (
     " step_area, linear_area, increase"
 )
 """A rollup table's summary columns, in the order the queries here give them."""
-EXTREME_TIMES = "low_ts, high_ts"
-"""When a rollup's low and high were first reached (given after SUMMARY_COLUMNS)."""
+ROLLUP_TIMES = "low_ts, high_ts, span_lo, span_hi"
+"""When a rollup's low and high were first reached, and its first and last readings' times of
+any kind (given after SUMMARY_COLUMNS): two rollups of one bucket merge exactly only when their
+spans do not overlap."""
 
 
 def _seconds(begin: str, end: str) -> str:
@@ -64,7 +66,8 @@ _NUMBER_COLUMNS = f""",
     coalesce(sum({step_area("v", "ts", "nts")}), 0),
     coalesce(sum({linear_area("v", "nv", "ts", "nts")}), 0),
     coalesce(sum({counter_step("pv", "v")}) FILTER (WHERE pv IS NOT NULL), 0)"""
-_READING_EXTREMES = ", min(ts) FILTER (WHERE v = lo), min(ts) FILTER (WHERE v = hi)"
+_READING_EXTREMES = ", min(ts) FILTER (WHERE v = lo), min(ts) FILTER (WHERE v = hi),"
+_READING_EXTREMES += " min(ts), max(ts)"
 
 
 def readings_summaries(
@@ -74,7 +77,7 @@ def readings_summaries(
 
     `source` is a FROM clause giving readings' ts, seq, quality, value and value_text; with
     `tag` (an expression of it), one summary per tag version and bucket, led by the tag id,
-    and the times of the low and high after the summary. Without `numbers`, only the count,
+    and ROLLUP_TIMES after the summary. Without `numbers`, only the count,
     good count, and first and last values (text).
     """
     windows = columns = ""
@@ -118,7 +121,8 @@ _GAPS = {
     "linear": linear_area("pv", "first_value", "pts", "first_ts"),
     "increase": counter_step("pv", "first_value"),
 }
-_MERGED_EXTREMES = ", min(low_ts) FILTER (WHERE low = lo), min(high_ts) FILTER (WHERE high = hi)"
+_MERGED_EXTREMES = ", min(low_ts) FILTER (WHERE low = lo), min(high_ts) FILTER (WHERE high = hi),"
+_MERGED_EXTREMES += " min(span_lo), max(span_hi)"
 
 
 def merged_summaries(source: str, key: str, *, tag: str | None = None) -> str:
@@ -126,12 +130,12 @@ def merged_summaries(source: str, key: str, *, tag: str | None = None) -> str:
 
     `source` is a FROM clause giving a rollup table's columns; `key`, an expression of their
     `bucket`, must put every row in the bucket all its readings belong to. With `tag`, one
-    summary per tag version and bucket, led by the tag id and followed by EXTREME_TIMES.
+    summary per tag version and bucket, led by the tag id and followed by ROLLUP_TIMES.
     """
     return _MERGE.format(
         **_GAPS,
         columns=SUMMARY_COLUMNS,
-        times=EXTREME_TIMES,
+        times=ROLLUP_TIMES,
         tag="0" if tag is None else tag,
         key=key,
         source=source,

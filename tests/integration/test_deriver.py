@@ -304,7 +304,7 @@ async def test_readings_stored_before_the_release_are_derived_a_day_at_a_time(
             "'2026-03-01 22:00+00'::timestamptz, '2026-03-03 00:59:59+00', '1 second') AS t"
         )
         await conn.commit()
-        assert await migrate(conn) == [7]
+        assert await migrate(conn) == [7, 8]
         rows = await (await conn.execute("SELECT lo, hi FROM derive_log ORDER BY lo")).fetchall()
     day = timedelta(days=1)
     first = datetime(2026, 3, 1, 22, tzinfo=UTC)

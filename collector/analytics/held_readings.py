@@ -1,0 +1,103 @@
+"""Readings of written batches held in memory until their minutes end, to be summarised.
+
+The collector that stores a batch keeps its numeric readings here once the write has
+committed (a claim in `rollup_claims`, written with the batch, stands for them). Once every
+minute a batch touches has ended, its readings are taken out to be summarised per tag and
+minute (collector/analytics/part_writer.py). Readings stamped in the future, or held longer
+than `max_hold_s`, or more than `max_readings` in all, are taken out at once: a part of an
+unfinished minute merges with the rest of that minute later.
+"""
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from collector.analytics.minute_summaries import MINUTE_US, Columns, usable
+from collector.batches import Batch
+from shared.blocks import ValueKind
+
+ClaimKey = tuple[str, int, int]
+"""(agent, epoch, batch id): a batch, and its row in rollup_claims."""
+MAX_READINGS = 2_000_000
+"""Most readings held before all are taken out (about 30 bytes each)."""
+MAX_HOLD_S = 120.0
+
+
+def numeric_columns(batch: Batch, tag_ids: NDArray[np.int32]) -> Columns:
+    """The batch's readings of numeric tag versions (`tag_ids` by tag index), as stored."""
+    numeric = ~batch.tags.is_string[batch.t]
+    value = np.where(batch.kinds == ValueKind.NUMBER, batch.values, np.nan)
+    text_at = np.flatnonzero(batch.kinds == ValueKind.TEXT)
+    for at, text in zip(text_at.tolist(), batch.texts, strict=True):
+        if numeric[at]:  # a 64-bit integer too wide for a double travels as text
+            value[at] = float(text)
+    return Columns(
+        tag_ids[batch.t][numeric],
+        batch.ts[numeric],
+        batch.seqs[numeric],
+        (batch.qualities == 0)[numeric],
+        usable(value[numeric]),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Held:
+    claim: ClaimKey
+    columns: Columns
+    last_minute_end: int
+    held_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Taken:
+    """Readings taken out together, and the claims of the batches they came from."""
+
+    columns: Columns
+    claims: list[ClaimKey]
+    held: Sequence[_Held]
+
+
+class HeldReadings:
+    """Written batches' readings waiting for their minutes to end."""
+
+    def __init__(
+        self,
+        max_readings: int = MAX_READINGS,
+        max_hold_s: float = MAX_HOLD_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._max_readings = max_readings
+        self._max_hold_s = max_hold_s
+        self._clock = clock
+        self._held: list[_Held] = []
+        self.readings = 0
+
+    def add(self, claim: ClaimKey, columns: Columns) -> None:
+        """Hold a committed batch's readings (those of numeric tag versions)."""
+        end = (int(columns.ts.max()) // MINUTE_US + 1) * MINUTE_US if len(columns) else 0
+        self._held.append(_Held(claim, columns, end, self._clock()))
+        self.readings += len(columns)
+
+    def take(self, now_us: int, everything: bool = False) -> Taken | None:
+        """Take out the batches whose minutes have all ended by `now_us` (all, if asked or
+        too many are held), or None."""
+        everything = everything or self.readings > self._max_readings
+        oldest = self._clock() - self._max_hold_s
+        ready: list[_Held] = []
+        kept: list[_Held] = []
+        for held in self._held:
+            due = held.last_minute_end <= now_us or held.held_at <= oldest
+            (ready if everything or due else kept).append(held)
+        if not ready:
+            return None
+        self._held = kept
+        self.readings -= sum(len(h.columns) for h in ready)
+        return Taken(Columns.joined([h.columns for h in ready]), [h.claim for h in ready], ready)
+
+    def give_back(self, taken: Taken) -> None:
+        """Hold again what could not be written, to be taken out again."""
+        self._held[:0] = taken.held
+        self.readings += len(taken.columns)

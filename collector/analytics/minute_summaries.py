@@ -1,0 +1,147 @@
+"""Per-minute rollup summaries of readings held in memory, computed column-wise with numpy.
+
+Each summary has the fields a `rollups_1m` row has, computed as the SQL of
+collector/analytics/summary_sql.py computes them from stored readings (readings_summaries):
+readings ordered by time and sequence number per tag version; a value counts as a number
+unless it is missing, NaN, infinite or at least 1e300 in size; areas and increases run
+between consecutive numbers within the minute. So a summary made here and one made by the
+database from the same readings are equal, and both merge with their neighbours alike.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+MINUTE_US = 60_000_000
+_LARGEST = 1e300  # the "no value" sentinel bound of summary_sql.NUMBER
+
+
+@dataclass(frozen=True, slots=True)
+class Columns:
+    """Readings of numeric tag versions, entry i of each column being reading i."""
+
+    tag: NDArray[np.int32]
+    ts: NDArray[np.int64]
+    """Microseconds since the Unix epoch (UTC)."""
+    seq: NDArray[np.int64]
+    good: NDArray[np.bool_]
+    value: NDArray[np.float64]
+    """NaN where the reading has no usable number."""
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    @classmethod
+    def joined(cls, parts: "list[Columns]") -> "Columns":
+        """One set of columns holding every reading of `parts`."""
+        return cls(
+            np.concatenate([p.tag for p in parts]) if parts else np.empty(0, np.int32),
+            np.concatenate([p.ts for p in parts]) if parts else np.empty(0, np.int64),
+            np.concatenate([p.seq for p in parts]) if parts else np.empty(0, np.int64),
+            np.concatenate([p.good for p in parts]) if parts else np.empty(0, np.bool_),
+            np.concatenate([p.value for p in parts]) if parts else np.empty(0, np.float64),
+        )
+
+
+def usable(values: NDArray[np.float64]) -> NDArray[np.float64]:
+    """The values with every one that is not a usable number (NaN, infinite, >= 1e300) as NaN."""
+    with np.errstate(invalid="ignore"):
+        return np.where(np.abs(values) < _LARGEST, values, np.nan)
+
+
+@dataclass(frozen=True, slots=True)
+class Summaries:
+    """One summary per (tag version, minute), oldest first per tag; the number fields
+    (first_ts ... high_ts) mean nothing where `numbers` is 0 (they are NULL in the table)."""
+
+    tag: NDArray[np.int32]
+    bucket: NDArray[np.int64]
+    count: NDArray[np.int64]
+    good: NDArray[np.int64]
+    numbers: NDArray[np.int64]
+    first_ts: NDArray[np.int64]
+    first_value: NDArray[np.float64]
+    last_ts: NDArray[np.int64]
+    last_value: NDArray[np.float64]
+    total: NDArray[np.float64]
+    low: NDArray[np.float64]
+    low_ts: NDArray[np.int64]
+    high: NDArray[np.float64]
+    high_ts: NDArray[np.int64]
+    step_area: NDArray[np.float64]
+    linear_area: NDArray[np.float64]
+    increase: NDArray[np.float64]
+    span_lo: NDArray[np.int64]
+    span_hi: NDArray[np.int64]
+
+    def __len__(self) -> int:
+        return len(self.tag)
+
+
+def _sums(group: NDArray[np.int64], values: NDArray[np.float64], size: int) -> NDArray[np.float64]:
+    """The sum of `values` per group (0 for a group without any)."""
+    return np.asarray(np.bincount(group, values, minlength=size), np.float64)
+
+
+def summarize(columns: Columns) -> Summaries:
+    """The summary of each tag version's readings in each minute they fall in."""
+    order = np.lexsort((columns.seq, columns.ts, columns.tag))
+    tag, ts = columns.tag[order], columns.ts[order]
+    good, value = columns.good[order], columns.value[order]
+    n = len(ts)
+    minute = ts // MINUTE_US
+    new = np.ones(n, np.bool_)
+    new[1:] = (tag[1:] != tag[:-1]) | (minute[1:] != minute[:-1])
+    starts = np.flatnonzero(new)
+    ends = np.append(starts[1:], n)
+    size = len(starts)
+    group = np.cumsum(new) - 1
+    number = ~np.isnan(value)
+    g, t, v = group[number], ts[number], value[number]
+    numbers = np.bincount(g, minlength=size)
+    first = np.flatnonzero(np.r_[True, g[1:] != g[:-1]]) if len(g) else np.empty(0, np.int64)
+    last = np.append(first[1:], len(g)) - 1
+    held = g[first]  # the groups holding numbers, in order
+
+    def per_group(found: NDArray[Any], fill: float, dtype: type) -> NDArray[Any]:
+        out: NDArray[Any] = np.full(size, fill, dtype)
+        out[held] = found
+        return out
+
+    low = np.minimum.reduceat(v, first) if len(g) else np.empty(0)
+    high = np.maximum.reduceat(v, first) if len(g) else np.empty(0)
+    at = np.repeat(np.arange(len(first)), last - first + 1)  # each number's index in `held`
+    never = np.iinfo(np.int64).max
+    low_ts = np.minimum.reduceat(np.where(v == low[at], t, never), first) if len(g) else low
+    high_ts = np.minimum.reduceat(np.where(v == high[at], t, never), first) if len(g) else high
+    # Between consecutive numbers of one group: as the SQL's lead/lag over them.
+    pair = g[1:] == g[:-1]
+    left, right = v[:-1][pair], v[1:][pair]
+    seconds = (t[1:][pair] - t[:-1][pair]) / 1e6
+    owner = g[:-1][pair]
+    step = _sums(owner, left * seconds, size)
+    linear = _sums(owner, (left + right) / 2 * seconds, size)
+    rise = _sums(owner, np.where(right >= left, right - left, right), size)
+    return Summaries(
+        tag=tag[starts],
+        bucket=minute[starts] * MINUTE_US,
+        count=ends - starts,
+        good=np.add.reduceat(good.astype(np.int64), starts) if n else np.empty(0, np.int64),
+        numbers=numbers,
+        first_ts=per_group(t[first], 0, np.int64),
+        first_value=per_group(v[first], np.nan, np.float64),
+        last_ts=per_group(t[last], 0, np.int64),
+        last_value=per_group(v[last], np.nan, np.float64),
+        total=per_group(np.add.reduceat(v, first) if len(g) else v, np.nan, np.float64),
+        low=per_group(low, np.nan, np.float64),
+        low_ts=per_group(low_ts, 0, np.int64),
+        high=per_group(high, np.nan, np.float64),
+        high_ts=per_group(high_ts, 0, np.int64),
+        step_area=step,
+        linear_area=linear,
+        increase=rise,
+        span_lo=ts[starts],
+        span_hi=ts[ends - 1],
+    )

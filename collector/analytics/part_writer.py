@@ -1,0 +1,146 @@
+"""Writes rollup parts: the held readings of ended minutes, summarised per tag and minute.
+
+One transaction writes the parts (binary COPY) and deletes the claims of the batches they
+came from, so a batch's readings are in the rollups' future exactly once: as parts, or, if
+this collector stops first, as a claim the deriver rolls up from the stored readings. After
+writing, the local deriver is woken to merge the parts at once.
+"""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import partial
+from typing import cast
+
+import numpy as np
+import psycopg
+from numpy.typing import NDArray
+from psycopg import AsyncConnection
+from psycopg.rows import TupleRow
+from psycopg_pool import AsyncConnectionPool
+
+from collector.analytics.held_readings import HeldReadings
+from collector.analytics.minute_summaries import Summaries, summarize
+from collector.copy_rows import HEADER, TRAILER, binary_rows
+from shared.cancellation import raise_if_cancelled
+
+log = logging.getLogger(__name__)
+
+PART_COLUMNS = (
+    "tag_id, bucket, count, good, numbers, first_ts, first_value, last_ts, last_value, total,"
+    " low, low_ts, high, high_ts, step_area, linear_area, increase, span_lo, span_hi"
+)
+_COPY = f"COPY rollup_parts ({PART_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+_UNCLAIM = """
+DELETE FROM rollup_claims c USING unnest(%s::text[], %s::int8[], %s::int8[]) AS k(a, e, b)
+WHERE (c.agent_id, c.epoch, c.batch_id) = (k.a, k.e, k.b)
+"""
+FINAL_WRITE_S = 10.0
+"""Longest a stopping collector spends writing what it holds (the rest stays claimed)."""
+
+
+def _numbers(
+    parts: Summaries, rows: NDArray[np.bool_] | None, column: str
+) -> NDArray[np.generic] | None:
+    """A number field's column at `rows`, or None (NULL) for rows without numbers."""
+    return None if rows is None else cast(NDArray[np.generic], getattr(parts, column)[rows])
+
+
+def part_rows(parts: Summaries) -> bytes:
+    """The summaries as binary COPY rows of rollup_parts (no header or trailer)."""
+    out = []
+    for has_numbers in (True, False):
+        rows = (parts.numbers > 0) == has_numbers
+        count = int(rows.sum())
+        if not count:
+            continue
+        number = partial(_numbers, parts, rows if has_numbers else None)
+        out.append(
+            binary_rows(
+                [
+                    ("int4", parts.tag[rows]),
+                    ("timestamptz", parts.bucket[rows]),
+                    ("int4", parts.count[rows]),
+                    ("int4", parts.good[rows]),
+                    ("int4", parts.numbers[rows]),
+                    ("timestamptz", number("first_ts")),
+                    ("float8", number("first_value")),
+                    ("timestamptz", number("last_ts")),
+                    ("float8", number("last_value")),
+                    ("float8", number("total")),
+                    ("float8", number("low")),
+                    ("timestamptz", number("low_ts")),
+                    ("float8", number("high")),
+                    ("timestamptz", number("high_ts")),
+                    ("float8", parts.step_area[rows]),
+                    ("float8", parts.linear_area[rows]),
+                    ("float8", parts.increase[rows]),
+                    ("timestamptz", parts.span_lo[rows]),
+                    ("timestamptz", parts.span_hi[rows]),
+                ],
+                count,
+            )
+        )
+    return b"".join(out)
+
+
+def _now_us() -> int:
+    return int(datetime.now(UTC).timestamp() * 1e6)
+
+
+class PartWriter:
+    """Writes the parts of ended minutes every `interval` seconds (runs supervised)."""
+
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[AsyncConnection[TupleRow]],
+        held: HeldReadings,
+        interval: float,
+        written: Callable[[], None] = lambda: None,
+        now_us: Callable[[], int] = _now_us,
+    ) -> None:
+        self._pool = pool
+        self._held = held
+        self._interval = interval
+        self._written = written
+        self._now_us = now_us
+
+    async def run(self) -> None:
+        """Write what is due, again and again; when stopped, write everything held."""
+        failing = False
+        try:
+            while True:
+                await asyncio.sleep(self._interval)
+                try:
+                    await self.write()
+                except psycopg.OperationalError as exc:
+                    raise_if_cancelled(exc)
+                    if not failing:
+                        log.error("cannot write rollup parts: %s; trying again", exc)
+                    failing = True
+                    continue
+                failing = False
+        finally:
+            with contextlib.suppress(psycopg.Error, TimeoutError):
+                await asyncio.wait_for(self.write(everything=True), FINAL_WRITE_S)
+
+    async def write(self, everything: bool = False) -> int:
+        """Write the parts of what is due (everything held, if asked); the parts written."""
+        taken = self._held.take(self._now_us(), everything)
+        if taken is None:
+            return 0
+        try:
+            parts = summarize(taken.columns)
+            agents, epochs, batch_ids = (list(column) for column in zip(*taken.claims, strict=True))
+            async with self._pool.connection() as conn, conn.transaction():
+                if len(parts):
+                    async with conn.cursor().copy(_COPY) as copy:
+                        await copy.write(HEADER + part_rows(parts) + TRAILER)
+                await conn.execute(_UNCLAIM, [agents, epochs, batch_ids])
+        except BaseException:
+            self._held.give_back(taken)
+            raise
+        self._written()
+        return len(parts)
