@@ -1,0 +1,267 @@
+"""Rollup parts against a real PostgreSQL: summarised in the collector, merged by the deriver,
+equal to the rollups the stored readings give, also with late readings and lost parts."""
+
+import math
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import AsyncConnection
+from psycopg.rows import TupleRow
+from psycopg_pool import AsyncConnectionPool
+
+from collector.analytics.deriver import Deriver
+from collector.analytics.held_readings import HeldReadings
+from collector.analytics.part_writer import PartWriter
+from collector.analytics.rollups import refresh_rollups
+from collector.analytics.timespans import MINUTE
+from collector.config import AnalyticsSettings, IngestSettings
+from collector.consumer import batch_decoder
+from collector.metrics import CollectorMetrics
+from collector.pools import new_pool
+from collector.store import ReadingStore
+from shared.readings import DataType, Quality, Reading
+from shared.wire import Topics, encode_batch
+
+pytestmark = pytest.mark.integration
+DECODER = batch_decoder(IngestSettings())
+TOPICS = Topics()
+T0 = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
+LATER = T0 + timedelta(days=1)  # every minute of the readings has ended by then
+US = 1_000_000
+TYPES = {"speed": DataType.FLOAT64, "count": DataType.INT64, "recipe": DataType.STRING}
+GOOD, BAD = Quality.GOOD, Quality.BAD
+Entry = tuple[float, str, Any, Quality]
+"""(seconds after T0, tag, value, quality)."""
+ROLLUP_COLUMNS = (
+    "tag_id, bucket, count, good, numbers, first_ts, first_value, last_ts, last_value, total,"
+    " low, low_ts, high, high_ts, step_area, linear_area, increase, span_lo, span_hi"
+)
+
+
+def batch(batch_id: int, entries: Sequence[Entry]) -> Any:
+    readings = [
+        Reading("press", tag, TYPES[tag], int((T0.timestamp() + s) * US), value, quality)
+        for s, tag, value, quality in entries
+    ]
+    seqs = list(range(batch_id * 100, batch_id * 100 + len(readings)))
+    payload = encode_batch("a1", 1, seqs, readings)
+    return DECODER.decode(payload, "a1", TOPICS.batch("a1"))
+
+
+# Minutes 0 to 2 of speed and count, with what a plant sends besides plain numbers: two
+# readings at one time (ordered by sequence number), NaN, a bad reading without a value, a
+# PLC's "no value" sentinel, a count too wide for a double (sent as text), and text values.
+FIRST: list[Entry] = [
+    (0, "speed", 10.0, GOOD),
+    (0, "count", 2**53 + 1, GOOD),
+    (0, "recipe", "R1", GOOD),
+    (15, "speed", 12.5, GOOD),
+    (15, "speed", 11.0, GOOD),
+    (20, "speed", math.nan, GOOD),
+    (30, "speed", None, BAD),
+    (40, "speed", 1.7e308, GOOD),
+    (45, "count", 2**53 + 9, Quality.UNCERTAIN),
+    (59.999999, "speed", 9.0, GOOD),
+    (60, "speed", 9.5, GOOD),
+    (61, "count", 7, GOOD),  # a reset
+    (90, "speed", 14.0, GOOD),
+    (125, "speed", 3.0, GOOD),
+    (130, "recipe", "R2", GOOD),
+]
+# In time order after FIRST: minute 2 gets a second part, minutes 3 and 4 new rows.
+SECOND: list[Entry] = [
+    (140, "speed", 4.0, GOOD),
+    (150, "count", 9, GOOD),
+    (170, "speed", None, BAD),
+    (200, "speed", 6.0, GOOD),
+    (260, "count", 12, GOOD),
+]
+
+
+class Redone:
+    """Rolls up from the readings as the collector does, recording what it was asked."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[list[int], datetime, datetime]] = []
+
+    async def __call__(
+        self,
+        conn: AsyncConnection[TupleRow],
+        work: Sequence[tuple[Sequence[int], datetime, datetime]],
+    ) -> int:
+        self.asked.extend((list(ids), start, end) for ids, start, end in work)
+        return await refresh_rollups(conn, work)
+
+
+class Plant:
+    """A store holding its readings, the writer of their parts and a deriver."""
+
+    def __init__(self, pool: AsyncConnectionPool[AsyncConnection[TupleRow]], url: str) -> None:
+        self.url = url
+        self.held = HeldReadings()
+        self.store = ReadingStore(pool, held=self.held)
+        self.writer = PartWriter(pool, self.held, 1.0, now_us=lambda: int(LATER.timestamp() * US))
+        self.redone = Redone()
+        self.deriver = Deriver(
+            pool, AnalyticsSettings(), CollectorMetrics(), self.redone, lambda: LATER
+        )
+
+    async def rollups(self) -> list[tuple[Any, ...]]:
+        async with await psycopg.AsyncConnection.connect(self.url) as conn:
+            cursor = await conn.execute(
+                f"SELECT {ROLLUP_COLUMNS} FROM rollups_1m ORDER BY tag_id, bucket"  # noqa: S608
+            )
+            minutes = await cursor.fetchall()
+            cursor = await conn.execute(
+                f"SELECT {ROLLUP_COLUMNS} FROM rollups_1h ORDER BY tag_id, bucket"  # noqa: S608
+            )
+            return minutes + await cursor.fetchall()
+
+    async def from_readings(self) -> list[tuple[Any, ...]]:
+        """The rollups redone from the stored readings, over every minute they cover."""
+        async with await psycopg.AsyncConnection.connect(self.url) as conn:
+            async with conn.transaction():
+                ids = [
+                    r[0] for r in await (await conn.execute("SELECT tag_id FROM tags")).fetchall()
+                ]
+                await refresh_rollups(conn, [(ids, T0 - MINUTE, T0 + timedelta(hours=2))])
+        return await self.rollups()
+
+    async def left(self) -> tuple[int, int]:
+        async with await psycopg.AsyncConnection.connect(self.url) as conn:
+            cursor = await conn.execute(
+                "SELECT (SELECT count(*) FROM rollup_claims), (SELECT count(*) FROM rollup_parts)"
+            )
+            row = await cursor.fetchone()
+            assert row is not None
+            return int(row[0]), int(row[1])
+
+
+def same(got: list[tuple[Any, ...]], want: list[tuple[Any, ...]]) -> None:
+    """Rows equal, floats to the last bits (sums may add in another order)."""
+    names = [name.strip() for name in ROLLUP_COLUMNS.split(",")]
+    assert len(got) == len(want)
+    for row, expected in zip(got, want, strict=True):
+        for name, value, wanted in zip(names, row, expected, strict=True):
+            if isinstance(wanted, float):
+                assert value == pytest.approx(wanted, rel=1e-12, abs=1e-9), (name, row, expected)
+            else:
+                assert value == wanted, (name, row, expected)
+
+
+@pytest.fixture
+async def plant(database_url: str) -> AsyncIterator[Plant]:
+    pool = new_pool(database_url, 3)
+    await pool.open(wait=True, timeout=10)
+    try:
+        yield Plant(pool, database_url)
+    finally:
+        await pool.close()
+
+
+async def tag_id(url: str, name: str) -> int:
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        cursor = await conn.execute("SELECT tag_id FROM tags WHERE name = %s", [name])
+        row = await cursor.fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+async def test_parts_in_time_order_merge_into_the_rollups_the_readings_give(plant: Plant) -> None:
+    await plant.store.write([batch(1, FIRST)])
+    assert plant.held.readings == 13  # the two text values are not rolled up
+    assert await plant.left() == (1, 0)
+    # speed in minutes 0, 1 and 2, count in minutes 0 and 1: five parts.
+    assert await plant.writer.write() == 5
+    assert await plant.left() == (0, 5)
+    assert await plant.deriver.pass_once() == 1 + 5  # the logged write and the parts
+    await plant.store.write([batch(2, SECOND[:3])])
+    await plant.store.write([batch(3, SECOND[3:])])
+    # Written together: speed 2, 3 and count 2, 4.
+    assert await plant.writer.write() == 4
+    await plant.deriver.pass_once()
+    assert plant.redone.asked == [], "nothing overlapped: every part merged"
+    assert await plant.left() == (0, 0)
+    merged = await plant.rollups()
+    assert len(merged) == 4 + 4 + 2  # speed's minutes 0-3, count's 0-2 and 4, an hour each
+    speed = await tag_id(plant.url, "speed")
+    minute_0 = next(row for row in merged if row[:2] == (speed, T0))
+    # 10 at 0 s, 12.5 and 11 at 15 s, 9 at 59.999999 s; NaN, the sentinel and the missing
+    # value are readings without a number: count 7, numbers 4.
+    assert minute_0[2:5] == (7, 6, 4)
+    assert minute_0[9] == 10 + 12.5 + 11 + 9
+    # Steps: 10 x 15 s + 12.5 x 0 s + 11 x 44.999999 s.
+    assert minute_0[14] == pytest.approx(10 * 15 + 11 * 44.999999)
+    same(merged, await plant.from_readings())
+
+
+async def test_a_late_reading_inside_a_summarised_minute_redoes_it_from_the_readings(
+    plant: Plant,
+) -> None:
+    await plant.store.write([batch(1, FIRST), batch(2, SECOND)])
+    await plant.writer.write()
+    await plant.deriver.pass_once()
+    # Late: inside speed's minute 1 (spans 60-90 s), and a minute before all the others.
+    await plant.store.write([batch(3, [(75, "speed", 100.0, GOOD), (-30, "speed", 1.0, GOOD)])])
+    await plant.writer.write()
+    await plant.deriver.pass_once()
+    speed = await tag_id(plant.url, "speed")
+    assert plant.redone.asked == [([speed], T0 + MINUTE, T0 + 2 * MINUTE)]
+    same(await plant.rollups(), await plant.from_readings())
+
+
+async def test_rollups_stored_before_parts_existed_are_redone_when_a_part_comes(
+    plant: Plant,
+) -> None:
+    await plant.store.write([batch(1, FIRST)])
+    await plant.writer.write()
+    await plant.deriver.pass_once()
+    async with await psycopg.AsyncConnection.connect(plant.url) as conn:
+        await conn.execute(
+            "UPDATE rollups_1m SET span_lo = NULL, span_hi = NULL WHERE bucket = %s",
+            [T0 + 2 * MINUTE],
+        )
+    await plant.store.write([batch(2, SECOND)])
+    await plant.writer.write()
+    await plant.deriver.pass_once()
+    speed = await tag_id(plant.url, "speed")
+    # Speed's minute 2: stored (its span unknown) and a new part. Count had no minute 2.
+    assert plant.redone.asked == [([speed], T0 + 2 * MINUTE, T0 + 3 * MINUTE)]
+    same(await plant.rollups(), await plant.from_readings())
+
+
+async def test_a_claim_left_by_a_stopped_collector_is_rolled_up_from_the_readings(
+    plant: Plant, database_url: str
+) -> None:
+    await plant.store.write([batch(1, FIRST)])
+    # The collector holding the readings stops before writing their parts.
+    deriver = Deriver(
+        plant.store.pool,
+        AnalyticsSettings(),
+        CollectorMetrics(),
+        plant.redone,
+        lambda: LATER,
+        claim_timeout_s=0,
+    )
+    assert await deriver.pass_once() == 2  # the logged write and the claim left
+    tags = sorted([await tag_id(database_url, name) for name in TYPES])
+    assert plant.redone.asked == [(tags, T0, T0 + 3 * MINUTE)]  # the batch's, as logged
+    assert await plant.left() == (0, 0)
+    want = await plant.from_readings()
+    # Had it only been slow, its parts arrive now: they overlap the rows made from the same
+    # readings, so those minutes are redone, not counted twice.
+    plant.redone.asked.clear()
+    assert await plant.writer.write() == 5
+    await deriver.pass_once()
+    assert len(plant.redone.asked) == 5
+    same(await plant.rollups(), want)
+
+
+async def test_a_claim_younger_than_the_timeout_waits_for_its_parts(plant: Plant) -> None:
+    await plant.store.write([batch(1, FIRST)])
+    assert await plant.deriver.pass_once() == 1  # the logged write, for the machines only
+    assert plant.redone.asked == []
+    assert await plant.left() == (1, 0)
