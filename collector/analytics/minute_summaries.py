@@ -95,14 +95,14 @@ def summarize(columns: Columns) -> Summaries:
     new = np.ones(n, np.bool_)
     new[1:] = (tag[1:] != tag[:-1]) | (minute[1:] != minute[:-1])
     starts = np.flatnonzero(new)
-    ends = np.append(starts[1:], n)
     size = len(starts)
+    ends = np.append(starts[1:], n)[:size]
     group = np.cumsum(new) - 1
     number = ~np.isnan(value)
     g, t, v = group[number], ts[number], value[number]
     numbers = np.bincount(g, minlength=size)
     first = np.flatnonzero(np.r_[True, g[1:] != g[:-1]]) if len(g) else np.empty(0, np.int64)
-    last = np.append(first[1:], len(g)) - 1
+    last = np.append(first[1:], len(g))[: len(first)] - 1
     held = g[first]  # the groups holding numbers, in order
 
     def per_group(found: NDArray[Any], fill: float, dtype: type) -> NDArray[Any]:

@@ -1,0 +1,141 @@
+"""Readings held for rollup parts: what is taken out when, and their per-minute summaries."""
+
+import math
+
+import numpy as np
+import pytest
+
+from collector.analytics.held_readings import HeldReadings, numeric_columns
+from collector.analytics.minute_summaries import MINUTE_US, Columns, summarize
+from collector.config import IngestSettings
+from collector.consumer import batch_decoder
+from shared.readings import DataType, Quality, Reading
+from shared.wire import Topics, encode_batch
+
+DECODER = batch_decoder(IngestSettings())
+T0_US = 1_772_431_200_000_000  # 2026-03-02 06:00 UTC, a whole minute
+
+
+def columns(*rows: tuple[int, int, float]) -> Columns:
+    """(tag, microseconds after T0, value) rows, good, numbered in order."""
+    return Columns(
+        np.array([r[0] for r in rows], np.int32),
+        np.array([T0_US + r[1] for r in rows], np.int64),
+        np.arange(len(rows), dtype=np.int64),
+        np.ones(len(rows), np.bool_),
+        np.array([r[2] for r in rows], np.float64),
+    )
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_batch_is_taken_out_once_every_minute_it_touches_has_ended() -> None:
+    held = HeldReadings(clock=Clock())
+    held.add(("a1", 1, 1), columns((1, 0, 1.0), (1, 61_000_000, 2.0)))  # minutes 0 and 1
+    held.add(("a1", 1, 2), columns((1, 5_000_000, 3.0)))  # minute 0
+    assert held.readings == 3
+    assert held.take(T0_US + MINUTE_US - 1) is None  # minute 0 still running
+    taken = held.take(T0_US + MINUTE_US)
+    assert taken is not None and taken.claims == [("a1", 1, 2)]
+    assert held.readings == 2
+    taken = held.take(T0_US + 2 * MINUTE_US)
+    assert taken is not None and taken.claims == [("a1", 1, 1)]
+    assert held.readings == 0 and held.take(T0_US + 3 * MINUTE_US) is None
+
+
+def test_readings_held_too_long_or_too_many_or_at_a_stop_are_taken_out_at_once() -> None:
+    clock = Clock()
+    held = HeldReadings(max_readings=3, max_hold_s=120, clock=clock)
+    held.add(("a1", 1, 1), columns((1, 0, 1.0)))
+    assert held.take(T0_US) is None
+    clock.now += 120  # stamped ahead of this clock, or its minute never ends: held no longer
+    taken = held.take(T0_US)
+    assert taken is not None and taken.claims == [("a1", 1, 1)]
+    held.add(("a1", 1, 2), columns((1, 0, 1.0), (1, 1, 2.0)))
+    assert held.take(T0_US) is None
+    held.add(("a1", 1, 3), columns((1, 2, 3.0), (1, 3, 4.0)))  # 4 > 3 held
+    taken = held.take(T0_US)
+    assert taken is not None and taken.claims == [("a1", 1, 2), ("a1", 1, 3)]
+    held.add(("a1", 1, 4), columns((1, 4, 5.0)))
+    taken = held.take(T0_US, everything=True)
+    assert taken is not None and len(taken.columns) == 1
+
+
+def test_what_could_not_be_written_is_held_again_first() -> None:
+    held = HeldReadings(clock=Clock())
+    held.add(("a1", 1, 1), columns((1, 0, 1.0)))
+    taken = held.take(T0_US + MINUTE_US)
+    assert taken is not None
+    held.add(("a1", 1, 2), columns((1, 1, 2.0)))
+    held.give_back(taken)
+    assert held.readings == 2
+    again = held.take(T0_US + MINUTE_US)
+    assert again is not None and again.claims == [("a1", 1, 1), ("a1", 1, 2)]
+
+
+def test_a_batch_without_numeric_readings_is_taken_out_at_once_to_drop_its_claim() -> None:
+    held = HeldReadings(clock=Clock())
+    held.add(("a1", 1, 1), Columns.joined([]))
+    taken = held.take(0)
+    assert taken is not None and len(taken.columns) == 0 and summarize(taken.columns).tag.size == 0
+
+
+def test_numeric_columns_keep_numbers_and_wide_integers_not_text_tags() -> None:
+    def reading(tag: str, kind: DataType, value: object, quality: Quality) -> Reading:
+        return Reading("press", tag, kind, T0_US, value, quality)
+
+    readings = [
+        reading("speed", DataType.FLOAT64, 2.5, Quality.GOOD),
+        reading("recipe", DataType.STRING, "R1", Quality.GOOD),
+        reading("count", DataType.INT64, 2**60 + 1, Quality.UNCERTAIN),  # travels as text
+        reading("speed", DataType.FLOAT64, None, Quality.BAD),
+        reading("speed", DataType.FLOAT64, math.inf, Quality.GOOD),
+    ]
+    batch = DECODER.decode(
+        encode_batch("a1", 1, [1, 2, 3, 4, 5], readings), "a1", Topics().batch("a1")
+    )
+    numbers = {"speed": 10, "recipe": 11, "count": 12}
+    ids = np.array([numbers[ref.tag] for ref in batch.tags.refs], np.int32)
+    found = numeric_columns(batch, ids)
+    assert found.tag.tolist() == [10, 12, 10, 10]
+    assert found.seq.tolist() == [1, 3, 4, 5]
+    assert found.good.tolist() == [True, False, False, True]
+    assert found.value[0] == 2.5 and found.value[1] == float(2**60 + 1)
+    assert math.isnan(found.value[2]) and math.isnan(found.value[3])
+
+
+def test_a_minute_without_numbers_has_counts_only() -> None:
+    parts = summarize(columns((1, 0, math.nan), (1, 1_000_000, math.nan), (2, 0, 4.0)))
+    assert parts.tag.tolist() == [1, 2]
+    assert parts.count.tolist() == [2, 1] and parts.numbers.tolist() == [0, 1]
+    assert parts.span_hi.tolist() == [T0_US + 1_000_000, T0_US]
+    assert math.isnan(parts.total[0]) and parts.total[1] == 4.0
+    assert parts.step_area.tolist() == [0.0, 0.0]
+
+
+def test_summaries_follow_time_then_sequence_within_each_minute() -> None:
+    # Given out of order: tag 1 at 30 s (value 5), 0 s (1) and 0 s again (seq later: 3), and
+    # at 70 s (minute 1); the low is reached first at 0 s, the high at 30 s.
+    parts = summarize(
+        Columns(
+            np.array([1, 1, 1, 1], np.int32),
+            np.array([T0_US + 30_000_000, T0_US, T0_US, T0_US + 70_000_000], np.int64),
+            np.array([9, 1, 2, 10], np.int64),
+            np.array([True, True, False, True]),
+            np.array([5.0, 1.0, 3.0, 7.0]),
+        )
+    )
+    assert parts.bucket.tolist() == [T0_US, T0_US + MINUTE_US]
+    assert parts.first_value.tolist() == [1.0, 7.0] and parts.last_value.tolist() == [5.0, 7.0]
+    assert parts.low_ts[0] == T0_US and parts.high_ts[0] == T0_US + 30_000_000
+    assert parts.good.tolist() == [2, 1]
+    # Steps: 1 x 0 s + 3 x 30 s; lines: (1 + 3) / 2 x 0 + (3 + 5) / 2 x 30; rises 2 + 2.
+    assert parts.step_area[0] == pytest.approx(90.0)
+    assert parts.linear_area[0] == pytest.approx(120.0)
+    assert parts.increase.tolist() == [4.0, 0.0]
