@@ -18,6 +18,7 @@ TRAILER = struct.pack(">h", -1)
 # PostgreSQL timestamps count microseconds from 2000-01-01.
 _PG_EPOCH_US = 946_684_800_000_000
 _NULL = -1
+_INT4_OID = 23
 _WIDTHS = {"tag_id": 4, "ts": 8, "value": 8, "quality": 2, "seq": 8, "server_ts": 8}
 _TYPES = {
     "tag_id": ">i4",
@@ -137,3 +138,26 @@ def binary_rows(fields: Sequence[tuple[str, NDArray[np.generic] | None]], count:
         out[f"len{number}"] = np.dtype(PG_TYPES[pg_type]).itemsize
         out[f"f{number}"] = column - _PG_EPOCH_US if pg_type == "timestamptz" else column
     return out.tobytes()
+
+
+def int4_array(values: NDArray[np.int32]) -> bytes:
+    """A one-dimensional int4[] (no NULLs, at least one element) in binary COPY form."""
+    header = struct.pack(">iiiii", 1, 0, _INT4_OID, len(values), 1)
+    items = np.empty(len(values), [("length", ">i4"), ("value", ">i4")])
+    items["length"] = 4
+    items["value"] = values
+    return header + items.tobytes()
+
+
+def binary_row(fields: Sequence[bytes]) -> bytes:
+    """One binary COPY row of these fields, each already in binary form (none NULL)."""
+    parts = [struct.pack(">h", len(fields))]
+    for field in fields:
+        parts.append(struct.pack(">i", len(field)))
+        parts.append(field)
+    return b"".join(parts)
+
+
+def timestamp_field(us: int) -> bytes:
+    """A timestamptz field from microseconds since the Unix epoch."""
+    return struct.pack(">q", us - _PG_EPOCH_US)

@@ -1,5 +1,6 @@
 """PostgreSQL storage: batches written with binary COPY, each batch stored exactly once."""
 
+import struct
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
@@ -15,12 +16,20 @@ from psycopg_pool import AsyncConnectionPool
 
 from collector.analytics.held_readings import HeldReadings, numeric_columns
 from collector.batches import Batch
-from collector.copy_rows import COPY_SQL, HEADER, TRAILER, encode_rows
+from collector.copy_rows import (
+    COPY_SQL,
+    HEADER,
+    TRAILER,
+    binary_row,
+    encode_rows,
+    int4_array,
+    timestamp_field,
+)
 from collector.partitions import PartitionWindow, ensure_partition
 from collector.replica import ReadPools
 from shared.blocks import typed_value
 from shared.invariants import required
-from shared.readings import DataType, Value, us_to_datetime
+from shared.readings import DataType, Value
 
 _ID_CACHE_SIZE = 1024
 
@@ -199,17 +208,29 @@ class ReadingStore:
             # in the same write make the deriver redo.
             claim = hold and self._held is not None
             touched = [_touched(batch, ids) for batch in filled]
+            rollups = b"\x00" if claim else b"\x01"
+            logged = [binary_row([*row, rollups]) for row in touched]
             async with conn.cursor().copy(
-                "COPY derive_log (tag_ids, lo, hi, rollups) FROM STDIN"
+                "COPY derive_log (tag_ids, lo, hi, rollups) FROM STDIN (FORMAT BINARY)"
             ) as log:
-                for row in touched:
-                    await log.write_row((*row, not claim))
+                await log.write(b"".join([HEADER, *logged, TRAILER]))
             if claim:
+                claims = [
+                    binary_row(
+                        [
+                            batch.agent.encode(),
+                            struct.pack(">q", batch.epoch),
+                            struct.pack(">q", batch.batch_id),
+                            *row,
+                        ]
+                    )
+                    for batch, row in zip(filled, touched, strict=True)
+                ]
                 async with conn.cursor().copy(
-                    "COPY rollup_claims (agent_id, epoch, batch_id, tag_ids, lo, hi) FROM STDIN"
-                ) as claims:
-                    for batch, row in zip(filled, touched, strict=True):
-                        await claims.write_row((batch.agent, batch.epoch, batch.batch_id, *row))
+                    "COPY rollup_claims (agent_id, epoch, batch_id, tag_ids, lo, hi)"
+                    " FROM STDIN (FORMAT BINARY)"
+                ) as copy:
+                    await copy.write(b"".join([HEADER, *claims, TRAILER]))
 
     async def _keep_refused(self, conn: AsyncConnection[TupleRow], batch: Batch) -> None:
         """One dead letter for a stored batch's refused readings, one row per reading."""
@@ -483,11 +504,11 @@ class DeadLetter:
     readings: int = 0
 
 
-def _touched(batch: Batch, ids: TagIds) -> tuple[list[int], datetime, datetime]:
-    """The tag ids a batch holds readings of, and the span of their times."""
+def _touched(batch: Batch, ids: TagIds) -> list[bytes]:
+    """The tag ids a batch holds readings of, and the span of their times, as binary fields."""
     touched = np.unique(ids[(batch.agent, batch.tags.raw)][np.unique(batch.t)])
     lo, hi = int(batch.ts.min()), int(batch.ts.max())
-    return touched.tolist(), us_to_datetime(lo), us_to_datetime(hi)
+    return [int4_array(touched), timestamp_field(lo), timestamp_field(hi)]
 
 
 def _tag_info(row: TupleRow) -> TagInfo:

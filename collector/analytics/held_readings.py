@@ -74,12 +74,15 @@ class HeldReadings:
         self._clock = clock
         self._held: list[_Held] = []
         self.readings = 0
+        self.added = 0
+        """Batches added so far (a writer sees from it whether batches are still coming)."""
 
     def add(self, claim: ClaimKey, columns: Columns) -> None:
         """Hold a committed batch's readings (those of numeric tag versions)."""
         end = (int(columns.ts.max()) // MINUTE_US + 1) * MINUTE_US if len(columns) else 0
         self._held.append(_Held(claim, columns, end, self._clock()))
         self.readings += len(columns)
+        self.added += 1
 
     def take(self, now_us: int, everything: bool = False) -> Taken | None:
         """Take out the batches whose minutes have all ended by `now_us` (all, if asked or

@@ -37,6 +37,8 @@ _UNCLAIM = """
 DELETE FROM rollup_claims c USING unnest(%s::text[], %s::int8[], %s::int8[]) AS k(a, e, b)
 WHERE (c.agent_id, c.epoch, c.batch_id) = (k.a, k.e, k.b)
 """
+QUIET_TICKS = 5
+"""Looks per interval for a pause in the batches."""
 FINAL_WRITE_S = 10.0
 """Longest a stopping collector spends writing what it holds (the rest stays claimed)."""
 
@@ -108,11 +110,18 @@ class PartWriter:
         self._now_us = now_us
 
     async def run(self) -> None:
-        """Write what is due, again and again; when stopped, write everything held."""
+        """Write what is due every `interval` while batches keep coming, and as soon as they
+        pause (a backlog's burst has ended); when stopped, write everything held."""
         failing = False
+        seen, last = self._held.added, asyncio.get_running_loop().time()
         try:
             while True:
-                await asyncio.sleep(self._interval)
+                await asyncio.sleep(self._interval / QUIET_TICKS)
+                now = asyncio.get_running_loop().time()
+                if self._held.added != seen and now - last < self._interval:
+                    seen = self._held.added
+                    continue
+                seen, last = self._held.added, now
                 try:
                     await self.write()
                 except psycopg.OperationalError as exc:
