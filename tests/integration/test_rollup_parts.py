@@ -122,12 +122,13 @@ class Plant:
 
     async def from_readings(self) -> list[tuple[Any, ...]]:
         """The rollups redone from the stored readings, over every minute they cover."""
-        async with await psycopg.AsyncConnection.connect(self.url) as conn:
-            async with conn.transaction():
-                ids = [
-                    r[0] for r in await (await conn.execute("SELECT tag_id FROM tags")).fetchall()
-                ]
-                await refresh_rollups(conn, [(ids, T0 - MINUTE, T0 + timedelta(hours=2))])
+        async with (
+            await psycopg.AsyncConnection.connect(self.url) as conn,
+            conn.transaction(),
+        ):
+            cursor = await conn.execute("SELECT tag_id FROM tags")
+            ids = [row[0] for row in await cursor.fetchall()]
+            await refresh_rollups(conn, [(ids, T0 - MINUTE, T0 + timedelta(hours=2))])
         return await self.rollups()
 
     async def left(self) -> tuple[int, int]:

@@ -9,7 +9,7 @@ from collector.analytics.held_readings import HeldReadings, numeric_columns
 from collector.analytics.minute_summaries import MINUTE_US, Columns, summarize
 from collector.config import IngestSettings
 from collector.consumer import batch_decoder
-from shared.readings import DataType, Quality, Reading
+from shared.readings import DataType, Quality, Reading, Value
 from shared.wire import Topics, encode_batch
 
 DECODER = batch_decoder(IngestSettings())
@@ -42,11 +42,14 @@ def test_a_batch_is_taken_out_once_every_minute_it_touches_has_ended() -> None:
     assert held.readings == 3
     assert held.take(T0_US + MINUTE_US - 1) is None  # minute 0 still running
     taken = held.take(T0_US + MINUTE_US)
-    assert taken is not None and taken.claims == [("a1", 1, 2)]
+    assert taken is not None
+    assert taken.claims == [("a1", 1, 2)]
     assert held.readings == 2
     taken = held.take(T0_US + 2 * MINUTE_US)
-    assert taken is not None and taken.claims == [("a1", 1, 1)]
-    assert held.readings == 0 and held.take(T0_US + 3 * MINUTE_US) is None
+    assert taken is not None
+    assert taken.claims == [("a1", 1, 1)]
+    assert held.readings == 0
+    assert held.take(T0_US + 3 * MINUTE_US) is None
 
 
 def test_readings_held_too_long_or_too_many_or_at_a_stop_are_taken_out_at_once() -> None:
@@ -56,15 +59,18 @@ def test_readings_held_too_long_or_too_many_or_at_a_stop_are_taken_out_at_once()
     assert held.take(T0_US) is None
     clock.now += 120  # stamped ahead of this clock, or its minute never ends: held no longer
     taken = held.take(T0_US)
-    assert taken is not None and taken.claims == [("a1", 1, 1)]
+    assert taken is not None
+    assert taken.claims == [("a1", 1, 1)]
     held.add(("a1", 1, 2), columns((1, 0, 1.0), (1, 1, 2.0)))
     assert held.take(T0_US) is None
     held.add(("a1", 1, 3), columns((1, 2, 3.0), (1, 3, 4.0)))  # 4 > 3 held
     taken = held.take(T0_US)
-    assert taken is not None and taken.claims == [("a1", 1, 2), ("a1", 1, 3)]
+    assert taken is not None
+    assert taken.claims == [("a1", 1, 2), ("a1", 1, 3)]
     held.add(("a1", 1, 4), columns((1, 4, 5.0)))
     taken = held.take(T0_US, everything=True)
-    assert taken is not None and len(taken.columns) == 1
+    assert taken is not None
+    assert len(taken.columns) == 1
 
 
 def test_what_could_not_be_written_is_held_again_first() -> None:
@@ -76,18 +82,21 @@ def test_what_could_not_be_written_is_held_again_first() -> None:
     held.give_back(taken)
     assert held.readings == 2
     again = held.take(T0_US + MINUTE_US)
-    assert again is not None and again.claims == [("a1", 1, 1), ("a1", 1, 2)]
+    assert again is not None
+    assert again.claims == [("a1", 1, 1), ("a1", 1, 2)]
 
 
 def test_a_batch_without_numeric_readings_is_taken_out_at_once_to_drop_its_claim() -> None:
     held = HeldReadings(clock=Clock())
     held.add(("a1", 1, 1), Columns.joined([]))
     taken = held.take(0)
-    assert taken is not None and len(taken.columns) == 0 and summarize(taken.columns).tag.size == 0
+    assert taken is not None
+    assert len(taken.columns) == 0
+    assert summarize(taken.columns).tag.size == 0
 
 
 def test_numeric_columns_keep_numbers_and_wide_integers_not_text_tags() -> None:
-    def reading(tag: str, kind: DataType, value: object, quality: Quality) -> Reading:
+    def reading(tag: str, kind: DataType, value: Value, quality: Quality) -> Reading:
         return Reading("press", tag, kind, T0_US, value, quality)
 
     readings = [
@@ -106,16 +115,20 @@ def test_numeric_columns_keep_numbers_and_wide_integers_not_text_tags() -> None:
     assert found.tag.tolist() == [10, 12, 10, 10]
     assert found.seq.tolist() == [1, 3, 4, 5]
     assert found.good.tolist() == [True, False, False, True]
-    assert found.value[0] == 2.5 and found.value[1] == float(2**60 + 1)
-    assert math.isnan(found.value[2]) and math.isnan(found.value[3])
+    assert found.value[0] == 2.5
+    assert found.value[1] == float(2**60 + 1)
+    assert math.isnan(found.value[2])
+    assert math.isnan(found.value[3])
 
 
 def test_a_minute_without_numbers_has_counts_only() -> None:
     parts = summarize(columns((1, 0, math.nan), (1, 1_000_000, math.nan), (2, 0, 4.0)))
     assert parts.tag.tolist() == [1, 2]
-    assert parts.count.tolist() == [2, 1] and parts.numbers.tolist() == [0, 1]
+    assert parts.count.tolist() == [2, 1]
+    assert parts.numbers.tolist() == [0, 1]
     assert parts.span_hi.tolist() == [T0_US + 1_000_000, T0_US]
-    assert math.isnan(parts.total[0]) and parts.total[1] == 4.0
+    assert math.isnan(parts.total[0])
+    assert parts.total[1] == 4.0
     assert parts.step_area.tolist() == [0.0, 0.0]
 
 
@@ -132,8 +145,10 @@ def test_summaries_follow_time_then_sequence_within_each_minute() -> None:
         )
     )
     assert parts.bucket.tolist() == [T0_US, T0_US + MINUTE_US]
-    assert parts.first_value.tolist() == [1.0, 7.0] and parts.last_value.tolist() == [5.0, 7.0]
-    assert parts.low_ts[0] == T0_US and parts.high_ts[0] == T0_US + 30_000_000
+    assert parts.first_value.tolist() == [1.0, 7.0]
+    assert parts.last_value.tolist() == [5.0, 7.0]
+    assert parts.low_ts[0] == T0_US
+    assert parts.high_ts[0] == T0_US + 30_000_000
     assert parts.good.tolist() == [2, 1]
     # Steps: 1 x 0 s + 3 x 30 s; lines: (1 + 3) / 2 x 0 + (3 + 5) / 2 x 30; rises 2 + 2.
     assert parts.step_area[0] == pytest.approx(90.0)

@@ -1,0 +1,159 @@
+"""The rollup part writer's loop against a real PostgreSQL: when it writes, and what it keeps."""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import numpy as np
+import psycopg
+import pytest
+from psycopg import AsyncConnection
+from psycopg.rows import TupleRow
+from psycopg_pool import AsyncConnectionPool
+
+from collector.analytics.deriver import Deriver
+from collector.analytics.held_readings import HeldReadings
+from collector.analytics.minute_summaries import MINUTE_US, Columns
+from collector.analytics.part_writer import PartWriter
+from collector.config import AnalyticsSettings
+from collector.metrics import CollectorMetrics
+from collector.pools import new_pool
+from tests.harness import eventually
+
+pytestmark = pytest.mark.integration
+T0_US = 1_772_431_200_000_000  # 2026-03-02 06:00 UTC
+NOW_US = T0_US + 10 * MINUTE_US
+
+
+def columns(tag: int, minute: int) -> Columns:
+    """Two readings of `tag` in minute `minute` after T0."""
+    return Columns(
+        np.array([tag, tag], np.int32),
+        np.array([T0_US + minute * MINUTE_US, T0_US + minute * MINUTE_US + 1], np.int64),
+        np.array([1, 2], np.int64),
+        np.array([True, True]),
+        np.array([1.0, 2.0]),
+    )
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[AsyncConnectionPool[AsyncConnection[TupleRow]]]:
+    pool = new_pool(database_url, 2)
+    await pool.open(wait=True, timeout=10)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+async def parts(url: str) -> list[tuple[Any, ...]]:
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        cursor = await conn.execute("SELECT tag_id, count FROM rollup_parts ORDER BY tag_id")
+        return await cursor.fetchall()
+
+
+async def test_parts_are_written_while_batches_pause_and_everything_when_stopped(
+    pool: Any, database_url: str
+) -> None:
+    held = HeldReadings()
+    woken: list[bool] = []
+    writer = PartWriter(pool, held, 0.5, lambda: woken.append(True), now_us=lambda: NOW_US)
+    held.add(("a1", 1, 1), columns(1, 0))  # ended
+    held.add(("a1", 1, 2), columns(2, 10))  # the running minute
+    task = asyncio.create_task(writer.run())
+    try:
+
+        async def first_written() -> bool:
+            return await parts(database_url) == [(1, 2)]
+
+        await eventually(first_written, timeout=10, what="the ended minute's part")
+        assert woken
+        assert held.readings == 2
+        # Batches that keep coming: what is due is written every interval all the same.
+        for number in range(3, 30):
+            held.add(("a1", 1, number), columns(number, 1))
+            await asyncio.sleep(0.05)  # a batch every 50 ms, for 1.35 s
+
+        async def more_written() -> bool:
+            return len(await parts(database_url)) > 1
+
+        await eventually(more_written, timeout=10, what="parts while batches come")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    found = await parts(database_url)
+    assert [tag for tag, _ in found] == list(range(1, 30))  # the running minute's (2) too
+    assert held.readings == 0
+
+
+class CountedTakes(HeldReadings):
+    def __init__(self) -> None:
+        super().__init__()
+        self.takes = 0
+
+    def take(self, now_us: int, everything: bool = False) -> Any:
+        self.takes += 1
+        return super().take(now_us, everything)
+
+
+async def test_readings_stay_held_while_the_database_does_not_answer(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pool: Any = AsyncConnectionPool(
+        "postgresql://plantwire@127.0.0.1:1/none", min_size=1, max_size=1, timeout=0.2, open=False
+    )
+    await pool.open(wait=False)
+    held = CountedTakes()
+    held.add(("a1", 1, 1), columns(1, 0))
+    writer = PartWriter(pool, held, 0.1, now_us=lambda: NOW_US)
+    try:
+        with caplog.at_level(logging.ERROR):
+            task = asyncio.create_task(writer.run())
+            try:
+
+                async def tried_thrice() -> bool:
+                    return held.takes >= 3
+
+                await eventually(tried_thrice, timeout=10, what="three tries")
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+    finally:
+        await pool.close()
+    assert caplog.text.count("cannot write rollup parts") == 1  # once while it lasts
+    assert held.readings == 2  # not lost: written once the database answers
+
+
+async def test_a_woken_deriver_passes_at_once(pool: Any) -> None:
+    metrics = CollectorMetrics()
+    settings = AnalyticsSettings(derive_interval="3600s")
+
+    async def nothing(conn: Any, work: Any) -> int:
+        return 0
+
+    deriver = Deriver(pool, settings, metrics, nothing)
+    task = asyncio.create_task(deriver.run())
+
+    def passes() -> float:
+        return float(sum(bucket.get() for bucket in metrics.derive_seconds._buckets))
+
+    try:
+
+        async def first() -> bool:
+            return passes() == 1
+
+        await eventually(first, timeout=10, what="the first pass")
+        deriver.wake()
+
+        async def second() -> bool:
+            return passes() == 2
+
+        await eventually(second, timeout=10, what="a pass when woken")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
