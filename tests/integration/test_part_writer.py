@@ -157,3 +157,20 @@ async def test_a_woken_deriver_passes_at_once(pool: Any) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def test_a_batch_without_numbers_leaves_no_part_and_no_claim(
+    pool: Any, database_url: str
+) -> None:
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        await conn.execute(
+            "INSERT INTO rollup_claims (agent_id, epoch, batch_id, tag_ids, lo, hi)"
+            " VALUES ('a1', 1, 1, '{7}', now(), now())"
+        )
+    held = HeldReadings()
+    held.add(("a1", 1, 1), Columns.joined([]))  # only text readings
+    assert await PartWriter(pool, held, 1.0).write() == 0
+    assert await parts(database_url) == []
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        cursor = await conn.execute("SELECT count(*) FROM rollup_claims")
+        assert await cursor.fetchone() == (0,)

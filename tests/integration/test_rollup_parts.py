@@ -78,6 +78,7 @@ SECOND: list[Entry] = [
     (170, "speed", None, BAD),
     (200, "speed", 6.0, GOOD),
     (260, "count", 12, GOOD),
+    (330, "speed", None, BAD),  # minute 5: a reading, but no number
 ]
 
 
@@ -181,13 +182,13 @@ async def test_parts_in_time_order_merge_into_the_rollups_the_readings_give(plan
     assert await plant.deriver.pass_once() == 1 + 5  # the logged write and the parts
     await plant.store.write([batch(2, SECOND[:3])])
     await plant.store.write([batch(3, SECOND[3:])])
-    # Written together: speed 2, 3 and count 2, 4.
-    assert await plant.writer.write() == 4
+    # Written together: speed 2, 3, 5 and count 2, 4.
+    assert await plant.writer.write() == 5
     await plant.deriver.pass_once()
     assert plant.redone.asked == [], "nothing overlapped: every part merged"
     assert await plant.left() == (0, 0)
     merged = await plant.rollups()
-    assert len(merged) == 4 + 4 + 2  # speed's minutes 0-3, count's 0-2 and 4, an hour each
+    assert len(merged) == 5 + 4 + 2  # speed's minutes 0-3 and 5, count's 0-2 and 4, an hour each
     speed = await tag_id(plant.url, "speed")
     minute_0 = next(row for row in merged if row[:2] == (speed, T0))
     # 10 at 0 s, 12.5 and 11 at 15 s, 9 at 59.999999 s; NaN, the sentinel and the missing

@@ -96,7 +96,7 @@ def test_a_batch_without_numeric_readings_is_taken_out_at_once_to_drop_its_claim
 
 
 def test_numeric_columns_keep_numbers_and_wide_integers_not_text_tags() -> None:
-    def reading(tag: str, kind: DataType, value: Value, quality: Quality) -> Reading:
+    def reading(tag: str, kind: DataType, value: Value | None, quality: Quality) -> Reading:
         return Reading("press", tag, kind, T0_US, value, quality)
 
     readings = [
