@@ -168,6 +168,7 @@ async def test_a_batch_without_numbers_leaves_no_part_and_no_claim(
             " VALUES ('a1', 1, 1, '{7}', now(), now())"
         )
     held = HeldReadings()
+    assert await PartWriter(pool, held, 1.0).write() == 0  # nothing held
     held.add(("a1", 1, 1), Columns.joined([]))  # only text readings
     assert await PartWriter(pool, held, 1.0).write() == 0
     assert await parts(database_url) == []
