@@ -143,7 +143,8 @@ class CollectorMetrics:
         )
         self.derive_pending = Gauge(
             "plantwire_collector_derive_pending_writes",
-            "Logged writes the deriver has not taken up, after its last pass.",
+            "Logged writes, machines and rollup parts the deriver has not taken up, after its"
+            " last pass.",
             registry=self.registry,
         )
         self.derive_seconds = Histogram(
