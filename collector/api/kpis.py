@@ -10,7 +10,13 @@ from collector.analytics.equipment import ISO_22400_ELEMENT, TimeElement, TpmLos
 from collector.analytics.histories import TooMuchHistory, snapshot
 from collector.analytics.kpi import Elements, Kpis, Model
 from collector.analytics.losses import StopEvent
-from collector.analytics.reports import GroupReport, KpiReport, TooManyGroups, kpi_report
+from collector.analytics.reports import (
+    GroupReport,
+    KpiReport,
+    Scope,
+    TooManyGroups,
+    kpi_report,
+)
 from collector.api.operations import API, Role
 from collector.api.params import QueryBool, Timestamp
 from collector.api.scope import ScopeQuery, refuse, resolve
@@ -269,6 +275,11 @@ async def get_kpis(request: web.Request, query: KpiQuery) -> KpiReportOut:
         raise refuse("group_by", f"{exc}; at most analytics.max_groups ({most})") from None
     except TooMuchHistory as exc:
         raise refuse("from", f"{exc}: ask for a shorter window or fewer machines") from None
+    return report_out(scope, query, report)
+
+
+def report_out(scope: Scope, query: KpiQuery, report: KpiReport) -> KpiReportOut:
+    """A KPI report as the API answers it."""
     values: dict[str, Any] = {
         "site": scope.site_id,
         "time_zone": scope.site.time_zone,
