@@ -24,6 +24,7 @@ from collector.analytics.equipment import (
 
 Code = bool | int | float | str
 """A value of a state or reason tag, compared as `code_key` compares it."""
+CodeKey = tuple[str, Code]
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,19 +97,35 @@ class Classifier:
             code_key(value): state for state in mapping.states for value in state.values
         }
         self._reasons = {code_key(reason.value): reason for reason in mapping.reasons}
+        self._keys: dict[tuple[type, Code], CodeKey] = {}
+
+    def key(self, code: Code) -> CodeKey:
+        """code_key(code), worked out once per distinct code (a machine has few)."""
+        # The type is part of the key: True == 1 and 2.0 == 2, but their keys differ.
+        typed = (code.__class__, code)
+        found = self._keys.get(typed)
+        if found is None:
+            found = self._keys[typed] = code_key(code)
+        return found
 
     def state(self, code: Code) -> StateMapping | None:
         """What a state code means (None: the mapping lacks it)."""
-        return self._states.get(code_key(code))
+        return self.keyed_state(self.key(code))
+
+    def keyed_state(self, key: CodeKey) -> StateMapping | None:
+        """What the state code of this key() means (None: the mapping lacks it)."""
+        return self._states.get(key)
 
     def reason(self, code: Code | None) -> ReasonMapping | None:
         """What a reason code means (None: no code, or the mapping lacks it)."""
-        return None if code is None else self._reasons.get(code_key(code))
+        return None if code is None else self._reasons.get(self.key(code))
 
-    def stop(self, state: StateMapping, reason: Code | None) -> tuple[TimeElement, TpmLoss | None]:
-        """Where a stop's time goes: the reason's element and loss while the reason applies to
-        the state, else the state's; a missing loss is the element's default."""
-        found = self.reason(reason)
+    def stop(
+        self, state: StateMapping, found: ReasonMapping | None
+    ) -> tuple[TimeElement, TpmLoss | None]:
+        """Where a stop's time goes: the element and loss of its reason (as reason() found it)
+        while the reason applies to the state, else the state's; a missing loss is the
+        element's default."""
         if found is not None and (found.states is None or state.name in found.states):
             element, tpm = found.element, found.tpm
         else:
@@ -141,10 +158,11 @@ def label_spans(
     for before, after in pairwise(spans):
         if after.start < before.end:
             raise ValueError(f"state spans overlap or are unsorted at {after.start.isoformat()}")
+    keys = [classifier.key(span.state) for span in spans]
     index = 0
     while index < len(spans):
-        first = spans[index]
-        state = classifier.state(first.state)
+        first, key = spans[index], keys[index]
+        state = classifier.keyed_state(key)
         if state is None or state.element is TimeElement.PRODUCTION:
             elements[index] = None if state is None else state.element
             index += 1
@@ -152,12 +170,7 @@ def label_spans(
         # A stop lasts while the same state code continues without a gap; the reason and
         # product may change inside it.
         stop = index + 1
-        key = code_key(first.state)
-        while (
-            stop < len(spans)
-            and spans[stop].start == spans[stop - 1].end
-            and code_key(spans[stop].state) == key
-        ):
+        while stop < len(spans) and keys[stop] == key and spans[stop].start == spans[stop - 1].end:
             stop += 1
         event = _event(classifier, state, spans[index:stop], reclassifications.get(first.start))
         events.append(event)
@@ -178,12 +191,12 @@ def _event(
     reason: Code | None = next((span.reason for span in run if span.reason is not None), None)
     if reclassified is not None:
         reason = reclassified.reason
-    element, tpm = classifier.stop(state, reason)
+    found = classifier.reason(reason)
+    element, tpm = classifier.stop(state, found)
     duration = (last.end - first.start).total_seconds()
     minor = element is TimeElement.DELAY and (
         tpm is TpmLoss.MINOR_STOP or duration < classifier.mapping.microstop_threshold_s
     )
-    found = classifier.reason(reason)
     return StopEvent(
         start=first.start,
         end=None if last.open else last.end,
