@@ -152,32 +152,38 @@ def label_spans(
 ) -> Labelled:
     """Classify sorted, non-overlapping spans and gather their stops into events."""
     classifier = Classifier(mapping)
-    events: list[StopEvent] = []
-    elements: list[TimeElement | None] = [None] * len(spans)
-    minor = [False] * len(spans)
     for before, after in pairwise(spans):
         if after.start < before.end:
             raise ValueError(f"state spans overlap or are unsorted at {after.start.isoformat()}")
     keys = [classifier.key(span.state) for span in spans]
-    index = 0
-    while index < len(spans):
-        first, key = spans[index], keys[index]
-        state = classifier.keyed_state(key)
-        if state is None or state.element is TimeElement.PRODUCTION:
-            elements[index] = None if state is None else state.element
-            index += 1
-            continue
+    # Each distinct code once: its time element, and its state if that is a stop.
+    states = {key: classifier.keyed_state(key) for key in set(keys)}
+    element_of = {key: None if state is None else state.element for key, state in states.items()}
+    stopping = {
+        key: state
+        for key, state in states.items()
+        if state is not None and state.element is not TimeElement.PRODUCTION
+    }
+    elements = [element_of[key] for key in keys]
+    minor = [False] * len(spans)
+    events: list[StopEvent] = []
+    after_run = 0
+    for index in [index for index, key in enumerate(keys) if key in stopping]:
+        if index < after_run:
+            continue  # part of the stop before
         # A stop lasts while the same state code continues without a gap; the reason and
         # product may change inside it.
-        stop = index + 1
+        key, stop = keys[index], index + 1
         while stop < len(spans) and keys[stop] == key and spans[stop].start == spans[stop - 1].end:
             stop += 1
-        event = _event(classifier, state, spans[index:stop], reclassifications.get(first.start))
+        first = spans[index]
+        event = _event(
+            classifier, stopping[key], spans[index:stop], reclassifications.get(first.start)
+        )
         events.append(event)
-        for inside in range(index, stop):
-            elements[inside] = event.element
-            minor[inside] = event.minor
-        index = stop
+        elements[index:stop] = [event.element] * (stop - index)
+        minor[index:stop] = [event.minor] * (stop - index)
+        after_run = stop
     return Labelled(events, elements, minor)
 
 
@@ -188,27 +194,33 @@ def _event(
     reclassified: Reclassification | None,
 ) -> StopEvent:
     first, last = run[0], run[-1]
-    reason: Code | None = next((span.reason for span in run if span.reason is not None), None)
+    reason: Code | None = None
     if reclassified is not None:
         reason = reclassified.reason
+    else:
+        for span in run:
+            if span.reason is not None:
+                reason = span.reason
+                break
     found = classifier.reason(reason)
     element, tpm = classifier.stop(state, found)
     duration = (last.end - first.start).total_seconds()
     minor = element is TimeElement.DELAY and (
         tpm is TpmLoss.MINOR_STOP or duration < classifier.mapping.microstop_threshold_s
     )
+    # Positional: a report makes thousands, and keywords take twice as long.
     return StopEvent(
-        start=first.start,
-        end=None if last.open else last.end,
-        duration_s=duration,
-        state=first.state,
-        state_name=state.name,
-        reason=reason,
-        reason_name=None if found is None else found.name,
-        element=element,
-        tpm=TpmLoss.MINOR_STOP if minor else tpm,
-        minor=minor,
-        reclassified=reclassified,
+        first.start,  # start
+        None if last.open else last.end,  # end
+        duration,  # duration_s
+        first.state,  # state
+        state.name,  # state_name
+        reason,  # reason
+        None if found is None else found.name,  # reason_name
+        element,  # element
+        TpmLoss.MINOR_STOP if minor else tpm,  # tpm
+        minor,  # minor
+        reclassified,  # reclassified
     )
 
 
