@@ -101,7 +101,7 @@ async def snapshot(conn: Conn) -> AsyncIterator[None]:
 
 
 @dataclass(frozen=True, slots=True)
-class Read:
+class SpansAndCounts:
     """Machines' spans and counts over a window."""
 
     spans: dict[str, list[StateSpan]]
@@ -119,7 +119,7 @@ async def read_spans_and_counts(
     edges: Sequence[datetime],
     now: datetime,
     stops: Iterable[Any] = (),
-) -> Read:
+) -> SpansAndCounts:
     """Each machine's spans and counts in [edges[0], edges[-1]); `edges` are the sorted
     boundaries the counts are summed between, and `stops` the state codes that are not
     production."""
@@ -138,7 +138,7 @@ async def read_spans_and_counts(
         out: dict[str, list[CountMinute]] = {machine: [] for machine in machines}
         for machine, segment, product, good, scrap in await counts.fetchall():
             out[machine].append(CountMinute(edges[segment - 1], product, good, scrap))
-    return Read(found, out)
+    return SpansAndCounts(found, out)
 
 
 async def _spans(
