@@ -6,9 +6,10 @@ between consecutive boundaries the caller names (group edges, planned-time edges
 segment nothing the KPIs look at changes, so the sums are as exact as the minutes.
 """
 
-from collections import defaultdict
+import json
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -32,9 +33,11 @@ _WALK = 200
 """Spans read per step while following a stop going on at a window's start or end."""
 
 # Per machine: the span in force at `start`, then those starting inside the window; both
-# bounded by the (site, machine, start_ts) key, however long the machine's history.
+# bounded by the (site, machine, start_ts) key, however long the machine's history. The codes
+# come as JSON text: a machine has few distinct codes, each decoded once (_Codes).
 _SPANS = """
-SELECT m.machine, s.* FROM unnest(%(machines)s::text[]) AS m (machine)
+SELECT m.machine, s.start_ts, s.end_ts, s.state::text, s.reason::text, s.product
+FROM unnest(%(machines)s::text[]) AS m (machine)
 CROSS JOIN LATERAL (
     (SELECT * FROM (
         SELECT start_ts, end_ts, state, reason, product FROM machine_intervals
@@ -75,6 +78,15 @@ ORDER BY machine, start_ts, id DESC
 Row = tuple[datetime, datetime | None, Any, Any, str | None]
 
 
+class _Codes(dict[str | None, Any]):
+    """Codes decoded from their JSON text, each distinct text once."""
+
+    def __missing__(self, text: str | None) -> Any:
+        code = None if text is None else json.loads(text)
+        self[text] = code
+        return code
+
+
 class TooMuchHistory(ValueError):
     """The window holds more of the machines' history than one report reads."""
 
@@ -88,46 +100,91 @@ async def snapshot(conn: Conn) -> AsyncIterator[None]:
         yield
 
 
-def _span(row: Row, now: datetime) -> StateSpan:
-    start, end, state, reason, product = row
-    if end is None:
-        return StateSpan(start, max(now, start), state, reason, product, open=True)
-    return StateSpan(start, end, state, reason, product)
+@dataclass(frozen=True, slots=True)
+class SpansAndCounts:
+    """Machines' spans and counts over a window."""
+
+    spans: dict[str, list[StateSpan]]
+    """Each machine's spans meeting the window, with all of a stop going on at its start or
+    its end (a stop's length and reason come from all of it, whatever the window)."""
+    counts: dict[str, list[CountMinute]]
+    """Each machine's counts in the window, summed per segment between the edges and per
+    product; a segment's sum is placed at its start."""
 
 
-async def read_spans(
+async def read_spans_and_counts(
+    conn: Conn,
+    site: str,
+    machines: Sequence[str],
+    edges: Sequence[datetime],
+    now: datetime,
+    stops: Iterable[Any] = (),
+) -> SpansAndCounts:
+    """Each machine's spans and counts in [edges[0], edges[-1]); `edges` are the sorted
+    boundaries the counts are summed between, and `stops` the state codes that are not
+    production."""
+    start, end = edges[0], edges[-1]
+    params = {"site": site, "machines": list(machines), "start": start, "end": end}
+    counted = await (await conn.execute(_COUNT_SPANS, params)).fetchone()
+    if counted is not None and counted[0] > MAX_SPANS:
+        raise TooMuchHistory(f"{counted[0]} state spans in the window; at most {MAX_SPANS}")
+    async with conn.pipeline() as pipeline:
+        # Binary: timestamps load faster than from their text.
+        spans = await conn.execute(_SPANS, params, binary=True)
+        await pipeline.sync()  # the spans' rows are here; then the counts are asked for ...
+        counts = await conn.execute(_COUNTS, {**params, "edges": list(edges)})
+        # ... and the server sums them while the spans are decoded.
+        found = await _spans(conn, site, machines, (start, end), now, stops, await spans.fetchall())
+        out: dict[str, list[CountMinute]] = {machine: [] for machine in machines}
+        for machine, segment, product, good, scrap in await counts.fetchall():
+            out[machine].append(CountMinute(edges[segment - 1], product, good, scrap))
+    return SpansAndCounts(found, out)
+
+
+async def _spans(
     conn: Conn,
     site: str,
     machines: Sequence[str],
     window: tuple[datetime, datetime],
     now: datetime,
-    stops: Iterable[Any] = (),
+    stops: Iterable[Any],
+    rows: list[TupleRow],
 ) -> dict[str, list[StateSpan]]:
-    """Each machine's spans meeting the window, with all of a stop going on at its start or
-    its end (a stop's length and reason come from all of it, whatever the window).
-
-    `stops` are the state codes that are not production.
-    """
+    """The rows of _SPANS as each machine's spans, with all of a stop going on at the
+    window's start or its end."""
     start, end = window
-    params = {"site": site, "machines": list(machines), "start": start, "end": end}
-    counted = await (await conn.execute(_COUNT_SPANS, params)).fetchone()
-    if counted is not None and counted[0] > MAX_SPANS:
-        raise TooMuchHistory(f"{counted[0]} state spans in the window; at most {MAX_SPANS}")
-    rows = await (await conn.execute(_SPANS, params)).fetchall()
-    found: dict[str, list[Row]] = defaultdict(list)
-    for machine, *row in rows:
-        found[machine].append((row[0], row[1], row[2], row[3], row[4]))
+    out: dict[str, list[StateSpan]] = {machine: [] for machine in machines}
+    codes = _Codes()
+    # Every row is decoded before any further query (which would wait for the counts).
+    for machine, start_ts, end_ts, state, reason, product in rows:
+        out[machine].append(_span((start_ts, end_ts, codes[state], codes[reason], product), now))
     stopping = {code_key(code) for code in stops}
-    out: dict[str, list[StateSpan]] = {}
-    for machine in machines:
-        spans = found.get(machine, [])
-        if spans and spans[0][0] < start and code_key(spans[0][2]) in stopping:
-            spans = await _same_stop(conn, site, machine, spans[0], later=False) + spans
-        last_end = spans[-1][1] if spans else None
-        if last_end is not None and last_end >= end and code_key(spans[-1][2]) in stopping:
-            spans = spans + await _same_stop(conn, site, machine, spans[-1], later=True)
-        out[machine] = [_span(row, now) for row in spans]
+    for machine, spans in out.items():
+        if spans and spans[0].start < start and code_key(spans[0].state) in stopping:
+            edge = _row(spans[0])
+            before = await _same_stop(conn, site, machine, edge, later=False)
+            spans[:0] = [_span(row, now) for row in before]
+        last = spans[-1] if spans else None
+        if (
+            last is not None
+            and not last.open
+            and last.end >= end
+            and code_key(last.state) in stopping
+        ):
+            after = await _same_stop(conn, site, machine, _row(last), later=True)
+            spans.extend(_span(row, now) for row in after)
     return out
+
+
+def _span(row: Row, now: datetime) -> StateSpan:
+    start, end, state, reason, product = row
+    if end is None:  # still going on: it is known up to now
+        return StateSpan(start, max(now, start), state, reason, product, open=True)
+    return StateSpan(start, end, state, reason, product)
+
+
+def _row(span: StateSpan) -> Row:
+    return span.start, None if span.open else span.end, span.state, span.reason, span.product
 
 
 async def _same_stop(conn: Conn, site: str, machine: str, edge: Row, later: bool) -> list[Row]:
@@ -146,25 +203,6 @@ async def _same_stop(conn: Conn, site: str, machine: str, edge: Row, later: bool
         if len(rows) < _WALK:
             return found if later else found[::-1]
         at = edge[1] if later else edge[0]
-
-
-async def read_counts(
-    conn: Conn, site: str, machines: Sequence[str], edges: Sequence[datetime]
-) -> dict[str, list[CountMinute]]:
-    """Each machine's counts in [edges[0], edges[-1]), summed per segment between edges and
-    per product; a segment's sum is placed at its start."""
-    params = {
-        "site": site,
-        "machines": list(machines),
-        "edges": list(edges),
-        "start": edges[0],
-        "end": edges[-1],
-    }
-    rows = await (await conn.execute(_COUNTS, params)).fetchall()
-    out: dict[str, list[CountMinute]] = {machine: [] for machine in machines}
-    for machine, segment, product, good, scrap in rows:
-        out[machine].append(CountMinute(edges[segment - 1], product, good, scrap))
-    return out
 
 
 async def read_reclassifications(

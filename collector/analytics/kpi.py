@@ -8,10 +8,14 @@ Roll-ups add Elements (never average ratios). docs/analytics.md gives every form
 from bisect import bisect_left, bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from itertools import accumulate
 from math import prod
 from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
 
 from collector.analytics.equipment import LossMapping, Machine, TimeElement
 from collector.analytics.losses import (
@@ -20,7 +24,6 @@ from collector.analytics.losses import (
     StopEvent,
     check_window,
     label_spans,
-    overlap_s,
 )
 
 
@@ -116,39 +119,66 @@ class Elements:
         }
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_KINDS: tuple[TimeElement | None, ...] = (*TimeElement, None)
+"""What a span's time counts as, by index: an element, or None for a state code the mapping
+lacks."""
+_KIND = {kind: index for index, kind in enumerate(_KINDS)}
+_PRODUCTION = _KIND[TimeElement.PRODUCTION]
+Micros = NDArray[np.int64]
+
+
+def _us(moment: datetime) -> int:
+    """Microseconds since the epoch: times are added up in whole microseconds, exactly."""
+    return (moment - _EPOCH) // _MICROSECOND
+
+
+def _s(us: int) -> float:
+    """Seconds of a number of microseconds (as timedelta.total_seconds() gives them)."""
+    return us / 1_000_000
+
+
 class _Spans:
-    """Sorted, merged [start, end) spans of time."""
+    """Sorted, merged [start, end) spans of time, in microseconds since the epoch."""
 
     def __init__(self, spans: Sequence[tuple[datetime, datetime]]) -> None:
-        merged: list[tuple[datetime, datetime]] = []
-        for start, end in sorted(spans):
-            if merged and start <= merged[-1][1]:
-                merged[-1] = merged[-1][0], max(end, merged[-1][1])
+        # A span of no length long before any time asked about: every moment has a span
+        # starting at or before it.
+        merged = [[-(2**62), -(2**62)]]
+        for start, end in sorted((_us(start), _us(end)) for start, end in spans):
+            if len(merged) > 1 and start <= merged[-1][1]:
+                merged[-1][1] = max(end, merged[-1][1])
             else:
-                merged.append((start, end))
-        self.spans = merged
+                merged.append([start, end])
         self._starts = [start for start, _ in merged]
         self._ends = [end for _, end in merged]
+        self._lengths = [end - start for start, end in merged]
+        self._before = [0, *accumulate(self._lengths)][:-1]
+        """Their length before each of them."""
+        self._arrays = tuple(
+            np.array(v, np.int64) for v in (self._starts, self._lengths, self._before)
+        )
 
-    def _meeting(self, a: datetime, b: datetime) -> list[tuple[datetime, datetime]]:
-        """The spans that share time with [a, b)."""
-        return self.spans[bisect_right(self._ends, a) : bisect_left(self._starts, b)]
-
-    def clip(self, a: datetime, b: datetime) -> "_Spans":
-        """The part inside [a, b)."""
-        return _Spans([(max(start, a), min(end, b)) for start, end in self._meeting(a, b)])
-
-    def total_s(self) -> float:
-        """Their length in seconds."""
-        return sum((end - start).total_seconds() for start, end in self.spans)
-
-    def overlap_s(self, start: datetime, end: datetime) -> float:
-        """Seconds of [start, end) they cover."""
-        return sum(overlap_s(s, e, start, end) for s, e in self._meeting(start, end))
-
-    def __contains__(self, moment: datetime) -> bool:
+    def until(self, moment: int) -> int:
+        """Microseconds they cover before `moment`."""
         index = bisect_right(self._starts, moment) - 1
-        return index >= 0 and moment < self._ends[index]
+        return self._before[index] + min(moment - self._starts[index], self._lengths[index])
+
+    def until_each(self, moments: Micros) -> Micros:
+        """until() of each moment."""
+        starts, lengths, before = self._arrays
+        index = np.searchsorted(starts, moments, side="right") - 1
+        covered: Micros = before[index] + np.minimum(moments - starts[index], lengths[index])
+        return covered
+
+    def overlap(self, start: int, end: int) -> int:
+        """Microseconds of [start, end) they cover."""
+        return self.until(end) - self.until(start)
+
+    def __contains__(self, moment: int) -> bool:
+        index = bisect_right(self._starts, moment) - 1
+        return moment < self._ends[index]
 
 
 class MachineHistory:
@@ -168,14 +198,30 @@ class MachineHistory:
         labelled = label_spans(mapping, spans, reclassifications)
         self.events: list[StopEvent] = labelled.events
         """The stop events, oldest first."""
-        self._spans = spans
-        self._span_ends = [span.end for span in spans]
-        self._elements = labelled.elements
-        self._minor = labelled.minor
-        self._event_starts = [event.start for event in self.events]
+        count = len(spans)
+        self._starts = np.fromiter((_us(span.start) for span in spans), np.int64, count)
+        self._ends = np.fromiter((_us(span.end) for span in spans), np.int64, count)
+        self._kinds = np.fromiter((_KIND[kind] for kind in labelled.elements), np.intp, count)
+        self._minor = np.array(labelled.minor, bool)
+        self._planned = _Spans(planned)
+        # The failures MTBF and MTTR count: delays, not minor stoppages, that start in planned
+        # busy time. Each counts once (in the window it starts in), with all of its planned
+        # busy time, so their restoration times are theirs alone.
+        self._failures = [
+            event
+            for event in self.events
+            if event.element is TimeElement.DELAY
+            and not event.minor
+            and _us(event.start) in self._planned
+        ]
+        self._failure_starts = [event.start for event in self._failures]
+        self._restoration_before = [
+            0,
+            *accumulate(self._planned.overlap(_us(f.start), _us(f.until)) for f in self._failures),
+        ]
+        """Microseconds of restoration of the failures before each."""
         self._counts = sorted(counts, key=lambda count: count.minute)
         self._minutes = [count.minute for count in self._counts]
-        self._planned = _Spans(planned)
         self._calendar_pdot = _Spans(calendar_pdot)
         self._ideal = {entry.product: entry.ideal_cycle_time_s for entry in machine.products}
         self._default_ideal = machine.ideal_cycle_time_s
@@ -183,45 +229,41 @@ class MachineHistory:
     def elements(self, a: datetime, b: datetime) -> Elements:
         """The elements of [a, b): time clipped to the window and to planned busy time."""
         check_window(a, b)
-        busy = self._planned.clip(a, b)
-        busy_s = busy.total_s()
-        seconds = dict.fromkeys(TimeElement, 0.0)
-        minor_s = unmapped_s = outside_s = 0.0
-        first = bisect_right(self._span_ends, a)
-        for index in range(first, len(self._spans)):
-            span = self._spans[index]
-            if span.start >= b:
-                break
-            start, end = max(span.start, a), min(span.end, b)
-            inside = busy.overlap_s(start, end)
-            element = self._elements[index]
-            if element is None:
-                unmapped_s += inside
-                continue
-            seconds[element] += inside
-            if self._minor[index]:
-                minor_s += inside
-            if element is TimeElement.PRODUCTION:
-                outside_s += (end - start).total_seconds() - inside
-        known_s = sum(seconds.values()) + unmapped_s
-        calendar_pdot_s = self._calendar_pdot.clip(a, b).total_s()
-        quantities = self._quantities(busy, a, b)
-        failures = self._failures(busy, a, b)
+        a_us, b_us = _us(a), _us(b)
+        busy_us = self._planned.overlap(a_us, b_us)
+        # The spans meeting the window, clipped to it, and the planned busy time of each.
+        first = int(np.searchsorted(self._ends, a_us, side="right"))
+        stop = int(np.searchsorted(self._starts, b_us, side="left"))
+        starts = np.clip(self._starts[first:stop], a_us, b_us)
+        ends = np.clip(self._ends[first:stop], a_us, b_us)
+        inside = self._planned.until_each(ends) - self._planned.until_each(starts)
+        kinds = self._kinds[first:stop]
+        # Integer microseconds: the sums are exact however many spans are added.
+        per_kind = np.bincount(kinds, weights=inside, minlength=len(_KINDS)).astype(np.int64)
+        seconds = {kind: _s(int(us)) for kind, us in zip(_KINDS, per_kind, strict=True)}
+        minor_us = int(inside[self._minor[first:stop]].sum())
+        production = kinds == _PRODUCTION
+        outside_us = int((ends[production] - starts[production] - inside[production]).sum())
+        known_us = int(per_kind.sum())
+        busy_s = _s(busy_us)
+        calendar_pdot_s = _s(self._calendar_pdot.overlap(a_us, b_us))
+        quantities = self._quantities(a, b)
+        first_failure, failures_stop = self._failures_in(a, b)
         return Elements(
             pot_s=busy_s + calendar_pdot_s,
             pdot_s=calendar_pdot_s + seconds[TimeElement.PLANNED_DOWNTIME],
             apt_s=seconds[TimeElement.PRODUCTION],
             asut_s=seconds[TimeElement.SETUP],
             adet_s=seconds[TimeElement.DELAY],
-            minor_stop_s=minor_s,
+            minor_stop_s=_s(minor_us),
             adot_s=seconds[TimeElement.NO_ORDERS],
-            unknown_s=round(busy_s - known_s, 6),  # microseconds: no float dust
-            unmapped_s=unmapped_s,
-            unplanned_production_s=outside_s,
-            # The failures MTBF and MTTR count, each once (in the window it starts in), with
-            # all of its planned busy time, so their restoration times are theirs alone.
-            restoration_s=sum(self._planned.overlap_s(f.start, f.until) for f in failures),
-            fe=len(failures),
+            unknown_s=round(_s(busy_us - known_us), 6),
+            unmapped_s=seconds[None],
+            unplanned_production_s=_s(outside_us),
+            restoration_s=_s(
+                self._restoration_before[failures_stop] - self._restoration_before[first_failure]
+            ),
+            fe=failures_stop - first_failure,
             **quantities,
         )
 
@@ -229,24 +271,19 @@ class MachineHistory:
         """The failure events of [a, b): delays, not minor stoppages, that start in its planned
         busy time (MTBF and MTTR count these)."""
         check_window(a, b)
-        return self._failures(self._planned.clip(a, b), a, b)
+        first, stop = self._failures_in(a, b)
+        return self._failures[first:stop]
 
-    def _failures(self, busy: _Spans, a: datetime, b: datetime) -> list[StopEvent]:
-        events = self.events[
-            bisect_left(self._event_starts, a) : bisect_left(self._event_starts, b)
-        ]
-        return [
-            event
-            for event in events
-            if event.element is TimeElement.DELAY and not event.minor and event.start in busy
-        ]
+    def _failures_in(self, a: datetime, b: datetime) -> tuple[int, int]:
+        """Where the failures starting in [a, b) are in self._failures."""
+        return bisect_left(self._failure_starts, a), bisect_left(self._failure_starts, b)
 
-    def _quantities(self, busy: _Spans, a: datetime, b: datetime) -> dict[str, Any]:
+    def _quantities(self, a: datetime, b: datetime) -> dict[str, Any]:
         """GQ, SQ, the units outside planned busy time, and the ideal time of the units."""
         good = scrap = outside = 0.0
         per_product: dict[str, float] = {}
         for count in self._counts[bisect_left(self._minutes, a) : bisect_left(self._minutes, b)]:
-            if count.minute not in busy:
+            if _us(count.minute) not in self._planned:
                 outside += count.good + count.scrap
                 continue
             good += count.good

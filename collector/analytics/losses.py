@@ -24,6 +24,7 @@ from collector.analytics.equipment import (
 
 Code = bool | int | float | str
 """A value of a state or reason tag, compared as `code_key` compares it."""
+CodeKey = tuple[str, Code]
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,19 +97,35 @@ class Classifier:
             code_key(value): state for state in mapping.states for value in state.values
         }
         self._reasons = {code_key(reason.value): reason for reason in mapping.reasons}
+        self._keys: dict[tuple[type, Code], CodeKey] = {}
+
+    def key(self, code: Code) -> CodeKey:
+        """code_key(code), worked out once per distinct code (a machine has few)."""
+        # The type is part of the key: True == 1 and 2.0 == 2, but their keys differ.
+        typed = (code.__class__, code)
+        found = self._keys.get(typed)
+        if found is None:
+            found = self._keys[typed] = code_key(code)
+        return found
 
     def state(self, code: Code) -> StateMapping | None:
         """What a state code means (None: the mapping lacks it)."""
-        return self._states.get(code_key(code))
+        return self.keyed_state(self.key(code))
+
+    def keyed_state(self, key: CodeKey) -> StateMapping | None:
+        """What the state code of this key() means (None: the mapping lacks it)."""
+        return self._states.get(key)
 
     def reason(self, code: Code | None) -> ReasonMapping | None:
         """What a reason code means (None: no code, or the mapping lacks it)."""
-        return None if code is None else self._reasons.get(code_key(code))
+        return None if code is None else self._reasons.get(self.key(code))
 
-    def stop(self, state: StateMapping, reason: Code | None) -> tuple[TimeElement, TpmLoss | None]:
-        """Where a stop's time goes: the reason's element and loss while the reason applies to
-        the state, else the state's; a missing loss is the element's default."""
-        found = self.reason(reason)
+    def stop(
+        self, state: StateMapping, found: ReasonMapping | None
+    ) -> tuple[TimeElement, TpmLoss | None]:
+        """Where a stop's time goes: the element and loss of its reason (as reason() found it)
+        while the reason applies to the state, else the state's; a missing loss is the
+        element's default."""
         if found is not None and (found.states is None or state.name in found.states):
             element, tpm = found.element, found.tpm
         else:
@@ -135,36 +152,38 @@ def label_spans(
 ) -> Labelled:
     """Classify sorted, non-overlapping spans and gather their stops into events."""
     classifier = Classifier(mapping)
-    events: list[StopEvent] = []
-    elements: list[TimeElement | None] = [None] * len(spans)
-    minor = [False] * len(spans)
     for before, after in pairwise(spans):
         if after.start < before.end:
             raise ValueError(f"state spans overlap or are unsorted at {after.start.isoformat()}")
-    index = 0
-    while index < len(spans):
-        first = spans[index]
-        state = classifier.state(first.state)
-        if state is None or state.element is TimeElement.PRODUCTION:
-            elements[index] = None if state is None else state.element
-            index += 1
-            continue
+    keys = [classifier.key(span.state) for span in spans]
+    # Each distinct code once: its time element, and its state if that is a stop.
+    states = {key: classifier.keyed_state(key) for key in set(keys)}
+    element_of = {key: None if state is None else state.element for key, state in states.items()}
+    stopping = {
+        key: state
+        for key, state in states.items()
+        if state is not None and state.element is not TimeElement.PRODUCTION
+    }
+    elements = [element_of[key] for key in keys]
+    minor = [False] * len(spans)
+    events: list[StopEvent] = []
+    after_run = 0
+    for index in [index for index, key in enumerate(keys) if key in stopping]:
+        if index < after_run:
+            continue  # part of the stop before
         # A stop lasts while the same state code continues without a gap; the reason and
         # product may change inside it.
-        stop = index + 1
-        key = code_key(first.state)
-        while (
-            stop < len(spans)
-            and spans[stop].start == spans[stop - 1].end
-            and code_key(spans[stop].state) == key
-        ):
+        key, stop = keys[index], index + 1
+        while stop < len(spans) and keys[stop] == key and spans[stop].start == spans[stop - 1].end:
             stop += 1
-        event = _event(classifier, state, spans[index:stop], reclassifications.get(first.start))
+        first = spans[index]
+        event = _event(
+            classifier, stopping[key], spans[index:stop], reclassifications.get(first.start)
+        )
         events.append(event)
-        for inside in range(index, stop):
-            elements[inside] = event.element
-            minor[inside] = event.minor
-        index = stop
+        elements[index:stop] = [event.element] * (stop - index)
+        minor[index:stop] = [event.minor] * (stop - index)
+        after_run = stop
     return Labelled(events, elements, minor)
 
 
@@ -175,27 +194,33 @@ def _event(
     reclassified: Reclassification | None,
 ) -> StopEvent:
     first, last = run[0], run[-1]
-    reason: Code | None = next((span.reason for span in run if span.reason is not None), None)
+    reason: Code | None = None
     if reclassified is not None:
         reason = reclassified.reason
-    element, tpm = classifier.stop(state, reason)
+    else:
+        for span in run:
+            if span.reason is not None:
+                reason = span.reason
+                break
+    found = classifier.reason(reason)
+    element, tpm = classifier.stop(state, found)
     duration = (last.end - first.start).total_seconds()
     minor = element is TimeElement.DELAY and (
         tpm is TpmLoss.MINOR_STOP or duration < classifier.mapping.microstop_threshold_s
     )
-    found = classifier.reason(reason)
+    # Positional: a report makes thousands, and keywords take twice as long.
     return StopEvent(
-        start=first.start,
-        end=None if last.open else last.end,
-        duration_s=duration,
-        state=first.state,
-        state_name=state.name,
-        reason=reason,
-        reason_name=None if found is None else found.name,
-        element=element,
-        tpm=TpmLoss.MINOR_STOP if minor else tpm,
-        minor=minor,
-        reclassified=reclassified,
+        first.start,  # start
+        None if last.open else last.end,  # end
+        duration,  # duration_s
+        first.state,  # state
+        state.name,  # state_name
+        reason,  # reason
+        None if found is None else found.name,  # reason_name
+        element,  # element
+        TpmLoss.MINOR_STOP if minor else tpm,  # tpm
+        minor,  # minor
+        reclassified,  # reclassified
     )
 
 

@@ -17,9 +17,8 @@ from collector.analytics.equipment import Site, TimeElement
 from collector.analytics.equipment_store import StoredMachine
 from collector.analytics.histories import (
     edges_of,
-    read_counts,
     read_reclassifications,
-    read_spans,
+    read_spans_and_counts,
 )
 from collector.analytics.kpi import Elements, Kpis, MachineHistory, Model, kpis
 from collector.analytics.losses import (
@@ -98,9 +97,9 @@ async def load_histories(
         if state.element is not TimeElement.PRODUCTION
         for code in state.values
     ]
-    spans = await read_spans(conn, site_id, ids, (start, end), now, stops)
     edges = edges_of(start, end, planned, pdot, extra_edges or [])
-    counts = await read_counts(conn, site_id, ids, edges)
+    read = await read_spans_and_counts(conn, site_id, ids, edges, now, stops)
+    spans, counts = read.spans, read.counts
     earliest = min((found[0].start for found in spans.values() if found), default=start)
     latest = max((found[-1].end for found in spans.values() if found), default=end)
     reclassified = await read_reclassifications(conn, site_id, ids, earliest, max(latest, end))

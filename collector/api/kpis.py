@@ -1,5 +1,6 @@
 """/api/v1/kpis: ISO 22400-2 KPIs of a machine, line, area or site, showing their working."""
 
+from datetime import datetime
 from typing import Annotated, Any
 
 from aiohttp import web
@@ -10,7 +11,13 @@ from collector.analytics.equipment import ISO_22400_ELEMENT, TimeElement, TpmLos
 from collector.analytics.histories import TooMuchHistory, snapshot
 from collector.analytics.kpi import Elements, Kpis, Model
 from collector.analytics.losses import StopEvent
-from collector.analytics.reports import GroupReport, KpiReport, TooManyGroups, kpi_report
+from collector.analytics.reports import (
+    GroupReport,
+    KpiReport,
+    Scope,
+    TooManyGroups,
+    kpi_report,
+)
 from collector.api.operations import API, Role
 from collector.api.params import QueryBool, Timestamp
 from collector.api.scope import ScopeQuery, refuse, resolve
@@ -211,7 +218,19 @@ def _kpis(values: Kpis) -> tuple[KpisOut, WorkingOut]:
     return out, working
 
 
-def _group(report: GroupReport, by_machine: bool) -> GroupOut:
+class _Stops(dict[tuple[str, datetime], StopOut]):
+    """Each machine's stops as the API shows them, made once: a failure is in the total and in
+    its group (and in its machine's part of both)."""
+
+    def of(self, machine: str, event: StopEvent) -> StopOut:
+        """The stop of `machine` as stop_out() shows it."""
+        found = self.get((machine, event.start))
+        if found is None:
+            found = self[(machine, event.start)] = stop_out(machine, event)
+        return found
+
+
+def _group(report: GroupReport, by_machine: bool, stops: _Stops) -> GroupOut:
     kpis_out, working = _kpis(report.kpis)
     machines = None
     if by_machine:
@@ -223,7 +242,7 @@ def _group(report: GroupReport, by_machine: bool) -> GroupOut:
                     machine=part.machine,
                     kpis=part_kpis,
                     working=part_working,
-                    failure_events=[stop_out(part.machine, e) for e in part.failures],
+                    failure_events=[stops.of(part.machine, e) for e in part.failures],
                 )
             )
     values: dict[str, Any] = {
@@ -232,7 +251,7 @@ def _group(report: GroupReport, by_machine: bool) -> GroupOut:
         "to": report.end,
         "kpis": kpis_out,
         "working": working,
-        "failure_events": [stop_out(m, e) for m, e in report.failures],
+        "failure_events": [stops.of(m, e) for m, e in report.failures],
         "machines": machines,
     }
     return GroupOut.model_validate(values)
@@ -269,6 +288,12 @@ async def get_kpis(request: web.Request, query: KpiQuery) -> KpiReportOut:
         raise refuse("group_by", f"{exc}; at most analytics.max_groups ({most})") from None
     except TooMuchHistory as exc:
         raise refuse("from", f"{exc}: ask for a shorter window or fewer machines") from None
+    return report_out(scope, query, report)
+
+
+def report_out(scope: Scope, query: KpiQuery, report: KpiReport) -> KpiReportOut:
+    """A KPI report as the API answers it."""
+    stops = _Stops()
     values: dict[str, Any] = {
         "site": scope.site_id,
         "time_zone": scope.site.time_zone,
@@ -277,7 +302,7 @@ async def get_kpis(request: web.Request, query: KpiQuery) -> KpiReportOut:
         "group_by": query.group_by,
         "from": report.total.start,
         "to": report.total.end,
-        "total": _group(report.total, query.by_machine),
-        "groups": [_group(group, query.by_machine) for group in report.groups],
+        "total": _group(report.total, query.by_machine, stops),
+        "groups": [_group(group, query.by_machine, stops) for group in report.groups],
     }
     return KpiReportOut.model_validate(values)

@@ -2,7 +2,7 @@
 its worked example): every value below is computed by hand in the comment beside it."""
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -176,6 +176,21 @@ def test_elements_of_a_window_are_the_sum_of_its_parts() -> None:
         (0, 0, 3600),
     ]
     assert sum(hours, Elements()) == down.elements(at("06:00"), at("14:00"))
+
+
+def test_times_add_up_in_whole_microseconds() -> None:
+    # Ten running spans of 0.1 s from 06:00:00 and a minor stop of 0.3 s: APT is
+    # 10 x 0.1 s = 1.0 s exactly (0.1 added ten times as floats is 0.9999999999999999), ADET
+    # 0.3 s, unknown 0 (planned 06:00:00-06:00:01.3).
+    tenth = timedelta(milliseconds=100)
+    spans = [
+        StateSpan(at("06:00") + i * tenth, at("06:00") + (i + 1) * tenth, RUNNING, None, None)
+        for i in range(10)
+    ]
+    spans.append(StateSpan(at("06:00") + 10 * tenth, at("06:00") + 13 * tenth, DOWN, None, None))
+    machine = history(spans, planned=[(at("06:00"), at("06:00") + 13 * tenth)])
+    e = machine.elements(at("06:00"), at("07:00"))
+    assert (e.apt_s, e.adet_s, e.minor_stop_s, e.unknown_s, e.pbt_s) == (1.0, 0.3, 0.3, 0, 1.3)
 
 
 def test_failures_are_the_delays_that_are_not_minor() -> None:
