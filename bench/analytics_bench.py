@@ -855,22 +855,21 @@ def clear(url: str) -> None:
     """ingest_bench's empty tables, and the derived ones too."""
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(
-            "TRUNCATE derive_log, rollup_claims, rollup_parts, rollups_1m, rollups_1h,"
+            "TRUNCATE derive_log, rollup_claims, rollups_1m, rollups_1h,"
             " machine_intervals, machine_counts"
         )
     empty(url)
 
 
 async def caught_up(url: str, timeout: float) -> None:
-    """Wait until no write older than the running minute waits for the deriver or for its
-    collector to write its rollup parts, and no part waits to be merged."""
+    """Wait until no write older than the running minute waits for the deriver, or for the
+    collector that holds its readings to roll them up."""
     deadline = time.monotonic() + timeout
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         while True:
             cursor = await conn.execute(
                 "SELECT EXISTS (SELECT 1 FROM derive_log WHERE lo < date_trunc('minute', now()))"
                 " OR EXISTS (SELECT 1 FROM rollup_claims WHERE lo < date_trunc('minute', now()))"
-                " OR EXISTS (SELECT 1 FROM rollup_parts)"
             )
             row = await cursor.fetchone()
             if row is not None and not row[0]:

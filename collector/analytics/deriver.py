@@ -7,7 +7,6 @@ collectors may run it; an advisory lock lets one pass run at a time.
 """
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -19,7 +18,6 @@ from psycopg_pool import AsyncConnectionPool
 
 from collector.analytics.derive_plan import LoggedWrite, plan
 from collector.analytics.machine_store import MachineKey, machines_of, rederive, slice_end
-from collector.analytics.part_fold import fold_parts
 from collector.analytics.timespans import floor_minute
 from collector.config import AnalyticsSettings
 from collector.metrics import CollectorMetrics
@@ -34,8 +32,6 @@ LOCK_KEY = 0x706C_6472  # "pldr": one deriver pass at a time across collectors
 SLICE_READINGS = 200_000
 """About the most of a machine's readings one pass derives (held in memory at once)."""
 END_OF_TIME = datetime.max.replace(tzinfo=UTC)
-PARTS_PER_PASS = 500_000
-"""Most rollup parts one pass merges."""
 CLAIM_TIMEOUT_S = 300.0
 """Age at which a batch's claim counts as left by a collector that stopped: its collector
 writes its parts within about two minutes (collector/analytics/held_readings.py)."""
@@ -70,25 +66,17 @@ class Deriver:
         self._refresh_rollups = refresh_rollups
         self._clock = clock
         self._claim_timeout_s = claim_timeout_s
-        self._woken = asyncio.Event()
-
-    def wake(self) -> None:
-        """Run the next pass now (rollup parts were written)."""
-        self._woken.set()
 
     async def run(self) -> None:
-        """Pass after pass: at once while a pass found a full load or was woken, else every
-        derive_interval."""
+        """Pass after pass: at once while a pass found a full load, else every derive_interval."""
         while True:
             taken = await self.pass_once()
             if taken < self._settings.derive_max_log_rows:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._woken.wait(), self._settings.derive_interval)
-            self._woken.clear()
+                await asyncio.sleep(self._settings.derive_interval)
 
     async def pass_once(self) -> int:
-        """One pass; how many logged writes, left claims, waiting machines and rollup parts it
-        took up (0 while another collector's pass runs)."""
+        """One pass; how many logged writes, left claims and waiting machines it took up (0
+        while another collector's pass runs)."""
         began = time.perf_counter()
         async with self._pool.connection() as conn, conn.transaction():
             cursor = await conn.execute("SELECT pg_try_advisory_xact_lock(%s)", [LOCK_KEY])
@@ -112,9 +100,7 @@ class Deriver:
             writes = [LoggedWrite(*row[:5]) for row in rows]
             writes += [LoggedWrite(0, row[0], row[1], row[2], machines=False) for row in claims]
             logged = [row[0] for row in rows]
-            parts = await self._take_up(
-                conn, writes, logged, {(s, m): lo for s, m, lo in waiting}, now
-            )
+            await self._take_up(conn, writes, logged, {(s, m): lo for s, m, lo in waiting}, now)
             oldest = min((row[5] for row in rows), default=now)
             self._metrics.derive_lag.set((now - oldest).total_seconds())
             left = required(
@@ -122,14 +108,13 @@ class Deriver:
                     await conn.execute(
                         "SELECT (SELECT count(*) FROM derive_log)"
                         " + (SELECT count(*) FROM derive_machines)"
-                        " + (SELECT count(*) FROM rollup_parts)"
                     )
                 ).fetchone(),
                 "the count",
             )[0]
         self._metrics.derive_pending.set(left)
         self._metrics.derive_seconds.observe(time.perf_counter() - began)
-        return len(rows) + len(claims) + len(waiting) + parts
+        return len(rows) + len(claims) + len(waiting)
 
     async def _take_up(
         self,
@@ -138,11 +123,10 @@ class Deriver:
         logged: list[int],
         waiting: dict[MachineKey, datetime],
         now: datetime,
-    ) -> int:
+    ) -> None:
         work = plan(writes, floor_minute(now))
-        folded = await fold_parts(conn, PARTS_PER_PASS)
-        if work.rollups or folded.redo:
-            await self._refresh_rollups(conn, work.rollups + folded.redo)
+        if work.rollups:
+            await self._refresh_rollups(conn, work.rollups)
         for (site, machine), lo in waiting.items():
             # Only as read: a model changed since then is derived again in the next pass.
             await conn.execute(
@@ -171,4 +155,3 @@ class Deriver:
             await conn.execute(
                 "INSERT INTO derive_log (tag_ids, lo, hi) VALUES (%s, %s, %s)", work.pending
             )
-        return folded.parts

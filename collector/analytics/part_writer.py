@@ -1,9 +1,11 @@
-"""Writes rollup parts: the held readings of ended minutes, summarised per tag and minute.
+"""Rolls up held readings: those of ended minutes, summarised per tag and minute, merged in.
 
-One transaction writes the parts (binary COPY) and deletes the claims of the batches they
-came from, so a batch's readings are in the rollups' future exactly once: as parts, or, if
-this collector stops first, as a claim the deriver rolls up from the stored readings. After
-writing, the local deriver is woken to merge the parts at once.
+One transaction copies the summaries (parts) into a temporary table, merges them into the
+rollups (collector/analytics/part_fold.py) or redoes what they overlap from the stored
+readings, and deletes the claims of the batches they came from. So a batch's readings reach
+the rollups exactly once: here, or, if this collector stops first, through its claim, which
+the deriver rolls up from the stored readings. The transaction holds the deriver's lock, so
+it never merges into rows a deriver pass is redoing.
 """
 
 import asyncio
@@ -21,18 +23,18 @@ from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
+from collector.analytics.deriver import LOCK_KEY, RollupRefresh
 from collector.analytics.held_readings import HeldReadings
 from collector.analytics.minute_summaries import Summaries, summarize
+from collector.analytics.part_fold import CREATE_NEW_PARTS, NEW_PARTS, PART_COLUMNS, fold_parts
+from collector.analytics.rollups import refresh_hours, refresh_rollups
+from collector.analytics.timespans import HOUR, floor_to
 from collector.copy_rows import HEADER, TRAILER, binary_rows
 from shared.cancellation import raise_if_cancelled
 
 log = logging.getLogger(__name__)
 
-PART_COLUMNS = (
-    "tag_id, bucket, count, good, numbers, first_ts, first_value, last_ts, last_value, total,"
-    " low, low_ts, high, high_ts, step_area, linear_area, increase, span_lo, span_hi"
-)
-_COPY = f"COPY rollup_parts ({PART_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+_COPY = f"COPY {NEW_PARTS} ({PART_COLUMNS}) FROM STDIN (FORMAT BINARY)"
 _UNCLAIM = """
 DELETE FROM rollup_claims c USING unnest(%s::text[], %s::int8[], %s::int8[]) AS k(a, e, b)
 WHERE (c.agent_id, c.epoch, c.batch_id) = (k.a, k.e, k.b)
@@ -51,7 +53,8 @@ def _numbers(
 
 
 def part_rows(parts: Summaries) -> bytes:
-    """The summaries as binary COPY rows of rollup_parts (no header or trailer)."""
+    """The summaries as binary COPY rows of NEW_PARTS, in PART_COLUMNS order (no header or
+    trailer)."""
     out = []
     for has_numbers in (True, False):
         rows = (parts.numbers > 0) == has_numbers
@@ -73,12 +76,12 @@ def part_rows(parts: Summaries) -> bytes:
                     ("float8", number("last_value")),
                     ("float8", number("total")),
                     ("float8", number("low")),
-                    ("timestamptz", number("low_ts")),
                     ("float8", number("high")),
-                    ("timestamptz", number("high_ts")),
                     ("float8", parts.step_area[rows]),
                     ("float8", parts.linear_area[rows]),
                     ("float8", parts.increase[rows]),
+                    ("timestamptz", number("low_ts")),
+                    ("timestamptz", number("high_ts")),
                     ("timestamptz", parts.span_lo[rows]),
                     ("timestamptz", parts.span_hi[rows]),
                 ],
@@ -93,25 +96,26 @@ def _now_us() -> int:
 
 
 class PartWriter:
-    """Writes the parts of ended minutes every `interval` seconds (runs supervised)."""
+    """Rolls up the held readings of ended minutes every `interval` seconds (runs supervised)."""
 
     def __init__(
         self,
         pool: AsyncConnectionPool[AsyncConnection[TupleRow]],
         held: HeldReadings,
         interval: float,
-        written: Callable[[], None] = lambda: None,
         now_us: Callable[[], int] = _now_us,
+        refresh: RollupRefresh = refresh_rollups,
     ) -> None:
+        """`refresh` redoes minutes (and their hours) from the stored readings."""
         self._pool = pool
         self._held = held
         self._interval = interval
-        self._written = written
         self._now_us = now_us
+        self._refresh = refresh
 
     async def run(self) -> None:
-        """Write what is due every `interval` while batches keep coming, and as soon as they
-        pause (a backlog's burst has ended); when stopped, write everything held."""
+        """Roll up what is due every `interval` while batches keep coming, and as soon as they
+        pause (a backlog's burst has ended); when stopped, roll up everything held."""
         failing = False
         seen, last = self._held.added, asyncio.get_running_loop().time()
         try:
@@ -127,7 +131,7 @@ class PartWriter:
                 except psycopg.OperationalError as exc:
                     raise_if_cancelled(exc)
                     if not failing:
-                        log.error("cannot write rollup parts: %s; trying again", exc)
+                        log.error("cannot roll up held readings: %s; trying again", exc)
                     failing = True
                     continue
                 failing = False
@@ -136,7 +140,7 @@ class PartWriter:
                 await asyncio.wait_for(self.write(everything=True), FINAL_WRITE_S)
 
     async def write(self, everything: bool = False) -> int:
-        """Write the parts of what is due (everything held, if asked); the parts written."""
+        """Roll up what is due (everything held, if asked); the parts (summaries) it made."""
         taken = self._held.take(self._now_us(), everything)
         if taken is None:
             return 0
@@ -145,11 +149,19 @@ class PartWriter:
             agents, epochs, batch_ids = (list(column) for column in zip(*taken.claims, strict=True))
             async with self._pool.connection() as conn, conn.transaction():
                 if len(parts):
+                    await conn.execute(CREATE_NEW_PARTS)
                     async with conn.cursor().copy(_COPY) as copy:
                         await copy.write(HEADER + part_rows(parts) + TRAILER)
+                    await conn.execute("SELECT pg_advisory_xact_lock(%s)", [LOCK_KEY])
+                    left = await fold_parts(conn)
+                    if left.minutes:  # their hours too
+                        await self._refresh(conn, left.minutes)
+                    redone = {(ids[0], floor_to(start, HOUR)) for ids, start, _ in left.minutes}
+                    hours = [span for span in left.hours if span[:2] not in redone]
+                    if hours:
+                        await refresh_hours(conn, hours)
                 await conn.execute(_UNCLAIM, [agents, epochs, batch_ids])
         except BaseException:
             self._held.give_back(taken)
             raise
-        self._written()
         return len(parts)

@@ -3,10 +3,10 @@
 A request whose bucket edges and ends all lie on whole hours (UTC) is answered from
 `rollups_1h`, else on whole minutes from `rollups_1m`: every rollup row then lies inside one
 bucket, and the rows of a bucket merge into the summary its readings would give
-(collector/analytics/summary_sql.py). Writes not rolled up yet are still in `derive_log`,
-`rollup_claims` (held by a collector until their minutes end) or `rollup_parts` (summarised,
-not merged yet): the buckets from the earliest of them on are read from the raw readings, in
-the same snapshot, so an answer never misses a reading. Anything else goes to the raw readings.
+(collector/analytics/summary_sql.py). Writes not rolled up yet are still in `derive_log` or
+`rollup_claims` (held by a collector until their minutes end): the buckets from the earliest
+of them on are read from the raw readings, in the same snapshot, so an answer never misses a
+reading. Anything else goes to the raw readings.
 """
 
 from dataclasses import replace
@@ -32,8 +32,7 @@ _GRAINS: Final[dict[SourceName, timedelta]] = {"rollups_1h": HOUR, "rollups_1m":
 _MOST_EDGES = 1_000_000  # calendar buckets of a range the API allows are far fewer
 _PENDING = """SELECT least(
     (SELECT min(lo) FROM derive_log WHERE rollups AND tag_ids && %(ids)s::int4[]),
-    (SELECT min(lo) FROM rollup_claims WHERE tag_ids && %(ids)s::int4[]),
-    (SELECT min(bucket) FROM rollup_parts WHERE tag_id = ANY(%(ids)s))
+    (SELECT min(lo) FROM rollup_claims WHERE tag_ids && %(ids)s::int4[])
 )"""
 
 

@@ -13,12 +13,9 @@ from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
-from collector.analytics.deriver import Deriver
 from collector.analytics.held_readings import HeldReadings
 from collector.analytics.minute_summaries import MINUTE_US, Columns
 from collector.analytics.part_writer import PartWriter
-from collector.config import AnalyticsSettings
-from collector.metrics import CollectorMetrics
 from collector.pools import new_pool
 from tests.harness import eventually
 
@@ -50,7 +47,7 @@ async def pool(database_url: str) -> AsyncIterator[AsyncConnectionPool[AsyncConn
 
 async def parts(url: str) -> list[tuple[Any, ...]]:
     async with await psycopg.AsyncConnection.connect(url) as conn:
-        cursor = await conn.execute("SELECT tag_id, count FROM rollup_parts ORDER BY tag_id")
+        cursor = await conn.execute("SELECT tag_id, count FROM rollups_1m ORDER BY tag_id")
         return await cursor.fetchall()
 
 
@@ -58,8 +55,7 @@ async def test_parts_are_written_while_batches_pause_and_everything_when_stopped
     pool: Any, database_url: str
 ) -> None:
     held = HeldReadings()
-    woken: list[bool] = []
-    writer = PartWriter(pool, held, 0.5, lambda: woken.append(True), now_us=lambda: NOW_US)
+    writer = PartWriter(pool, held, 0.5, now_us=lambda: NOW_US)
     held.add(("a1", 1, 1), columns(1, 0))  # ended
     held.add(("a1", 1, 2), columns(2, 10))  # the running minute
     task = asyncio.create_task(writer.run())
@@ -69,7 +65,6 @@ async def test_parts_are_written_while_batches_pause_and_everything_when_stopped
             return await parts(database_url) == [(1, 2)]
 
         await eventually(first_written, timeout=10, what="the ended minute's part")
-        assert woken
         assert held.readings == 2
         # Batches that keep coming: what is due is written every interval all the same.
         for number in range(3, 30):
@@ -124,39 +119,8 @@ async def test_readings_stay_held_while_the_database_does_not_answer(
                     await task
     finally:
         await pool.close()
-    assert caplog.text.count("cannot write rollup parts") == 1  # once while it lasts
+    assert caplog.text.count("cannot roll up held readings") == 1  # once while it lasts
     assert held.readings == 2  # not lost: written once the database answers
-
-
-async def test_a_woken_deriver_passes_at_once(pool: Any) -> None:
-    metrics = CollectorMetrics()
-    settings = AnalyticsSettings(derive_interval="3600s")
-
-    async def nothing(conn: Any, work: Any) -> int:
-        return 0
-
-    deriver = Deriver(pool, settings, metrics, nothing)
-    task = asyncio.create_task(deriver.run())
-
-    def passes() -> float:
-        return float(sum(bucket.get() for bucket in metrics.derive_seconds._buckets))
-
-    try:
-
-        async def first() -> bool:
-            return passes() == 1
-
-        await eventually(first, timeout=10, what="the first pass")
-        deriver.wake()
-
-        async def second() -> bool:
-            return passes() == 2
-
-        await eventually(second, timeout=10, what="a pass when woken")
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def test_a_batch_without_numbers_leaves_no_part_and_no_claim(
