@@ -1,4 +1,4 @@
-"""Per-minute rollup summaries of readings held in memory, computed column-wise with numpy.
+"""Per-minute and per-hour rollup summaries of readings in memory, column-wise with numpy.
 
 Each summary has the fields a `rollups_1m` row has, computed as the SQL of
 collector/analytics/summary_sql.py computes them from stored readings (readings_summaries):
@@ -15,6 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 MINUTE_US = 60_000_000
+HOUR_US = 60 * MINUTE_US
 _LARGEST = 1e300  # the "no value" sentinel bound of summary_sql.NUMBER
 
 
@@ -85,13 +86,13 @@ def _sums(group: NDArray[np.int64], values: NDArray[np.float64], size: int) -> N
     return np.asarray(np.bincount(group, values, minlength=size), np.float64)
 
 
-def summarize(columns: Columns) -> Summaries:
-    """The summary of each tag version's readings in each minute they fall in."""
+def summarize(columns: Columns, grain_us: int = MINUTE_US) -> Summaries:
+    """The summary of each tag version's readings in each minute (or `grain_us`) they fall in."""
     order = np.lexsort((columns.seq, columns.ts, columns.tag))
     tag, ts = columns.tag[order], columns.ts[order]
     good, value = columns.good[order], columns.value[order]
     n = len(ts)
-    minute = ts // MINUTE_US
+    minute = ts // grain_us
     new = np.ones(n, np.bool_)
     new[1:] = (tag[1:] != tag[:-1]) | (minute[1:] != minute[:-1])
     starts = np.flatnonzero(new)
@@ -126,7 +127,7 @@ def summarize(columns: Columns) -> Summaries:
     rise = _sums(owner, np.where(right >= left, right - left, right), size)
     return Summaries(
         tag=tag[starts],
-        bucket=minute[starts] * MINUTE_US,
+        bucket=minute[starts] * grain_us,
         count=ends - starts,
         good=np.add.reduceat(good.astype(np.int64), starts) if n else np.empty(0, np.int64),
         numbers=numbers,

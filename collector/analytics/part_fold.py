@@ -1,103 +1,117 @@
 """Merges new rollup summaries into `rollups_1m` and `rollups_1h`, exactly, or says what to redo.
 
-Summaries of one tag version and bucket (minute or hour) merge with each other and with the
-stored row exactly when the spans of their readings do not overlap
-(collector/analytics/summary_sql.py, merged_summaries): the usual case, readings arriving in
-time order. Where spans overlap (a late reading inside a minute already summarised, or
-readings that a summary of the stored readings already counts), the minute is redone from the
-stored readings, or the hour from its minutes, instead: right whatever the summaries hold.
-A minute that overlaps lies in an hour that overlaps, so redoing a minute redoes its hour.
+The collector summarises the readings it holds once per tag version and minute, and once per
+tag version and hour, so each bucket gets one new summary. It merges with the stored row
+exactly when the spans of their readings do not overlap: the usual case, readings arriving in
+time order. The merge is the one of collector/analytics/summary_sql.py (merged_summaries)
+for two summaries, written out: sums, the earlier one's first and the later one's last, and
+what lies between the earlier one's last number and the later one's first. Where spans
+overlap (a late reading inside a minute already summarised, or readings that a summary of
+the stored readings already counts), the minute is redone from the stored readings, or the
+hour from its minutes, instead: right whatever the summaries hold. A minute that overlaps
+lies in an hour that overlaps, so redoing a minute redoes its hour.
 """
 
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from collector.analytics.rollups import Span
-from collector.analytics.summary_sql import ROLLUP_TIMES, SUMMARY_COLUMNS, merged_summaries
+from collector.analytics.summary_sql import (
+    ROLLUP_TIMES,
+    SUMMARY_COLUMNS,
+    counter_step,
+    linear_area,
+    step_area,
+)
 from collector.analytics.timespans import HOUR, MINUTE
 from collector.replica import Connection
 
-_COLUMNS = f"{SUMMARY_COLUMNS}, {ROLLUP_TIMES}"
-_UPDATE = ", ".join(
-    f"{column} = excluded.{column}" for column in (c.strip() for c in _COLUMNS.split(","))
-)
-NEW_PARTS = "new_rollup_parts"
-"""The session's temporary table the new summaries are copied into (emptied at commit)."""
-CREATE_NEW_PARTS = f"""
-CREATE TEMP TABLE IF NOT EXISTS {NEW_PARTS} (
+_COLUMNS = [c.strip() for c in f"{SUMMARY_COLUMNS}, {ROLLUP_TIMES}".split(",")]
+PART_COLUMNS = ", ".join(["tag_id", "bucket", *_COLUMNS])
+"""The columns of the new summaries' tables, in the order they are copied."""
+NEW_MINUTES = "new_rollup_minutes"
+NEW_HOURS = "new_rollup_hours"
+_CREATE = """
+CREATE TEMP TABLE IF NOT EXISTS {table} (
     tag_id int4 NOT NULL, bucket timestamptz NOT NULL, count int4 NOT NULL, good int4 NOT NULL,
     numbers int4 NOT NULL, first_ts timestamptz, first_value float8, last_ts timestamptz,
-    last_value float8, total float8, low float8, low_ts timestamptz, high float8,
-    high_ts timestamptz, step_area float8 NOT NULL, linear_area float8 NOT NULL,
-    increase float8 NOT NULL, span_lo timestamptz NOT NULL, span_hi timestamptz NOT NULL
-) ON COMMIT DELETE ROWS
-"""
-PART_COLUMNS = f"tag_id, bucket, {_COLUMNS}"
-"""The columns of NEW_PARTS, in the order the summaries are copied."""
+    last_value float8, total float8, low float8, high float8, step_area float8 NOT NULL,
+    linear_area float8 NOT NULL, increase float8 NOT NULL, low_ts timestamptz,
+    high_ts timestamptz, span_lo timestamptz NOT NULL, span_hi timestamptz NOT NULL
+) ON COMMIT DELETE ROWS"""
+CREATE_NEW = ";".join(_CREATE.format(table=table) for table in (NEW_MINUTES, NEW_HOURS))
+"""The session's temporary tables of new summaries per minute and per hour (emptied at
+commit)."""
 
-# Per (tag version, bucket): do the new summaries and the stored row overlap?
-_FLAGGED = """
-    SELECT tag_id, bucket,
-        bool_or(span_lo IS NULL OR span_hi IS NULL OR coalesce(span_lo <= before, false))
-            AS overlapping
-    FROM (
-        SELECT tag_id, bucket, span_lo, span_hi,
-            lag(span_hi) OVER (PARTITION BY tag_id, bucket ORDER BY span_lo, span_hi) AS before
-        FROM {found}
-    ) AS spans
-    GROUP BY tag_id, bucket"""
-_MERGE = """
-    INSERT INTO {table} (tag_id, bucket, {columns})
-    {query}
-    ON CONFLICT (tag_id, bucket) DO UPDATE SET {update}"""
+
+def _merged(e: str, x: str) -> dict[str, str]:
+    """Each summary column of `e` (the earlier summary) merged with `x` (the later), as SQL."""
+    both = f"{e}.numbers > 0 AND {x}.numbers > 0"
+    gaps = {
+        "step_area": step_area(f"{e}.last_value", f"{e}.last_ts", f"{x}.first_ts"),
+        "linear_area": linear_area(
+            f"{e}.last_value", f"{x}.first_value", f"{e}.last_ts", f"{x}.first_ts"
+        ),
+        "increase": counter_step(f"{e}.last_value", f"{x}.first_value"),
+    }
+    out = {name: f"{e}.{name} + {x}.{name}" for name in ("count", "good", "numbers")}
+    for name in ("first_ts", "first_value"):
+        out[name] = f"CASE WHEN {e}.numbers > 0 THEN {e}.{name} ELSE {x}.{name} END"
+    for name in ("last_ts", "last_value"):
+        out[name] = f"CASE WHEN {x}.numbers > 0 THEN {x}.{name} ELSE {e}.{name} END"
+    out["total"] = (
+        f"CASE WHEN {both} THEN {e}.total + {x}.total ELSE coalesce({e}.total, {x}.total) END"
+    )
+    out["low"] = f"least({e}.low, {x}.low)"
+    out["high"] = f"greatest({e}.high, {x}.high)"
+    for name, gap in gaps.items():
+        out[name] = f"{e}.{name} + {x}.{name} + CASE WHEN {both} THEN {gap} ELSE 0 END"
+    # The earliest time the merged low (high) was reached.
+    out["low_ts"] = (
+        f"CASE WHEN {x}.low IS NULL OR {e}.low <= {x}.low THEN {e}.low_ts ELSE {x}.low_ts END"
+    )
+    out["high_ts"] = (
+        f"CASE WHEN {x}.high IS NULL OR {e}.high >= {x}.high THEN {e}.high_ts ELSE {x}.high_ts END"
+    )
+    out["span_lo"] = f"least({e}.span_lo, {x}.span_lo)"
+    out["span_hi"] = f"greatest({e}.span_hi, {x}.span_hi)"
+    return out
+
+
+def _update(stored: str, new: str) -> str:
+    """SET list merging the new summary into the stored one, whichever comes first."""
+    later, earlier = _merged(stored, new), _merged(new, stored)
+    return ", ".join(
+        f"{name} = CASE WHEN {new}.span_lo > {stored}.span_hi THEN {later[name]}"
+        f" ELSE {earlier[name]} END"
+        for name in _COLUMNS
+    )
+
+
+_UPSERT = """
+    INSERT INTO {table} AS s ({columns}) SELECT {columns} FROM {new}
+    ON CONFLICT (tag_id, bucket) DO UPDATE SET {update}
+    WHERE excluded.span_lo > s.span_hi OR excluded.span_hi < s.span_lo
+    RETURNING tag_id, bucket"""
 _FOLD_TEMPLATE = """
-WITH minutes AS (
-    SELECT {columns_all} FROM {parts}
-), hours AS (
-    SELECT tag_id, date_trunc('hour', bucket, 'UTC') AS bucket, {columns} FROM minutes
-), found_minutes AS (
-    SELECT * FROM minutes
-    UNION ALL
-    SELECT {columns_all} FROM rollups_1m
-    WHERE (tag_id, bucket) IN (SELECT tag_id, bucket FROM minutes)
-), found_hours AS (
-    SELECT * FROM hours
-    UNION ALL
-    SELECT {columns_all} FROM rollups_1h
-    WHERE (tag_id, bucket) IN (SELECT tag_id, bucket FROM hours)
-), flagged_minutes AS ({flagged_minutes}
-), flagged_hours AS ({flagged_hours}
-), merging_minutes AS (
-    SELECT f.* FROM found_minutes f JOIN flagged_minutes USING (tag_id, bucket)
-    WHERE NOT overlapping
-), merging_hours AS (
-    SELECT f.* FROM found_hours f JOIN flagged_hours USING (tag_id, bucket)
-    WHERE NOT overlapping
-), merged_minutes AS ({merge_minutes}
-), merged_hours AS ({merge_hours}
+WITH minutes AS ({minutes}
+), hours AS ({hours}
 )
-SELECT tag_id, 'minute', bucket FROM flagged_minutes WHERE overlapping
+SELECT n.tag_id, 'minute', n.bucket FROM {new_minutes} n
+WHERE NOT EXISTS (SELECT FROM minutes m WHERE (m.tag_id, m.bucket) = (n.tag_id, n.bucket))
 UNION ALL
-SELECT tag_id, 'hour', bucket FROM flagged_hours WHERE overlapping
+SELECT n.tag_id, 'hour', n.bucket FROM {new_hours} n
+WHERE NOT EXISTS (SELECT FROM hours h WHERE (h.tag_id, h.bucket) = (n.tag_id, n.bucket))
 """
 _FOLD = _FOLD_TEMPLATE.format(
-    columns_all=PART_COLUMNS,
-    columns=_COLUMNS,
-    parts=NEW_PARTS,
-    flagged_minutes=_FLAGGED.format(found="found_minutes"),
-    flagged_hours=_FLAGGED.format(found="found_hours"),
-    merge_minutes=_MERGE.format(
-        table="rollups_1m",
-        columns=_COLUMNS,
-        query=merged_summaries("merging_minutes", "bucket", tag="tag_id"),
-        update=_UPDATE,
+    minutes=_UPSERT.format(
+        table="rollups_1m", columns=PART_COLUMNS, new=NEW_MINUTES, update=_update("s", "excluded")
     ),
-    merge_hours=_MERGE.format(
-        table="rollups_1h",
-        columns=_COLUMNS,
-        query=merged_summaries("merging_hours", "bucket", tag="tag_id"),
-        update=_UPDATE,
+    hours=_UPSERT.format(
+        table="rollups_1h", columns=PART_COLUMNS, new=NEW_HOURS, update=_update("s", "excluded")
     ),
+    new_minutes=NEW_MINUTES,
+    new_hours=NEW_HOURS,
 )
 
 
@@ -112,8 +126,9 @@ class Folded:
 
 
 async def fold_parts(conn: Connection) -> Folded:
-    """Within the caller's transaction: merge the summaries in NEW_PARTS into rollups_1m and
-    rollups_1h where they merge exactly; what they do not is for the caller to redo."""
+    """Within the caller's transaction: merge the summaries in NEW_MINUTES and NEW_HOURS into
+    rollups_1m and rollups_1h where they merge exactly; what does not is for the caller to
+    redo. A stored row whose span is not known (written before spans were kept) overlaps."""
     out = Folded()
     for tag, grain, bucket in await (await conn.execute(_FOLD, binary=True)).fetchall():
         if grain == "minute":

@@ -25,8 +25,14 @@ from psycopg_pool import AsyncConnectionPool
 
 from collector.analytics.deriver import LOCK_KEY, RollupRefresh
 from collector.analytics.held_readings import HeldReadings
-from collector.analytics.minute_summaries import Summaries, summarize
-from collector.analytics.part_fold import CREATE_NEW_PARTS, NEW_PARTS, PART_COLUMNS, fold_parts
+from collector.analytics.minute_summaries import HOUR_US, Summaries, summarize
+from collector.analytics.part_fold import (
+    CREATE_NEW,
+    NEW_HOURS,
+    NEW_MINUTES,
+    PART_COLUMNS,
+    fold_parts,
+)
 from collector.analytics.rollups import refresh_hours, refresh_rollups
 from collector.analytics.timespans import HOUR, floor_to
 from collector.copy_rows import HEADER, TRAILER, binary_rows
@@ -34,7 +40,7 @@ from shared.cancellation import raise_if_cancelled
 
 log = logging.getLogger(__name__)
 
-_COPY = f"COPY {NEW_PARTS} ({PART_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+_COPY = "COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)"
 _UNCLAIM = """
 DELETE FROM rollup_claims c USING unnest(%s::text[], %s::int8[], %s::int8[]) AS k(a, e, b)
 WHERE (c.agent_id, c.epoch, c.batch_id) = (k.a, k.e, k.b)
@@ -53,8 +59,7 @@ def _numbers(
 
 
 def part_rows(parts: Summaries) -> bytes:
-    """The summaries as binary COPY rows of NEW_PARTS, in PART_COLUMNS order (no header or
-    trailer)."""
+    """The summaries as binary COPY rows in PART_COLUMNS order (no header or trailer)."""
     out = []
     for has_numbers in (True, False):
         rows = (parts.numbers > 0) == has_numbers
@@ -149,9 +154,14 @@ class PartWriter:
             agents, epochs, batch_ids = (list(column) for column in zip(*taken.claims, strict=True))
             async with self._pool.connection() as conn, conn.transaction():
                 if len(parts):
-                    await conn.execute(CREATE_NEW_PARTS)
-                    async with conn.cursor().copy(_COPY) as copy:
-                        await copy.write(HEADER + part_rows(parts) + TRAILER)
+                    await conn.execute(CREATE_NEW)
+                    for table, summaries in (
+                        (NEW_MINUTES, parts),
+                        (NEW_HOURS, summarize(taken.columns, HOUR_US)),
+                    ):
+                        copy_sql = _COPY.format(table=table, columns=PART_COLUMNS)
+                        async with conn.cursor().copy(copy_sql) as copy:
+                            await copy.write(HEADER + part_rows(summaries) + TRAILER)
                     await conn.execute("SELECT pg_advisory_xact_lock(%s)", [LOCK_KEY])
                     left = await fold_parts(conn)
                     if left.minutes:  # their hours too
