@@ -100,7 +100,10 @@ def summarize(columns: Columns, grain_us: int = MINUTE_US) -> Summaries:
     ends = np.append(starts[1:], n)[:size]
     group = np.cumsum(new) - 1
     number = ~np.isnan(value)
-    g, t, v = group[number], ts[number], value[number]
+    if number.all():  # the usual case: no copies
+        g, t, v = group, ts, value
+    else:
+        g, t, v = group[number], ts[number], value[number]
     numbers = np.bincount(g, minlength=size)
     first = np.flatnonzero(np.r_[True, g[1:] != g[:-1]]) if len(g) else np.empty(0, np.int64)
     last = np.append(first[1:], len(g))[: len(first)] - 1
@@ -117,14 +120,15 @@ def summarize(columns: Columns, grain_us: int = MINUTE_US) -> Summaries:
     never = np.iinfo(np.int64).max
     low_ts = np.minimum.reduceat(np.where(v == low[at], t, never), first) if len(g) else low
     high_ts = np.minimum.reduceat(np.where(v == high[at], t, never), first) if len(g) else high
-    # Between consecutive numbers of one group: as the SQL's lead/lag over them.
+    # Between consecutive numbers of one group: as the SQL's lead/lag over them. Pairs that
+    # cross from one group to the next count nothing.
     pair = g[1:] == g[:-1]
-    left, right = v[:-1][pair], v[1:][pair]
-    seconds = (t[1:][pair] - t[:-1][pair]) / 1e6
-    owner = g[:-1][pair]
+    left, right = v[:-1], v[1:]
+    seconds = np.where(pair, np.diff(t) / 1e6, 0.0)
+    owner = g[:-1]
     step = _sums(owner, left * seconds, size)
     linear = _sums(owner, (left + right) / 2 * seconds, size)
-    rise = _sums(owner, np.where(right >= left, right - left, right), size)
+    rise = _sums(owner, np.where(pair, np.where(right >= left, right - left, right), 0.0), size)
     return Summaries(
         tag=tag[starts],
         bucket=minute[starts] * grain_us,
