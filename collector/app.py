@@ -136,7 +136,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     if held is not None:
         deriver = Deriver(pool, analytics, metrics_, refresh_rollups)
         supervisor.add("deriver", deriver.run)
-        parts = PartWriter(pool, held, analytics.derive_interval)
+        parts = PartWriter(pool, held, analytics.derive_interval, paused=deriver.wake)
         supervisor.add("rollup-parts", parts.run)
         metrics_.rollup_held.set_function(lambda: held.readings)
     interval = app[SETTINGS].equipment.status_interval

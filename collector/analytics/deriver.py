@@ -7,6 +7,7 @@ collectors may run it; an advisory lock lets one pass run at a time.
 """
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -66,13 +67,21 @@ class Deriver:
         self._refresh_rollups = refresh_rollups
         self._clock = clock
         self._claim_timeout_s = claim_timeout_s
+        self._woken = asyncio.Event()
+
+    def wake(self) -> None:
+        """Pass now, not at the next interval (the batches have paused)."""
+        self._woken.set()
 
     async def run(self) -> None:
-        """Pass after pass: at once while a pass found a full load, else every derive_interval."""
+        """Pass after pass: at once while a pass found a full load or when woken, else every
+        derive_interval."""
         while True:
+            self._woken.clear()
             taken = await self.pass_once()
             if taken < self._settings.derive_max_log_rows:
-                await asyncio.sleep(self._settings.derive_interval)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._woken.wait(), self._settings.derive_interval)
 
     async def pass_once(self) -> int:
         """One pass; how many logged writes, left claims and waiting machines it took up (0

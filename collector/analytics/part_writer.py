@@ -110,13 +110,16 @@ class PartWriter:
         interval: float,
         now_us: Callable[[], int] = _now_us,
         refresh: RollupRefresh = refresh_rollups,
+        paused: Callable[[], None] = lambda: None,
     ) -> None:
-        """`refresh` redoes minutes (and their hours) from the stored readings."""
+        """`refresh` redoes minutes (and their hours) from the stored readings; `paused` is
+        told when the batches have paused and what was due is rolled up."""
         self._pool = pool
         self._held = held
         self._interval = interval
         self._now_us = now_us
         self._refresh = refresh
+        self._paused = paused
 
     async def run(self) -> None:
         """Roll up what is due every `interval` while batches keep coming, and as soon as they
@@ -130,9 +133,11 @@ class PartWriter:
                 if self._held.added != seen and now - last < self._interval:
                     seen = self._held.added
                     continue
+                quiet = self._held.added == seen
                 seen, last = self._held.added, now
                 try:
-                    await self.write()
+                    if await self.write() and quiet:
+                        self._paused()
                 except psycopg.OperationalError as exc:
                     raise_if_cancelled(exc)
                     if not failing:

@@ -13,9 +13,12 @@ from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
+from collector.analytics.deriver import Deriver
 from collector.analytics.held_readings import HeldReadings
 from collector.analytics.minute_summaries import MINUTE_US, Columns
 from collector.analytics.part_writer import PartWriter
+from collector.config import AnalyticsSettings
+from collector.metrics import CollectorMetrics
 from collector.pools import new_pool
 from tests.harness import eventually
 
@@ -55,7 +58,8 @@ async def test_parts_are_written_while_batches_pause_and_everything_when_stopped
     pool: Any, database_url: str
 ) -> None:
     held = HeldReadings()
-    writer = PartWriter(pool, held, 0.5, now_us=lambda: NOW_US)
+    paused: list[bool] = []
+    writer = PartWriter(pool, held, 0.5, now_us=lambda: NOW_US, paused=lambda: paused.append(True))
     held.add(("a1", 1, 1), columns(1, 0))  # ended
     held.add(("a1", 1, 2), columns(2, 10))  # the running minute
     task = asyncio.create_task(writer.run())
@@ -66,6 +70,7 @@ async def test_parts_are_written_while_batches_pause_and_everything_when_stopped
 
         await eventually(first_written, timeout=10, what="the ended minute's part")
         assert held.readings == 2
+        assert paused == [True]  # rolled up as the batches paused: the deriver is told
         # Batches that keep coming: what is due is written every interval all the same.
         for number in range(3, 30):
             held.add(("a1", 1, number), columns(number, 1))
@@ -139,3 +144,34 @@ async def test_a_batch_without_numbers_leaves_no_part_and_no_claim(
     async with await psycopg.AsyncConnection.connect(database_url) as conn:
         cursor = await conn.execute("SELECT count(*) FROM rollup_claims")
         assert await cursor.fetchone() == (0,)
+
+
+async def test_a_woken_deriver_passes_at_once(pool: Any) -> None:
+    metrics = CollectorMetrics()
+    settings = AnalyticsSettings(derive_interval="3600s")
+
+    async def nothing(conn: Any, work: Any) -> int:
+        return 0
+
+    deriver = Deriver(pool, settings, metrics, nothing)
+    task = asyncio.create_task(deriver.run())
+
+    def passes() -> float:
+        return float(sum(bucket.get() for bucket in metrics.derive_seconds._buckets))
+
+    try:
+
+        async def first() -> bool:
+            return passes() == 1
+
+        await eventually(first, timeout=10, what="the first pass")
+        deriver.wake()
+
+        async def second() -> bool:
+            return passes() == 2
+
+        await eventually(second, timeout=10, what="a pass when woken")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
