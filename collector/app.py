@@ -16,7 +16,7 @@ from collector.agents import AgentRegistry
 from collector.analytics.deriver import Deriver
 from collector.analytics.equipment_store import EquipmentStore, watch_status
 from collector.analytics.held_readings import HeldReadings
-from collector.analytics.part_writer import PartWriter
+from collector.analytics.rollup_writer import RollupWriter
 from collector.analytics.rollups import refresh_rollups
 from collector.api.auth import Authenticator
 from collector.api.keys import ApiKeys
@@ -136,7 +136,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     if held is not None:
         deriver = Deriver(pool, analytics, metrics_, refresh_rollups)
         supervisor.add("deriver", deriver.run)
-        parts = PartWriter(pool, held, analytics.derive_interval, paused=deriver.wake)
+        parts = RollupWriter(pool, held, analytics.derive_interval, paused=deriver.wake)
         supervisor.add("rollup-parts", parts.run)
         metrics_.rollup_held.set_function(lambda: held.readings)
     interval = app[SETTINGS].equipment.status_interval

@@ -143,8 +143,7 @@ class CollectorMetrics:
         )
         self.derive_pending = Gauge(
             "plantwire_collector_derive_pending_writes",
-            "Logged writes, machines and rollup parts the deriver has not taken up, after its"
-            " last pass.",
+            "Logged writes and machines the deriver has not taken up, after its last pass.",
             registry=self.registry,
         )
         self.derive_seconds = Histogram(
@@ -156,7 +155,7 @@ class CollectorMetrics:
         self.rollup_held = Gauge(
             "plantwire_collector_rollup_held_readings",
             "Readings of written batches this collector holds in memory until their minutes"
-            " end, to summarise them as rollup parts.",
+            " end, to roll them up.",
             registry=self.registry,
         )
         self.mqtt_connected = Gauge(

@@ -95,7 +95,7 @@ class ReadingStore:
         held: HeldReadings | None = None,
     ) -> None:
         """With `held`, the readings written by `write` are held there to be summarised into
-        rollup parts (collector/analytics/part_writer.py), else the deriver rolls them up."""
+        rollups (collector/analytics/rollup_writer.py), else the deriver rolls them up."""
         self._pool = pool
         self._derive = derive
         self._held = held if derive else None
@@ -162,7 +162,7 @@ class ReadingStore:
         hold: bool = False,
     ) -> list[Batch]:
         """Within a transaction: record the batches in the ledger, copy the new ones' readings
-        (claimed for rollup parts, with `hold`, when readings are held)."""
+        (claimed for their rollups, with `hold`, when readings are held)."""
         cursor = await conn.execute(
             "INSERT INTO batches (agent_id, epoch, batch_id, last_seq, readings)"
             " SELECT * FROM unnest(%s::text[], %s::int8[], %s::int8[], %s::int8[],"

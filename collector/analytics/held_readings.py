@@ -3,7 +3,7 @@
 The collector that stores a batch keeps its numeric readings here once the write has
 committed (a claim in `rollup_claims`, written with the batch, stands for them). Once every
 minute a batch touches has ended, its readings are taken out to be summarised per tag and
-minute (collector/analytics/part_writer.py). Readings stamped in the future, or held longer
+minute (collector/analytics/rollup_writer.py). Readings stamped in the future, or held longer
 than `max_hold_s`, or more than `max_readings` in all, are taken out at once: a part of an
 unfinished minute merges with the rest of that minute later.
 """

@@ -1,7 +1,7 @@
 """Rolls up held readings: those of ended minutes, summarised per tag and minute, merged in.
 
-One transaction copies the summaries (parts) into a temporary table, merges them into the
-rollups (collector/analytics/part_fold.py) or redoes what they overlap from the stored
+One transaction copies the summaries into temporary tables, merges them into the
+rollups (collector/analytics/rollup_merge.py) or redoes what they overlap from the stored
 readings, and deletes the claims of the batches they came from. So a batch's readings reach
 the rollups exactly once: here, or, if this collector stops first, through its claim, which
 the deriver rolls up from the stored readings. The transaction holds the deriver's lock, so
@@ -26,12 +26,12 @@ from psycopg_pool import AsyncConnectionPool
 from collector.analytics.deriver import LOCK_KEY, RollupRefresh
 from collector.analytics.held_readings import HeldReadings
 from collector.analytics.minute_summaries import HOUR_US, Summaries, summarize
-from collector.analytics.part_fold import (
+from collector.analytics.rollup_merge import (
     CREATE_NEW,
     NEW_HOURS,
     NEW_MINUTES,
-    PART_COLUMNS,
-    fold_parts,
+    SUMMARY_TABLE_COLUMNS,
+    merge_summaries,
 )
 from collector.analytics.rollups import refresh_hours, refresh_rollups
 from collector.analytics.timespans import HOUR, floor_to
@@ -52,29 +52,29 @@ FINAL_WRITE_S = 10.0
 
 
 def _numbers(
-    parts: Summaries, rows: NDArray[np.bool_] | None, column: str
+    summaries: Summaries, rows: NDArray[np.bool_] | None, column: str
 ) -> NDArray[np.generic] | None:
     """A number field's column at `rows`, or None (NULL) for rows without numbers."""
-    return None if rows is None else cast(NDArray[np.generic], getattr(parts, column)[rows])
+    return None if rows is None else cast(NDArray[np.generic], getattr(summaries, column)[rows])
 
 
-def part_rows(parts: Summaries) -> bytes:
-    """The summaries as binary COPY rows in PART_COLUMNS order (no header or trailer)."""
+def summary_rows(summaries: Summaries) -> bytes:
+    """The summaries as binary COPY rows in SUMMARY_TABLE_COLUMNS order (no header or trailer)."""
     out = []
     for has_numbers in (True, False):
-        rows = (parts.numbers > 0) == has_numbers
+        rows = (summaries.numbers > 0) == has_numbers
         count = int(rows.sum())
         if not count:
             continue
-        number = partial(_numbers, parts, rows if has_numbers else None)
+        number = partial(_numbers, summaries, rows if has_numbers else None)
         out.append(
             binary_rows(
                 [
-                    ("int4", parts.tag[rows]),
-                    ("timestamptz", parts.bucket[rows]),
-                    ("int4", parts.count[rows]),
-                    ("int4", parts.good[rows]),
-                    ("int4", parts.numbers[rows]),
+                    ("int4", summaries.tag[rows]),
+                    ("timestamptz", summaries.bucket[rows]),
+                    ("int4", summaries.count[rows]),
+                    ("int4", summaries.good[rows]),
+                    ("int4", summaries.numbers[rows]),
                     ("timestamptz", number("first_ts")),
                     ("float8", number("first_value")),
                     ("timestamptz", number("last_ts")),
@@ -82,13 +82,13 @@ def part_rows(parts: Summaries) -> bytes:
                     ("float8", number("total")),
                     ("float8", number("low")),
                     ("float8", number("high")),
-                    ("float8", parts.step_area[rows]),
-                    ("float8", parts.linear_area[rows]),
-                    ("float8", parts.increase[rows]),
+                    ("float8", summaries.step_area[rows]),
+                    ("float8", summaries.linear_area[rows]),
+                    ("float8", summaries.increase[rows]),
                     ("timestamptz", number("low_ts")),
                     ("timestamptz", number("high_ts")),
-                    ("timestamptz", parts.span_lo[rows]),
-                    ("timestamptz", parts.span_hi[rows]),
+                    ("timestamptz", summaries.span_lo[rows]),
+                    ("timestamptz", summaries.span_hi[rows]),
                 ],
                 count,
             )
@@ -100,7 +100,7 @@ def _now_us() -> int:
     return int(datetime.now(UTC).timestamp() * 1e6)
 
 
-class PartWriter:
+class RollupWriter:
     """Rolls up the held readings of ended minutes every `interval` seconds (runs supervised)."""
 
     def __init__(
@@ -150,25 +150,25 @@ class PartWriter:
                 await asyncio.wait_for(self.write(everything=True), FINAL_WRITE_S)
 
     async def write(self, everything: bool = False) -> int:
-        """Roll up what is due (everything held, if asked); the parts (summaries) it made."""
+        """Roll up what is due (everything held, if asked); the minute summaries it made."""
         taken = self._held.take(self._now_us(), everything)
         if taken is None:
             return 0
         try:
-            parts = summarize(taken.columns)
+            minutes = summarize(taken.columns)
             agents, epochs, batch_ids = (list(column) for column in zip(*taken.claims, strict=True))
             async with self._pool.connection() as conn, conn.transaction():
-                if len(parts):
+                if len(minutes):
                     await conn.execute(CREATE_NEW)
                     for table, summaries in (
-                        (NEW_MINUTES, parts),
+                        (NEW_MINUTES, minutes),
                         (NEW_HOURS, summarize(taken.columns, HOUR_US)),
                     ):
-                        copy_sql = _COPY.format(table=table, columns=PART_COLUMNS)
+                        copy_sql = _COPY.format(table=table, columns=SUMMARY_TABLE_COLUMNS)
                         async with conn.cursor().copy(copy_sql) as copy:
-                            await copy.write(HEADER + part_rows(summaries) + TRAILER)
+                            await copy.write(HEADER + summary_rows(summaries) + TRAILER)
                     await conn.execute("SELECT pg_advisory_xact_lock(%s)", [LOCK_KEY])
-                    left = await fold_parts(conn)
+                    left = await merge_summaries(conn)
                     if left.minutes:  # their hours too
                         await self._refresh(conn, left.minutes)
                     redone = {(ids[0], floor_to(start, HOUR)) for ids, start, _ in left.minutes}
@@ -179,4 +179,4 @@ class PartWriter:
         except BaseException:
             self._held.give_back(taken)
             raise
-        return len(parts)
+        return len(minutes)

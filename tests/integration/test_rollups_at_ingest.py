@@ -14,7 +14,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from collector.analytics.deriver import Deriver
 from collector.analytics.held_readings import HeldReadings
-from collector.analytics.part_writer import PartWriter
+from collector.analytics.rollup_writer import RollupWriter
 from collector.analytics.rollups import refresh_rollups
 from collector.analytics.timespans import MINUTE
 from collector.config import AnalyticsSettings, IngestSettings
@@ -105,7 +105,7 @@ class Plant:
         self.held = HeldReadings()
         self.store = ReadingStore(pool, held=self.held)
         self.redone = Redone()
-        self.writer = PartWriter(
+        self.writer = RollupWriter(
             pool, self.held, 1.0, now_us=lambda: int(LATER.timestamp() * US), refresh=self.redone
         )
         self.deriver = Deriver(

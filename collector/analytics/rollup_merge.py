@@ -27,7 +27,7 @@ from collector.analytics.timespans import HOUR, MINUTE
 from collector.replica import Connection
 
 _COLUMNS = [c.strip() for c in f"{SUMMARY_COLUMNS}, {ROLLUP_TIMES}".split(",")]
-PART_COLUMNS = ", ".join(["tag_id", "bucket", *_COLUMNS])
+SUMMARY_TABLE_COLUMNS = ", ".join(["tag_id", "bucket", *_COLUMNS])
 """The columns of the new summaries' tables, in the order they are copied."""
 NEW_MINUTES = "new_rollup_minutes"
 NEW_HOURS = "new_rollup_hours"
@@ -93,7 +93,7 @@ _UPSERT = """
     ON CONFLICT (tag_id, bucket) DO UPDATE SET {update}
     WHERE excluded.span_lo > s.span_hi OR excluded.span_hi < s.span_lo
     RETURNING tag_id, bucket"""
-_FOLD_TEMPLATE = """
+_MERGE_TEMPLATE = """
 WITH minutes AS ({minutes}
 ), hours AS ({hours}
 )
@@ -103,12 +103,18 @@ UNION ALL
 SELECT n.tag_id, 'hour', n.bucket FROM {new_hours} n
 WHERE NOT EXISTS (SELECT FROM hours h WHERE (h.tag_id, h.bucket) = (n.tag_id, n.bucket))
 """
-_FOLD = _FOLD_TEMPLATE.format(
+_MERGE = _MERGE_TEMPLATE.format(
     minutes=_UPSERT.format(
-        table="rollups_1m", columns=PART_COLUMNS, new=NEW_MINUTES, update=_update("s", "excluded")
+        table="rollups_1m",
+        columns=SUMMARY_TABLE_COLUMNS,
+        new=NEW_MINUTES,
+        update=_update("s", "excluded"),
     ),
     hours=_UPSERT.format(
-        table="rollups_1h", columns=PART_COLUMNS, new=NEW_HOURS, update=_update("s", "excluded")
+        table="rollups_1h",
+        columns=SUMMARY_TABLE_COLUMNS,
+        new=NEW_HOURS,
+        update=_update("s", "excluded"),
     ),
     new_minutes=NEW_MINUTES,
     new_hours=NEW_HOURS,
@@ -116,7 +122,7 @@ _FOLD = _FOLD_TEMPLATE.format(
 
 
 @dataclass(slots=True)
-class Folded:
+class Unmerged:
     """What a fold could not merge."""
 
     minutes: list[tuple[list[int], datetime, datetime]] = field(default_factory=list)
@@ -125,12 +131,12 @@ class Folded:
     """Hours to redo from their minutes."""
 
 
-async def fold_parts(conn: Connection) -> Folded:
+async def merge_summaries(conn: Connection) -> Unmerged:
     """Within the caller's transaction: merge the summaries in NEW_MINUTES and NEW_HOURS into
     rollups_1m and rollups_1h where they merge exactly; what does not is for the caller to
     redo. A stored row whose span is not known (written before spans were kept) overlaps."""
-    out = Folded()
-    for tag, grain, bucket in await (await conn.execute(_FOLD, binary=True)).fetchall():
+    out = Unmerged()
+    for tag, grain, bucket in await (await conn.execute(_MERGE, binary=True)).fetchall():
         if grain == "minute":
             out.minutes.append(([tag], bucket, bucket + MINUTE))
         else:

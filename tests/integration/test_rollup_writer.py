@@ -16,7 +16,7 @@ from psycopg_pool import AsyncConnectionPool
 from collector.analytics.deriver import Deriver
 from collector.analytics.held_readings import HeldReadings
 from collector.analytics.minute_summaries import MINUTE_US, Columns
-from collector.analytics.part_writer import PartWriter
+from collector.analytics.rollup_writer import RollupWriter
 from collector.config import AnalyticsSettings
 from collector.metrics import CollectorMetrics
 from collector.pools import new_pool
@@ -59,7 +59,9 @@ async def test_parts_are_written_while_batches_pause_and_everything_when_stopped
 ) -> None:
     held = HeldReadings()
     paused: list[bool] = []
-    writer = PartWriter(pool, held, 0.5, now_us=lambda: NOW_US, paused=lambda: paused.append(True))
+    writer = RollupWriter(
+        pool, held, 0.5, now_us=lambda: NOW_US, paused=lambda: paused.append(True)
+    )
     held.add(("a1", 1, 1), columns(1, 0))  # ended
     held.add(("a1", 1, 2), columns(2, 10))  # the running minute
     task = asyncio.create_task(writer.run())
@@ -108,7 +110,7 @@ async def test_readings_stay_held_while_the_database_does_not_answer(
     await pool.open(wait=False)
     held = CountedTakes()
     held.add(("a1", 1, 1), columns(1, 0))
-    writer = PartWriter(pool, held, 0.1, now_us=lambda: NOW_US)
+    writer = RollupWriter(pool, held, 0.1, now_us=lambda: NOW_US)
     try:
         with caplog.at_level(logging.ERROR):
             task = asyncio.create_task(writer.run())
@@ -137,9 +139,9 @@ async def test_a_batch_without_numbers_leaves_no_part_and_no_claim(
             " VALUES ('a1', 1, 1, '{7}', now(), now())"
         )
     held = HeldReadings()
-    assert await PartWriter(pool, held, 1.0).write() == 0  # nothing held
+    assert await RollupWriter(pool, held, 1.0).write() == 0  # nothing held
     held.add(("a1", 1, 1), Columns.joined([]))  # only text readings
-    assert await PartWriter(pool, held, 1.0).write() == 0
+    assert await RollupWriter(pool, held, 1.0).write() == 0
     assert await parts(database_url) == []
     async with await psycopg.AsyncConnection.connect(database_url) as conn:
         cursor = await conn.execute("SELECT count(*) FROM rollup_claims")
