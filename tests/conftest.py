@@ -18,6 +18,7 @@ import pytest_timeout
 
 from collector.cli import run_migrations
 from collector.config import CollectorConfig
+from collector.pools import new_pool
 from protocols.simulator.runner import Simulator
 from shared.mqtt import MqttClient, MqttSettings
 from tests.harness import add_test_key, collector_config, running_simulator
@@ -110,6 +111,17 @@ def database_url(postgres: PostgresServer) -> Iterator[str]:
     yield postgres.url(name)
     with psycopg.connect(postgres.url(), autocommit=True) as conn:
         conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+@pytest.fixture
+async def db_pool(database_url: str) -> AsyncIterator[Any]:
+    """An open pool of the collector's kind on the test's database."""
+    pool = new_pool(database_url, 3)
+    await pool.open(wait=True, timeout=10)
+    try:
+        yield pool
+    finally:
+        await pool.close()
 
 
 @pytest.fixture(scope="session")

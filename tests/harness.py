@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from aiohttp import web
 
 from agent.config import AgentConfig
 from agent.service import AgentService
+from collector.analytics.rollups import refresh_rollups
 from collector.api.keys import hash_key, key_prefix
 from collector.app import create_app
 from collector.config import CollectorConfig
@@ -224,3 +226,18 @@ PLANT_STATES: list[dict[str, Any]] = [
     {"name": "setup", "values": [4], "element": "setup"},
 ]
 """The simulator's state codes as a loss mapping's states (the analytics tests share them)."""
+
+
+class RecordedRollups:
+    """A rollup refresh for the deriver or the rollup writer that records what it is asked,
+    and with `real`, does it (else the rollups have tests of their own)."""
+
+    def __init__(self, real: bool = False) -> None:
+        self.asked: list[tuple[list[int], datetime, datetime]] = []
+        self._real = real
+
+    async def __call__(
+        self, conn: Any, work: Sequence[tuple[Sequence[int], datetime, datetime]]
+    ) -> int:
+        self.asked.extend((list(ids), start, end) for ids, start, end in work)
+        return await refresh_rollups(conn, work) if self._real else 0

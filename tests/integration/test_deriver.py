@@ -23,6 +23,7 @@ from collector.pools import new_pool
 from collector.store import ReadingStore
 from shared.readings import DataType, Quality, Reading
 from shared.wire import Topics, encode_batch
+from tests.harness import RecordedRollups
 
 pytestmark = pytest.mark.integration
 DECODER = batch_decoder(IngestSettings())
@@ -102,19 +103,7 @@ def batch(agent: str, batch_id: int, entries: Sequence[tuple[float, str, Any]]) 
     return DECODER.decode(payload, agent, TOPICS.batch(agent))
 
 
-class Rollups:
-    """Records what the deriver asks to roll up (rollups have tests of their own)."""
-
-    def __init__(self) -> None:
-        self.asked: list[tuple[list[int], datetime, datetime]] = []
-
-    async def __call__(
-        self,
-        conn: AsyncConnection[TupleRow],
-        work: Sequence[tuple[Sequence[int], datetime, datetime]],
-    ) -> int:
-        self.asked.extend((list(ids), start, end) for ids, start, end in work)
-        return 0
+Rollups = RecordedRollups
 
 
 @pytest.fixture

@@ -3,14 +3,11 @@
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
 import psycopg
 import pytest
-from psycopg import AsyncConnection
-from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
 from collector.analytics.deriver import Deriver
@@ -19,7 +16,6 @@ from collector.analytics.minute_summaries import MINUTE_US, Columns
 from collector.analytics.rollup_writer import RollupWriter
 from collector.config import AnalyticsSettings
 from collector.metrics import CollectorMetrics
-from collector.pools import new_pool
 from tests.harness import eventually
 
 pytestmark = pytest.mark.integration
@@ -38,29 +34,19 @@ def columns(tag: int, minute: int) -> Columns:
     )
 
 
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[AsyncConnectionPool[AsyncConnection[TupleRow]]]:
-    pool = new_pool(database_url, 2)
-    await pool.open(wait=True, timeout=10)
-    try:
-        yield pool
-    finally:
-        await pool.close()
-
-
 async def parts(url: str) -> list[tuple[Any, ...]]:
     async with await psycopg.AsyncConnection.connect(url) as conn:
         cursor = await conn.execute("SELECT tag_id, count FROM rollups_1m ORDER BY tag_id")
         return await cursor.fetchall()
 
 
-async def test_parts_are_written_while_batches_pause_and_everything_when_stopped(
-    pool: Any, database_url: str
+async def test_what_is_due_is_rolled_up_as_batches_pause_and_everything_when_stopped(
+    db_pool: Any, database_url: str
 ) -> None:
     held = HeldReadings()
     paused: list[bool] = []
     writer = RollupWriter(
-        pool, held, 0.5, now_us=lambda: NOW_US, paused=lambda: paused.append(True)
+        db_pool, held, 0.5, now_us=lambda: NOW_US, paused=lambda: paused.append(True)
     )
     held.add(("a1", 1, 1), columns(1, 0))  # ended
     held.add(("a1", 1, 2), columns(2, 10))  # the running minute
@@ -130,8 +116,8 @@ async def test_readings_stay_held_while_the_database_does_not_answer(
     assert held.readings == 2  # not lost: written once the database answers
 
 
-async def test_a_batch_without_numbers_leaves_no_part_and_no_claim(
-    pool: Any, database_url: str
+async def test_a_batch_without_numbers_leaves_no_rollup_and_no_claim(
+    db_pool: Any, database_url: str
 ) -> None:
     async with await psycopg.AsyncConnection.connect(database_url) as conn:
         await conn.execute(
@@ -139,23 +125,23 @@ async def test_a_batch_without_numbers_leaves_no_part_and_no_claim(
             " VALUES ('a1', 1, 1, '{7}', now(), now())"
         )
     held = HeldReadings()
-    assert await RollupWriter(pool, held, 1.0).write() == 0  # nothing held
+    assert await RollupWriter(db_pool, held, 1.0).write() == 0  # nothing held
     held.add(("a1", 1, 1), Columns.joined([]))  # only text readings
-    assert await RollupWriter(pool, held, 1.0).write() == 0
+    assert await RollupWriter(db_pool, held, 1.0).write() == 0
     assert await parts(database_url) == []
     async with await psycopg.AsyncConnection.connect(database_url) as conn:
         cursor = await conn.execute("SELECT count(*) FROM rollup_claims")
         assert await cursor.fetchone() == (0,)
 
 
-async def test_a_woken_deriver_passes_at_once(pool: Any) -> None:
+async def test_a_woken_deriver_passes_at_once(db_pool: Any) -> None:
     metrics = CollectorMetrics()
     settings = AnalyticsSettings(derive_interval="3600s")
 
     async def nothing(conn: Any, work: Any) -> int:
         return 0
 
-    deriver = Deriver(pool, settings, metrics, nothing)
+    deriver = Deriver(db_pool, settings, metrics, nothing)
     task = asyncio.create_task(deriver.run())
 
     def passes() -> float:

@@ -2,7 +2,7 @@
 equal to the rollups the stored readings give, also with late readings and lost parts."""
 
 import math
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,10 +20,10 @@ from collector.analytics.timespans import MINUTE
 from collector.config import AnalyticsSettings, IngestSettings
 from collector.consumer import batch_decoder
 from collector.metrics import CollectorMetrics
-from collector.pools import new_pool
 from collector.store import ReadingStore
 from shared.readings import DataType, Quality, Reading
 from shared.wire import Topics, encode_batch
+from tests.harness import RecordedRollups
 
 pytestmark = pytest.mark.integration
 DECODER = batch_decoder(IngestSettings())
@@ -82,21 +82,6 @@ SECOND: list[Entry] = [
 ]
 
 
-class Redone:
-    """Rolls up from the readings as the collector does, recording what it was asked."""
-
-    def __init__(self) -> None:
-        self.asked: list[tuple[list[int], datetime, datetime]] = []
-
-    async def __call__(
-        self,
-        conn: AsyncConnection[TupleRow],
-        work: Sequence[tuple[Sequence[int], datetime, datetime]],
-    ) -> int:
-        self.asked.extend((list(ids), start, end) for ids, start, end in work)
-        return await refresh_rollups(conn, work)
-
-
 class Plant:
     """A store holding its readings, the writer of their parts and a deriver."""
 
@@ -104,7 +89,7 @@ class Plant:
         self.url = url
         self.held = HeldReadings()
         self.store = ReadingStore(pool, held=self.held)
-        self.redone = Redone()
+        self.redone = RecordedRollups(real=True)
         self.writer = RollupWriter(
             pool, self.held, 1.0, now_us=lambda: int(LATER.timestamp() * US), refresh=self.redone
         )
@@ -155,13 +140,8 @@ def same(got: list[tuple[Any, ...]], want: list[tuple[Any, ...]]) -> None:
 
 
 @pytest.fixture
-async def plant(database_url: str) -> AsyncIterator[Plant]:
-    pool = new_pool(database_url, 3)
-    await pool.open(wait=True, timeout=10)
-    try:
-        yield Plant(pool, database_url)
-    finally:
-        await pool.close()
+def plant(db_pool: Any, database_url: str) -> Plant:
+    return Plant(db_pool, database_url)
 
 
 async def tag_id(url: str, name: str) -> int:
