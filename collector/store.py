@@ -221,13 +221,13 @@ class ReadingStore:
                             batch.agent.encode(),
                             struct.pack(">q", batch.epoch),
                             struct.pack(">q", batch.batch_id),
-                            *row,
+                            *row[1:],  # the span; not the tags
                         ]
                     )
                     for batch, row in zip(filled, touched, strict=True)
                 ]
                 async with conn.cursor().copy(
-                    "COPY rollup_claims (agent_id, epoch, batch_id, tag_ids, lo, hi)"
+                    "COPY rollup_claims (agent_id, epoch, batch_id, lo, hi)"
                     " FROM STDIN (FORMAT BINARY)"
                 ) as copy:
                     await copy.write(b"".join([HEADER, *claims, TRAILER]))

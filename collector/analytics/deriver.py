@@ -40,7 +40,10 @@ _LEFT_CLAIMS = """
 DELETE FROM rollup_claims WHERE (agent_id, epoch, batch_id) IN (
     SELECT agent_id, epoch, batch_id FROM rollup_claims
     WHERE logged_at < now() - make_interval(secs => %s) ORDER BY logged_at LIMIT %s
-) RETURNING tag_ids, lo, hi
+) RETURNING (
+    SELECT coalesce(array_agg(tag_id ORDER BY tag_id), '{}') FROM tags
+    WHERE tags.agent_id = rollup_claims.agent_id
+), lo, hi
 """
 
 

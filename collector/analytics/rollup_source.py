@@ -32,7 +32,8 @@ _GRAINS: Final[dict[SourceName, timedelta]] = {"rollups_1h": HOUR, "rollups_1m":
 _MOST_EDGES = 1_000_000  # calendar buckets of a range the API allows are far fewer
 _PENDING = """SELECT least(
     (SELECT min(lo) FROM derive_log WHERE rollups AND tag_ids && %(ids)s::int4[]),
-    (SELECT min(lo) FROM rollup_claims WHERE tag_ids && %(ids)s::int4[])
+    (SELECT min(c.lo) FROM rollup_claims c JOIN tags t ON t.agent_id = c.agent_id
+        WHERE t.tag_id = ANY(%(ids)s))
 )"""
 
 

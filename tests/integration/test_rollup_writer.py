@@ -121,8 +121,8 @@ async def test_a_batch_without_numbers_leaves_no_rollup_and_no_claim(
 ) -> None:
     async with await psycopg.AsyncConnection.connect(database_url) as conn:
         await conn.execute(
-            "INSERT INTO rollup_claims (agent_id, epoch, batch_id, tag_ids, lo, hi)"
-            " VALUES ('a1', 1, 1, '{7}', now(), now())"
+            "INSERT INTO rollup_claims (agent_id, epoch, batch_id, lo, hi)"
+            " VALUES ('a1', 1, 1, now(), now())"
         )
     held = HeldReadings()
     assert await RollupWriter(db_pool, held, 1.0).write() == 0  # nothing held

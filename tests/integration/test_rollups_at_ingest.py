@@ -5,6 +5,7 @@ import math
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
@@ -12,14 +13,18 @@ from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
+from collector.analytics.buckets import parse_interval
 from collector.analytics.deriver import Deriver
 from collector.analytics.held_readings import HeldReadings
+from collector.analytics.readings_source import ReadingsSource, SeriesRequest
+from collector.analytics.rollup_source import RollupSource
 from collector.analytics.rollup_writer import RollupWriter
 from collector.analytics.rollups import refresh_rollups
 from collector.analytics.timespans import MINUTE
 from collector.config import AnalyticsSettings, IngestSettings
 from collector.consumer import batch_decoder
 from collector.metrics import CollectorMetrics
+from collector.replica import ReadPools
 from collector.store import ReadingStore
 from shared.readings import DataType, Quality, Reading
 from shared.wire import Topics, encode_batch
@@ -241,3 +246,25 @@ async def test_a_claim_younger_than_the_timeout_waits_for_its_parts(plant: Plant
     assert await plant.deriver.pass_once() == 1  # the logged write, for the machines only
     assert plant.redone.asked == []
     assert await plant.claims() == 1
+
+
+async def test_a_series_reads_what_a_collector_still_holds_from_the_readings(
+    plant: Plant, db_pool: Any
+) -> None:
+    await plant.store.write([batch(1, FIRST)])
+    await plant.writer.write()
+    await plant.store.write([batch(2, SECOND)])  # held: claimed, not rolled up yet
+    speed = await tag_id(plant.url, "speed")
+    reads = ReadPools(db_pool)
+    asked = SeriesRequest(
+        [speed], False, parse_interval("PT1M"), ZoneInfo("UTC"), T0, T0 + 10 * MINUTE, True, True
+    )
+    held = await RollupSource(reads).summaries(asked)
+    raw = await ReadingsSource(reads).summaries(asked)
+    assert held.source == "rollups_1m"  # minutes 0 and 1 from the rollups, the rest raw
+    assert [s.key for s in held.summaries] == [s.key for s in raw.summaries]
+    # Speed's readings in minutes 0 (7 with those without a number), 1, 2, 3 and 5.
+    assert [s.count for s in held.summaries] == [7, 2, 3, 1, 1]
+    await plant.writer.write()
+    rolled = await RollupSource(reads).summaries(asked)
+    assert [s.count for s in rolled.summaries] == [7, 2, 3, 1, 1]
