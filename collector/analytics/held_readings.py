@@ -8,6 +8,7 @@ than `max_hold_s`, or more than `max_readings` in all, are taken out at once: a 
 unfinished minute merges with the rest of that minute later.
 """
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,11 +20,17 @@ from collector.analytics.minute_summaries import MINUTE_US, Columns, usable
 from collector.batches import Batch
 from shared.blocks import ValueKind
 
+log = logging.getLogger(__name__)
+
 ClaimKey = tuple[str, int, int]
 """(agent, epoch, batch id): a batch, and its row in rollup_claims."""
 MAX_READINGS = 2_000_000
 """Most readings held before all are taken out (about 30 bytes each)."""
 MAX_HOLD_S = 120.0
+DROP_FACTOR = 4
+LOG_EVERY = 1000
+"""Batches let go of between two warnings."""
+"""Beyond this many times max_readings held, the oldest batches are let go of."""
 
 
 def numeric_columns(batch: Batch, tag_ids: NDArray[np.int32]) -> Columns:
@@ -76,6 +83,8 @@ class HeldReadings:
         self.readings = 0
         self.added = 0
         """Batches added so far (a writer sees from it whether batches are still coming)."""
+        self.let_go = 0
+        """Batches let go of to bound memory (their claims roll them up from the readings)."""
 
     def add(self, claim: ClaimKey, columns: Columns) -> None:
         """Hold a committed batch's readings (those of numeric tag versions)."""
@@ -83,6 +92,19 @@ class HeldReadings:
         self._held.append(_Held(claim, columns, end, self._clock()))
         self.readings += len(columns)
         self.added += 1
+        while self.readings > DROP_FACTOR * self._max_readings:
+            # Rolling up cannot keep up (the database is away or slow): let go of the oldest;
+            # their claims stay, and the deriver rolls them up from the stored readings.
+            dropped = self._held.pop(0)
+            self.readings -= len(dropped.columns)
+            if not self.let_go % LOG_EVERY:
+                log.warning(
+                    "holding over %d readings to roll up: letting go of the oldest batches"
+                    " (%d so far); the deriver rolls them up from the stored readings",
+                    DROP_FACTOR * self._max_readings,
+                    self.let_go + 1,
+                )
+            self.let_go += 1
 
     def take(self, now_us: int, everything: bool = False) -> Taken | None:
         """Take out the batches whose minutes have all ended by `now_us` (all, if asked or

@@ -154,3 +154,18 @@ def test_summaries_follow_time_then_sequence_within_each_minute() -> None:
     assert parts.step_area[0] == pytest.approx(90.0)
     assert parts.linear_area[0] == pytest.approx(120.0)
     assert parts.increase.tolist() == [4.0, 0.0]
+
+
+def test_memory_stays_bounded_when_nothing_can_be_rolled_up(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    held = HeldReadings(max_readings=2, clock=Clock())
+    for number in range(1, 6):
+        held.add(("a1", 1, number), columns((1, number, 1.0), (1, number + 10, 2.0)))
+    # 10 readings > 4 x 2: the oldest batch is let go of (its claim stays in the database).
+    assert held.readings == 8
+    assert held.let_go == 1
+    assert "letting go of the oldest batches (1 so far)" in caplog.text
+    taken = held.take(T0_US)
+    assert taken is not None
+    assert taken.claims == [("a1", 1, number) for number in range(2, 6)]
