@@ -136,8 +136,8 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     if held is not None:
         deriver = Deriver(pool, analytics, metrics_, refresh_rollups)
         supervisor.add("deriver", deriver.run)
-        parts = RollupWriter(pool, held, analytics.derive_interval, paused=deriver.wake)
-        supervisor.add("rollup-parts", parts.run)
+        rollups = RollupWriter(pool, held, analytics.derive_interval, paused=deriver.wake)
+        supervisor.add("rollups", rollups.run)
         metrics_.rollup_held.set_function(lambda: held.readings)
     interval = app[SETTINGS].equipment.status_interval
     supervisor.add("equipment-status", lambda: watch_status(equipment, metrics_, interval))

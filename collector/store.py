@@ -132,11 +132,10 @@ class ReadingStore:
                 fresh = await self.write_in(conn, list(unique.values()), ids, hold=True)
         if self._held is not None:
             for batch in fresh:
-                if len(batch):
-                    self._held.add(
-                        (batch.agent, batch.epoch, batch.batch_id),
-                        numeric_columns(batch, ids[(batch.agent, batch.tags.raw)]),
-                    )
+                self._held.add(
+                    (batch.agent, batch.epoch, batch.batch_id),
+                    numeric_columns(batch, ids[(batch.agent, batch.tags.raw)]),
+                )
         refused: Counter[str] = Counter()
         for batch in fresh:
             if batch.refused is not None:

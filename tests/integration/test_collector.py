@@ -226,6 +226,7 @@ async def test_health_and_metrics(collector: str) -> None:
             "equipment-status": "running",
             "key-usage": "running",
             "maintenance": "running",
+            "rollups": "running",
         },
     }
     text = await metrics_text(collector)
