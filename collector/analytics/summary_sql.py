@@ -122,7 +122,9 @@ _GAPS = {
     "increase": counter_step("pv", "first_value"),
 }
 _MERGED_EXTREMES = ", min(low_ts) FILTER (WHERE low = lo), min(high_ts) FILTER (WHERE high = hi),"
-_MERGED_EXTREMES += " min(span_lo), max(span_hi)"
+# A span not known in any row (a row from before spans were kept) leaves the merged one unknown.
+_MERGED_EXTREMES += " CASE WHEN bool_and(span_lo IS NOT NULL) THEN min(span_lo) END,"
+_MERGED_EXTREMES += " CASE WHEN bool_and(span_hi IS NOT NULL) THEN max(span_hi) END"
 
 
 def merged_summaries(source: str, key: str, *, tag: str | None = None) -> str:

@@ -268,3 +268,27 @@ async def test_a_series_reads_what_a_collector_still_holds_from_the_readings(
     await plant.writer.write()
     rolled = await RollupSource(reads).summaries(asked)
     assert [s.count for s in rolled.summaries] == [7, 2, 3, 1, 1]
+
+
+async def test_an_hour_made_from_a_minute_of_unknown_span_has_no_span_and_is_redone(
+    plant: Plant,
+) -> None:
+    await plant.store.write([batch(1, [(5, "speed", 1.0, GOOD), (125, "speed", 4.0, GOOD)])])
+    await plant.writer.write()
+    speed = await tag_id(plant.url, "speed")
+    async with await psycopg.AsyncConnection.connect(plant.url) as conn:
+        # Minute 0 as stored before spans were kept; its hour redone from the minutes.
+        await conn.execute(
+            "UPDATE rollups_1m SET span_lo = NULL, span_hi = NULL WHERE bucket = %s", [T0]
+        )
+        await refresh_rollups(conn, [([speed], T0 + 2 * MINUTE, T0 + 3 * MINUTE)])
+        cursor = await conn.execute("SELECT span_lo, span_hi FROM rollups_1h")
+        assert await cursor.fetchall() == [(None, None)]
+    # A late reading in minute 1: between the two, so the hour cannot be merged, only redone.
+    await plant.store.write([batch(2, [(65, "speed", 2.0, GOOD)])])
+    await plant.writer.write()
+    got, want = await plant.rollups(), await plant.from_readings()
+    same(got[1:3], want[1:3])  # minutes 1 and 2
+    # The hour: right, with the span left unknown while minute 0's is.
+    assert got[3][-2:] == (None, None)
+    same([got[3][:-2] + (None, None)], [want[3][:-2] + (None, None)])
