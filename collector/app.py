@@ -13,7 +13,7 @@ from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from collector.agents import AgentRegistry
-from collector.analytics.deriver import Deriver
+from collector.analytics.deriver import CLAIM_TIMEOUT_S, Deriver
 from collector.analytics.equipment_store import EquipmentStore, watch_status
 from collector.analytics.held_readings import HeldReadings
 from collector.analytics.rollup_writer import RollupWriter
@@ -134,7 +134,9 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         supervisor.add("replica-lag", reads.watch_lag)
     supervisor.add("key-usage", auth.save_usage)
     if held is not None:
-        deriver = Deriver(pool, analytics, metrics_, refresh_rollups)
+        # A claim is left when its collector has not rolled it up in far longer than it would.
+        left_after = CLAIM_TIMEOUT_S + 2 * analytics.derive_interval
+        deriver = Deriver(pool, analytics, metrics_, refresh_rollups, claim_timeout_s=left_after)
         supervisor.add("deriver", deriver.run)
         rollups = RollupWriter(pool, held, analytics.derive_interval, paused=deriver.wake)
         supervisor.add("rollups", rollups.run)

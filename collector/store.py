@@ -3,7 +3,7 @@
 import struct
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import cast
@@ -14,7 +14,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
-from collector.analytics.held_readings import HeldReadings, numeric_columns
+from collector.analytics.held_readings import BatchKey, HeldReadings, numeric_columns
 from collector.batches import Batch
 from collector.copy_rows import (
     COPY_SQL,
@@ -126,16 +126,19 @@ class ReadingStore:
         unique: dict[tuple[str, int, int], Batch] = {}
         for batch in batches:
             unique.setdefault((batch.agent, batch.epoch, batch.batch_id), batch)
+        held = self._held
+        hold = {key for key in unique if held is not None and held.holds(*key)}
         async with self._pool.connection() as conn:
             ids = await self._prepare_in(conn, list(unique.values()))
             async with conn.transaction():
-                fresh = await self.write_in(conn, list(unique.values()), ids, hold=True)
-        if self._held is not None:
+                fresh = await self.write_in(conn, list(unique.values()), ids, hold)
+        if held is not None:
             for batch in fresh:
-                self._held.add(
-                    (batch.agent, batch.epoch, batch.batch_id),
-                    numeric_columns(batch, ids[(batch.agent, batch.tags.raw)]),
-                )
+                if (batch.agent, batch.epoch, batch.batch_id) in hold:
+                    held.add(
+                        (batch.agent, batch.epoch, batch.batch_id),
+                        numeric_columns(batch, ids[(batch.agent, batch.tags.raw)]),
+                    )
         refused: Counter[str] = Counter()
         for batch in fresh:
             if batch.refused is not None:
@@ -158,10 +161,10 @@ class ReadingStore:
         conn: AsyncConnection[TupleRow],
         batches: list[Batch],
         ids: TagIds,
-        hold: bool = False,
+        hold: Collection[BatchKey] = (),
     ) -> list[Batch]:
         """Within a transaction: record the batches in the ledger, copy the new ones' readings
-        (claimed for their rollups, with `hold`, when readings are held)."""
+        (claimed for their rollups where in `hold` and readings are held)."""
         cursor = await conn.execute(
             "INSERT INTO batches (agent_id, epoch, batch_id, last_seq, readings)"
             " SELECT * FROM unnest(%s::text[], %s::int8[], %s::int8[], %s::int8[],"
@@ -191,11 +194,11 @@ class ReadingStore:
         conn: AsyncConnection[TupleRow],
         batches: Sequence[Batch],
         ids: TagIds,
-        hold: bool = False,
+        hold: Collection[BatchKey] = (),
     ) -> None:
         """COPY the batches' readings (inside the caller's transaction), and log what the
-        deriver must redo for them (collector/analytics/deriver.py); with `hold`, when
-        readings are held, claim their rollups instead of leaving them to the deriver."""
+        deriver must redo for them (collector/analytics/deriver.py); for those in `hold`,
+        when readings are held, claim their rollups instead of leaving them to the deriver."""
         filled = [b for b in batches if len(b)]
         if not filled:
             return
@@ -205,26 +208,31 @@ class ReadingStore:
         if self._derive:
             # A row per batch: one agent's backlog must not widen what another's live batches
             # in the same write make the deriver redo.
-            claim = hold and self._held is not None
             touched = [_touched(batch, ids) for batch in filled]
-            rollups = b"\x00" if claim else b"\x01"
-            logged = [binary_row([*row, rollups]) for row in touched]
+            claimed = [
+                self._held is not None and (b.agent, b.epoch, b.batch_id) in hold for b in filled
+            ]
+            logged = [
+                binary_row([*row, b"\x00" if claim else b"\x01"])
+                for row, claim in zip(touched, claimed, strict=True)
+            ]
             async with conn.cursor().copy(
                 "COPY derive_log (tag_ids, lo, hi, rollups) FROM STDIN (FORMAT BINARY)"
             ) as log:
                 await log.write(b"".join([HEADER, *logged, TRAILER]))
-            if claim:
-                claims = [
-                    binary_row(
-                        [
-                            batch.agent.encode(),
-                            struct.pack(">q", batch.epoch),
-                            struct.pack(">q", batch.batch_id),
-                            *row[1:],  # the span; not the tags
-                        ]
-                    )
-                    for batch, row in zip(filled, touched, strict=True)
-                ]
+            claims = [
+                binary_row(
+                    [
+                        batch.agent.encode(),
+                        struct.pack(">q", batch.epoch),
+                        struct.pack(">q", batch.batch_id),
+                        *row[1:],  # the span; not the tags
+                    ]
+                )
+                for batch, row, claim in zip(filled, touched, claimed, strict=True)
+                if claim
+            ]
+            if claims:
                 async with conn.cursor().copy(
                     "COPY rollup_claims (agent_id, epoch, batch_id, lo, hi)"
                     " FROM STDIN (FORMAT BINARY)"

@@ -22,6 +22,7 @@ from collector.analytics.machine_store import MachineKey, machines_of, rederive,
 from collector.analytics.timespans import floor_minute
 from collector.config import AnalyticsSettings
 from collector.metrics import CollectorMetrics
+from shared.cancellation import raise_if_cancelled
 from shared.invariants import required
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,7 @@ class Deriver:
             if taken < self._settings.derive_max_log_rows:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._woken.wait(), self._settings.derive_interval)
+                raise_if_cancelled()  # wait_for can swallow a stop on 3.11 (gh-86296)
 
     async def pass_once(self) -> int:
         """One pass; how many logged writes, left claims and waiting machines it took up (0

@@ -22,11 +22,17 @@ from shared.blocks import ValueKind
 
 log = logging.getLogger(__name__)
 
-ClaimKey = tuple[str, int, int]
+BatchKey = tuple[str, int, int]
 """(agent, epoch, batch id): a batch, and its row in rollup_claims."""
 MAX_READINGS = 2_000_000
 """Most readings held before all are taken out (about 30 bytes each)."""
 MAX_HOLD_S = 120.0
+GAP_S = 30.0
+"""How long a skipped batch id of an agent may stay missing before its batches count as
+reaching other collectors too."""
+SHARED_FOR_S = 600.0
+"""How long an agent whose batches reach other collectors too is left to the deriver."""
+MAX_GAPS = 10_000
 DROP_FACTOR = 4
 LOG_EVERY = 1000
 """Batches let go of between two warnings."""
@@ -50,9 +56,20 @@ def numeric_columns(batch: Batch, tag_ids: NDArray[np.int32]) -> Columns:
     )
 
 
+@dataclass(slots=True)
+class _Sequence:
+    """An agent's batch ids as this collector gets them."""
+
+    epoch: int
+    last: int
+    missing: dict[int, float]
+    """Ids skipped so far, and when they were first missed."""
+    shared_until: float
+
+
 @dataclass(frozen=True, slots=True)
 class _Held:
-    claim: ClaimKey
+    claim: BatchKey
     columns: Columns
     last_minute_end: int
     held_at: float
@@ -63,7 +80,7 @@ class Taken:
     """Readings taken out together, and the claims of the batches they came from."""
 
     columns: Columns
-    claims: list[ClaimKey]
+    claims: list[BatchKey]
     held: Sequence[_Held]
 
 
@@ -85,8 +102,38 @@ class HeldReadings:
         """Batches added so far (a writer sees from it whether batches are still coming)."""
         self.let_go = 0
         """Batches let go of to bound memory (their claims roll them up from the readings)."""
+        self._seen: dict[str, _Sequence] = {}
 
-    def add(self, claim: ClaimKey, columns: Columns) -> None:
+    def holds(self, agent: str, epoch: int, batch_id: int) -> bool:
+        """Whether to hold this batch's readings: not while the agent's batches also reach
+        other collectors (several in one shared subscription). Their summaries of a minute
+        would interleave and never merge, so the deriver rolls those batches up instead.
+
+        An agent numbers its batches without gaps, so ids this collector never gets, after
+        GAP_S, went to another collector.
+        """
+        now = self._clock()
+        seen = self._seen.get(agent)
+        if seen is None or seen.epoch != epoch:
+            seen = self._seen[agent] = _Sequence(
+                epoch, batch_id, {}, seen.shared_until if seen else 0.0
+            )
+        elif batch_id in seen.missing:
+            del seen.missing[batch_id]
+        elif batch_id > seen.last:
+            for missing in range(max(seen.last + 1, batch_id - MAX_GAPS), batch_id):
+                seen.missing[missing] = now
+            seen.last = batch_id
+        if seen.missing and min(seen.missing.values()) <= now - GAP_S:
+            seen.missing.clear()
+            seen.shared_until = now + SHARED_FOR_S
+            log.info(
+                "agent %s: its batches also reach other collectors; the deriver rolls them up",
+                agent,
+            )
+        return seen.shared_until <= now
+
+    def add(self, claim: BatchKey, columns: Columns) -> None:
         """Hold a committed batch's readings (those of numeric tag versions)."""
         end = (int(columns.ts.max()) // MINUTE_US + 1) * MINUTE_US if len(columns) else 0
         self._held.append(_Held(claim, columns, end, self._clock()))

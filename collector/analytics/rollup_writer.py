@@ -25,7 +25,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from collector.analytics.deriver import LOCK_KEY, RollupRefresh
 from collector.analytics.held_readings import HeldReadings
-from collector.analytics.minute_summaries import HOUR_US, Summaries, summarize
+from collector.analytics.minute_summaries import HOUR_US, Columns, Summaries, summarize
 from collector.analytics.rollup_merge import (
     CREATE_NEW,
     NEW_HOURS,
@@ -47,7 +47,7 @@ WHERE (c.agent_id, c.epoch, c.batch_id) = (k.a, k.e, k.b)
 """
 QUIET_TICKS = 5
 """Looks per interval for a pause in the batches."""
-FINAL_WRITE_S = 10.0
+FINAL_WRITE_S = 5.0
 """Longest a stopping collector spends writing what it holds (the rest stays claimed)."""
 
 
@@ -155,28 +155,47 @@ class RollupWriter:
         if taken is None:
             return 0
         try:
-            minutes = summarize(taken.columns)
+            # numpy lets go of the GIL for most of this: ingest goes on meanwhile.
+            minutes, rows = await asyncio.to_thread(_encoded, taken.columns)
             agents, epochs, batch_ids = (list(column) for column in zip(*taken.claims, strict=True))
             async with self._pool.connection() as conn, conn.transaction():
-                if len(minutes):
+                if minutes:
                     await conn.execute(CREATE_NEW)
-                    for table, summaries in (
-                        (NEW_MINUTES, minutes),
-                        (NEW_HOURS, summarize(taken.columns, HOUR_US)),
-                    ):
+                    for table, encoded in zip((NEW_MINUTES, NEW_HOURS), rows, strict=True):
                         copy_sql = _COPY.format(table=table, columns=SUMMARY_TABLE_COLUMNS)
                         async with conn.cursor().copy(copy_sql) as copy:
-                            await copy.write(HEADER + summary_rows(summaries) + TRAILER)
-                    await conn.execute("SELECT pg_advisory_xact_lock(%s)", [LOCK_KEY])
-                    left = await merge_summaries(conn)
-                    if left.minutes:  # their hours too
-                        await self._refresh(conn, left.minutes)
-                    redone = {(ids[0], floor_to(start, HOUR)) for ids, start, _ in left.minutes}
-                    hours = [span for span in left.hours if span[:2] not in redone]
-                    if hours:
-                        await refresh_hours(conn, hours)
+                            await copy.write(encoded)
+                # Also before deleting claims: the deriver deletes those it finds left.
+                await conn.execute("SELECT pg_advisory_xact_lock(%s)", [LOCK_KEY])
+                if minutes:
+                    await self._merge(conn)
                 await conn.execute(_UNCLAIM, [agents, epochs, batch_ids])
-        except BaseException:
-            self._held.give_back(taken)
+        except (psycopg.OperationalError, asyncio.CancelledError):
+            self._held.give_back(taken)  # the database is away or we stop: try again later
             raise
-        return len(minutes)
+        except psycopg.Error:
+            # Readings these summaries cannot be merged from (never seen): trying again would
+            # fail again, so they are left to their claims, rolled up from the readings.
+            log.exception("cannot roll up %d held batches; left to the deriver", len(taken.claims))
+            return 0
+        return minutes
+
+    async def _merge(self, conn: AsyncConnection[TupleRow]) -> None:
+        """Merge the copied summaries, and redo what they overlap from the readings."""
+        left = await merge_summaries(conn)
+        if left.minutes:  # their hours too
+            await self._refresh(conn, left.minutes)
+        redone = {(ids[0], floor_to(start, HOUR)) for ids, start, _ in left.minutes}
+        hours = [span for span in left.hours if span[:2] not in redone]
+        if hours:
+            await refresh_hours(conn, hours)
+
+
+def _encoded(columns: Columns) -> tuple[int, tuple[bytes, bytes]]:
+    """The readings' minute and hour summaries as binary COPY data, and how many minutes."""
+    minutes = summarize(columns)
+    hours = summarize(columns, HOUR_US)
+    return len(minutes), (
+        HEADER + summary_rows(minutes) + TRAILER,
+        HEADER + summary_rows(hours) + TRAILER,
+    )

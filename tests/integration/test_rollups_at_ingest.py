@@ -2,7 +2,8 @@
 equal to the rollups the stored readings give, also with late readings and lost parts."""
 
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -88,11 +89,16 @@ SECOND: list[Entry] = [
 
 
 class Plant:
-    """A store holding its readings, the writer of their parts and a deriver."""
+    """A collector's store holding its readings, its rollup writer and a deriver."""
 
-    def __init__(self, pool: AsyncConnectionPool[AsyncConnection[TupleRow]], url: str) -> None:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[AsyncConnection[TupleRow]],
+        url: str,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.url = url
-        self.held = HeldReadings()
+        self.held = HeldReadings(clock=clock)
         self.store = ReadingStore(pool, held=self.held)
         self.redone = RecordedRollups(real=True)
         self.writer = RollupWriter(
@@ -291,4 +297,47 @@ async def test_an_hour_made_from_a_minute_of_unknown_span_has_no_span_and_is_red
     same(got[1:3], want[1:3])  # minutes 1 and 2
     # The hour: right, with the span left unknown while minute 0's is.
     assert got[3][-2:] == (None, None)
-    same([got[3][:-2] + (None, None)], [want[3][:-2] + (None, None)])
+    same([(*got[3][:-2], None, None)], [(*want[3][:-2], None, None)])
+
+
+async def test_summaries_that_cannot_be_merged_are_left_to_their_claims(
+    plant: Plant, db_pool: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    await plant.store.write([batch(1, FIRST)])
+    await plant.writer.write()
+    await plant.store.write([batch(2, [(75, "speed", 100.0, GOOD)])])  # late: a redo
+
+    async def broken(conn: Any, work: Any) -> int:
+        raise psycopg.errors.DataError("value out of range")
+
+    writer = RollupWriter(
+        db_pool, plant.held, 1.0, now_us=lambda: int(LATER.timestamp() * US), refresh=broken
+    )
+    assert await writer.write() == 0
+    assert "cannot roll up 1 held batches; left to the deriver" in caplog.text
+    assert plant.held.readings == 0
+    assert await plant.claims() == 1  # rolled up from the readings once it counts as left
+
+
+async def test_two_collectors_sharing_an_agents_batches_leave_them_to_the_deriver(
+    db_pool: Any, database_url: str
+) -> None:
+    now = [0.0]
+    collectors = [Plant(db_pool, database_url, lambda: now[0]) for _ in range(2)]
+    entries = FIRST + SECOND
+    # A shared subscription hands the agent's batches to one collector, then the other.
+    for number in range(len(entries)):
+        if number == 8:
+            now[0] += 31  # the ids each collector skips stay missing: a sign
+        await collectors[number % 2].store.write([batch(number + 1, [entries[number]])])
+        for collector in collectors:
+            await collector.writer.write()
+    assert [c.held.holds("a1", 1, len(entries) + 1) for c in collectors] == [False, False]
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        cursor = await conn.execute("SELECT count(*) FROM derive_log WHERE rollups")
+        left_to_the_deriver = await cursor.fetchone()
+    assert left_to_the_deriver == (len(entries) - 8,)  # from the sign on
+    await collectors[0].deriver.pass_once()
+    # The first ones interleaved (redone from the readings), the rest rolled up by the
+    # deriver: every bucket as the readings give it.
+    same(await collectors[0].rollups(), await collectors[0].from_readings())

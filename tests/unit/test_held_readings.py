@@ -1,5 +1,6 @@
 """Readings held for rollup parts: what is taken out when, and their per-minute summaries."""
 
+import logging
 import math
 
 import numpy as np
@@ -160,12 +161,36 @@ def test_memory_stays_bounded_when_nothing_can_be_rolled_up(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     held = HeldReadings(max_readings=2, clock=Clock())
-    for number in range(1, 6):
+    for number in range(1, 7):
         held.add(("a1", 1, number), columns((1, number, 1.0), (1, number + 10, 2.0)))
-    # 10 readings > 4 x 2: the oldest batch is let go of (its claim stays in the database).
+    # Over 4 x 2 readings: the two oldest batches are let go of (their claims stay in the
+    # database), with one warning.
     assert held.readings == 8
-    assert held.let_go == 1
-    assert "letting go of the oldest batches (1 so far)" in caplog.text
+    assert held.let_go == 2
+    assert caplog.text.count("letting go of the oldest batches") == 1
     taken = held.take(T0_US)
     assert taken is not None
-    assert taken.claims == [("a1", 1, number) for number in range(2, 6)]
+    assert taken.claims == [("a1", 1, number) for number in range(3, 7)]
+
+
+def test_an_agent_whose_batches_reach_other_collectors_too_is_left_to_the_deriver(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    clock = Clock()
+    held = HeldReadings(clock=clock)
+    # Batches out of order (writes commit in any order): a gap that fills is no sign.
+    assert [held.holds("a1", 1, n) for n in (1, 3, 2, 4)] == [True] * 4
+    clock.now += 60
+    assert held.holds("a1", 1, 5)
+    # Every other batch, for longer than GAP_S: the others went to another collector.
+    assert [held.holds("a1", 1, n) for n in (7, 9)] == [True, True]
+    clock.now += 31
+    assert not held.holds("a1", 1, 11)
+    assert "agent a1: its batches also reach other collectors" in caplog.text
+    assert held.holds("a2", 1, 1)  # other agents are not concerned
+    # A new epoch (the agent restarted) keeps the verdict until it runs out.
+    assert not held.holds("a1", 2, 1)
+    clock.now += 600
+    assert held.holds("a1", 2, 2)
+    assert held.holds("a1", 2, 2)  # again (a retransmission): nothing changes
