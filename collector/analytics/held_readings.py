@@ -3,9 +3,12 @@
 The collector that stores a batch keeps its numeric readings here once the write has
 committed (a claim in `rollup_claims`, written with the batch, stands for them). Once every
 minute a batch touches has ended, its readings are taken out to be summarised per tag and
-minute (collector/analytics/rollup_writer.py). Readings stamped in the future, or held longer
-than `max_hold_s`, or more than `max_readings` in all, are taken out at once: a part of an
-unfinished minute merges with the rest of that minute later.
+minute (collector/analytics/rollup_writer.py). Batches held longer than `max_hold_s` (stamped
+in the future, say), and all of them when more than `max_readings` are held, are taken out
+even so: a summary of an unfinished minute merges with the rest of that minute later.
+Memory stays bounded: beyond four times `max_readings` (nothing can be rolled up while the
+database is away), the oldest batches are let go of, and their claims have the deriver roll
+them up from the stored readings.
 """
 
 import logging
