@@ -79,7 +79,7 @@ from bench.ingest_bench import (
     make_batches,
     migrate,
 )
-from bench.processes import BIN, Children, profile, summarise_profile
+from bench.processes import BIN, Children, cpu_seconds, profile, summarise_profile, tree_cpu
 from shared.mqtt import MqttClient, MqttSettings
 from tests.servers import MosquittoServer, PostgresServer, wait_for_port
 
@@ -889,20 +889,28 @@ class Side:
     client: MqttClient
     agents: Agents
     listener: "asyncio.Future[None]"
+    collector_pid: int
+    postgres_pid: int
     acked: list[float] = field(default_factory=list)
     """Seconds until the last batch was acknowledged, per run."""
     seconds: list[float] = field(default_factory=list)
     """Seconds until the run counted as done (the deriver caught up, when on), per run."""
+    cpu: list[tuple[float, float]] = field(default_factory=list)
+    """CPU seconds of the collector and of PostgreSQL (all its processes) per run."""
 
 
 async def ingest_run(side: Side, work: dict[str, list[tuple[int, bytes]]], total: int) -> float:
     """Readings per second of one end-to-end run (with the deriver caught up, when on)."""
     clear(side.url)
+    cpu = cpu_seconds(side.collector_pid), tree_cpu(side.postgres_pid)
     started = time.perf_counter()
     acked = await end_to_end(side.agents, work, INGEST_WINDOW)
     if side.derive:
         await caught_up(side.url, 600)
     seconds = time.perf_counter() - started
+    side.cpu.append(
+        (cpu_seconds(side.collector_pid) - cpu[0], tree_cpu(side.postgres_pid) - cpu[1])
+    )
     side.acked.append(acked)
     side.seconds.append(seconds)
     with psycopg.connect(side.url) as conn:
@@ -943,7 +951,8 @@ async def ingest_ratio(
                 },
             )
             log = folder / f"ingest-{name}.log"
-            collectors.append(start_collector(children, config, port, log))
+            collector = start_collector(children, config, port, log)
+            collectors.append(collector)
             client = MqttClient(
                 MqttSettings(url=broker.url, max_inflight=1000),
                 client_id=f"bench-agents-{name}",
@@ -953,7 +962,9 @@ async def ingest_ratio(
             await client.connect()
             agents = Agents(client)
             listener = asyncio.ensure_future(agents.listen())
-            sides.append(Side(name, url, name == "on", client, agents, listener))
+            sides.append(
+                Side(name, url, name == "on", client, agents, listener, collector.pid, pg.pid())
+            )
             await client.subscribe(TOPICS.all_of("ack"))
         start_us = int(time.time() * 1e6) - 600_000_000
         per_agent = args.readings // INGEST_AGENTS // INGEST_BATCH
@@ -982,6 +993,13 @@ async def ingest_ratio(
             lines.append(
                 f"  ingest, derive on: last batch acknowledged after {acked:.2f} s (median),"
                 f" the deriver caught up after {done:.2f} s"
+            )
+        for side in sides:
+            collector_cpu = statistics.median(c for c, _ in side.cpu)
+            postgres_cpu = statistics.median(p for _, p in side.cpu)
+            lines.append(
+                f"  ingest, derive {side.name}: CPU seconds per run (median): collector"
+                f" {collector_cpu:.2f}, PostgreSQL {postgres_cpu:.2f}"
             )
     finally:
         for side in sides:

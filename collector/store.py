@@ -127,7 +127,11 @@ class ReadingStore:
         for batch in batches:
             unique.setdefault((batch.agent, batch.epoch, batch.batch_id), batch)
         held = self._held
-        hold = {key for key in unique if held is not None and held.holds(*key)}
+        hold = {
+            key
+            for key, batch in unique.items()
+            if held is not None and held.holds(*key, batch.last_seq)
+        }
         async with self._pool.connection() as conn:
             ids = await self._prepare_in(conn, list(unique.values()))
             async with conn.transaction():

@@ -35,7 +35,8 @@ GAP_S = 30.0
 reaching other collectors too."""
 SHARED_FOR_S = 600.0
 """How long an agent whose batches reach other collectors too is left to the deriver."""
-MAX_GAPS = 10_000
+MAX_GAPS = 1000
+"""Most gaps remembered per agent."""
 DROP_FACTOR = 4
 LOG_EVERY = 1000
 """Batches let go of between two warnings."""
@@ -61,12 +62,14 @@ def numeric_columns(batch: Batch, tag_ids: NDArray[np.int32]) -> Columns:
 
 @dataclass(slots=True)
 class _Sequence:
-    """An agent's batch ids as this collector gets them."""
+    """An agent's batches as this collector gets them."""
 
     epoch: int
-    last: int
-    missing: dict[int, float]
-    """Ids skipped so far, and when they were first missed."""
+    next: int
+    """The sequence number the batch after the latest one starts with."""
+    gaps: list[tuple[int, int, float]]
+    """Sequence numbers [start, end) skipped so far, and when they were first missed (oldest
+    first)."""
     shared_until: float
 
 
@@ -107,28 +110,37 @@ class HeldReadings:
         """Batches let go of to bound memory (their claims roll them up from the readings)."""
         self._seen: dict[str, _Sequence] = {}
 
-    def holds(self, agent: str, epoch: int, batch_id: int) -> bool:
+    def holds(self, agent: str, epoch: int, first_seq: int, last_seq: int) -> bool:
         """Whether to hold this batch's readings: not while the agent's batches also reach
         other collectors (several in one shared subscription). Their summaries of a minute
         would interleave and never merge, so the deriver rolls those batches up instead.
 
-        An agent numbers its batches without gaps, so ids this collector never gets, after
-        GAP_S, went to another collector.
+        An agent's batches follow each other without gaps (a batch's id is the sequence
+        number of its first reading, the next one starts after its last), so sequence
+        numbers this collector still has not got after GAP_S went to another collector.
         """
         now = self._clock()
         seen = self._seen.get(agent)
         if seen is None or seen.epoch != epoch:
-            seen = self._seen[agent] = _Sequence(
-                epoch, batch_id, {}, seen.shared_until if seen else 0.0
-            )
-        elif batch_id in seen.missing:
-            del seen.missing[batch_id]
-        elif batch_id > seen.last:
-            for missing in range(max(seen.last + 1, batch_id - MAX_GAPS), batch_id):
-                seen.missing[missing] = now
-            seen.last = batch_id
-        if seen.missing and min(seen.missing.values()) <= now - GAP_S:
-            seen.missing.clear()
+            shared_until = seen.shared_until if seen is not None else 0.0
+            seen = self._seen[agent] = _Sequence(epoch, last_seq + 1, [], shared_until)
+        elif first_seq >= seen.next:
+            if first_seq > seen.next:
+                seen.gaps.append((seen.next, first_seq, now))
+                del seen.gaps[:-MAX_GAPS]
+            seen.next = last_seq + 1
+        else:  # filling a gap (or sent again)
+            seen.gaps = [
+                part
+                for start, end, since in seen.gaps
+                for part in (
+                    (start, min(end, first_seq), since),
+                    (max(start, last_seq + 1), end, since),
+                )
+                if part[0] < part[1]
+            ]
+        if seen.gaps and seen.gaps[0][2] <= now - GAP_S:
+            seen.gaps.clear()
             seen.shared_until = now + SHARED_FOR_S
             log.info(
                 "agent %s: its batches also reach other collectors; the deriver rolls them up",

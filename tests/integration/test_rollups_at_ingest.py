@@ -47,12 +47,14 @@ ROLLUP_COLUMNS = (
 )
 
 
-def batch(batch_id: int, entries: Sequence[Entry]) -> Any:
+def batch(batch_id: int, entries: Sequence[Entry], first_seq: int | None = None) -> Any:
+    """A batch of agent a1; its sequence numbers from `first_seq` (batch_id x 100)."""
     readings = [
         Reading("press", tag, TYPES[tag], int((T0.timestamp() + s) * US), value, quality)
         for s, tag, value, quality in entries
     ]
-    seqs = list(range(batch_id * 100, batch_id * 100 + len(readings)))
+    first = batch_id * 100 if first_seq is None else first_seq
+    seqs = list(range(first, first + len(readings)))
     payload = encode_batch("a1", 1, seqs, readings)
     return DECODER.decode(payload, "a1", TOPICS.batch("a1"))
 
@@ -329,10 +331,14 @@ async def test_two_collectors_sharing_an_agents_batches_leave_them_to_the_derive
     for number in range(len(entries)):
         if number == 8:
             now[0] += 31  # the ids each collector skips stay missing: a sign
-        await collectors[number % 2].store.write([batch(number + 1, [entries[number]])])
+        # One reading each, numbered on from the last: the agent's batches follow each other.
+        await collectors[number % 2].store.write(
+            [batch(number + 1, [entries[number]], first_seq=number + 1)]
+        )
         for collector in collectors:
             await collector.writer.write()
-    assert [c.held.holds("a1", 1, len(entries) + 1) for c in collectors] == [False, False]
+    after = len(entries) + 1
+    assert [c.held.holds("a1", 1, after, after) for c in collectors] == [False, False]
     async with await psycopg.AsyncConnection.connect(database_url) as conn:
         cursor = await conn.execute("SELECT count(*) FROM derive_log WHERE rollups")
         left_to_the_deriver = await cursor.fetchone()
@@ -341,3 +347,15 @@ async def test_two_collectors_sharing_an_agents_batches_leave_them_to_the_derive
     # The first ones interleaved (redone from the readings), the rest rolled up by the
     # deriver: every bucket as the readings give it.
     same(await collectors[0].rollups(), await collectors[0].from_readings())
+
+
+async def test_one_collector_getting_every_batch_holds_them_all(
+    db_pool: Any, database_url: str
+) -> None:
+    now = [0.0]
+    plant = Plant(db_pool, database_url, lambda: now[0])
+    for number, entry in enumerate(FIRST):
+        now[0] += 31  # longer than a gap may last: there is none
+        await plant.store.write([batch(number + 1, [entry], first_seq=number + 1)])
+    assert await plant.claims() == len(FIRST)
+    assert plant.held.readings == 13  # every numeric reading

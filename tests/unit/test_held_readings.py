@@ -179,18 +179,26 @@ def test_an_agent_whose_batches_reach_other_collectors_too_is_left_to_the_derive
     caplog.set_level(logging.INFO)
     clock = Clock()
     held = HeldReadings(clock=clock)
+
+    def holds(agent: str, epoch: int, number: int) -> bool:
+        """Batch `number` of ten readings: sequence numbers 10n+1 to 10n+10."""
+        return held.holds(agent, epoch, 10 * number + 1, 10 * number + 10)
+
     # Batches out of order (writes commit in any order): a gap that fills is no sign.
-    assert [held.holds("a1", 1, n) for n in (1, 3, 2, 4)] == [True] * 4
+    assert [holds("a1", 1, n) for n in (1, 3, 2, 4, 4)] == [True] * 5
     clock.now += 60
-    assert held.holds("a1", 1, 5)
+    assert holds("a1", 1, 5)
     # Every other batch, for longer than GAP_S: the others went to another collector.
-    assert [held.holds("a1", 1, n) for n in (7, 9)] == [True, True]
+    assert [holds("a1", 1, n) for n in (7, 9)] == [True, True]
     clock.now += 31
-    assert not held.holds("a1", 1, 11)
+    assert not holds("a1", 1, 11)
     assert "agent a1: its batches also reach other collectors" in caplog.text
-    assert held.holds("a2", 1, 1)  # other agents are not concerned
+    assert holds("a2", 1, 1)  # other agents are not concerned
     # A new epoch (the agent restarted) keeps the verdict until it runs out.
-    assert not held.holds("a1", 2, 1)
+    assert not holds("a1", 2, 1)
     clock.now += 600
-    assert held.holds("a1", 2, 2)
-    assert held.holds("a1", 2, 2)  # again (a retransmission): nothing changes
+    assert holds("a1", 2, 2)
+    # A gap filled in two parts: batches 3 and 4 arrive after 5.
+    assert [holds("a1", 2, n) for n in (5, 4, 3)] == [True] * 3
+    clock.now += 31
+    assert holds("a1", 2, 6)
