@@ -1,7 +1,5 @@
 """Replaying a dead letter that is gone, or that another replay took first."""
 
-from collections.abc import AsyncIterator
-
 import psycopg
 import pytest
 
@@ -9,7 +7,7 @@ from collector.agents import AgentRegistry
 from collector.batches import Batch
 from collector.config import IngestSettings
 from collector.consumer import batch_decoder
-from collector.pools import Pool, new_pool
+from collector.pools import Pool
 from collector.replay import Replayer, ReplayOutcome
 from collector.store import ReadingStore, TagIds
 from shared.readings import DataType, Reading
@@ -21,13 +19,8 @@ TOPICS = Topics()
 
 
 @pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[Pool]:
-    pool = new_pool(database_url, 2)
-    await pool.open(wait=True, timeout=10)
-    try:
-        yield pool
-    finally:
-        await pool.close()
+def pool(db_pool: Pool) -> Pool:
+    return db_pool
 
 
 def replayer(pool: Pool, store: ReadingStore) -> Replayer:
