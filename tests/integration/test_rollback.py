@@ -46,19 +46,19 @@ def git(*args: str) -> str:
 
 
 def previous_release() -> tuple[str, str]:
-    """(commit, migration): the parent of the commit that added the newest migration."""
+    """(commit, migration): the parent of the first commit that added a migration of the
+    newest version (a migration renamed before it ever shipped counts from its first name)."""
     if git("rev-parse", "--is-shallow-repository") == "true":
         pytest.fail(
             "this clone is shallow: the rollback test needs the commit before the newest"
             " migration (clone with full history, e.g. actions/checkout's fetch-depth: 0)"
         )
     newest = max(REPO.glob("collector/migrations/[0-9][0-9][0-9][0-9]_*.sql")).name
-    added = git(
-        "log", "-1", "--diff-filter=A", "--format=%H", "--", f"collector/migrations/{newest}"
-    )
+    versions = f"collector/migrations/{newest[:4]}_*.sql"
+    added = git("log", "--diff-filter=A", "--format=%H", "--", versions).splitlines()[-1:]
     if not added:
         pytest.fail(f"collector/migrations/{newest} is not committed yet: commit it first")
-    return git("rev-parse", f"{added}^"), newest
+    return git("rev-parse", f"{added[0]}^"), newest
 
 
 def export_tree(commit: str, target: Path) -> None:
