@@ -701,6 +701,35 @@ def start_collector(
     return process
 
 
+def derived_collector(
+    children: Children,
+    folder: Path,
+    name: str,
+    urls: tuple[str, str, str],
+    machines: Sequence[MachineTags],
+    per_pass: int,
+    timeout: float,
+) -> tuple[subprocess.Popen[bytes], int, float]:
+    """A collector deriving the history in the database (urls: PostgreSQL, broker, Redis):
+    its process, its API port, and the seconds until it had taken up every logged write."""
+    equipment_file = folder / "equipment.yaml"
+    equipment_file.write_text(yaml.safe_dump(equipment(machines)))
+    config, port = bench_config(
+        folder,
+        name,
+        urls,
+        {
+            "equipment": {"file": str(equipment_file)},
+            "analytics": {"derive": True, "derive_interval": "1s"}
+            | {"derive_max_log_rows": per_pass},
+        },
+    )
+    log = folder / f"{name}.log"
+    started = time.monotonic()
+    process = start_collector(children, config, port, log)
+    return process, port, wait_derived(urls[0], process, started, timeout, log)
+
+
 def wait_derived(
     url: str, process: subprocess.Popen[bytes], started: float, timeout: float, log: Path
 ) -> float:
@@ -1181,23 +1210,16 @@ def main() -> int:
         for line in make_history(url, args, machines):
             print(line, flush=True)
         key = add_key(url)
-        equipment_file = folder / "equipment.yaml"
-        equipment_file.write_text(yaml.safe_dump(equipment(machines)))
         per_day = args.tags + 1 + len(machines) * len(ROLES)
-        config, port = bench_config(
+        process, port, figures["backfill_s"] = derived_collector(
+            children,
             folder,
             "analytics",
             (url, broker.url, redis.url),
-            {
-                "equipment": {"file": str(equipment_file)},
-                "analytics": {"derive": True, "derive_interval": "1s"}
-                | {"derive_max_log_rows": per_day},
-            },
+            machines,
+            per_day,
+            args.backfill_timeout,
         )
-        log = folder / "analytics.log"
-        started = time.monotonic()
-        process = start_collector(children, config, port, log)
-        figures["backfill_s"] = wait_derived(url, process, started, args.backfill_timeout, log)
         print(
             f"backfill: the deriver took up every write in {figures['backfill_s']:.0f} s"
             f" ({per_day} logged writes, a day of every tag, per pass)",

@@ -29,7 +29,6 @@ from pathlib import Path
 
 import aiohttp
 import psycopg
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -38,15 +37,12 @@ from bench.analytics_bench import (
     SITE,
     Question,
     _one,
-    bench_config,
-    equipment,
+    derived_collector,
     make_history,
     plant_machines,
     questions,
-    start_collector,
     tag_ids,
     time_api,
-    wait_derived,
 )
 from bench.api_bench import add_key
 from bench.ingest_bench import migrate
@@ -155,23 +151,17 @@ def main() -> int:
             redis.start()
             folder = Path(tmp)
             key = add_key(url)
-            equipment_file = folder / "equipment.yaml"
-            equipment_file.write_text(yaml.safe_dump(equipment(machines)))
             per_day = args.tags + 1 + len(machines) * len(ROLES)
-            config, port = bench_config(
+            process, port, seconds = derived_collector(
+                children,
                 folder,
                 "kpi-profile",
                 (url, broker.url, redis.url),
-                {
-                    "equipment": {"file": str(equipment_file)},
-                    "analytics": {"derive": True, "derive_interval": "1s"}
-                    | {"derive_max_log_rows": per_day},
-                },
+                machines,
+                per_day,
+                3600,
             )
-            log = folder / "collector.log"
-            started = time.monotonic()
-            process = start_collector(children, config, port, log)
-            print(f"derived in {wait_derived(url, process, started, 3600, log):.0f} s", flush=True)
+            print(f"derived in {seconds:.0f} s", flush=True)
             ids = tag_ids(url, machines)
             with psycopg.connect(url) as conn:
                 year_tag = _one(conn, "SELECT tag_id FROM tags WHERE name = 'year'")
