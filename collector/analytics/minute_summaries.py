@@ -8,7 +8,8 @@ between consecutive numbers within the minute. So a summary made here and one ma
 database from the same readings are equal, and both merge with their neighbours alike.
 """
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -35,15 +36,20 @@ class Columns:
         return len(self.ts)
 
     @classmethod
-    def joined(cls, parts: "list[Columns]") -> "Columns":
-        """One set of columns holding every reading of `parts`."""
+    def empty(cls) -> "Columns":
+        """Columns of no readings."""
         return cls(
-            np.concatenate([p.tag for p in parts]) if parts else np.empty(0, np.int32),
-            np.concatenate([p.ts for p in parts]) if parts else np.empty(0, np.int64),
-            np.concatenate([p.seq for p in parts]) if parts else np.empty(0, np.int64),
-            np.concatenate([p.good for p in parts]) if parts else np.empty(0, np.bool_),
-            np.concatenate([p.value for p in parts]) if parts else np.empty(0, np.float64),
+            np.empty(0, np.int32),
+            np.empty(0, np.int64),
+            np.empty(0, np.int64),
+            np.empty(0, np.bool_),
+            np.empty(0, np.float64),
         )
+
+    @classmethod
+    def joined(cls, parts: "Sequence[Columns]") -> "Columns":
+        """One set of columns holding every reading of `parts` (at least one)."""
+        return cls(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)))
 
 
 def usable(values: NDArray[np.float64]) -> NDArray[np.float64]:

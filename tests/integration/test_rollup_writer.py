@@ -126,7 +126,7 @@ async def test_a_batch_without_numbers_leaves_no_rollup_and_no_claim(
         )
     held = HeldReadings()
     assert await RollupWriter(db_pool, held, 1.0).write() == 0  # nothing held
-    held.add(("a1", 1, 1), Columns.joined([]))  # only text readings
+    held.add(("a1", 1, 1), Columns.empty())  # only text readings
     assert await RollupWriter(db_pool, held, 1.0).write() == 0
     assert await parts(database_url) == []
     async with await psycopg.AsyncConnection.connect(database_url) as conn:

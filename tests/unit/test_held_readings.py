@@ -89,7 +89,7 @@ def test_what_could_not_be_written_is_held_again_first() -> None:
 
 def test_a_batch_without_numeric_readings_is_taken_out_at_once_to_drop_its_claim() -> None:
     held = HeldReadings(clock=Clock())
-    held.add(("a1", 1, 1), Columns.joined([]))
+    held.add(("a1", 1, 1), Columns.empty())
     taken = held.take(0)
     assert taken is not None
     assert len(taken.columns) == 0
