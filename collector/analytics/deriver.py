@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime
 
 from psycopg import AsyncConnection
@@ -18,7 +18,13 @@ from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
 from collector.analytics.derive_plan import LoggedWrite, plan
-from collector.analytics.machine_store import MachineKey, machines_of, rederive, slice_end
+from collector.analytics.machine_store import (
+    MachineKey,
+    Rederivation,
+    machines_of,
+    rederive,
+    slices,
+)
 from collector.analytics.timespans import floor_minute
 from collector.config import AnalyticsSettings
 from collector.metrics import CollectorMetrics
@@ -51,6 +57,23 @@ DELETE FROM rollup_claims WHERE (agent_id, epoch, batch_id) IN (
 def utc_now() -> datetime:
     """The current time, in UTC."""
     return datetime.now(UTC)
+
+
+def in_groups(
+    jobs: Sequence[Rederivation], sizes: Sequence[int], most: int
+) -> Iterator[list[Rederivation]]:
+    """The jobs in groups of about `most` readings at most (a larger job alone): each group is
+    derived together, its readings in memory at once."""
+    group: list[Rederivation] = []
+    held = 0
+    for job, size in zip(jobs, sizes, strict=True):
+        if group and held + size > most:
+            yield group
+            group, held = [], 0
+        group.append(job)
+        held += size
+    if group:
+        yield group
 
 
 class Deriver:
@@ -148,21 +171,31 @@ class Deriver:
                 (site, machine, lo),
             )
         machines = await machines_of(conn, list(work.earliest), list(waiting))
+        starts = {}
         for key, tags in machines.items():
             touched = [
                 work.earliest[t] for ids in tags.roles.values() for t in ids if t in work.earliest
             ]
-            start = floor_minute(min([*touched, waiting.get(key, now)]))
-            # A long backlog is taken up a slice at a time, the rest in the next passes.
-            until = await slice_end(conn, tags, start, SLICE_READINGS)
-            await rederive(conn, key, tags, start, until or END_OF_TIME)
-            if until is not None:
-                await conn.execute(
-                    "INSERT INTO derive_machines (site, machine, lo) VALUES (%s, %s, %s)"
-                    " ON CONFLICT (site, machine) DO UPDATE"
-                    " SET lo = least(derive_machines.lo, excluded.lo)",
-                    (*key, until),
-                )
+            starts[key] = floor_minute(min([*touched, waiting.get(key, now)]))
+        # A long backlog is taken up a slice at a time, the rest in the next passes.
+        found = await slices(
+            conn, [(machines[key], start) for key, start in starts.items()], SLICE_READINGS
+        )
+        jobs = [
+            Rederivation(key, machines[key], start, part.end or END_OF_TIME)
+            for (key, start), part in zip(starts.items(), found, strict=True)
+        ]
+        for group in in_groups(jobs, [part.readings for part in found], SLICE_READINGS):
+            await rederive(conn, group)
+        rest = [(*job.key, job.until) for job in jobs if job.until != END_OF_TIME]
+        if rest:
+            await conn.execute(
+                "INSERT INTO derive_machines (site, machine, lo)"
+                " SELECT * FROM unnest(%s::text[], %s::text[], %s::timestamptz[])"
+                " ON CONFLICT (site, machine) DO UPDATE"
+                " SET lo = least(derive_machines.lo, excluded.lo)",
+                [list(column) for column in zip(*rest, strict=True)],
+            )
         if logged:
             await conn.execute("DELETE FROM derive_log WHERE id = ANY(%s)", [logged])
         if work.pending is not None:

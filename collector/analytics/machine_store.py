@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, cast
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, sql
 from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
 
@@ -22,13 +22,13 @@ from collector.analytics.machine_derivation import (
 )
 from collector.analytics.timespans import MINUTE, floor_minute
 from collector.store import join_value
-from shared.invariants import required
 from shared.readings import DataType, Quality, Value
 
 Conn = AsyncConnection[TupleRow]
 MachineKey = tuple[str, str]
 """(site, machine)."""
 _BAD = int(Quality.BAD)
+_BEFORE_ROLES = ("state", "reason", "product", "good", "scrap")
 
 # The versions of every tag of the machines that any of the given tag versions belongs to.
 _MACHINE_TAGS = """
@@ -43,27 +43,70 @@ WHERE (e.site, e.machine) IN (
     UNION SELECT * FROM unnest(%(sites)s::text[], %(machines)s::text[])
 )
 """
-_NTH = """
-SELECT ts FROM readings WHERE tag_id = ANY(%s) AND ts >= %s ORDER BY ts OFFSET %s LIMIT 1
+# Per machine: how many of its readings there are from `at` on, up to most + 1, and the
+# time of the (most + 1)th, where the next slice starts.
+_SLICES = """
+SELECT m.g, s.n, s.last FROM (
+    SELECT g, array_agg(id) AS ids, min(at) AS at
+    FROM unnest(%(g)s::int4[], %(ids)s::int4[], %(at)s::timestamptz[]) AS u(g, id, at) GROUP BY g
+) AS m CROSS JOIN LATERAL (
+    SELECT count(*) AS n, max(ts) AS last FROM (
+        SELECT ts FROM readings WHERE tag_id = ANY(m.ids) AND ts >= m.at
+        ORDER BY ts LIMIT %(most)s + 1
+    ) AS first
+) AS s
 """
-# The last usable reading of a role's tag versions before a moment: one index probe each.
+# The last usable reading of each group of tag versions before its moment.
 _BEFORE = """
-SELECT e.ts, e.value, e.value_text, e.data_type FROM unnest(%(ids)s::int4[]) AS v(id),
-LATERAL (
+SELECT DISTINCT ON (u.g) u.g, e.value, e.value_text, e.data_type
+FROM unnest(%(g)s::int4[], %(ids)s::int4[], %(at)s::timestamptz[]) AS u(g, id, at)
+CROSS JOIN LATERAL (
     SELECT r.ts, r.seq, r.value, r.value_text, t.data_type FROM readings r
     JOIN tags t ON t.tag_id = r.tag_id
-    WHERE r.tag_id = v.id AND r.ts < %(at)s AND r.quality <> %(bad)s
+    WHERE r.tag_id = u.id AND r.ts < u.at AND r.quality <> %(bad)s
         AND (r.value IS NOT NULL OR r.value_text IS NOT NULL)
         AND (r.value IS NULL OR abs(r.value) < 1e300)  -- NaN sorts above every number
     ORDER BY r.ts DESC, r.seq DESC LIMIT 1
-) AS e ORDER BY e.ts DESC, e.seq DESC LIMIT 1
+) AS e
+ORDER BY u.g, e.ts DESC, e.seq DESC
 """
+# Each machine's readings in its range, in time order.
 _FROM = """
-SELECT r.ts, r.value, r.value_text, r.tag_id FROM readings r
-WHERE r.tag_id = ANY(%(ids)s) AND r.ts >= %(at)s AND r.quality <> %(bad)s
-    AND r.ts < %(until)s
-    AND (r.value IS NOT NULL OR r.value_text IS NOT NULL)
-ORDER BY r.ts, r.seq
+SELECT u.g, r.ts, r.value, r.value_text, r.tag_id
+FROM unnest(%(g)s::int4[], %(ids)s::int4[], %(at)s::timestamptz[], %(until)s::timestamptz[])
+    AS u(g, id, at, until)
+CROSS JOIN LATERAL (
+    SELECT ts, seq, value, value_text, tag_id FROM readings
+    WHERE tag_id = u.id AND ts >= u.at AND ts < u.until AND quality <> %(bad)s
+        AND (value IS NOT NULL OR value_text IS NOT NULL)
+) AS r
+ORDER BY u.g, r.ts, r.seq
+"""
+_SPANS_BEFORE = """
+SELECT u.g, s.start_ts, s.end_ts, s.state, s.reason, s.product
+FROM unnest(%s::int4[], %s::text[], %s::text[], %s::timestamptz[]) AS u(g, site, machine, at)
+CROSS JOIN LATERAL (
+    SELECT start_ts, end_ts, state, reason, product FROM machine_intervals
+    WHERE site = u.site AND machine = u.machine AND start_ts < u.at
+    ORDER BY start_ts DESC LIMIT 1
+) AS s
+"""
+_RANGES = "unnest(%s::text[], %s::text[], %s::timestamptz[], %s::timestamptz[])"
+_CLEAR = """
+DELETE FROM {table} d USING {ranges} AS u(site, machine, lo, hi)
+WHERE d.site = u.site AND d.machine = u.machine AND d.{column} >= u.lo AND d.{column} < u.hi
+"""
+_NEXT_STARTS = """
+SELECT u.g, (
+    SELECT min(start_ts) FROM machine_intervals
+    WHERE site = u.site AND machine = u.machine AND start_ts >= u.at
+) FROM unnest(%s::int4[], %s::text[], %s::text[], %s::timestamptz[]) AS u(g, site, machine, at)
+"""
+_END_PREVIOUS = """
+UPDATE machine_intervals m SET end_ts = u.end_ts
+FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::timestamptz[])
+    AS u(site, machine, start_ts, end_ts)
+WHERE (m.site, m.machine, m.start_ts) = (u.site, u.machine, u.start_ts)
 """
 
 
@@ -97,88 +140,166 @@ async def machines_of(
     return out
 
 
-async def rederive(
-    conn: Conn, key: MachineKey, tags: MachineTags, start: datetime, until: datetime
-) -> None:
-    """Replace the machine's intervals and counts in [start, until) (`start` a minute
-    boundary), from the readings in that range."""
-    site, machine = key
-    previous = await _span_before(conn, site, machine, start)
-    before = Codes(
-        await _value_before(conn, tags, "state", start),
-        await _value_before(conn, tags, "reason", start),
-        _product(await _value_before(conn, tags, "product", start)),
-    )
-    if before.state is None and previous is not None:
-        # The readings it came from are gone (retention): the stored span still knows.
-        before = Codes(previous[2], previous[3], previous[4])
-    counters_before: dict[str, float] = {}
-    for role in ("good", "scrap"):
-        value = await _value_before(conn, tags, role, start)
-        if value is not None:
-            counters_before[role] = float(value)
-    role_of = {tag: role for role, ids in tags.roles.items() for tag in ids}
-    params: dict[str, Any] = {"ids": list(role_of), "at": start, "until": until, "bad": _BAD}
-    readings = []
-    for ts, number, text, tag_id in await (await conn.execute(_FROM, params)).fetchall():
-        # _FROM leaves out readings without a value: join_value returns one.
-        role = role_of[tag_id]
-        value = usable(role, cast(Value, join_value(tags.types[tag_id], number, text)))
-        if value is not None:
-            readings.append(MachineReading(ts, role, value))
-    derived = derive(tags.machine, start, before, counters_before, readings)
-    await _store_spans(conn, key, (start, until), previous, derived.spans)
-    await conn.execute(
-        "DELETE FROM machine_counts WHERE site = %s AND machine = %s AND minute >= %s"
-        " AND minute < %s",
-        (site, machine, start, until),
-    )
-    counts = list(count_rows(derived))
+@dataclass(frozen=True, slots=True)
+class Rederivation:
+    """A machine whose intervals and counts in [start, until) are derived again (`start` a
+    minute boundary)."""
+
+    key: MachineKey
+    tags: MachineTags
+    start: datetime
+    until: datetime
+
+    @property
+    def ids(self) -> list[int]:
+        """Its tag versions."""
+        return [tag for found in self.tags.roles.values() for tag in found]
+
+
+@dataclass(frozen=True, slots=True)
+class Slice:
+    """How much of a machine's readings from a moment on one pass derives."""
+
+    readings: int
+    """How many readings it holds (at most `most` + 1)."""
+    end: datetime | None
+    """Where the next slice starts (a minute boundary), or None: the rest fits in this one."""
+
+
+async def slices(
+    conn: Conn, starts: Sequence[tuple[MachineTags, datetime]], most: int
+) -> list[Slice]:
+    """For each machine, the slice of about `most` of its readings from its start on."""
+    g, ids, at = [], [], []
+    for number, (tags, start) in enumerate(starts):
+        for tag in (tag for found in tags.roles.values() for tag in found):
+            g.append(number)
+            ids.append(tag)
+            at.append(start)
+    params = {"g": g, "ids": ids, "at": at, "most": most}
+    found = {
+        n: (count, last)
+        for n, count, last in await (await conn.execute(_SLICES, params)).fetchall()
+    }
+    out = []
+    for number, (_, start) in enumerate(starts):
+        count, last = found.get(number, (0, None))
+        end = max(floor_minute(last), start + MINUTE) if count > most else None
+        out.append(Slice(count, end))
+    return out
+
+
+async def rederive(conn: Conn, jobs: Sequence[Rederivation]) -> None:
+    """Replace the machines' intervals and counts in their ranges, from the readings there
+    (a few statements for all of them)."""
+    if not jobs:
+        return
+    previous = await _spans_before(conn, jobs)
+    before = await _values_before(conn, jobs)
+    readings = await _readings_in(conn, jobs)
+    spans = []
+    counts: list[tuple[Any, ...]] = []
+    for number, job in enumerate(jobs):
+        values = before.get(number, {})
+        codes = Codes(values.get("state"), values.get("reason"), _product(values.get("product")))
+        stored = previous.get(number)
+        if codes.state is None and stored is not None:
+            # The readings it came from are gone (retention): the stored span still knows.
+            codes = Codes(stored[2], stored[3], stored[4])
+        counters = {
+            role: float(value)
+            for role in ("good", "scrap")
+            if (value := values.get(role)) is not None
+        }
+        derived = derive(job.tags.machine, job.start, codes, counters, readings.get(number, []))
+        spans.append(derived.spans)
+        counts.extend((*job.key, *row) for row in count_rows(derived))
+    await _store_spans(conn, jobs, previous, spans)
+    await conn.execute(_clear("machine_counts", "minute"), _ranges(jobs))
     if counts:
         async with conn.cursor().copy(
             "COPY machine_counts (site, machine, minute, product, good, scrap) FROM STDIN"
         ) as copy:
             for row in counts:
-                await copy.write_row((site, machine, *row))
+                await copy.write_row(row)
 
 
-async def slice_end(conn: Conn, tags: MachineTags, start: datetime, most: int) -> datetime | None:
-    """Where a slice of at most about `most` of the machine's readings from `start` ends (a
-    minute boundary after `start`), or None when fewer than that are left."""
-    ids = [tag for found in tags.roles.values() for tag in found]
-    row = await (await conn.execute(_NTH, (ids, start, most))).fetchone()
-    if row is None:
-        return None
-    return max(floor_minute(row[0]), start + MINUTE)
+def _clear(table: str, column: str) -> sql.Composed:
+    return sql.SQL(_CLEAR).format(
+        table=sql.Identifier(table), ranges=sql.SQL(_RANGES), column=sql.Identifier(column)
+    )
+
+
+def _ranges(jobs: Sequence[Rederivation]) -> list[list[Any]]:
+    return [
+        [job.key[0] for job in jobs],
+        [job.key[1] for job in jobs],
+        [job.start for job in jobs],
+        [job.until for job in jobs],
+    ]
+
+
+def _keyed(jobs: Sequence[Rederivation], at: Sequence[datetime]) -> list[list[Any]]:
+    return [
+        list(range(len(jobs))),
+        [job.key[0] for job in jobs],
+        [job.key[1] for job in jobs],
+        list(at),
+    ]
 
 
 StoredSpan = tuple[datetime, datetime | None, Any, Any, str | None]
 """start, end, state, reason, product of a stored span."""
 
 
-async def _span_before(conn: Conn, site: str, machine: str, at: datetime) -> StoredSpan | None:
-    row = await (
-        await conn.execute(
-            "SELECT start_ts, end_ts, state, reason, product FROM machine_intervals"
-            " WHERE site = %s AND machine = %s AND start_ts < %s"
-            " ORDER BY start_ts DESC LIMIT 1",
-            (site, machine, at),
-        )
-    ).fetchone()
-    return None if row is None else (row[0], row[1], row[2], row[3], row[4])
+async def _spans_before(conn: Conn, jobs: Sequence[Rederivation]) -> dict[int, StoredSpan]:
+    """The stored span before each job's start, by job number, where there is one."""
+    params = _keyed(jobs, [job.start for job in jobs])
+    rows = await (await conn.execute(_SPANS_BEFORE, params)).fetchall()
+    return {row[0]: (row[1], row[2], row[3], row[4], row[5]) for row in rows}
 
 
-async def _value_before(
-    conn: Conn, tags: MachineTags, role: str, at: datetime
-) -> bool | int | float | str | None:
-    ids = tags.roles.get(role)
-    if not ids:
-        return None
-    params: dict[str, Any] = {"ids": ids, "at": at, "bad": _BAD}
-    row = await (await conn.execute(_BEFORE, params)).fetchone()
-    if row is None:
-        return None
-    return usable(role, cast(Value, join_value(DataType(row[3]), row[1], row[2])))
+async def _values_before(conn: Conn, jobs: Sequence[Rederivation]) -> dict[int, dict[str, Any]]:
+    """Each job's usable value per role just before its start, by job number."""
+    g: list[int] = []
+    ids: list[int] = []
+    at: list[datetime] = []
+    parts: list[tuple[int, str]] = []
+    for number, job in enumerate(jobs):
+        for role in _BEFORE_ROLES:
+            for tag in job.tags.roles.get(role, ()):
+                g.append(len(parts))
+                ids.append(tag)
+                at.append(job.start)
+            parts.append((number, role))
+    params: dict[str, Any] = {"g": g, "ids": ids, "at": at, "bad": _BAD}
+    out: dict[int, dict[str, Any]] = defaultdict(dict)
+    for part, number, text, data_type in await (await conn.execute(_BEFORE, params)).fetchall():
+        owner, role = parts[part]
+        out[owner][role] = usable(role, cast(Value, join_value(DataType(data_type), number, text)))
+    return out
+
+
+async def _readings_in(conn: Conn, jobs: Sequence[Rederivation]) -> dict[int, list[MachineReading]]:
+    """Each job's usable readings in its range, in time order, by job number."""
+    g, ids, at, until = [], [], [], []
+    for number, job in enumerate(jobs):
+        for tag in job.ids:
+            g.append(number)
+            ids.append(tag)
+            at.append(job.start)
+            until.append(job.until)
+    params: dict[str, Any] = {"g": g, "ids": ids, "at": at, "until": until, "bad": _BAD}
+    out: dict[int, list[MachineReading]] = defaultdict(list)
+    roles = [{tag: role for role, found in job.tags.roles.items() for tag in found} for job in jobs]
+    for number, ts, value, text, tag_id in await (await conn.execute(_FROM, params)).fetchall():
+        # _FROM leaves out readings without a value: join_value returns one.
+        role = roles[number][tag_id]
+        types = jobs[number].tags.types
+        found = usable(role, cast(Value, join_value(types[tag_id], value, text)))
+        if found is not None:
+            out[number].append(MachineReading(ts, role, found))
+    return out
 
 
 def _product(value: bool | int | float | str | None) -> str | None:
@@ -187,53 +308,47 @@ def _product(value: bool | int | float | str | None) -> str | None:
 
 async def _store_spans(
     conn: Conn,
-    key: MachineKey,
-    window: tuple[datetime, datetime],
-    previous: StoredSpan | None,
-    spans: list[Span],
+    jobs: Sequence[Rederivation],
+    previous: dict[int, StoredSpan],
+    derived: Sequence[list[Span]],
 ) -> None:
-    """Put the spans of [start, until) in place of the stored ones: the span before `start`
-    ends where the first new one starts or goes on as it; the last new one ends where the
-    stored spans after `until` begin."""
-    (site, machine), (start, until) = key, window
-    await conn.execute(
-        "DELETE FROM machine_intervals WHERE site = %s AND machine = %s AND start_ts >= %s"
-        " AND start_ts < %s",
-        (site, machine, start, until),
+    """Put each job's spans of [start, until) in place of the stored ones: the span before
+    `start` ends where the first new one starts or goes on as it; the last new one ends where
+    the stored spans after `until` begin."""
+    await conn.execute(_clear("machine_intervals", "start_ts"), _ranges(jobs))
+    params = _keyed(jobs, [job.until for job in jobs])
+    after: dict[int, datetime | None] = dict(
+        await (await conn.execute(_NEXT_STARTS, params)).fetchall()
     )
-    row = await (
-        await conn.execute(
-            "SELECT min(start_ts) FROM machine_intervals"
-            " WHERE site = %s AND machine = %s AND start_ts >= %s",
-            (site, machine, until),
+    ended: list[tuple[str, str, datetime, datetime | None]] = []
+    rows: list[tuple[Any, ...]] = []
+    for number, (job, spans) in enumerate(zip(jobs, derived, strict=True)):
+        if spans:  # the last one is open: it goes on up to the spans after `until`, if any
+            spans[-1] = replace(spans[-1], end=after[number])
+        stored = previous.get(number)
+        if stored is not None:
+            end: datetime | None = job.start
+            if spans and (spans[0].state, spans[0].reason, spans[0].product) == stored[2:]:
+                end = spans[0].end
+                spans = spans[1:]
+            ended.append((*job.key, stored[0], end))
+        rows.extend(
+            (
+                *job.key,
+                span.start,
+                span.end,
+                Jsonb(span.state),
+                None if span.reason is None else Jsonb(span.reason),
+                span.product,
+            )
+            for span in spans
         )
-    ).fetchone()
-    if spans:  # the last one is open: it goes on up to the spans after `until`, if any
-        spans[-1] = replace(spans[-1], end=required(row, "min()'s row")[0])
-    if previous is not None:
-        end: datetime | None = start
-        if spans and (spans[0].state, spans[0].reason, spans[0].product) == previous[2:]:
-            end = spans[0].end
-            spans = spans[1:]
-        await conn.execute(
-            "UPDATE machine_intervals SET end_ts = %s"
-            " WHERE site = %s AND machine = %s AND start_ts = %s",
-            (end, site, machine, previous[0]),
-        )
-    if spans:
+    if ended:
+        await conn.execute(_END_PREVIOUS, [list(column) for column in zip(*ended, strict=True)])
+    if rows:
         async with conn.cursor().copy(
             "COPY machine_intervals (site, machine, start_ts, end_ts, state, reason, product)"
             " FROM STDIN"
         ) as copy:
-            for span in spans:
-                await copy.write_row(
-                    (
-                        site,
-                        machine,
-                        span.start,
-                        span.end,
-                        Jsonb(span.state),
-                        None if span.reason is None else Jsonb(span.reason),
-                        span.product,
-                    )
-                )
+            for row in rows:
+                await copy.write_row(row)

@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from collector.analytics.derive_plan import LoggedWrite, plan
+from collector.analytics.deriver import in_groups
 from collector.analytics.equipment import Counter, CounterKind, Machine
 from collector.analytics.machine_derivation import (
     Codes,
@@ -16,6 +17,7 @@ from collector.analytics.machine_derivation import (
     product_text,
     usable,
 )
+from collector.analytics.machine_store import MachineTags, Rederivation
 from collector.analytics.timespans import floor_minute
 
 T0 = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
@@ -193,3 +195,16 @@ def test_values_without_a_code_or_a_count_are_left_out(
     role: str, value: bool | int | float | str, taken: bool | int | float | str | None
 ) -> None:
     assert usable(role, value) == taken
+
+
+def test_machines_are_derived_together_in_groups_of_a_slice_of_readings() -> None:
+    tags = MachineTags(MACHINE, {"state": [1]}, {})
+    jobs = [Rederivation((f"s{n}", "m"), tags, T0, T0) for n in range(5)]
+    # 3 + 2 fit one slice of 6; the full one (7 = most + 1) goes alone; then 4 + 1.
+    groups = list(in_groups(jobs, [3, 2, 7, 4, 1], 6))
+    assert [[job.key[0] for job in group] for group in groups] == [
+        ["s0", "s1"],
+        ["s2"],
+        ["s3", "s4"],
+    ]
+    assert list(in_groups([], [], 6)) == []
