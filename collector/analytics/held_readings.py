@@ -11,6 +11,7 @@ database is away), the oldest batches are let go of, and their claims have the d
 them up from the stored readings.
 """
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -104,8 +105,8 @@ class HeldReadings:
         self._clock = clock
         self._held: list[_Held] = []
         self.readings = 0
-        self.added = 0
-        """Batches added so far (a writer sees from it whether batches are still coming)."""
+        self.arrived = asyncio.Event()
+        """Set as each batch is added (a writer sees from it whether batches keep coming)."""
         self.let_go = 0
         """Batches let go of to bound memory (their claims roll them up from the readings)."""
         self._seen: dict[str, _Sequence] = {}
@@ -153,7 +154,7 @@ class HeldReadings:
         end = (int(columns.ts.max()) // MINUTE_US + 1) * MINUTE_US if len(columns) else 0
         self._held.append(_Held(claim, columns, end, self._clock()))
         self.readings += len(columns)
-        self.added += 1
+        self.arrived.set()
         while self.readings > DROP_FACTOR * self._max_readings:
             # Rolling up cannot keep up (the database is away or slow): let go of the oldest;
             # their claims stay, and the deriver rolls them up from the stored readings.

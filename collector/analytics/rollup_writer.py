@@ -45,8 +45,8 @@ _UNCLAIM = """
 DELETE FROM rollup_claims c USING unnest(%s::text[], %s::int8[], %s::int8[]) AS k(a, e, b)
 WHERE (c.agent_id, c.epoch, c.batch_id) = (k.a, k.e, k.b)
 """
-QUIET_TICKS = 5
-"""Looks per interval for a pause in the batches."""
+QUIET_S = 0.1
+"""No batch for this long: the batches have paused (a backlog's burst has ended)."""
 FINAL_WRITE_S = 5.0
 """Longest a stopping collector spends writing what it holds (the rest stays claimed)."""
 
@@ -125,38 +125,57 @@ class RollupWriter:
         """Roll up what is due every `interval` while batches keep coming, and as soon as they
         pause (a backlog's burst has ended); when stopped, roll up everything held."""
         failing = False
-        seen, last = self._held.added, asyncio.get_running_loop().time()
+        idle = False
+        last = asyncio.get_running_loop().time()
         try:
             while True:
-                await asyncio.sleep(self._interval / QUIET_TICKS)
-                now = asyncio.get_running_loop().time()
-                if self._held.added != seen and now - last < self._interval:
-                    seen = self._held.added
-                    continue
-                quiet = self._held.added == seen
-                seen, last = self._held.added, now
+                quiet = await self._next(last, idle)
+                last = asyncio.get_running_loop().time()
                 try:
-                    if await self.write() and quiet:
-                        self._paused()
+                    written = await self.write()
                 except psycopg.OperationalError as exc:
                     raise_if_cancelled(exc)
                     if not failing:
                         log.error("cannot roll up held readings: %s; trying again", exc)
-                    failing = True
+                    failing = idle = True
                     continue
                 failing = False
+                idle = not written
+                if written and quiet:
+                    self._paused()
         finally:
             with contextlib.suppress(psycopg.Error, TimeoutError):
                 await asyncio.wait_for(self.write(everything=True), FINAL_WRITE_S)
 
+    async def _next(self, last: float, idle: bool) -> bool:
+        """Wait until the batches pause for QUIET_S (True), or until `interval` has passed since
+        `last` while they keep coming (False). When `idle` (nothing was due), first wait up to
+        `interval` for a batch: held minutes end meanwhile."""
+        arrived = self._held.arrived
+        if idle:
+            arrived.clear()
+            if not await _set_within(arrived, self._interval):
+                return True
+        while True:
+            arrived.clear()
+            if not await _set_within(arrived, QUIET_S):
+                return True
+            if asyncio.get_running_loop().time() - last >= self._interval:
+                return False
+
     async def write(self, everything: bool = False) -> int:
         """Roll up what is due (everything held, if asked); the minute summaries it made."""
+        import time as _t
+
+        _t0 = _t.perf_counter()
         taken = self._held.take(self._now_us(), everything)
         if taken is None:
             return 0
+        _n = len(taken.columns)
         try:
             # numpy lets go of the GIL for most of this: ingest goes on meanwhile.
             minutes, rows = await asyncio.to_thread(_encoded, taken.columns)
+            _t1 = _t.perf_counter()
             agents, epochs, batch_ids = (list(column) for column in zip(*taken.claims, strict=True))
             async with self._pool.connection() as conn, conn.transaction():
                 if minutes:
@@ -167,9 +186,15 @@ class RollupWriter:
                             await copy.write(encoded)
                 # Also before deleting claims: the deriver deletes those it finds left.
                 await conn.execute("SELECT pg_advisory_xact_lock(%s)", [LOCK_KEY])
+                _t2 = _t.perf_counter()
                 if minutes:
                     await self._merge(conn)
+                _t3 = _t.perf_counter()
                 await conn.execute(_UNCLAIM, [agents, epochs, batch_ids])
+            with open("/tmp/pw_timing.log", "a") as _f:
+                _f.write(
+                    f"{_t.time():.3f} write n={_n} minutes={minutes} summarize={_t1 - _t0:.3f} copy={_t2 - _t1:.3f} merge={_t3 - _t2:.3f} total={_t.perf_counter() - _t0:.3f}\n"
+                )
         except (psycopg.OperationalError, asyncio.CancelledError):
             self._held.give_back(taken)  # the database is away or we stop: try again later
             raise
@@ -189,6 +214,16 @@ class RollupWriter:
         hours = [span for span in left.hours if span[:2] not in redone]
         if hours:
             await refresh_hours(conn, hours)
+
+
+async def _set_within(event: asyncio.Event, seconds: float) -> bool:
+    """Whether `event` is set within `seconds`."""
+    try:
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
 
 
 def _encoded(columns: Columns) -> tuple[int, tuple[bytes, bytes]]:
