@@ -45,7 +45,7 @@ _UNCLAIM = """
 DELETE FROM rollup_claims c USING unnest(%s::text[], %s::int8[], %s::int8[]) AS k(a, e, b)
 WHERE (c.agent_id, c.epoch, c.batch_id) = (k.a, k.e, k.b)
 """
-QUIET_S = 0.1
+QUIET_S = 0.25
 """No batch for this long: the batches have paused (a backlog's burst has ended)."""
 FINAL_WRITE_S = 5.0
 """Longest a stopping collector spends writing what it holds (the rest stays claimed)."""

@@ -38,6 +38,7 @@ _NUMERIC_READINGS = """{work}
     CROSS JOIN LATERAL (
         SELECT ts, seq, quality, value, value_text FROM readings
         WHERE readings.tag_id = w.id AND readings.ts >= w.lo AND readings.ts < w.hi
+        OFFSET 0  -- keeps this a scan of each tag's index (pulled up, it can become a seq scan)
     ) AS x"""
 _MINUTE_ROWS = "{work} JOIN rollups_1m ON rollups_1m.tag_id = w.id"
 _MINUTE_ROWS += " AND rollups_1m.bucket >= w.lo AND rollups_1m.bucket < w.hi"
