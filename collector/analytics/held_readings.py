@@ -3,7 +3,8 @@
 The collector that stores a batch keeps its numeric readings here once the write has
 committed (a claim in `rollup_claims`, written with the batch, stands for them). Once every
 minute a batch touches has ended, its readings are taken out to be summarised per tag and
-minute (collector/analytics/rollup_writer.py). Batches held longer than `max_hold_s` (stamped
+minute (collector/analytics/rollup_writer.py), once the agent's batches before it are in too
+(they arrive out of order, several in flight). Batches held longer than `max_hold_s` (stamped
 in the future, say), and all of them when more than `max_readings` are held, are taken out
 even so: a summary of an unfinished minute merges with the rest of that minute later.
 Memory stays bounded: beyond four times `max_readings` (nothing can be rolled up while the
@@ -174,10 +175,18 @@ class HeldReadings:
         too many are held), or None."""
         everything = everything or self.readings > self._max_readings
         oldest = self._clock() - self._max_hold_s
+        # An agent's batches after one it has not got yet wait for it: their summaries would
+        # hold its readings' times inside their span, and the minutes would be redone.
+        missing = {
+            agent: (seen.epoch, seen.gaps[0][0]) for agent, seen in self._seen.items() if seen.gaps
+        }
         ready: list[_Held] = []
         kept: list[_Held] = []
         for held in self._held:
-            due = held.last_minute_end <= now_us or held.held_at <= oldest
+            agent, epoch, first = held.claim
+            behind = missing.get(agent, (None, first))
+            waits = behind[0] == epoch and behind[1] < first
+            due = (held.last_minute_end <= now_us and not waits) or held.held_at <= oldest
             (ready if everything or due else kept).append(held)
         if not ready:
             return None

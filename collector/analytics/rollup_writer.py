@@ -165,17 +165,12 @@ class RollupWriter:
 
     async def write(self, everything: bool = False) -> int:
         """Roll up what is due (everything held, if asked); the minute summaries it made."""
-        import time as _t
-
-        _t0 = _t.perf_counter()
         taken = self._held.take(self._now_us(), everything)
         if taken is None:
             return 0
-        _n = len(taken.columns)
         try:
             # numpy lets go of the GIL for most of this: ingest goes on meanwhile.
             minutes, rows = await asyncio.to_thread(_encoded, taken.columns)
-            _t1 = _t.perf_counter()
             agents, epochs, batch_ids = (list(column) for column in zip(*taken.claims, strict=True))
             async with self._pool.connection() as conn, conn.transaction():
                 if minutes:
@@ -186,15 +181,9 @@ class RollupWriter:
                             await copy.write(encoded)
                 # Also before deleting claims: the deriver deletes those it finds left.
                 await conn.execute("SELECT pg_advisory_xact_lock(%s)", [LOCK_KEY])
-                _t2 = _t.perf_counter()
                 if minutes:
                     await self._merge(conn)
-                _t3 = _t.perf_counter()
                 await conn.execute(_UNCLAIM, [agents, epochs, batch_ids])
-            with open("/tmp/pw_timing.log", "a") as _f:
-                _f.write(
-                    f"{_t.time():.3f} write n={_n} minutes={minutes} summarize={_t1 - _t0:.3f} copy={_t2 - _t1:.3f} merge={_t3 - _t2:.3f} total={_t.perf_counter() - _t0:.3f}\n"
-                )
         except (psycopg.OperationalError, asyncio.CancelledError):
             self._held.give_back(taken)  # the database is away or we stop: try again later
             raise

@@ -47,13 +47,23 @@ ROLLUP_COLUMNS = (
 )
 
 
+_next_seq = [1]
+
+
+@pytest.fixture(autouse=True)
+def _sequence_from_one() -> None:
+    _next_seq[0] = 1
+
+
 def batch(batch_id: int, entries: Sequence[Entry], first_seq: int | None = None) -> Any:
-    """A batch of agent a1; its sequence numbers from `first_seq` (batch_id x 100)."""
+    """Batch `batch_id` (for the reader) of agent a1; its sequence numbers from `first_seq`,
+    else following the previous batch's, as an agent numbers them."""
     readings = [
         Reading("press", tag, TYPES[tag], int((T0.timestamp() + s) * US), value, quality)
         for s, tag, value, quality in entries
     ]
-    first = batch_id * 100 if first_seq is None else first_seq
+    first = _next_seq[0] if first_seq is None else first_seq
+    _next_seq[0] = first + len(readings)
     seqs = list(range(first, first + len(readings)))
     payload = encode_batch("a1", 1, seqs, readings)
     return DECODER.decode(payload, "a1", TOPICS.batch("a1"))

@@ -202,3 +202,34 @@ def test_an_agent_whose_batches_reach_other_collectors_too_is_left_to_the_derive
     assert [holds("a1", 2, n) for n in (5, 4, 3)] == [True] * 3
     clock.now += 31
     assert holds("a1", 2, 6)
+
+
+def test_an_agents_batches_after_one_still_missing_wait_for_it() -> None:
+    clock = Clock()
+    held = HeldReadings(max_hold_s=120, clock=clock)
+    for first in (1, 21):  # readings 11-20 have not come yet
+        assert held.holds("a1", 1, first, first + 9)
+        held.add(("a1", 1, first), columns((1, first, 1.0)))
+    assert held.holds("a2", 1, 5, 9)
+    held.add(("a2", 1, 5), columns((2, 0, 1.0)))  # another agent's do not wait
+    taken = held.take(T0_US + MINUTE_US)
+    assert taken is not None
+    assert taken.claims == [("a1", 1, 1), ("a2", 1, 5)]
+    assert held.take(T0_US + MINUTE_US) is None
+    assert held.holds("a1", 1, 11, 20)
+    held.add(("a1", 1, 11), columns((1, 11, 1.0)))
+    taken = held.take(T0_US + MINUTE_US)
+    assert taken is not None
+    assert taken.claims == [("a1", 1, 21), ("a1", 1, 11)]
+    # A batch of a new epoch does not wait for the old one's gap; nor does one held too long.
+    assert held.holds("a3", 1, 1, 10)
+    assert held.holds("a3", 1, 21, 30)
+    held.add(("a3", 1, 21), columns((3, 0, 1.0)))
+    held.add(("a3", 2, 1), columns((3, 1, 1.0)))
+    taken = held.take(T0_US + MINUTE_US)
+    assert taken is not None
+    assert taken.claims == [("a3", 2, 1)]
+    clock.now += 121
+    taken = held.take(T0_US + MINUTE_US)
+    assert taken is not None
+    assert taken.claims == [("a3", 1, 21)]
