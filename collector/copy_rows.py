@@ -1,7 +1,8 @@
-"""PostgreSQL binary COPY rows for the readings table, built column-wise with numpy."""
+"""PostgreSQL binary COPY rows: the readings table's built column-wise with numpy, and fields."""
 
 import struct
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from itertools import product
 
 import numpy as np
@@ -19,6 +20,9 @@ TRAILER = struct.pack(">h", -1)
 _PG_EPOCH_US = 946_684_800_000_000
 _NULL = -1
 _INT4_OID = 23
+_NULL_FIELD = struct.pack(">i", _NULL)
+_UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 _WIDTHS = {"tag_id": 4, "ts": 8, "value": 8, "quality": 2, "seq": 8, "server_ts": 8}
 _TYPES = {
     "tag_id": ">i4",
@@ -149,10 +153,13 @@ def int4_array(values: NDArray[np.int32]) -> bytes:
     return header + items.tobytes()
 
 
-def binary_row(fields: Sequence[bytes]) -> bytes:
-    """One binary COPY row of these fields, each already in binary form (none NULL)."""
+def binary_row(fields: Sequence[bytes | None]) -> bytes:
+    """One binary COPY row of these fields, each already in binary form (None: NULL)."""
     parts = [struct.pack(">h", len(fields))]
     for field in fields:
+        if field is None:
+            parts.append(_NULL_FIELD)
+            continue
         parts.append(struct.pack(">i", len(field)))
         parts.append(field)
     return b"".join(parts)
@@ -161,3 +168,18 @@ def binary_row(fields: Sequence[bytes]) -> bytes:
 def timestamp_field(us: int) -> bytes:
     """A timestamptz field from microseconds since the Unix epoch."""
     return struct.pack(">q", us - _PG_EPOCH_US)
+
+
+def datetime_field(moment: datetime) -> bytes:
+    """A timestamptz field from an aware datetime (exact to the microsecond)."""
+    return timestamp_field((moment - _UNIX_EPOCH) // _MICROSECOND)
+
+
+def float8_field(value: float) -> bytes:
+    """A float8 field."""
+    return struct.pack(">d", value)
+
+
+def jsonb_field(text: str) -> bytes:
+    """A jsonb field from its JSON text."""
+    return b"\x01" + text.encode()

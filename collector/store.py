@@ -138,11 +138,12 @@ class ReadingStore:
                 fresh = await self.write_in(conn, list(unique.values()), ids, hold)
         if held is not None:
             for batch in fresh:
-                if (batch.agent, batch.epoch, batch.batch_id) in hold:
-                    held.add(
-                        (batch.agent, batch.epoch, batch.batch_id),
-                        numeric_columns(batch, ids[(batch.agent, batch.tags.raw)]),
-                    )
+                key = (batch.agent, batch.epoch, batch.batch_id)
+                if key in hold:
+                    held.add(key, numeric_columns(batch, ids[(batch.agent, batch.tags.raw)]))
+                    hold.discard(key)
+            for key in hold:  # stored before: nothing to hold
+                held.forget(key)
         refused: Counter[str] = Counter()
         for batch in fresh:
             if batch.refused is not None:

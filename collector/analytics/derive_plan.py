@@ -1,10 +1,10 @@
-"""What one pass of the deriver redoes, from the writes logged since the last pass.
+"""Which rollups one pass of the deriver redoes, from the writes logged since the last pass.
 
 Each logged write names the tag versions it stored readings of and the span of their times.
 Rollup minutes are redone once they have ended (the minute still running waits, so a reading
 is rolled up once, not once per pass); what a write touched in the running minute stays
-logged for the next pass. Machines are redone from the earliest minute any of their tags was
-written in, at every pass, so their state is current.
+logged for the next pass. (Machines are redone from the earliest minute any of their tags was
+written in, at every pass, so their state is current: collector/analytics/deriver.py.)
 """
 
 from collections import defaultdict
@@ -25,8 +25,6 @@ class LoggedWrite:
     hi: datetime
     rollups: bool = True
     """Whether the deriver rolls it up from the readings (else a collector's parts bring it)."""
-    machines: bool = True
-    """Whether its machines are to be derived again (a claim left over was, when logged)."""
 
 
 @dataclass(slots=True)
@@ -35,8 +33,6 @@ class Plan:
 
     rollups: list[tuple[list[int], datetime, datetime]] = field(default_factory=list)
     """Tag ids and the ended, minute-aligned range [start, end) to roll up again."""
-    earliest: dict[int, datetime] = field(default_factory=dict)
-    """Per tag id, the earliest reading time written."""
     pending: tuple[list[int], datetime, datetime] | None = None
     """What stays logged: tags written in the running minute (or later), and that span."""
 
@@ -51,10 +47,8 @@ def plan(writes: Sequence[LoggedWrite], running: datetime) -> Plan:
     for write in writes:
         start = floor_minute(write.lo)
         end = min(floor_minute(write.hi) + MINUTE, running)
-        for tag in write.tag_ids:
-            if write.machines and (tag not in out.earliest or write.lo < out.earliest[tag]):
-                out.earliest[tag] = write.lo
-            if write.rollups and start < end:
+        if write.rollups and start < end:
+            for tag in write.tag_ids:
                 ranges[tag].append((start, end))
         if write.rollups and write.hi >= running:
             pending_ids.update(write.tag_ids)

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime
 
@@ -43,6 +44,11 @@ END_OF_TIME = datetime.max.replace(tzinfo=UTC)
 CLAIM_TIMEOUT_S = 300.0
 """Age at which a batch's claim counts as left by a collector that stopped: its collector
 writes its parts within about two minutes (collector/analytics/held_readings.py)."""
+# Every machine's tag versions (a few per machine).
+_WATCHED = """
+SELECT t.tag_id, e.site, e.machine FROM equipment_tags e
+JOIN tags t ON (t.agent_id, t.device, t.name) = (e.agent_id, e.device, e.name)
+"""
 _LEFT_CLAIMS = """
 DELETE FROM rollup_claims WHERE (agent_id, epoch, batch_id) IN (
     SELECT agent_id, epoch, batch_id FROM rollup_claims
@@ -57,6 +63,25 @@ DELETE FROM rollup_claims WHERE (agent_id, epoch, batch_id) IN (
 def utc_now() -> datetime:
     """The current time, in UTC."""
     return datetime.now(UTC)
+
+
+async def _touched_machines(
+    conn: Conn, writes: Sequence[LoggedWrite]
+) -> dict[MachineKey, datetime]:
+    """The machines some of whose tag versions these writes touched, and the earliest time."""
+    if not writes:
+        return {}
+    machines: dict[int, list[MachineKey]] = defaultdict(list)
+    for tag_id, site, machine in await (await conn.execute(_WATCHED)).fetchall():
+        machines[tag_id].append((site, machine))
+    watched = set(machines)
+    out: dict[MachineKey, datetime] = {}
+    for write in writes:
+        for tag in watched.intersection(write.tag_ids):
+            for key in machines[tag]:
+                if key not in out or write.lo < out[key]:
+                    out[key] = write.lo
+    return out
 
 
 def in_groups(
@@ -125,6 +150,7 @@ class Deriver:
                     "SELECT id, tag_ids, lo, hi, rollups, logged_at FROM derive_log"
                     " ORDER BY id LIMIT %s",
                     [most],
+                    binary=True,
                 )
             ).fetchall()
             claims = await (
@@ -135,9 +161,12 @@ class Deriver:
             ).fetchall()
             now = self._clock()
             writes = [LoggedWrite(*row[:5]) for row in rows]
-            writes += [LoggedWrite(0, row[0], row[1], row[2], machines=False) for row in claims]
+            writes += [LoggedWrite(0, row[0], row[1], row[2]) for row in claims]
             logged = [row[0] for row in rows]
-            await self._take_up(conn, writes, logged, {(s, m): lo for s, m, lo in waiting}, now)
+            starts = await _touched_machines(conn, writes[: len(rows)])
+            for site, machine, lo in waiting:
+                starts[(site, machine)] = min(lo, starts.get((site, machine), lo))
+            await self._take_up(conn, writes, logged, waiting, starts, now)
             oldest = min((row[5] for row in rows), default=now)
             self._metrics.derive_lag.set((now - oldest).total_seconds())
             left = required(
@@ -158,25 +187,24 @@ class Deriver:
         conn: Conn,
         writes: list[LoggedWrite],
         logged: list[int],
-        waiting: dict[MachineKey, datetime],
+        waiting: Sequence[tuple[str, str, datetime]],
+        starts: dict[MachineKey, datetime],
         now: datetime,
     ) -> None:
+        """Roll up, derive the machines again from their starts, and forget what was done."""
         work = plan(writes, floor_minute(now))
         if work.rollups:
             await self._refresh_rollups(conn, work.rollups)
-        for (site, machine), lo in waiting.items():
+        for site, machine, lo in waiting:
             # Only as read: a model changed since then is derived again in the next pass.
             await conn.execute(
                 "DELETE FROM derive_machines WHERE site = %s AND machine = %s AND lo = %s",
                 (site, machine, lo),
             )
-        machines = await machines_of(conn, list(work.earliest), list(waiting))
-        starts = {}
-        for key, tags in machines.items():
-            touched = [
-                work.earliest[t] for ids in tags.roles.values() for t in ids if t in work.earliest
-            ]
-            starts[key] = floor_minute(min([*touched, waiting.get(key, now)]))
+        machines = await machines_of(conn, list(starts))
+        starts = {
+            key: floor_minute(min(start, now)) for key, start in starts.items() if key in machines
+        }
         # A long backlog is taken up a slice at a time, the rest in the next passes.
         found = await slices(
             conn, [(machines[key], start) for key, start in starts.items()], SLICE_READINGS

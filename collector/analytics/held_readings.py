@@ -111,6 +111,8 @@ class HeldReadings:
         self.let_go = 0
         """Batches let go of to bound memory (their claims roll them up from the readings)."""
         self._seen: dict[str, _Sequence] = {}
+        self._writing: dict[BatchKey, float] = {}
+        """Batches being written to be held, and since when (until added or forgotten)."""
 
     def holds(self, agent: str, epoch: int, first_seq: int, last_seq: int) -> bool:
         """Whether to hold this batch's readings: not while the agent's batches also reach
@@ -148,10 +150,18 @@ class HeldReadings:
                 "agent %s: its batches also reach other collectors; the deriver rolls them up",
                 agent,
             )
-        return seen.shared_until <= now
+        if seen.shared_until > now:
+            return False
+        self._writing[(agent, epoch, first_seq)] = now
+        return True
+
+    def forget(self, claim: BatchKey) -> None:
+        """A batch `holds` answered for was not written after all (stored before)."""
+        self._writing.pop(claim, None)
 
     def add(self, claim: BatchKey, columns: Columns) -> None:
         """Hold a committed batch's readings (those of numeric tag versions)."""
+        self._writing.pop(claim, None)
         end = (int(columns.ts.max()) // MINUTE_US + 1) * MINUTE_US if len(columns) else 0
         self._held.append(_Held(claim, columns, end, self._clock()))
         self.readings += len(columns)
@@ -175,11 +185,9 @@ class HeldReadings:
         too many are held), or None."""
         everything = everything or self.readings > self._max_readings
         oldest = self._clock() - self._max_hold_s
-        # An agent's batches after one it has not got yet wait for it: their summaries would
-        # hold its readings' times inside their span, and the minutes would be redone.
-        missing = {
-            agent: (seen.epoch, seen.gaps[0][0]) for agent, seen in self._seen.items() if seen.gaps
-        }
+        # An agent's batches after one not held yet (not got, or still being written) wait
+        # for it: their summaries would span its readings, and the minutes be redone.
+        missing = self._first_missing()
         ready: list[_Held] = []
         kept: list[_Held] = []
         for held in self._held:
@@ -193,6 +201,19 @@ class HeldReadings:
         self._held = kept
         self.readings -= sum(len(h.columns) for h in ready)
         return Taken(Columns.joined([h.columns for h in ready]), [h.claim for h in ready], ready)
+
+    def _first_missing(self) -> dict[str, tuple[int, int]]:
+        """Per agent: its epoch and the first sequence number not held yet, if any."""
+        out = {
+            agent: (seen.epoch, seen.gaps[0][0]) for agent, seen in self._seen.items() if seen.gaps
+        }
+        recent = self._clock() - GAP_S  # a write that failed is not waited for forever
+        for (agent, epoch, first), since in list(self._writing.items()):
+            if since < recent:
+                del self._writing[(agent, epoch, first)]
+            elif agent not in out or out[agent] > (epoch, first):
+                out[agent] = (epoch, first)
+        return out
 
     def give_back(self, taken: Taken) -> None:
         """Hold again what could not be written, to be taken out again."""

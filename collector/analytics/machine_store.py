@@ -1,5 +1,6 @@
 """Machines' stored state intervals and counts: derived again from a minute on, and read back."""
 
+import json
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -8,10 +9,10 @@ from typing import Any, cast
 
 from psycopg import AsyncConnection, sql
 from psycopg.rows import TupleRow
-from psycopg.types.json import Jsonb
 
 from collector.analytics.equipment import Machine
 from collector.analytics.machine_derivation import (
+    Code,
     Codes,
     MachineReading,
     Span,
@@ -21,6 +22,14 @@ from collector.analytics.machine_derivation import (
     usable,
 )
 from collector.analytics.timespans import MINUTE, floor_minute
+from collector.copy_rows import (
+    HEADER,
+    TRAILER,
+    binary_row,
+    datetime_field,
+    float8_field,
+    jsonb_field,
+)
 from collector.store import join_value
 from shared.readings import DataType, Quality, Value
 
@@ -30,18 +39,13 @@ MachineKey = tuple[str, str]
 _BAD = int(Quality.BAD)
 _BEFORE_ROLES = ("state", "reason", "product", "good", "scrap")
 
-# The versions of every tag of the machines that any of the given tag versions belongs to.
+# The versions of every tag of the given machines.
 _MACHINE_TAGS = """
 SELECT e.site, e.machine, e.role, t.tag_id, t.data_type, m.spec
-FROM equipment_tags e
+FROM unnest(%s::text[], %s::text[]) AS k (site, machine)
+JOIN equipment_machines m ON (m.site, m.machine) = (k.site, k.machine)
+JOIN equipment_tags e ON (e.site, e.machine) = (k.site, k.machine)
 JOIN tags t ON (t.agent_id, t.device, t.name) = (e.agent_id, e.device, e.name)
-JOIN equipment_machines m ON (m.site, m.machine) = (e.site, e.machine)
-WHERE (e.site, e.machine) IN (
-    SELECT e2.site, e2.machine FROM equipment_tags e2
-    JOIN tags t2 ON (t2.agent_id, t2.device, t2.name) = (e2.agent_id, e2.device, e2.name)
-    WHERE t2.tag_id = ANY(%(ids)s)
-    UNION SELECT * FROM unnest(%(sites)s::text[], %(machines)s::text[])
-)
 """
 # Per machine: how many of its readings there are from `at` on, up to most + 1, and the
 # time of the (most + 1)th, where the next slice starts.
@@ -120,15 +124,9 @@ class MachineTags:
     types: dict[int, DataType]
 
 
-async def machines_of(
-    conn: Conn, tag_ids: Sequence[int], keys: Sequence[MachineKey] = ()
-) -> dict[MachineKey, MachineTags]:
-    """The machines whose tags include any of these tag versions, and those named."""
-    params = {
-        "ids": list(tag_ids),
-        "sites": [site for site, _ in keys],
-        "machines": [machine for _, machine in keys],
-    }
+async def machines_of(conn: Conn, keys: Sequence[MachineKey]) -> dict[MachineKey, MachineTags]:
+    """These machines (those that exist) with their tag versions."""
+    params = [[site for site, _ in keys], [machine for _, machine in keys]]
     rows = await (await conn.execute(_MACHINE_TAGS, params)).fetchall()
     out: dict[MachineKey, MachineTags] = {}
     for site, name, role, tag_id, data_type, spec in rows:
@@ -199,7 +197,7 @@ async def rederive(conn: Conn, jobs: Sequence[Rederivation]) -> None:
     before = await _values_before(conn, jobs)
     readings = await _readings_in(conn, jobs)
     spans = []
-    counts: list[tuple[Any, ...]] = []
+    counts: list[bytes] = []
     for number, job in enumerate(jobs):
         values = before.get(number, {})
         codes = Codes(values.get("state"), values.get("reason"), _product(values.get("product")))
@@ -214,15 +212,30 @@ async def rederive(conn: Conn, jobs: Sequence[Rederivation]) -> None:
         }
         derived = derive(job.tags.machine, job.start, codes, counters, readings.get(number, []))
         spans.append(derived.spans)
-        counts.extend((*job.key, *row) for row in count_rows(derived))
+        site, machine = (name.encode() for name in job.key)
+        counts.extend(
+            binary_row(
+                [
+                    site,
+                    machine,
+                    datetime_field(minute),
+                    product.encode(),
+                    float8_field(good),
+                    float8_field(scrap),
+                ]
+            )
+            for minute, product, good, scrap in count_rows(derived)
+        )
     await _store_spans(conn, jobs, previous, spans)
     await conn.execute(_clear("machine_counts", "minute"), _ranges(jobs))
     if counts:
-        async with conn.cursor().copy(
-            "COPY machine_counts (site, machine, minute, product, good, scrap) FROM STDIN"
-        ) as copy:
-            for row in counts:
-                await copy.write_row(row)
+        await _copy(conn, "machine_counts (site, machine, minute, product, good, scrap)", counts)
+
+
+async def _copy(conn: Conn, table: str, rows: list[bytes]) -> None:
+    """Binary COPY of these rows into `table` (its name and columns)."""
+    async with conn.cursor().copy(f"COPY {table} FROM STDIN (FORMAT BINARY)") as copy:
+        await copy.write(b"".join([HEADER, *rows, TRAILER]))
 
 
 def _clear(table: str, column: str) -> sql.Composed:
@@ -322,7 +335,8 @@ async def _store_spans(
         await (await conn.execute(_NEXT_STARTS, params)).fetchall()
     )
     ended: list[tuple[str, str, datetime, datetime | None]] = []
-    rows: list[tuple[Any, ...]] = []
+    rows: list[bytes] = []
+    codes = _JsonCodes()
     for number, (job, spans) in enumerate(zip(jobs, derived, strict=True)):
         if spans:  # the last one is open: it goes on up to the spans after `until`, if any
             spans[-1] = replace(spans[-1], end=after[number])
@@ -333,23 +347,41 @@ async def _store_spans(
                 end = spans[0].end
                 spans = spans[1:]
             ended.append((*job.key, stored[0], end))
+        site, machine = (name.encode() for name in job.key)
         rows.extend(
-            (
-                *job.key,
-                span.start,
-                span.end,
-                Jsonb(span.state),
-                None if span.reason is None else Jsonb(span.reason),
-                span.product,
+            binary_row(
+                [
+                    site,
+                    machine,
+                    datetime_field(span.start),
+                    None if span.end is None else datetime_field(span.end),
+                    codes.field(span.state),
+                    None if span.reason is None else codes.field(span.reason),
+                    None if span.product is None else span.product.encode(),
+                ]
             )
             for span in spans
         )
     if ended:
         await conn.execute(_END_PREVIOUS, [list(column) for column in zip(*ended, strict=True)])
     if rows:
-        async with conn.cursor().copy(
-            "COPY machine_intervals (site, machine, start_ts, end_ts, state, reason, product)"
-            " FROM STDIN"
-        ) as copy:
-            for row in rows:
-                await copy.write_row(row)
+        await _copy(
+            conn,
+            "machine_intervals (site, machine, start_ts, end_ts, state, reason, product)",
+            rows,
+        )
+
+
+class _JsonCodes:
+    """State and reason codes as jsonb fields, each distinct code encoded once."""
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[type, Code], bytes] = {}
+
+    def field(self, code: Code) -> bytes:
+        """The code's jsonb field (True, 1 and 1.0 are three codes)."""
+        key = (type(code), code)
+        found = self._known.get(key)
+        if found is None:
+            found = self._known[key] = jsonb_field(json.dumps(code))
+        return found

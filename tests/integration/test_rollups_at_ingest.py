@@ -369,3 +369,14 @@ async def test_one_collector_getting_every_batch_holds_them_all(
         await plant.store.write([batch(number + 1, [entry], first_seq=number + 1)])
     assert await plant.claims() == len(FIRST)
     assert plant.held.readings == 13  # every numeric reading
+
+
+async def test_a_batch_sent_again_is_not_waited_for(plant: Plant) -> None:
+    first = batch(1, FIRST)
+    await plant.store.write([first])
+    await plant.store.write([first])  # sent again: stored before, nothing more to hold
+    await plant.store.write([batch(2, SECOND)])
+    # Both batches at once: speed in minutes 0, 1, 2, 3 and 5, count in 0, 1, 2 and 4.
+    assert await plant.writer.write() == 9
+    assert await plant.claims() == 0
+    same(await plant.rollups(), await plant.from_readings())

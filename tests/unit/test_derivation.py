@@ -50,7 +50,6 @@ def test_a_pass_rolls_up_ended_minutes_once_and_keeps_the_running_one_logged() -
         ([1], at(0), at(120)),
         ([2], at(0), at(180)),  # 06:00-06:02 and 06:01-06:03 joined
     ]
-    assert work.earliest == {1: at(10), 2: at(10), 3: at(-3600)}
     assert work.pending == ([1, 2], at(180), at(200))
 
 

@@ -233,3 +233,27 @@ def test_an_agents_batches_after_one_still_missing_wait_for_it() -> None:
     taken = held.take(T0_US + MINUTE_US)
     assert taken is not None
     assert taken.claims == [("a3", 1, 21)]
+
+
+def test_batches_after_one_still_being_written_wait_until_it_is_added_or_forgotten() -> None:
+    clock = Clock()
+    held = HeldReadings(clock=clock)
+    for first in (1, 11, 21):
+        assert held.holds("a1", 1, first, first + 9)
+    held.add(("a1", 1, 21), columns((1, 0, 1.0)))
+    assert held.take(T0_US + MINUTE_US) is None  # 1 and 11 are still being written
+    held.forget(("a1", 1, 1))  # stored before: it will not come
+    held.add(("a1", 1, 11), columns((1, 1, 1.0)))
+    taken = held.take(T0_US + MINUTE_US)
+    assert taken is not None
+    assert taken.claims == [("a1", 1, 21), ("a1", 1, 11)]
+    # A write that failed and is not tried again holds the agent's next batches up for
+    # GAP_S at most.
+    assert held.holds("a1", 1, 31, 40)
+    assert held.holds("a1", 1, 41, 50)
+    held.add(("a1", 1, 41), columns((1, 2, 1.0)))
+    assert held.take(T0_US + MINUTE_US) is None
+    clock.now += 31
+    taken = held.take(T0_US + MINUTE_US)
+    assert taken is not None
+    assert taken.claims == [("a1", 1, 41)]
