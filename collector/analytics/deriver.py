@@ -3,7 +3,8 @@
 One pass is one transaction: it reads the logged writes, rolls up the minutes they touched
 that have ended, derives the intervals and counts of the machines whose tags they touched,
 and deletes the writes it took up (logging again what waits for the running minute). Several
-collectors may run it; an advisory lock lets one pass run at a time.
+collectors may run it; an advisory lock lets one pass run at a time, and another lets one
+transaction at a time write rollups (a pass that rolls up, or a collector's rollup writer).
 """
 
 import asyncio
@@ -13,6 +14,7 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
@@ -37,7 +39,8 @@ log = logging.getLogger(__name__)
 Conn = AsyncConnection[TupleRow]
 RollupRefresh = Callable[[Conn, Sequence[tuple[Sequence[int], datetime, datetime]]], Awaitable[int]]
 """Rolls up again the given tag versions over minute-aligned ranges, in the caller's transaction."""
-LOCK_KEY = 0x706C_6472  # "pldr": one deriver pass at a time across collectors
+PASS_KEY = 0x706C_6470  # "pldp": one deriver pass at a time across collectors
+LOCK_KEY = 0x706C_6472  # "pldr": one transaction at a time writes rollups (passes, writers)
 SLICE_READINGS = 200_000
 """About the most of a machine's readings one pass derives (held in memory at once)."""
 END_OF_TIME = datetime.max.replace(tzinfo=UTC)
@@ -48,6 +51,9 @@ writes its parts within about two minutes (collector/analytics/held_readings.py)
 _WATCHED = """
 SELECT t.tag_id, e.site, e.machine FROM equipment_tags e
 JOIN tags t ON (t.agent_id, t.device, t.name) = (e.agent_id, e.device, e.name)
+"""
+_ANY_LEFT = """
+SELECT EXISTS (SELECT FROM rollup_claims WHERE logged_at < now() - make_interval(secs => %s))
 """
 _LEFT_CLAIMS = """
 DELETE FROM rollup_claims WHERE (agent_id, epoch, batch_id) IN (
@@ -141,7 +147,7 @@ class Deriver:
         while another collector's pass runs)."""
         began = time.perf_counter()
         async with self._pool.connection() as conn, conn.transaction():
-            cursor = await conn.execute("SELECT pg_try_advisory_xact_lock(%s)", [LOCK_KEY])
+            cursor = await conn.execute("SELECT pg_try_advisory_xact_lock(%s)", [PASS_KEY])
             if not required(await cursor.fetchone(), "the lock's answer")[0]:
                 return 0
             most = self._settings.derive_max_log_rows
@@ -153,9 +159,15 @@ class Deriver:
                     binary=True,
                 )
             ).fetchall()
-            claims = await (
-                await conn.execute(_LEFT_CLAIMS, [self._claim_timeout_s, most])
-            ).fetchall()
+            left = await conn.execute(_ANY_LEFT, [self._claim_timeout_s])
+            claims: list[Any] = []
+            if any(row[4] for row in rows) or required(await left.fetchone(), "exists")[0]:
+                # Rollups too: not while a collector's writer merges its parts (it holds this
+                # lock for a moment); machines alone go on meanwhile.
+                await conn.execute("SELECT pg_advisory_xact_lock(%s)", [LOCK_KEY])
+                claims = await (
+                    await conn.execute(_LEFT_CLAIMS, [self._claim_timeout_s, most])
+                ).fetchall()
             waiting = await (
                 await conn.execute("SELECT site, machine, lo FROM derive_machines")
             ).fetchall()

@@ -113,7 +113,7 @@ class RollupWriter:
         paused: Callable[[], None] = lambda: None,
     ) -> None:
         """`refresh` redoes minutes (and their hours) from the stored readings; `paused` is
-        told when the batches have paused and what was due is rolled up."""
+        told when the batches have paused and held readings are due to be rolled up."""
         self._pool = pool
         self._held = held
         self._interval = interval
@@ -132,7 +132,7 @@ class RollupWriter:
                 quiet = await self._next(last, idle)
                 last = asyncio.get_running_loop().time()
                 try:
-                    written = await self.write()
+                    written = await self.write(pausing=quiet)
                 except psycopg.OperationalError as exc:
                     raise_if_cancelled(exc)
                     if not failing:
@@ -141,8 +141,6 @@ class RollupWriter:
                     continue
                 failing = False
                 idle = not written
-                if written and quiet:
-                    self._paused()
         finally:
             with contextlib.suppress(psycopg.Error, TimeoutError):
                 await asyncio.wait_for(self.write(everything=True), FINAL_WRITE_S)
@@ -163,11 +161,14 @@ class RollupWriter:
             if asyncio.get_running_loop().time() - last >= self._interval:
                 return False
 
-    async def write(self, everything: bool = False) -> int:
-        """Roll up what is due (everything held, if asked); the minute summaries it made."""
+    async def write(self, everything: bool = False, pausing: bool = False) -> int:
+        """Roll up what is due (everything held, if asked); the minute summaries it made.
+        `pausing`: the batches have paused, so `paused` is told if anything is due."""
         taken = self._held.take(self._now_us(), everything)
         if taken is None:
             return 0
+        if pausing:
+            self._paused()  # the deriver takes up the machines while this rolls up
         try:
             # numpy lets go of the GIL for most of this: ingest goes on meanwhile.
             minutes, rows = await asyncio.to_thread(_encoded, taken.columns)

@@ -13,9 +13,10 @@ from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
 from collector.analytics import deriver as deriver_module
-from collector.analytics.deriver import LOCK_KEY, Deriver, utc_now
+from collector.analytics.deriver import LOCK_KEY, PASS_KEY, Deriver, utc_now
 from collector.analytics.equipment import Machine, Plant
 from collector.analytics.equipment_store import CONFIG_FILE, EquipmentStore
+from collector.analytics.held_readings import HeldReadings
 from collector.config import AnalyticsSettings, IngestSettings
 from collector.consumer import batch_decoder
 from collector.metrics import CollectorMetrics
@@ -214,9 +215,28 @@ async def test_one_pass_at_a_time_across_collectors(pool: Any, database_url: str
     await ReadingStore(pool).write([batch("a1", 1, SCRIPT)])
     other = await psycopg.AsyncConnection.connect(database_url)
     async with other, other.transaction():
-        await other.execute("SELECT pg_advisory_xact_lock(%s)", [LOCK_KEY])
+        await other.execute("SELECT pg_advisory_xact_lock(%s)", [PASS_KEY])
         assert await deriver(pool, Rollups(), s(400)).pass_once() == 0
     assert await deriver(pool, Rollups(), s(400)).pass_once() == 1
+
+
+async def test_a_pass_that_rolls_up_waits_for_a_rollup_writer_and_machines_alone_do_not(
+    pool: Any, database_url: str
+) -> None:
+    await ReadingStore(pool).write([batch("a1", 1, SCRIPT)])
+    other = await psycopg.AsyncConnection.connect(database_url)
+    async with other:
+        async with other.transaction():  # a collector's rollup writer merging its parts
+            await other.execute("SELECT pg_advisory_xact_lock(%s)", [LOCK_KEY])
+            rolling_up = asyncio.create_task(deriver(pool, Rollups(), s(400)).pass_once())
+            await asyncio.sleep(0.5)
+            assert not rolling_up.done()
+        assert await asyncio.wait_for(rolling_up, 10) == 1
+        held = ReadingStore(pool, held=HeldReadings())
+        await held.write([batch("a1", 2, SCRIPT[:2])])  # held: its rollups are claimed
+        async with other.transaction():
+            await other.execute("SELECT pg_advisory_xact_lock(%s)", [LOCK_KEY])
+            assert await asyncio.wait_for(deriver(pool, Rollups(), s(400)).pass_once(), 10) == 1
 
 
 async def test_the_loop_goes_on_at_once_while_passes_are_full(pool: Any, database_url: str) -> None:
