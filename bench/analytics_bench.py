@@ -39,8 +39,8 @@ running state per window (lead over state readings), counter increments (lag, wi
 wrap), the product in force at each unit (carried forward), ideal time per product.
 The API's elements (PBT, APT, GQ, PQ) are compared with the bare SQL's.
 
-Ingest: bench/ingest_bench.py's end-to-end phase (1,000,000 readings, batches of 5000 from 4
-agents of 2000 tags, 8 batches in flight each) against two fresh databases, one collector with
+Ingest: bench/ingest_bench.py's end-to-end phase (its 2,000,000 readings, batches of 5000 from
+4 agents of 2000 tags, 8 batches in flight each) against two fresh databases, one collector with
 analytics.derive true (20 machines mapped onto the ingested tags) and one with false,
 alternating, --runs times. With derive on a run ends when every batch is acknowledged, its
 collector has rolled up what it held (no claim older than the running minute is left) and
@@ -75,6 +75,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.api_bench import _partition, add_key, collector_config, fill, servers, tag_names
 from bench.ingest_bench import (
     DURABLE,
+    E2E_READINGS,
     TOPICS,
     Agents,
     empty,
@@ -1150,7 +1151,12 @@ def options() -> argparse.Namespace:
     parser.add_argument("--year-days", type=int, default=365, help="days of the year tag")
     parser.add_argument("--machines", type=int, default=20, help="machines (20)")
     parser.add_argument("--runs", type=int, default=3, help="ingest runs per side (3)")
-    parser.add_argument("--readings", type=int, default=1_000_000, help="readings per run")
+    parser.add_argument(
+        "--readings",
+        type=int,
+        default=E2E_READINGS,
+        help="readings per ingest run (as make bench-ingest's end-to-end runs)",
+    )
     parser.add_argument("--samples", type=int, default=20, help="timed API requests (20)")
     parser.add_argument(
         "--slow-samples", type=int, default=3, help="timed runs of the slow bare SQL (3)"

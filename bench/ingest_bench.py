@@ -55,6 +55,8 @@ DURABLE = (
     " -c checkpoint_timeout=30min"
 )
 TOPICS = Topics()
+E2E_READINGS = 2_000_000
+"""Readings per end-to-end run."""
 
 
 def make_batches(
@@ -409,7 +411,7 @@ async def measure(args: argparse.Namespace, pg: PostgresServer, broker: Mosquitt
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--readings", type=int, default=2_000_000)
+    parser.add_argument("--readings", type=int, default=E2E_READINGS)
     parser.add_argument("--batch", type=int, default=5000, help="readings per batch")
     parser.add_argument("--agents", type=int, default=4)
     parser.add_argument("--window", type=int, default=8, help="batches in flight per agent")
