@@ -133,6 +133,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     if replica is not None:
         supervisor.add("replica-lag", reads.watch_lag)
     supervisor.add("key-usage", auth.save_usage)
+    rollups: RollupWriter | None = None
     if held is not None:
         # A claim is left when its collector has not rolled it up in far longer than it would.
         left_after = CLAIM_TIMEOUT_S + 2 * analytics.derive_interval
@@ -144,6 +145,10 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     interval = app[SETTINGS].equipment.status_interval
     supervisor.add("equipment-status", lambda: watch_status(equipment, metrics_, interval))
     yield
+    if rollups is not None:
+        # Every task has stopped (their cleanup runs first), the consumer too: what it wrote
+        # last is held as well, so nothing is left to wait for its claim.
+        await rollups.flush()
     if replica is not None:
         await replica.close()
     await pool.close()

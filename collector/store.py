@@ -132,10 +132,15 @@ class ReadingStore:
             for key, batch in unique.items()
             if held is not None and held.holds(*key, batch.last_seq)
         }
-        async with self._pool.connection() as conn:
-            ids = await self._prepare_in(conn, list(unique.values()))
-            async with conn.transaction():
-                fresh = await self.write_in(conn, list(unique.values()), ids, hold)
+        try:
+            async with self._pool.connection() as conn:
+                ids = await self._prepare_in(conn, list(unique.values()))
+                async with conn.transaction():
+                    fresh = await self.write_in(conn, list(unique.values()), ids, hold)
+        except BaseException:
+            for key in hold:  # not written: later batches need not wait for these
+                required(held, "held readings").forget(key)
+            raise
         if held is not None:
             for batch in fresh:
                 key = (batch.agent, batch.epoch, batch.batch_id)

@@ -9,7 +9,6 @@ it never merges into rows a deriver pass is redoing.
 """
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -123,27 +122,31 @@ class RollupWriter:
 
     async def run(self) -> None:
         """Roll up what is due every `interval` while batches keep coming, and as soon as they
-        pause (a backlog's burst has ended); when stopped, roll up everything held."""
+        pause (a backlog's burst has ended)."""
         failing = False
         idle = False
         last = asyncio.get_running_loop().time()
+        while True:
+            quiet = await self._next(last, idle)
+            last = asyncio.get_running_loop().time()
+            try:
+                written = await self.write(pausing=quiet)
+            except psycopg.OperationalError as exc:
+                raise_if_cancelled(exc)
+                if not failing:
+                    log.error("cannot roll up held readings: %s; trying again", exc)
+                failing = idle = True
+                continue
+            failing = False
+            idle = not written
+
+    async def flush(self) -> None:
+        """Roll up everything held, within FINAL_WRITE_S (what is left stays claimed): at a
+        stop, once nothing writes batches any more."""
         try:
-            while True:
-                quiet = await self._next(last, idle)
-                last = asyncio.get_running_loop().time()
-                try:
-                    written = await self.write(pausing=quiet)
-                except psycopg.OperationalError as exc:
-                    raise_if_cancelled(exc)
-                    if not failing:
-                        log.error("cannot roll up held readings: %s; trying again", exc)
-                    failing = idle = True
-                    continue
-                failing = False
-                idle = not written
-        finally:
-            with contextlib.suppress(psycopg.Error, TimeoutError):
-                await asyncio.wait_for(self.write(everything=True), FINAL_WRITE_S)
+            await asyncio.wait_for(self.write(everything=True), FINAL_WRITE_S)
+        except (psycopg.Error, TimeoutError) as exc:
+            log.warning("held readings left to the deriver at the stop: %s", exc or "timed out")
 
     async def _next(self, last: float, idle: bool) -> bool:
         """Wait until the batches pause for QUIET_S (True), or until `interval` has passed since

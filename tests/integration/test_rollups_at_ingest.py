@@ -380,3 +380,20 @@ async def test_a_batch_sent_again_is_not_waited_for(plant: Plant) -> None:
     assert await plant.writer.write() == 9
     assert await plant.claims() == 0
     same(await plant.rollups(), await plant.from_readings())
+
+
+async def test_batches_after_one_that_could_not_be_written_do_not_wait_for_it(
+    plant: Plant,
+) -> None:
+    pool: Any = AsyncConnectionPool(
+        "postgresql://plantwire@127.0.0.1:1/none", min_size=1, max_size=1, timeout=0.2, open=False
+    )
+    await pool.open(wait=False)
+    try:
+        with pytest.raises(psycopg.OperationalError):  # the database is away for this one
+            await ReadingStore(pool, held=plant.held).write([batch(1, FIRST)])
+    finally:
+        await pool.close()
+    await plant.store.write([batch(2, SECOND)])
+    # Only the second batch: speed in minutes 2, 3 and 5, count in 2 and 4.
+    assert await plant.writer.write() == 5
