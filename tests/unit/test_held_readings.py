@@ -204,6 +204,12 @@ def test_an_agent_whose_batches_reach_other_collectors_too_is_left_to_the_derive
     assert holds("a1", 2, 6)
 
 
+def taken_claims(held: HeldReadings) -> list[tuple[str, int, int]]:
+    """The claims of the batches taken out once minute 0 has ended ([] for none)."""
+    taken = held.take(T0_US + MINUTE_US)
+    return [] if taken is None else taken.claims
+
+
 def test_an_agents_batches_after_one_still_missing_wait_for_it() -> None:
     clock = Clock()
     held = HeldReadings(max_hold_s=120, clock=clock)
@@ -212,27 +218,19 @@ def test_an_agents_batches_after_one_still_missing_wait_for_it() -> None:
         held.add(("a1", 1, first), columns((1, first, 1.0)))
     assert held.holds("a2", 1, 5, 9)
     held.add(("a2", 1, 5), columns((2, 0, 1.0)))  # another agent's do not wait
-    taken = held.take(T0_US + MINUTE_US)
-    assert taken is not None
-    assert taken.claims == [("a1", 1, 1), ("a2", 1, 5)]
-    assert held.take(T0_US + MINUTE_US) is None
+    assert taken_claims(held) == [("a1", 1, 1), ("a2", 1, 5)]
+    assert taken_claims(held) == []
     assert held.holds("a1", 1, 11, 20)
     held.add(("a1", 1, 11), columns((1, 11, 1.0)))
-    taken = held.take(T0_US + MINUTE_US)
-    assert taken is not None
-    assert taken.claims == [("a1", 1, 21), ("a1", 1, 11)]
+    assert taken_claims(held) == [("a1", 1, 21), ("a1", 1, 11)]
     # A batch of a new epoch does not wait for the old one's gap; nor does one held too long.
     assert held.holds("a3", 1, 1, 10)
     assert held.holds("a3", 1, 21, 30)
     held.add(("a3", 1, 21), columns((3, 0, 1.0)))
     held.add(("a3", 2, 1), columns((3, 1, 1.0)))
-    taken = held.take(T0_US + MINUTE_US)
-    assert taken is not None
-    assert taken.claims == [("a3", 2, 1)]
+    assert taken_claims(held) == [("a3", 2, 1)]
     clock.now += 121
-    taken = held.take(T0_US + MINUTE_US)
-    assert taken is not None
-    assert taken.claims == [("a3", 1, 21)]
+    assert taken_claims(held) == [("a3", 1, 21)]
 
 
 def test_batches_after_one_still_being_written_wait_until_it_is_added_or_forgotten() -> None:
@@ -241,19 +239,15 @@ def test_batches_after_one_still_being_written_wait_until_it_is_added_or_forgott
     for first in (1, 11, 21):
         assert held.holds("a1", 1, first, first + 9)
     held.add(("a1", 1, 21), columns((1, 0, 1.0)))
-    assert held.take(T0_US + MINUTE_US) is None  # 1 and 11 are still being written
+    assert taken_claims(held) == []  # 1 and 11 are still being written
     held.forget(("a1", 1, 1))  # stored before: it will not come
     held.add(("a1", 1, 11), columns((1, 1, 1.0)))
-    taken = held.take(T0_US + MINUTE_US)
-    assert taken is not None
-    assert taken.claims == [("a1", 1, 21), ("a1", 1, 11)]
+    assert taken_claims(held) == [("a1", 1, 21), ("a1", 1, 11)]
     # A write that failed and is not tried again holds the agent's next batches up for
     # GAP_S at most.
     assert held.holds("a1", 1, 31, 40)
     assert held.holds("a1", 1, 41, 50)
     held.add(("a1", 1, 41), columns((1, 2, 1.0)))
-    assert held.take(T0_US + MINUTE_US) is None
+    assert taken_claims(held) == []
     clock.now += 31
-    taken = held.take(T0_US + MINUTE_US)
-    assert taken is not None
-    assert taken.claims == [("a1", 1, 41)]
+    assert taken_claims(held) == [("a1", 1, 41)]
