@@ -155,6 +155,11 @@ class HeldReadings:
         self._writing[(agent, epoch, first_seq)] = now
         return True
 
+    @property
+    def writing(self) -> bool:
+        """Whether batches `holds` answered for are still being written."""
+        return bool(self._writing)
+
     def forget(self, claim: BatchKey) -> None:
         """A batch `holds` answered for was not written after all (stored before)."""
         self._writing.pop(claim, None)

@@ -44,8 +44,9 @@ _UNCLAIM = """
 DELETE FROM rollup_claims c USING unnest(%s::text[], %s::int8[], %s::int8[]) AS k(a, e, b)
 WHERE (c.agent_id, c.epoch, c.batch_id) = (k.a, k.e, k.b)
 """
-QUIET_S = 0.25
-"""No batch for this long: the batches have paused (a backlog's burst has ended)."""
+QUIET_S = 0.1
+"""No batch for this long, and none being written: the batches have paused (a backlog's burst
+has ended)."""
 FINAL_WRITE_S = 5.0
 """Longest a stopping collector spends writing what it holds (the rest stays claimed)."""
 
@@ -159,7 +160,8 @@ class RollupWriter:
                 return True
         while True:
             arrived.clear()
-            if not await _set_within(arrived, QUIET_S):
+            came = await _set_within(arrived, QUIET_S)
+            if not came and not self._held.writing:
                 return True
             if asyncio.get_running_loop().time() - last >= self._interval:
                 return False

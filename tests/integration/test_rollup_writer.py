@@ -78,6 +78,32 @@ async def test_what_is_due_is_rolled_up_as_batches_pause_and_everything_when_sto
     assert held.readings == 0
 
 
+async def test_a_batch_still_being_written_is_no_pause(db_pool: Any, database_url: str) -> None:
+    held = HeldReadings()
+    paused: list[bool] = []
+    writer = RollupWriter(
+        db_pool, held, 0.5, now_us=lambda: NOW_US, paused=lambda: paused.append(True)
+    )
+    held.add(("a1", 1, 1), columns(1, 0))  # due
+    assert held.holds("a2", 1, 1, 2)  # another agent's batch, still being written
+    assert held.writing
+    task = asyncio.create_task(writer.run())
+    try:
+
+        async def written() -> bool:
+            return await parts(database_url) == [(1, 2)]
+
+        await eventually(written, timeout=10, what="the due part")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    # Written when the interval was up, not as at a pause: the deriver was not woken.
+    assert paused == []
+    held.forget(("a2", 1, 1))
+    assert not held.writing
+
+
 class CountedTakes(HeldReadings):
     def __init__(self) -> None:
         super().__init__()
