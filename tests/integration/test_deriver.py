@@ -13,10 +13,11 @@ from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
 from collector.analytics import deriver as deriver_module
-from collector.analytics.deriver import LOCK_KEY, PASS_KEY, Deriver, utc_now
+from collector.analytics.deriver import END_OF_TIME, LOCK_KEY, PASS_KEY, Deriver, utc_now
 from collector.analytics.equipment import Machine, Plant
 from collector.analytics.equipment_store import CONFIG_FILE, EquipmentStore
 from collector.analytics.held_readings import HeldReadings
+from collector.analytics.machine_store import Rederivation, machines_of, rederive
 from collector.config import AnalyticsSettings, IngestSettings
 from collector.consumer import batch_decoder
 from collector.metrics import CollectorMetrics
@@ -24,7 +25,7 @@ from collector.pools import new_pool
 from collector.store import ReadingStore
 from shared.readings import DataType, Quality, Reading
 from shared.wire import Topics, encode_batch
-from tests.harness import RecordedRollups
+from tests.harness import RecordedRollups, eventually
 
 pytestmark = pytest.mark.integration
 DECODER = batch_decoder(IngestSettings())
@@ -386,3 +387,36 @@ async def test_readings_without_a_count_and_machines_without_a_state(
     await deriver(pool, Rollups(), s(400)).pass_once()
     assert stored(database_url, "a1") == (EXPECTED_SPANS, EXPECTED_COUNTS)
     assert stored(database_url, "a2") == ([], [(s(0), "", 4.0, 0.0)])
+
+
+async def test_a_machines_only_pass_keeps_clear_of_a_previous_releases_pass(
+    pool: Any, database_url: str
+) -> None:
+    # During a rolling upgrade the previous release's pass takes LOCK_KEY as its only lock and
+    # derives machines. A pass of this release that only derives machines takes PASS_KEY alone,
+    # so both replace the same machine's spans at once.
+    await ReadingStore(pool, held=HeldReadings()).write([batch("a1", 1, SCRIPT)])
+    key = ("plant-1", "press-a1")
+    old = await psycopg.AsyncConnection.connect(database_url, autocommit=True)
+    await old.execute("SET TIME ZONE 'UTC'")
+    probe = await psycopg.AsyncConnection.connect(database_url, autocommit=True)
+    async with old, probe:
+        async with old.transaction():
+            locked = await (
+                await old.execute("SELECT pg_try_advisory_xact_lock(%s)", [LOCK_KEY])
+            ).fetchone()
+            assert locked == (True,)
+            tags = await machines_of(old, [key])
+            await rederive(old, [Rederivation(key, tags[key], T0, END_OF_TIME)])
+            passing = asyncio.create_task(deriver(pool, Rollups(), s(400)).pass_once())
+
+            async def skipped_or_waiting() -> bool:
+                row = await (
+                    await probe.execute("SELECT count(*) FROM pg_locks WHERE NOT granted")
+                ).fetchone()
+                return passing.done() or (row is not None and row[0] > 0)
+
+            await eventually(skipped_or_waiting, timeout=10, what="the new pass to run or wait")
+        await asyncio.wait_for(passing, 10)  # UniqueViolation on machine_intervals today
+    await deriver(pool, Rollups(), s(400)).pass_once()
+    assert stored(database_url, "a1") == (EXPECTED_SPANS, EXPECTED_COUNTS)
