@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from collector.analytics.held_readings import HeldReadings, numeric_columns
+from collector.analytics.held_readings import GAP_S, HeldReadings, numeric_columns
 from collector.analytics.minute_summaries import MINUTE_US, Columns, summarize
 from collector.config import IngestSettings
 from collector.consumer import batch_decoder
@@ -251,3 +251,17 @@ def test_batches_after_one_still_being_written_wait_until_it_is_added_or_forgott
     assert taken_claims(held) == []
     clock.now += 31
     assert taken_claims(held) == [("a1", 1, 41)]
+
+
+def test_a_batch_after_a_gap_waits_gap_s_at_most_when_its_agent_sends_no_more() -> None:
+    # docs/analytics.md: a batch waits for a missing one before it "30 s at most". The gap is
+    # only given up on in `holds`, so when the agent sends nothing more (its missing batch
+    # went to another collector, then it stopped) the batch waits for max_hold_s instead.
+    clock = Clock()
+    held = HeldReadings(max_hold_s=120, clock=clock)
+    for first in (1, 21):  # readings 11-20 never come
+        assert held.holds("a1", 1, first, first + 9)
+        held.add(("a1", 1, first), columns((1, first, 1.0)))
+    assert taken_claims(held) == [("a1", 1, 1)]
+    clock.now += GAP_S + 1
+    assert taken_claims(held) == [("a1", 1, 21)], "still waiting for the gap after GAP_S"
