@@ -40,7 +40,12 @@ Conn = AsyncConnection[TupleRow]
 RollupRefresh = Callable[[Conn, Sequence[tuple[Sequence[int], datetime, datetime]]], Awaitable[int]]
 """Rolls up again the given tag versions over minute-aligned ranges, in the caller's transaction."""
 PASS_KEY = 0x706C_6470  # "pldp": one deriver pass at a time across collectors
-LOCK_KEY = 0x706C_6472  # "pldr": one transaction at a time writes rollups (passes, writers)
+LOCK_KEY = 0x706C_6472  # "pldr": rollups (and, for earlier releases, their whole pass)
+WRITER_KEY = 0x706C_6477  # "pldw": one collector's rollup writer at a time
+"""How the three locks fit: a pass that rolls up takes LOCK_KEY exclusively; rollup writers
+(after WRITER_KEY) and passes that only derive machines take it shared, so those two run side
+by side. An earlier release's pass took LOCK_KEY exclusively as its only lock, so during a
+rolling upgrade it still keeps clear of every pass and writer of this one."""
 SLICE_READINGS = 200_000
 """About the most of a machine's readings one pass derives (held in memory at once)."""
 END_OF_TIME = datetime.max.replace(tzinfo=UTC)
@@ -163,11 +168,13 @@ class Deriver:
             claims: list[Any] = []
             if any(row[4] for row in rows) or required(await left.fetchone(), "exists")[0]:
                 # Rollups too: not while a collector's writer merges its parts (it holds this
-                # lock for a moment); machines alone go on meanwhile.
+                # lock shared for a moment).
                 await conn.execute("SELECT pg_advisory_xact_lock(%s)", [LOCK_KEY])
                 claims = await (
                     await conn.execute(_LEFT_CLAIMS, [self._claim_timeout_s, most])
                 ).fetchall()
+            else:  # machines alone, while writers merge
+                await conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", [LOCK_KEY])
             waiting = await (
                 await conn.execute("SELECT site, machine, lo FROM derive_machines")
             ).fetchall()

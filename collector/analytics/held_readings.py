@@ -209,10 +209,12 @@ class HeldReadings:
 
     def _first_missing(self) -> dict[str, tuple[int, int]]:
         """Per agent: its epoch and the first sequence number not held yet, if any."""
+        recent = self._clock() - GAP_S  # nor a gap nor a write that failed, forever
         out = {
-            agent: (seen.epoch, seen.gaps[0][0]) for agent, seen in self._seen.items() if seen.gaps
+            agent: (seen.epoch, seen.gaps[0][0])
+            for agent, seen in self._seen.items()
+            if seen.gaps and seen.gaps[0][2] > recent
         }
-        recent = self._clock() - GAP_S  # a write that failed is not waited for forever
         for (agent, epoch, first), since in list(self._writing.items()):
             if since < recent:
                 del self._writing[(agent, epoch, first)]

@@ -123,6 +123,10 @@ class MachineTags:
     roles: dict[str, list[int]]
     types: dict[int, DataType]
 
+    def ids(self) -> list[int]:
+        """Its tag versions, each once (one may play several parts)."""
+        return list(dict.fromkeys(tag for found in self.roles.values() for tag in found))
+
 
 async def machines_of(conn: Conn, keys: Sequence[MachineKey]) -> dict[MachineKey, MachineTags]:
     """These machines (those that exist) with their tag versions."""
@@ -151,8 +155,8 @@ class Rederivation:
 
     @property
     def ids(self) -> list[int]:
-        """Its tag versions."""
-        return [tag for found in self.tags.roles.values() for tag in found]
+        """Its tag versions, each once (one may play several parts)."""
+        return self.tags.ids()
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +175,7 @@ async def slices(
     """For each machine, the slice of about `most` of its readings from its start on."""
     g, ids, at = [], [], []
     for number, (tags, start) in enumerate(starts):
-        for tag in (tag for found in tags.roles.values() for tag in found):
+        for tag in tags.ids():
             g.append(number)
             ids.append(tag)
             at.append(start)

@@ -22,7 +22,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
-from collector.analytics.deriver import LOCK_KEY, RollupRefresh
+from collector.analytics.deriver import LOCK_KEY, WRITER_KEY, RollupRefresh
 from collector.analytics.held_readings import HeldReadings
 from collector.analytics.minute_summaries import HOUR_US, Columns, Summaries, summarize
 from collector.analytics.rollup_merge import (
@@ -186,7 +186,8 @@ class RollupWriter:
                         async with conn.cursor().copy(copy_sql) as copy:
                             await copy.write(encoded)
                 # Also before deleting claims: the deriver deletes those it finds left.
-                await conn.execute("SELECT pg_advisory_xact_lock(%s)", [LOCK_KEY])
+                await conn.execute("SELECT pg_advisory_xact_lock(%s)", [WRITER_KEY])
+                await conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", [LOCK_KEY])
                 if minutes:
                     await self._merge(conn)
                 await conn.execute(_UNCLAIM, [agents, epochs, batch_ids])

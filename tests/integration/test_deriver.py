@@ -227,16 +227,16 @@ async def test_a_pass_that_rolls_up_waits_for_a_rollup_writer_and_machines_alone
     await ReadingStore(pool).write([batch("a1", 1, SCRIPT)])
     other = await psycopg.AsyncConnection.connect(database_url)
     async with other:
-        async with other.transaction():  # a collector's rollup writer merging its parts
-            await other.execute("SELECT pg_advisory_xact_lock(%s)", [LOCK_KEY])
+        async with other.transaction():  # a rollup writer merging its parts holds it shared
+            await other.execute("SELECT pg_advisory_xact_lock_shared(%s)", [LOCK_KEY])
             rolling_up = asyncio.create_task(deriver(pool, Rollups(), s(400)).pass_once())
             await asyncio.sleep(0.5)
             assert not rolling_up.done()
         assert await asyncio.wait_for(rolling_up, 10) == 1
         held = ReadingStore(pool, held=HeldReadings())
         await held.write([batch("a1", 2, SCRIPT[:2])])  # held: its rollups are claimed
-        async with other.transaction():
-            await other.execute("SELECT pg_advisory_xact_lock(%s)", [LOCK_KEY])
+        async with other.transaction():  # as a rollup writer holds it
+            await other.execute("SELECT pg_advisory_xact_lock_shared(%s)", [LOCK_KEY])
             assert await asyncio.wait_for(deriver(pool, Rollups(), s(400)).pass_once(), 10) == 1
 
 
@@ -393,8 +393,8 @@ async def test_a_machines_only_pass_keeps_clear_of_a_previous_releases_pass(
     pool: Any, database_url: str
 ) -> None:
     # During a rolling upgrade the previous release's pass takes LOCK_KEY as its only lock and
-    # derives machines. A pass of this release that only derives machines takes PASS_KEY alone,
-    # so both replace the same machine's spans at once.
+    # derives machines. A pass of this release that only derives machines takes it shared, so
+    # it waits rather than replace the same machine's spans at the same time.
     await ReadingStore(pool, held=HeldReadings()).write([batch("a1", 1, SCRIPT)])
     key = ("plant-1", "press-a1")
     old = await psycopg.AsyncConnection.connect(database_url, autocommit=True)
@@ -417,6 +417,6 @@ async def test_a_machines_only_pass_keeps_clear_of_a_previous_releases_pass(
                 return passing.done() or (row is not None and row[0] > 0)
 
             await eventually(skipped_or_waiting, timeout=10, what="the new pass to run or wait")
-        await asyncio.wait_for(passing, 10)  # UniqueViolation on machine_intervals today
+        await asyncio.wait_for(passing, 10)  # no UniqueViolation on machine_intervals
     await deriver(pool, Rollups(), s(400)).pass_once()
     assert stored(database_url, "a1") == (EXPECTED_SPANS, EXPECTED_COUNTS)
