@@ -309,14 +309,20 @@ async def _readings_in(conn: Conn, jobs: Sequence[Rederivation]) -> dict[int, li
             until.append(job.until)
     params: dict[str, Any] = {"g": g, "ids": ids, "at": at, "until": until, "bad": _BAD}
     out: dict[int, list[MachineReading]] = defaultdict(list)
-    roles = [{tag: role for role, found in job.tags.roles.items() for tag in found} for job in jobs]
+    parts: list[dict[int, list[str]]] = []
+    for job in jobs:
+        played: dict[int, list[str]] = defaultdict(list)
+        for role, found in job.tags.roles.items():
+            for tag in found:
+                played[tag].append(role)
+        parts.append(played)
     for number, ts, value, text, tag_id in await (await conn.execute(_FROM, params)).fetchall():
         # _FROM leaves out readings without a value: join_value returns one.
-        role = roles[number][tag_id]
-        types = jobs[number].tags.types
-        found = usable(role, cast(Value, join_value(types[tag_id], value, text)))
-        if found is not None:
-            out[number].append(MachineReading(ts, role, found))
+        raw = cast(Value, join_value(jobs[number].tags.types[tag_id], value, text))
+        for role in parts[number][tag_id]:  # a tag may play several parts: each gets it
+            code = usable(role, raw)
+            if code is not None:
+                out[number].append(MachineReading(ts, role, code))
     return out
 
 

@@ -420,3 +420,28 @@ async def test_a_machines_only_pass_keeps_clear_of_a_previous_releases_pass(
         await asyncio.wait_for(passing, 10)  # no UniqueViolation on machine_intervals
     await deriver(pool, Rollups(), s(400)).pass_once()
     assert stored(database_url, "a1") == (EXPECTED_SPANS, EXPECTED_COUNTS)
+
+
+async def test_a_tag_that_plays_two_parts_is_read_once_for_each(
+    pool: Any, database_url: str
+) -> None:
+    spec = PLANT.sites[0].machines[1].model_dump(exclude={"id"})  # press-a2
+    spec["reason"] = spec["state"]  # one status word as state and reason
+    spec["good"] = {"tag": "press/good", "agent": "a2", "kind": "delta"}
+    spec["product"] = {"tag": "press/good", "agent": "a2"}  # and as the product, oddly
+    async with pool.connection() as conn, conn.transaction():
+        await EquipmentStore(pool)._write_machine(
+            conn, "plant-1", "press-a2", Machine.model_validate(spec), CONFIG_FILE
+        )
+    entries = [(0, "state", 1), (10, "good", 5), (20, "good", 9), (70, "state", 3)]
+    await ReadingStore(pool).write([batch("a2", 1, entries)])
+    await deriver(pool, Rollups(), s(400)).pass_once()
+    spans, counts = stored(database_url, "a2")
+    assert spans == [
+        (s(0), s(10), 1, 1, None),
+        (s(10), s(20), 1, 1, "5"),
+        (s(20), s(70), 1, 1, "9"),
+        (s(70), None, 3, 3, "9"),
+    ]
+    # Each count once (never 28), for the product in force before it.
+    assert counts == [(s(0), "", 5.0, 0.0), (s(0), "5", 9.0, 0.0)]
