@@ -139,7 +139,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         left_after = CLAIM_TIMEOUT_S + 2 * analytics.derive_interval
         deriver = Deriver(pool, analytics, metrics_, refresh_rollups, claim_timeout_s=left_after)
         supervisor.add("deriver", deriver.run)
-        rollups = RollupWriter(pool, held, analytics.derive_interval, paused=deriver.wake)
+        rollups = RollupWriter(pool, held, analytics.rollup_interval, paused=deriver.wake)
         supervisor.add("rollups", rollups.run)
         metrics_.rollup_held.set_function(lambda: held.readings)
     interval = app[SETTINGS].equipment.status_interval

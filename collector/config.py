@@ -264,6 +264,13 @@ class AnalyticsSettings(StrictModel):
     derive_interval: Duration = Field(
         default=1.0, gt=0, description="How often the deriver takes up newly written readings."
     )
+    rollup_interval: Duration = Field(
+        default=5.0,
+        gt=0,
+        description="While batches keep coming without a pause (a backlog being loaded), the"
+        " longest readings due to be rolled up wait (larger parts cost less per reading; series"
+        " read them raw meanwhile). At a pause they are rolled up at once.",
+    )
     derive_max_log_rows: int = Field(
         default=2000,
         ge=1,
