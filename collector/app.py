@@ -84,6 +84,8 @@ def create_app(config: CollectorConfig, *, platform: bool = True) -> web.Applica
     app.cleanup_ctx.append(_consumer)
     # Last, so its cleanup runs first: every task stops before the pool and broker close.
     app.cleanup_ctx.append(_supervision)
+    # Before the server waits for its handlers: open streams end instead of holding it up.
+    app.on_shutdown.append(_end_streams)
     add_api(app, platform)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -153,6 +155,10 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     if replica is not None:
         await replica.close()
     await pool.close()
+
+
+async def _end_streams(app: web.Application) -> None:
+    app[EVENT_HUB].close()
 
 
 async def _supervision(app: web.Application) -> AsyncIterator[None]:

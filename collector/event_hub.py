@@ -26,6 +26,8 @@ CONNECT_TIMEOUT_S = 10.0
 QUERY_TIMEOUT_S = 10.0
 SLOW = "slow"
 """Why a client whose queue filled up is dropped."""
+SHUTDOWN = "shutdown"
+"""Why every client is dropped when the collector stops."""
 
 Accepts = Callable[[StoredEvent], bool]
 
@@ -109,6 +111,12 @@ class EventHub:
     def unsubscribe(self, subscriber: Subscriber) -> None:
         """Forget a subscriber (its client went away); no-op if it was dropped."""
         self._subscribers.discard(subscriber)
+
+    def close(self) -> None:
+        """Drop every subscriber: the collector stops, and their clients resume elsewhere."""
+        for subscriber in self._subscribers:
+            subscriber.drop(SHUTDOWN)
+        self._subscribers.clear()
 
     def dispatch(self, events: list[StoredEvent]) -> None:
         """Queue each event for the subscribers that accept it; drop those that are full."""

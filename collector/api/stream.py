@@ -114,13 +114,13 @@ async def get_stream(request: web.Request, query: StreamQuery) -> web.StreamResp
     after = _resume_after(request, query)
     settings = request.app[SETTINGS].stream
     hub = request.app[EVENT_HUB]
-    if hub.clients >= settings.max_clients:
-        raise _unavailable(f"{settings.max_clients} stream clients already; try again later")
     try:
         async with asyncio.timeout(READY_TIMEOUT_S):
             await hub.wait_ready()
     except TimeoutError:
         raise _unavailable("the event stream is not connected to the database yet") from None
+    if hub.clients >= settings.max_clients:  # checked and subscribed with no wait between
+        raise _unavailable(f"{settings.max_clients} stream clients already; try again later")
     accepts = _filter(request[PRINCIPAL].role, query)
     # Subscribed before reading the table: what the hub hands out from here on is queued,
     # what it handed out before is in the table, so nothing falls between.
@@ -138,8 +138,10 @@ async def _stream(
     if after is not None:
         async with request.app[STORE].pool.connection() as conn:
             resume = (after, await oldest_event_id(conn))
-    response = EventSourceResponse()
-    response.ping_interval = request.app[SETTINGS].stream.heartbeat
+    # A write the client does not take within WRITE_TIMEOUT_S aborts its connection.
+    response = EventSourceResponse(
+        ping_interval=request.app[SETTINGS].stream.heartbeat, send_timeout=WRITE_TIMEOUT_S
+    )
     await response.prepare(request)
     async with response:
         try:
@@ -148,7 +150,7 @@ async def _stream(
                 sent = await _replay(request, response, subscriber, position, *resume)
             await _send_live(request, response, subscriber, sent)
         except (ConnectionResetError, TimeoutError):
-            pass  # the client went away, or stopped reading: it reconnects with its last id
+            pass  # the client went away, or took nothing for long (its connection is aborted)
         except psycopg.OperationalError as exc:
             raise_if_cancelled(exc)
             # The headers are sent: end the stream; the client resumes where it was.
@@ -167,7 +169,7 @@ async def _replay(
     """Send the kept events after `after`, up to `position`; return the last id handled."""
     if after < oldest - 1:
         # Events after `after` were deleted: say so before sending those kept.
-        await _send(response, json.dumps({"oldest": oldest}), event="reset")
+        await response.send(json.dumps({"oldest": oldest}), event="reset")
     sent = after
     while True:
         async with request.app[STORE].pool.connection() as conn:
@@ -190,7 +192,7 @@ async def _send_live(
         except TimeoutError:
             continue  # nothing new: see whether the client is still there
         if event is None:
-            await _send(response, json.dumps({"reason": subscriber.dropped}), event="dropped")
+            await response.send(json.dumps({"reason": subscriber.dropped}), event="dropped")
             return
         # Skipped when sent already: a client resuming at another replica can be ahead of
         # this one's hub by the events it has not read yet.
@@ -203,11 +205,4 @@ async def _send_event(response: EventSourceResponse, event: StoredEvent) -> None
     data = StreamEventOut(
         id=event.id, at=event.at, kind=event.kind, subject=event.subject, body=event.body
     )
-    await _send(response, data.model_dump_json(), event=event.kind, id=str(event.id))
-
-
-async def _send(
-    response: EventSourceResponse, data: str, *, event: str, id: str | None = None
-) -> None:
-    async with asyncio.timeout(WRITE_TIMEOUT_S):
-        await response.send(data, id=id, event=event)
+    await response.send(data.model_dump_json(), id=str(event.id), event=event.kind)
