@@ -258,6 +258,11 @@ async def test_a_viewer_sees_neither_admin_events_nor_what_its_filters_leave_out
         assert [int(e["id"]) for e in await as_viewer.events(3)] == public
         assert [int(e["id"]) for e in await as_admin.events(4)] == admin_only + public
         assert int((await filtered.event())["id"]) == public[2]
+    # Resuming, the same: the replay leaves out what the key or the filters may not have.
+    async with streaming(
+        base, key=viewer, kinds="test.other", last_event_id=str(admin_only[0] - 1)
+    ) as resumed:
+        assert [int(e["id"]) for e in await resumed.events(2)] == public[1:]
 
 
 async def test_a_client_that_does_not_read_is_dropped_as_slow_and_forgotten(
