@@ -10,14 +10,29 @@ from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from collector.events import Event, append_events
 from collector.replica import ReadPools
 from shared.agent_status import decode_heartbeat, decode_state
 from shared.errors import WireError
+from shared.invariants import required
 
 _COLUMNS = sql.SQL(
     "agent_id, status, status_since, first_seen, last_seen, version, config_hash, devices,"
     " epoch, last_heartbeat, last_heartbeat_at"
 )
+
+
+STATUS_EVENT = "agent.status"
+
+
+def status_event(agent: str, status: str, since: datetime) -> Event:
+    """The stream's event for an agent whose status changed."""
+    return Event(
+        kind=STATUS_EVENT,
+        subject=agent,
+        role="viewer",
+        body={"agent": agent, "status": status, "since": since.isoformat()},
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +77,8 @@ class AgentRegistry:
                 " config_hash = EXCLUDED.config_hash, devices = EXCLUDED.devices,"
                 " epoch = coalesce(EXCLUDED.epoch, agents.epoch),"
                 " last_seen = CASE WHEN EXCLUDED.status = 'online' THEN now()"
-                "   ELSE agents.last_seen END",
+                "   ELSE agents.last_seen END"
+                " RETURNING agent_id, status, status_since, status_since = now()",
                 {
                     "a": agent,
                     "s": state.status,
@@ -81,30 +97,40 @@ class AgentRegistry:
                 " status_since = CASE WHEN agents.status = 'online'"
                 "   THEN agents.status_since ELSE now() END,"
                 " status = 'online', last_heartbeat = EXCLUDED.last_heartbeat,"
-                " last_heartbeat_at = now()",
+                " last_heartbeat_at = now()"
+                " RETURNING agent_id, status, status_since, status_since = now()",
                 {"a": agent, "b": Jsonb(json.loads(beat.model_dump_json()))},
             )
         else:
             raise WireError(f"unexpected topic kind {kind!r}", reason="topic")
 
     async def _execute(self, sql: str, params: dict[str, Any]) -> None:
-        async with self._pool.connection() as conn:
-            await conn.execute(sql.encode(), params)
+        # The statement returns the agent, its status and whether that changed: only a change
+        # sets status_since to now() (the transaction's start), an insert included (unknown).
+        async with self._pool.connection() as conn, conn.transaction():
+            cursor = await conn.execute(sql.encode(), params)
+            agent, status, since, changed = required(await cursor.fetchone(), "the agent's row")
+            if changed:
+                await append_events(conn, [status_event(agent, status, since)])
 
     async def mark_silent_offline(self, grace_s: float) -> list[str]:
         """Set agents offline whose last birth or heartbeat is `grace_s` old; return their ids.
 
         Batches do not count: an agent whose health reporting hangs is not healthy.
         """
-        async with self._pool.connection() as conn:
+        async with self._pool.connection() as conn, conn.transaction():
             cursor = await conn.execute(
                 "UPDATE agents SET status = 'offline', status_since = now()"
                 " WHERE status = 'online' AND greatest(status_since, last_heartbeat_at)"
                 " < now() - make_interval(secs => %s)"
-                " RETURNING agent_id",
+                " RETURNING agent_id, status_since",
                 (grace_s,),
             )
-            return [row[0] for row in await cursor.fetchall()]
+            silent = await cursor.fetchall()
+            await append_events(
+                conn, [status_event(agent, "offline", since) for agent, since in silent]
+            )
+            return [agent for agent, _ in silent]
 
     async def online(self) -> dict[str, bool]:
         """Whether each known agent is online, read from the primary (it decides liveness)."""

@@ -25,6 +25,8 @@ from collector.api.routes import add_api, middlewares
 from collector.config import CollectorConfig, DatabaseSettings
 from collector.consumer import Consumer
 from collector.dead_letters import expire_dead_letters
+from collector.event_hub import EventHub
+from collector.events import expire_events
 from collector.metrics import CollectorMetrics
 from collector.migrate import migrate
 from collector.partitions import (
@@ -40,6 +42,7 @@ from collector.state import (
     AGENTS,
     AUTH,
     EQUIPMENT,
+    EVENT_HUB,
     KEYS,
     METRICS,
     MQTT,
@@ -81,6 +84,8 @@ def create_app(config: CollectorConfig, *, platform: bool = True) -> web.Applica
     app.cleanup_ctx.append(_consumer)
     # Last, so its cleanup runs first: every task stops before the pool and broker close.
     app.cleanup_ctx.append(_supervision)
+    # Before the server waits for its handlers: open streams end instead of holding it up.
+    app.on_shutdown.append(_end_streams)
     add_api(app, platform)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -127,7 +132,10 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     metrics_.active_users.set_function(auth.active)
     metrics_.watch_pool(pool)
     supervisor = app[SUPERVISOR]
-    supervisor.add("maintenance", lambda: _keep_partitions(pool, settings))
+    stream = app[SETTINGS].stream
+    supervisor.add("maintenance", lambda: _keep_partitions(pool, settings, stream.retention))
+    app[EVENT_HUB] = hub = EventHub(settings.url.get_secret_value(), stream.client_queue)
+    supervisor.add("event-hub", hub.run)
     offline_after = app[SETTINGS].agents.offline_after
     supervisor.add("agent-liveness", lambda: _watch_agents(app[AGENTS], offline_after, metrics_))
     if replica is not None:
@@ -152,6 +160,10 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     if replica is not None:
         await replica.close()
     await pool.close()
+
+
+async def _end_streams(app: web.Application) -> None:
+    app[EVENT_HUB].close()
 
 
 async def _supervision(app: web.Application) -> AsyncIterator[None]:
@@ -191,11 +203,13 @@ async def _watch_agents(
 
 
 async def _keep_partitions(
-    pool: AsyncConnectionPool[psycopg.AsyncConnection[TupleRow]], settings: DatabaseSettings
+    pool: AsyncConnectionPool[psycopg.AsyncConnection[TupleRow]],
+    settings: DatabaseSettings,
+    events_retention: float | None = None,
 ) -> None:
     while True:
         try:
-            await maintain(pool, settings)
+            await maintain(pool, settings, events_retention=events_retention)
         except psycopg.OperationalError as exc:
             raise_if_cancelled(exc)
             log.error("maintenance failed: %s; trying again in a minute", exc)
@@ -208,8 +222,12 @@ async def maintain(
     pool: AsyncConnectionPool[psycopg.AsyncConnection[TupleRow]],
     settings: DatabaseSettings,
     today: date | None = None,
+    events_retention: float | None = None,
 ) -> None:
-    """Create partitions ahead, place what waits in readings_default, expire what is too old."""
+    """Create partitions ahead, place what waits in readings_default, expire what is too old.
+
+    Stream events older than `events_retention` seconds go too (None: kept).
+    """
     today = today or datetime.now(UTC).date()
     window = partition_window(settings)
     async with pool.connection() as conn:
@@ -224,6 +242,8 @@ async def maintain(
         await forget_old_batches(conn, settings.batch_ledger_days)
         if settings.dead_letter_days is not None:
             await expire_dead_letters(conn, settings.dead_letter_days)
+        if events_retention is not None:
+            await expire_events(conn, events_retention)
 
 
 async def _consumer(app: web.Application) -> AsyncIterator[None]:

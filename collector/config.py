@@ -281,6 +281,32 @@ class AnalyticsSettings(StrictModel):
     )
 
 
+class StreamSettings(StrictModel):
+    """The live event stream, /api/v1/stream (docs/stream.md)."""
+
+    retention: Duration = Field(
+        default=24 * 3600.0,
+        gt=0,
+        description="Events are kept this long (up to an hour more: maintenance runs hourly);"
+        " a client resuming from an older event gets a reset event.",
+    )
+    heartbeat: Duration = Field(
+        default=15.0,
+        gt=0,
+        description="A comment line goes to each client this often, so proxies keep the"
+        " connection open.",
+    )
+    client_queue: int = Field(
+        default=1000,
+        ge=1,
+        description="Most events queued for one client; a client further behind is dropped"
+        " (reason slow).",
+    )
+    max_clients: int = Field(
+        default=500, ge=1, description="Most stream clients of one collector at once (503 beyond)."
+    )
+
+
 class CollectorIdentity(StrictModel):
     """Who this collector is."""
 
@@ -311,6 +337,9 @@ class CollectorConfig(StrictModel):
     )
     analytics: AnalyticsSettings = Field(
         default_factory=AnalyticsSettings, description="Derived data: rollups, states, counts."
+    )
+    stream: StreamSettings = Field(
+        default_factory=StreamSettings, description="The live event stream."
     )
 
 

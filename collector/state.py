@@ -8,6 +8,7 @@ from collector.api.auth import Authenticator
 from collector.api.keys import ApiKeys
 from collector.api.ratelimit import RateLimits
 from collector.config import CollectorConfig
+from collector.event_hub import EventHub
 from collector.metrics import CollectorMetrics
 from collector.store import ReadingStore
 from shared.mqtt import MqttClient
@@ -23,3 +24,4 @@ KEYS = web.AppKey("keys", ApiKeys)
 AUTH = web.AppKey("auth", Authenticator)
 LIMITS = web.AppKey("limits", RateLimits)
 EQUIPMENT = web.AppKey("equipment", EquipmentStore)
+EVENT_HUB = web.AppKey("event_hub", EventHub)

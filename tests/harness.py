@@ -103,12 +103,22 @@ def collector_config(
 @contextlib.asynccontextmanager
 async def running_collector(config: CollectorConfig) -> AsyncIterator[str]:
     """Run a collector in this process; yield its base URL."""
-    runner = web.AppRunner(create_app(config))
+    async with running_collector_app(config) as (_, base):
+        yield base
+
+
+@contextlib.asynccontextmanager
+async def running_collector_app(
+    config: CollectorConfig,
+) -> AsyncIterator[tuple[web.Application, str]]:
+    """Run a collector in this process; yield its application (to look inside) and base URL."""
+    app = create_app(config)
+    runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, config.http.host, config.http.port)
     await site.start()
     try:
-        yield f"http://{config.http.host}:{config.http.port}"
+        yield app, f"http://{config.http.host}:{config.http.port}"
     finally:
         await runner.cleanup()
 

@@ -15,6 +15,11 @@ from collector.api.operations import API, Api, Operation
 from collector.api.problems import PROBLEM_TYPE, Problem
 
 REF = "#/components/schemas/{model}"
+EVENT_STREAM = "text/event-stream"
+_EVENT_STREAM_DOC = (
+    "Server-Sent Events (text/event-stream): per event, `id:`, `event:` (its kind) and"
+    " `data:`, one JSON document as `x-event-data` describes; comment lines as heartbeats."
+)
 DOCS_STATIC = Path(swagger_ui.__file__).parent / "static"
 DOCS_FILES = ("swagger-ui.css", "swagger-ui-bundle.js", "favicon-32x32.png")
 
@@ -99,9 +104,16 @@ def _models(api: Api) -> list[tuple[type[BaseModel], JsonSchemaMode]]:
 def _operation(op: Operation, refs: dict[Any, Any], schemas: dict[str, Any]) -> dict[str, Any]:
     responses: dict[str, Any] = {}
     if op.response is not None:
+        schema = refs[(op.response, "serialization")]
+        content: dict[str, Any] = {"schema": schema}
+        if op.media_type == EVENT_STREAM:
+            # OpenAPI 3.1 cannot type the events of a stream: the body is text, and the schema
+            # of each event's `data:` JSON is given beside it.
+            content = {"schema": {"type": "string", "description": _EVENT_STREAM_DOC}}
+            content["x-event-data"] = schema
         responses[str(op.status)] = {
             "description": op.summary,
-            "content": {"application/json": {"schema": refs[(op.response, "serialization")]}},
+            "content": {op.media_type: content},
         }
     problem = refs[(Problem, "serialization")]
     for status in error_statuses(op):

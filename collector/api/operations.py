@@ -69,6 +69,8 @@ class Operation:
     body: type[Body] | None
     errors: tuple[int, ...]
     headers: Mapping[str, str] = field(default_factory=dict)
+    media_type: str = "application/json"
+    """How a success is sent; text/event-stream: `response` is each event's data."""
 
     @property
     def operation_id(self) -> str:
@@ -152,6 +154,7 @@ class Api:
         body: type[Body] | None = None,
         errors: Iterable[int] = (),
         headers: Mapping[str, str] | None = None,
+        media_type: str = "application/json",
     ) -> Callable[[Handler], Handler]:
         """Declare the decorated handler as an operation; it gets (request, params[, body])."""
 
@@ -172,6 +175,7 @@ class Api:
                     body=body,
                     errors=tuple(errors),
                     headers=dict(headers or {}),
+                    media_type=media_type,
                 )
             )
             return handler

@@ -12,6 +12,7 @@ from collector.api import (
     kpis,
     readings,
     series,
+    stream,
     tags,
 )
 from collector.api.auth import PRINCIPAL, authorize
@@ -26,7 +27,18 @@ from collector.config import HttpSettings
 from collector.metrics import CollectorMetrics
 from collector.state import AUTH, LIMITS, METRICS, SETTINGS
 
-RESOURCES = (agents, api_keys, dead_letters, downtime, equipment, kpis, readings, series, tags)
+RESOURCES = (
+    agents,
+    api_keys,
+    dead_letters,
+    downtime,
+    equipment,
+    kpis,
+    readings,
+    series,
+    stream,
+    tags,
+)
 """Imported for their operations, which they declare on API."""
 
 

@@ -224,6 +224,7 @@ async def test_health_and_metrics(collector: str) -> None:
             "consumer": "running",
             "deriver": "running",
             "equipment-status": "running",
+            "event-hub": "running",
             "key-usage": "running",
             "maintenance": "running",
             "rollups": "running",
