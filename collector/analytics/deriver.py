@@ -1,10 +1,11 @@
 """The deriver: takes up logged writes and keeps rollups and machine data derived from them.
 
 One pass is one transaction: it reads the logged writes, rolls up the minutes they touched
-that have ended, derives the intervals and counts of the machines whose tags they touched,
-and deletes the writes it took up (logging again what waits for the running minute). Several
-collectors may run it; an advisory lock lets one pass run at a time, and another lets one
-transaction at a time write rollups (a pass that rolls up, or a collector's rollup writer).
+that have ended, derives the intervals and counts of the machines whose tags they touched
+(a machine.state stream event for each whose current state changed), and deletes the writes
+it took up (logging again what waits for the running minute). Several collectors may run it:
+an advisory lock lets one pass run at a time, and the rollup lock (WRITER_KEY below) keeps
+passes that roll up apart from collectors' rollup writers.
 """
 
 import asyncio
@@ -21,6 +22,7 @@ from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
 from collector.analytics.derive_plan import LoggedWrite, plan
+from collector.analytics.machine_events import latest_spans, state_events
 from collector.analytics.machine_store import (
     MachineKey,
     Rederivation,
@@ -30,6 +32,7 @@ from collector.analytics.machine_store import (
 )
 from collector.analytics.timespans import floor_minute
 from collector.config import AnalyticsSettings
+from collector.events import append_events
 from collector.metrics import CollectorMetrics
 from shared.cancellation import raise_if_cancelled
 from shared.invariants import required
@@ -232,8 +235,10 @@ class Deriver:
             Rederivation(key, machines[key], start, part.end or END_OF_TIME)
             for (key, start), part in zip(starts.items(), found, strict=True)
         ]
+        before = await latest_spans(conn, list(starts))
         for group in in_groups(jobs, [part.readings for part in found], SLICE_READINGS):
             await rederive(conn, group)
+        changed = state_events(before, await latest_spans(conn, list(starts)))
         rest = [(*job.key, job.until) for job in jobs if job.until != END_OF_TIME]
         if rest:
             await conn.execute(
@@ -249,3 +254,5 @@ class Deriver:
             await conn.execute(
                 "INSERT INTO derive_log (tag_ids, lo, hi) VALUES (%s, %s, %s)", work.pending
             )
+        # Last: the events' lock is held until this transaction commits, right after.
+        await append_events(conn, changed)

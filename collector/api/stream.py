@@ -10,6 +10,7 @@ from aiohttp import web
 from aiohttp_sse import EventSourceResponse
 from pydantic import BaseModel, Field
 
+from collector.analytics.equipment import ID_PATTERN
 from collector.api.auth import PRINCIPAL
 from collector.api.contract import EVENT_STREAM
 from collector.api.operations import API, Params, Role
@@ -31,6 +32,8 @@ WRITE_TIMEOUT_S = 30.0
 """A client that takes nothing for this long is let go."""
 _KIND = r"[a-z][a-z0-9_.]{0,63}"
 _AGENT = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
+_ID = ID_PATTERN.removeprefix("^").removesuffix("$")
+_MACHINE = rf"{_ID}/{_ID}"
 
 
 class StreamQuery(Params):
@@ -47,6 +50,13 @@ class StreamQuery(Params):
         max_length=2000,
         pattern=rf"^{_AGENT}(,{_AGENT})*$",
         description="Only events about these agents (`body.agent`), comma-separated.",
+    )
+    machines: str | None = Field(
+        default=None,
+        max_length=4000,
+        pattern=rf"^{_MACHINE}(,{_MACHINE})*$",
+        description="Only events about these machines (`body.site`/`body.machine`),"
+        " comma-separated as site/machine.",
     )
     last_event_id: int | None = Field(
         default=None,
@@ -80,12 +90,15 @@ def _resume_after(request: web.Request, query: StreamQuery) -> int | None:
 def _filter(role: Role, query: StreamQuery) -> Accepts:
     kinds = frozenset(query.kinds.split(",")) if query.kinds is not None else None
     agents = frozenset(query.agents.split(",")) if query.agents is not None else None
+    machines = frozenset(query.machines.split(",")) if query.machines is not None else None
 
     def accepts(event: StoredEvent) -> bool:
+        body = event.body
         return (
             role.allows(Role(event.role))
             and (kinds is None or event.kind in kinds)
-            and (agents is None or event.body.get("agent") in agents)
+            and (agents is None or body.get("agent") in agents)
+            and (machines is None or f"{body.get('site')}/{body.get('machine')}" in machines)
         )
 
     return accepts

@@ -314,7 +314,7 @@ async def test_readings_stored_before_the_release_are_derived_a_day_at_a_time(
             "'2026-03-01 22:00+00'::timestamptz, '2026-03-03 00:59:59+00', '1 second') AS t"
         )
         await conn.commit()
-        assert await migrate(conn) == [7, 8]
+        assert await migrate(conn) == [m.version for m in available_migrations() if m.version >= 7]
         rows = await (await conn.execute("SELECT lo, hi FROM derive_log ORDER BY lo")).fetchall()
     day = timedelta(days=1)
     first = datetime(2026, 3, 1, 22, tzinfo=UTC)
@@ -445,3 +445,30 @@ async def test_a_tag_that_plays_two_parts_is_read_once_for_each(
     ]
     # Each count once (never 28), for the product in force before it.
     assert counts == [(s(0), "", 5.0, 0.0), (s(0), "5", 9.0, 0.0)]
+
+
+def state_events_stored(url: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            "SELECT subject, body->'state', body->>'since' FROM events"
+            " WHERE kind = 'machine.state' ORDER BY id"
+        ).fetchall()
+
+
+async def test_a_pass_that_changes_a_machines_current_state_appends_one_event(
+    pool: Any, database_url: str
+) -> None:
+    store = ReadingStore(pool)
+    await store.write([batch("a1", 1, SCRIPT)])
+    await deriver(pool, Rollups(), s(400)).pass_once()
+    latest = EXPECTED_SPANS[-1]
+    assert state_events_stored(database_url) == [
+        ("plant-1/press-a1", latest[2], latest[0].isoformat())
+    ]
+    # Derived again with nothing new for its state: no second event.
+    await store.write([batch("a1", 2, [(290, "good", 7)])])
+    await deriver(pool, Rollups(), s(400)).pass_once()
+    assert len(state_events_stored(database_url)) == 1
+    await store.write([batch("a1", 3, [(350, "state", 1)])])
+    await deriver(pool, Rollups(), s(400)).pass_once()
+    assert state_events_stored(database_url)[1:] == [("plant-1/press-a1", 1, s(350).isoformat())]

@@ -265,6 +265,22 @@ async def test_a_viewer_sees_neither_admin_events_nor_what_its_filters_leave_out
         assert [int(e["id"]) for e in await resumed.events(2)] == public[1:]
 
 
+async def test_a_machines_filter_keeps_only_those_machines_events(
+    collector: tuple[web.Application, str], db_pool: Pool
+) -> None:
+    _, base = collector
+
+    def state(site: str, machine: str) -> Event:
+        body = {"site": site, "machine": machine, "state": 1}
+        return Event(kind="machine.state", subject=f"{site}/{machine}", role="viewer", body=body)
+
+    async with streaming(base, machines="p1/m1,p2/m1") as filtered:
+        ids = await append(
+            db_pool, state("p1", "m2"), state("p1", "m1"), thing(1), state("p2", "m1")
+        )
+        assert [int(e["id"]) for e in await filtered.events(2)] == [ids[1], ids[3]]
+
+
 async def test_a_client_that_does_not_read_is_dropped_as_slow_and_forgotten(
     stream_config: Callable[..., CollectorConfig], db_pool: Pool
 ) -> None:
