@@ -195,8 +195,6 @@ async def slices(
 async def rederive(conn: Conn, jobs: Sequence[Rederivation]) -> None:
     """Replace the machines' intervals and counts in their ranges, from the readings there
     (a few statements for all of them)."""
-    if not jobs:
-        return
     previous = await _spans_before(conn, jobs)
     before = await _values_before(conn, jobs)
     readings = await _readings_in(conn, jobs)

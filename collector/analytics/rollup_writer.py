@@ -153,14 +153,10 @@ class RollupWriter:
         """Wait until the batches pause for QUIET_S (True), or until `interval` has passed since
         `last` while they keep coming (False). When `idle` (nothing was due), first wait up to
         `interval` for a batch: held minutes end meanwhile."""
-        arrived = self._held.arrived
-        if idle:
-            arrived.clear()
-            if not await _set_within(arrived, self._interval):
-                return True
+        if idle and not await self._held.added_within(self._interval):
+            return True
         while True:
-            arrived.clear()
-            came = await _set_within(arrived, QUIET_S)
+            came = await self._held.added_within(QUIET_S)
             if not came and not self._held.writing:
                 return True
             if asyncio.get_running_loop().time() - last >= self._interval:
@@ -210,16 +206,6 @@ class RollupWriter:
         hours = [span for span in left.hours if span[:2] not in redone]
         if hours:
             await refresh_hours(conn, hours)
-
-
-async def _set_within(event: asyncio.Event, seconds: float) -> bool:
-    """Whether `event` is set within `seconds`."""
-    try:
-        async with asyncio.timeout(seconds):
-            await event.wait()
-    except TimeoutError:
-        return False
-    return True
 
 
 def _encoded(columns: Columns) -> tuple[int, tuple[bytes, bytes]]:

@@ -210,6 +210,13 @@ async def test_stop_in_the_middle_of_draining_a_backlog(
     backlog = 100_000
     device = modbus_device(simulator.modbus_port, interval="200ms")
     config = config_for(tmp_path, topic_prefix, mosquitto.url, device)
+    # Small batches one at a time: the drain takes seconds, so the stop comes mid-drain
+    # however fast this machine is (whole default batches drained it between two checks).
+    config = config.model_copy(
+        update={
+            "forward": config.forward.model_copy(update={"batch_max_readings": 500, "window": 1})
+        }
+    )
     prefill = SqliteBuffer(config.buffer.path)
     await prefill.open()
     for start in range(0, backlog, 10_000):

@@ -96,7 +96,7 @@ def test_the_contract_says_the_stream_is_text_event_stream() -> None:
     }
     assert operation["x-required-role"] == "viewer"
     names = {parameter["name"] for parameter in operation["parameters"]}
-    assert names == {"kinds", "agents", "last_event_id"}
+    assert names == {"kinds", "agents", "machines", "last_event_id"}
 
 
 def test_stream_settings_have_defaults_and_refuse_unknown_keys() -> None:

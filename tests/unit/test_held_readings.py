@@ -1,12 +1,13 @@
 """Readings held for rollup parts: what is taken out when, and their per-minute summaries."""
 
+import asyncio
 import logging
 import math
 
 import numpy as np
 import pytest
 
-from collector.analytics.held_readings import GAP_S, HeldReadings, numeric_columns
+from collector.analytics.held_readings import GAP_S, HeldReadings, _settle, numeric_columns
 from collector.analytics.minute_summaries import MINUTE_US, Columns, summarize
 from collector.config import IngestSettings
 from collector.consumer import batch_decoder
@@ -265,3 +266,20 @@ def test_a_batch_after_a_gap_waits_gap_s_at_most_when_its_agent_sends_no_more() 
     assert taken_claims(held) == [("a1", 1, 1)]
     clock.now += GAP_S + 1
     assert taken_claims(held) == [("a1", 1, 21)], "still waiting for the gap after GAP_S"
+
+
+async def test_a_wait_for_batches_answers_whether_one_came_in_time() -> None:
+    held = HeldReadings()
+    assert not await held.added_within(0.01)
+    waiting = asyncio.ensure_future(held.added_within(10))
+    await asyncio.sleep(0)  # it waits
+    held.add(("a1", 1, 1), columns((1, 0, 1.0)))
+    assert await asyncio.wait_for(waiting, 5)
+
+
+async def test_a_wait_settled_already_is_left_as_it_is() -> None:
+    # A batch and the timer can both come before the waiting writer resumes.
+    settled = asyncio.get_running_loop().create_future()
+    settled.set_result(True)
+    _settle(settled, False)
+    assert settled.result() is True
