@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from aiohttp import web
-from pydantic import BaseModel, Field, HttpUrl
+from pydantic import BaseModel, Field, HttpUrl, StrictBool
 
 from collector.api.auth import PRINCIPAL
 from collector.api.operations import API, Body, Params, Role
@@ -103,7 +103,7 @@ class WebhookChange(Body):
 
     url: HttpUrl | None = None
     kinds: Kinds | None = None
-    enabled: bool | None = Field(
+    enabled: StrictBool | None = Field(
         default=None, description="true re-enables it (clearing why it was disabled)."
     )
 

@@ -460,6 +460,8 @@ async def test_the_api_refuses_bad_input_and_unknown_endpoints(
 
     first = await add_endpoint(base, receiver)
     second = await add_endpoint(base, receiver, kinds=["test.a"])
+    status, problem = await call("PATCH", f"{hooks}/{first['id']}", {"enabled": 0})
+    assert (status, problem["invalid_params"][0]["name"]) == (400, "enabled")
     status, problem = await call("GET", f"{hooks}/{first['id']}/messages/1/attempts")
     assert (status, problem["invalid_params"][0]["name"]) == (404, "message_id")
     status, page = await call("GET", hooks, limit="1")
