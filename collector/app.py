@@ -49,8 +49,10 @@ from collector.state import (
     SETTINGS,
     STORE,
     SUPERVISOR,
+    WEBHOOKS,
 )
 from collector.store import ReadingStore
+from collector.webhooks import WebhookDelivery, WebhookEndpoints
 from shared.cancellation import raise_if_cancelled
 from shared.errors import PlantwireError
 from shared.mqtt import MqttClient
@@ -136,6 +138,8 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     supervisor.add("maintenance", lambda: _keep_partitions(pool, settings, stream.retention))
     app[EVENT_HUB] = hub = EventHub(settings.url.get_secret_value(), stream.client_queue)
     supervisor.add("event-hub", hub.run)
+    app[WEBHOOKS] = WebhookEndpoints(pool)
+    supervisor.add("webhooks", WebhookDelivery(pool, app[SETTINGS].webhooks).run)
     offline_after = app[SETTINGS].agents.offline_after
     supervisor.add("agent-liveness", lambda: _watch_agents(app[AGENTS], offline_after, metrics_))
     if replica is not None:

@@ -307,6 +307,32 @@ class StreamSettings(StrictModel):
     )
 
 
+class WebhookSettings(StrictModel):
+    """Delivering events to webhook endpoints (docs/webhooks.md)."""
+
+    timeout: Duration = Field(
+        default=10.0,
+        gt=0,
+        description="An attempt that has no answer within this long failed (and is retried).",
+    )
+    retry_delays: list[Annotated[Duration, Field(gt=0)]] = Field(
+        default=[5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0],
+        min_length=1,
+        description="Durations to wait before each retry after a failed attempt (the default,"
+        " in seconds: 5s, 30s, 2m, 10m, 30m, 1h); the last one repeats until give_up_after.",
+    )
+    give_up_after: Duration = Field(
+        default=24 * 3600.0,
+        gt=0,
+        description="A message not delivered this long after it was made is marked failed.",
+    )
+    poll_interval: Duration = Field(
+        default=1.0,
+        gt=0,
+        description="How often each collector looks for new events and messages due.",
+    )
+
+
 class CollectorIdentity(StrictModel):
     """Who this collector is."""
 
@@ -340,6 +366,9 @@ class CollectorConfig(StrictModel):
     )
     stream: StreamSettings = Field(
         default_factory=StreamSettings, description="The live event stream."
+    )
+    webhooks: WebhookSettings = Field(
+        default_factory=WebhookSettings, description="Delivering events to webhooks."
     )
 
 

@@ -17,6 +17,8 @@ CHANNEL = "plantwire_events"
 EVENTS_LOCK = 0x706C_6576  # "plev": one appending transaction at a time, held to commit
 PAGE = 1000
 """Most events one read returns."""
+KIND_PATTERN = r"[a-z][a-z0-9_.]{0,63}"
+"""What an event's kind looks like, e.g. agent.status (for filters naming kinds)."""
 
 EventRole = Literal["viewer", "operator", "admin"]
 

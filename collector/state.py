@@ -11,6 +11,7 @@ from collector.config import CollectorConfig
 from collector.event_hub import EventHub
 from collector.metrics import CollectorMetrics
 from collector.store import ReadingStore
+from collector.webhooks import WebhookEndpoints
 from shared.mqtt import MqttClient
 from shared.supervisor import Supervisor
 
@@ -25,3 +26,4 @@ AUTH = web.AppKey("auth", Authenticator)
 LIMITS = web.AppKey("limits", RateLimits)
 EQUIPMENT = web.AppKey("equipment", EquipmentStore)
 EVENT_HUB = web.AppKey("event_hub", EventHub)
+WEBHOOKS = web.AppKey("webhooks", WebhookEndpoints)

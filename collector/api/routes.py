@@ -14,6 +14,7 @@ from collector.api import (
     series,
     stream,
     tags,
+    webhooks,
 )
 from collector.api.auth import PRINCIPAL, authorize
 from collector.api.contract import add_contract_routes
@@ -38,6 +39,7 @@ RESOURCES = (
     series,
     stream,
     tags,
+    webhooks,
 )
 """Imported for their operations, which they declare on API."""
 

@@ -17,7 +17,7 @@ from collector.api.operations import API, Params, Role
 from collector.api.params import Timestamp
 from collector.api.problems import RETRY_AFTER_S, ProblemError, bad_param
 from collector.event_hub import Accepts, Subscriber
-from collector.events import StoredEvent, events_after, oldest_event_id
+from collector.events import KIND_PATTERN, StoredEvent, events_after, oldest_event_id
 from collector.state import EVENT_HUB, SETTINGS, STORE
 from shared.cancellation import raise_if_cancelled
 
@@ -30,7 +30,7 @@ READY_TIMEOUT_S = 5.0
 """Longest a client waits for the hub's first connection before a 503."""
 WRITE_TIMEOUT_S = 30.0
 """A client that takes nothing for this long is let go."""
-_KIND = r"[a-z][a-z0-9_.]{0,63}"
+_KIND = KIND_PATTERN
 _AGENT = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 _ID = ID_PATTERN.removeprefix("^").removesuffix("$")
 _MACHINE = rf"{_ID}/{_ID}"

@@ -228,6 +228,7 @@ async def test_health_and_metrics(collector: str) -> None:
             "key-usage": "running",
             "maintenance": "running",
             "rollups": "running",
+            "webhooks": "running",
         },
     }
     text = await metrics_text(collector)
