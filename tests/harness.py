@@ -100,6 +100,26 @@ def collector_config(
     )
 
 
+def replica_configs(
+    database_url: str,
+    mqtt_url: str,
+    prefix: str,
+    sections: dict[str, Any] | None = None,
+    count: int = 2,
+) -> list[CollectorConfig]:
+    """Configurations of collector replicas sharing one database and broker, each its own port."""
+    return [
+        collector_config(
+            database_url=database_url,
+            mqtt_url=mqtt_url,
+            prefix=prefix,
+            client_id=f"{prefix}-replica-{n}",
+            sections=sections,
+        )
+        for n in range(1, count + 1)
+    ]
+
+
 @contextlib.asynccontextmanager
 async def running_collector(config: CollectorConfig) -> AsyncIterator[str]:
     """Run a collector in this process; yield its base URL."""

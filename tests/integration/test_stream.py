@@ -21,7 +21,7 @@ from collector.config import CollectorConfig
 from collector.event_hub import EventHub
 from collector.events import Event, append_events
 from collector.state import AGENTS, EVENT_HUB, SETTINGS
-from tests.harness import TEST_KEY, collector_config, eventually, running_collector_app
+from tests.harness import TEST_KEY, eventually, replica_configs, running_collector_app
 from tests.servers import MosquittoServer
 
 pytestmark = pytest.mark.integration
@@ -359,15 +359,7 @@ async def test_heartbeats_keep_an_idle_stream_and_a_gone_client_is_forgotten(
 async def test_an_event_appended_at_one_collector_reaches_a_client_of_another(
     database_url: str, mosquitto: MosquittoServer, topic_prefix: str
 ) -> None:
-    one, two = (
-        collector_config(
-            database_url=database_url,
-            mqtt_url=mosquitto.url,
-            prefix=topic_prefix,
-            client_id=f"{topic_prefix}-{name}",
-        )
-        for name in ("one", "two")
-    )
+    one, two = replica_configs(database_url, mosquitto.url, topic_prefix)
     async with (
         running_collector_app(one) as (app_one, _),
         running_collector_app(two) as (_, base_two),

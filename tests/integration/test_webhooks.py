@@ -2,15 +2,12 @@
 every signature with standardwebhooks: delivery, outages, slow answers, 410, rotation,
 replicas, kinds, giving up, and the API that shows it all."""
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from collector.config import CollectorConfig
@@ -18,85 +15,13 @@ from collector.events import Event, append_events
 from collector.webhooks import FAN_OUT_LOCK, fan_out
 from shared.mqtt import MqttClient
 from shared.wire import Topics
-from tests.harness import AUTH, collector_config, eventually, running_collector_app
-from tests.servers import MosquittoServer, free_port
+from tests.harness import AUTH, eventually, replica_configs, running_collector_app
+from tests.receiver import Receiver
+from tests.servers import MosquittoServer
 
 pytestmark = pytest.mark.integration
 Pool = Any
 FAST = {"timeout": "500ms", "retry_delays": ["200ms", "300ms"], "poll_interval": "100ms"}
-
-
-@dataclass
-class Delivery:
-    """One request the receiver got."""
-
-    path: str
-    headers: dict[str, str]
-    body: bytes
-    status: int
-
-    @property
-    def webhook_id(self) -> str:
-        return self.headers["webhook-id"]
-
-    @property
-    def payload(self) -> dict[str, Any]:
-        parsed: dict[str, Any] = json.loads(self.body)
-        return parsed
-
-
-@dataclass
-class Receiver:
-    """A webhook receiver on a free port: answers from a script (then 200), optionally late."""
-
-    port: int = field(default_factory=free_port)
-    answers: list[int] = field(default_factory=list)
-    delays: list[float] = field(default_factory=list)
-    secrets: list[str] = field(default_factory=list)
-    requests: list[Delivery] = field(default_factory=list)
-    arrived: list[str] = field(default_factory=list)
-    """The webhook-id of each request as it arrives, before any answer."""
-    _runner: web.AppRunner | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
-
-    def delivered(self, path: str = "/hook") -> list[Delivery]:
-        """What it accepted (a 2xx), in arrival order."""
-        return [r for r in self.requests if r.path == path and 200 <= r.status < 300]
-
-    async def _handle(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        self.arrived.append(request.headers["webhook-id"])
-        if self.delays:
-            await asyncio.sleep(self.delays.pop(0))  # the receiver is slow, the test waits not
-        status = self.answers.pop(0) if self.answers else 200
-        headers = {k.lower(): v for k, v in request.headers.items()}
-        if 200 <= status < 300:
-            # A receiver that accepts what does not verify would prove nothing.
-            assert any(self._verifies(secret, body, headers) for secret in self.secrets)
-        self.requests.append(Delivery(request.path, headers, body, status))
-        return web.Response(status=status)
-
-    @staticmethod
-    def _verifies(secret: str, body: bytes, headers: dict[str, str]) -> bool:
-        try:
-            Webhook(secret).verify(body, headers)
-        except WebhookVerificationError:
-            return False
-        return True
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/{name}", self._handle)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-
-    async def stop(self) -> None:
-        assert self._runner is not None
-        await self._runner.cleanup()
 
 
 @pytest.fixture
@@ -345,16 +270,7 @@ async def test_two_collectors_deliver_each_message_exactly_once(
     receiver: Receiver,
     db_pool: Pool,
 ) -> None:
-    one, two = (
-        collector_config(
-            database_url=database_url,
-            mqtt_url=mosquitto.url,
-            prefix=topic_prefix,
-            client_id=f"{topic_prefix}-{name}",
-            sections={"webhooks": FAST},
-        )
-        for name in ("one", "two")
-    )
+    one, two = replica_configs(database_url, mosquitto.url, topic_prefix, {"webhooks": FAST})
     async with running_collector_app(one) as (_, base), running_collector_app(two):
         first = await add_endpoint(base, receiver, path="/one")
         second = await add_endpoint(base, receiver, path="/two")
