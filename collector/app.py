@@ -136,10 +136,15 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     supervisor = app[SUPERVISOR]
     stream = app[SETTINGS].stream
     supervisor.add("maintenance", lambda: _keep_partitions(pool, settings, stream.retention))
-    app[EVENT_HUB] = hub = EventHub(settings.url.get_secret_value(), stream.client_queue)
+    app[EVENT_HUB] = hub = EventHub(
+        settings.url.get_secret_value(),
+        stream.client_queue,
+        dropped=lambda reason: metrics_.stream_dropped.labels(reason=reason).inc(),
+    )
+    metrics_.stream_clients.set_function(lambda: hub.clients)
     supervisor.add("event-hub", hub.run)
     app[WEBHOOKS] = WebhookEndpoints(pool)
-    supervisor.add("webhooks", WebhookDelivery(pool, app[SETTINGS].webhooks).run)
+    supervisor.add("webhooks", WebhookDelivery(pool, app[SETTINGS].webhooks, metrics_).run)
     offline_after = app[SETTINGS].agents.offline_after
     supervisor.add("agent-liveness", lambda: _watch_agents(app[AGENTS], offline_after, metrics_))
     if replica is not None:

@@ -82,8 +82,10 @@ class EventHub:
         *,
         poll_s: float = POLL_S,
         backoff: Backoff | None = None,
+        dropped: Callable[[str], None] | None = None,
     ) -> None:
         self._url = url
+        self._dropped = dropped or (lambda _reason: None)
         self._client_queue = client_queue
         self._poll_s = poll_s
         self._backoff = backoff or Backoff(initial=0.5, cap=10.0)
@@ -116,6 +118,7 @@ class EventHub:
         """Drop every subscriber: the collector stops, and their clients resume elsewhere."""
         for subscriber in self._subscribers:
             subscriber.drop(SHUTDOWN)
+            self._dropped(SHUTDOWN)
         self._subscribers.clear()
 
     def dispatch(self, events: list[StoredEvent]) -> None:
@@ -127,6 +130,7 @@ class EventHub:
                     # hold the others back or grow this process's memory.
                     self._subscribers.discard(subscriber)
                     subscriber.drop(SLOW)
+                    self._dropped(SLOW)
                     log.info("stream client dropped: %d events queued", self._client_queue)
 
     async def run(self) -> None:

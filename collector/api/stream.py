@@ -18,7 +18,7 @@ from collector.api.params import Timestamp
 from collector.api.problems import RETRY_AFTER_S, ProblemError, bad_param
 from collector.event_hub import Accepts, Subscriber
 from collector.events import KIND_PATTERN, StoredEvent, events_after, oldest_event_id
-from collector.state import EVENT_HUB, SETTINGS, STORE
+from collector.state import EVENT_HUB, METRICS, SETTINGS, STORE
 from shared.cancellation import raise_if_cancelled
 
 log = logging.getLogger(__name__)
@@ -195,7 +195,7 @@ async def _replay(
             return sent
         for event in page:
             if subscriber.accepts(event):
-                await _send_event(response, event)
+                await _send_event(request, response, event)
         sent = page[-1].id
 
 
@@ -214,12 +214,15 @@ async def _send_live(
         # Skipped when sent already: a client resuming at another replica can be ahead of
         # this one's hub by the events it has not read yet.
         if event.id > sent:
-            await _send_event(response, event)
+            await _send_event(request, response, event)
             sent = event.id
 
 
-async def _send_event(response: EventSourceResponse, event: StoredEvent) -> None:
+async def _send_event(
+    request: web.Request, response: EventSourceResponse, event: StoredEvent
+) -> None:
     data = StreamEventOut(
         id=event.id, at=event.at, kind=event.kind, subject=event.subject, body=event.body
     )
     await response.send(data.model_dump_json(), id=str(event.id), event=event.kind)
+    request.app[METRICS].stream_events.inc()

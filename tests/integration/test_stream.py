@@ -21,7 +21,7 @@ from collector.config import CollectorConfig
 from collector.event_hub import EventHub
 from collector.events import Event, append_events
 from collector.state import AGENTS, EVENT_HUB, SETTINGS
-from tests.harness import TEST_KEY, eventually, replica_configs, running_collector_app
+from tests.harness import TEST_KEY, eventually, metric, replica_configs, running_collector_app
 from tests.servers import MosquittoServer
 
 pytestmark = pytest.mark.integration
@@ -180,6 +180,8 @@ async def test_a_client_receives_live_events(
         await app[AGENTS]("press-1", "state", state("online"))
         ids = await append(db_pool, thing(1))
         status, other = await sse.events(2)
+        assert await metric(base, "plantwire_collector_stream_events_sent_total") == 2
+        assert await metric(base, "plantwire_collector_stream_clients") == 1
     assert status["event"] == "agent.status"
     assert status["data"]["subject"] == "press-1"
     assert status["data"]["body"]["status"] == "online"
@@ -293,6 +295,9 @@ async def test_a_client_that_does_not_read_is_dropped_as_slow_and_forgotten(
             # The client reads at last: what was sent, then why it was dropped, then the end.
             async with asyncio.timeout(30):
                 received = await reader.read()
+            assert (
+                await metric(base, "plantwire_collector_stream_dropped_total", reason="slow") == 1
+            )
         finally:
             writer.close()
     assert b"event: dropped\r\ndata: " + json.dumps({"reason": "slow"}).encode() in received
