@@ -61,6 +61,12 @@ class Subscriber:
         self._events.clear()
         self._arrived.set()
 
+    def take_queued(self) -> list[StoredEvent]:
+        """Every event queued now, without waiting."""
+        events = list(self._events)
+        self._events.clear()
+        return events
+
     async def next(self, timeout: float) -> StoredEvent | None:
         """The next event, or None once dropped; TimeoutError if none comes within `timeout`."""
         async with asyncio.timeout(timeout):
@@ -90,6 +96,8 @@ class EventHub:
         self._poll_s = poll_s
         self._backoff = backoff or Backoff(initial=0.5, cap=10.0)
         self._subscribers: set[Subscriber] = set()
+        self.encoded: dict[int, bytes] = {}
+        """Events as the stream sends them, by id: encoded once, however many clients get them."""
         self._position: int | None = None
         self._ready = asyncio.Event()
         self._failing = False
