@@ -5,6 +5,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
+from agent.commands import CommandSettings
 from protocols.modbus.config import ModbusDevice, shared_endpoint_problems
 from protocols.opcua.config import OpcUaDevice
 from shared.config import Duration, LogLevel, StrictModel, load_config, require_unique
@@ -118,6 +119,10 @@ class AgentConfig(StrictModel):
         default_factory=ForwardSettings, description="Batching and retries."
     )
     devices: list[Device] = Field(min_length=1, description="Devices this agent polls.")
+    commands: CommandSettings = Field(
+        default_factory=CommandSettings,
+        description="Writes to equipment asked for through the collector (off by default).",
+    )
 
     @model_validator(mode="after")
     def _unique_devices(self) -> "AgentConfig":

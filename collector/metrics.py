@@ -158,6 +158,18 @@ class CollectorMetrics:
             " end, to roll them up.",
             registry=self.registry,
         )
+        self.commands = Counter(
+            "plantwire_collector_commands_total",
+            "Commands to equipment finished, by status (applied, refused, expired, unreachable,"
+            " timed_out), counted by the collector that recorded it.",
+            ["status"],
+            registry=self.registry,
+        )
+        self.command_send_failures = Counter(
+            "plantwire_collector_command_send_failures_total",
+            "Commands the broker did not take in time (sent again until they expire).",
+            registry=self.registry,
+        )
         self.mqtt_connected = Gauge(
             "plantwire_collector_mqtt_connected",
             "1 while the collector is connected to the broker.",
