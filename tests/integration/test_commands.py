@@ -381,7 +381,12 @@ async def test_the_api_names_what_is_wrong_and_keeps_viewers_out(
         assert status == 400, (change, problem)
         names = [p["name"].split(".")[0] for p in problem["invalid_params"]]
         assert name in names, (change, problem)
-    for params, name in [({"status": "done"}, "status"), ({"since": "yesterday"}, "since")]:
+    for params, name in [
+        ({"status": "done"}, "status"),
+        ({"since": "yesterday"}, "since"),
+        ({"since": "2030-01-01T00:00:00Z", "until": "2030-01-01T00:00:00Z"}, "since"),
+        ({"requested_by": "pwk_x"}, "requested_by"),
+    ]:
         status, problem = await call("GET", url, **params)
         assert (status, problem["invalid_params"][0]["name"]) == (400, name)
     status, problem = await call("GET", f"{url}/not-a-uuid")
@@ -407,3 +412,19 @@ async def test_the_api_names_what_is_wrong_and_keeps_viewers_out(
     status, mine = await call("GET", url, requested_by=made["requested_by"])
     assert [c["id"] for c in mine["items"]] == [made["id"]]
     assert mine["next"] is None
+
+
+async def test_a_result_that_is_not_one_is_kept_as_a_dead_letter(
+    base: str, publisher: MqttClient, topic_prefix: str
+) -> None:
+    await publisher.publish(Topics(topic_prefix).result(AGENT), b"{not json", timeout=5)
+    letters: list[dict[str, Any]] = []
+
+    async def kept() -> bool:
+        status, page = await call("GET", f"{base}/api/v1/dead-letters", kind="result")
+        assert status == 200, page
+        letters[:] = page["items"]
+        return bool(letters)
+
+    await eventually(kept, timeout=10, what="the bad result in the dead letters")
+    assert (letters[0]["agent"], letters[0]["reason"]) == (AGENT, "result")
