@@ -146,7 +146,8 @@ async def test_a_command_is_applied_with_the_value_before_and_after(
         assert (done["value_before"], done["value_after"], done["reason"]) == (12000, 7000, None)
         assert done["requested_by"] == "7e57ab1e"
         assert done["requested_by_name"] == "tests"
-        assert done["sent_at"] is not None and done["finished_at"] is not None
+        assert done["sent_at"] is not None
+        assert done["finished_at"] is not None
 
         async def simulator_holds_it() -> bool:
             return simulator.machine.values["speed_setpoint"] == 7000
@@ -209,10 +210,12 @@ async def test_the_agents_rules_refuse_what_they_do_not_allow(
     assert service.commands.counts == {"refused": 6, "unreachable": 1}
     status, audit = await call("GET", f"{base}/api/v1/commands", status="refused", limit="4")
     assert status == 200, audit
-    assert len(audit["items"]) == 4 and audit["next"] is not None
+    assert len(audit["items"]) == 4
+    assert audit["next"] is not None
     status, rest = await call("GET", audit["next"].replace("/api", f"{base}/api", 1))
     assert status == 200, rest
-    assert len(rest["items"]) == 2 and rest["next"] is None
+    assert len(rest["items"]) == 2
+    assert rest["next"] is None
 
 
 async def test_the_tags_own_bounds_hold_within_a_looser_entry(
@@ -250,7 +253,7 @@ async def test_an_offline_agent_applies_a_command_once_it_is_back_within_the_exp
     made = await command(base, "sim-modbus", "speed_setpoint", 3000, expires_in=60)
 
     async def sent() -> bool:
-        status, found = await call("GET", f"{base}/api/v1/commands/{made['id']}")
+        _status, found = await call("GET", f"{base}/api/v1/commands/{made['id']}")
         return found["status"] == "sent"
 
     await eventually(sent, timeout=10, what="the broker to take the command")

@@ -81,14 +81,16 @@ async def test_results_are_taken_once_and_a_late_one_replaces_timed_out(db_pool:
 
     await eventually(timed_out, timeout=10, what="the command to time out")
     found = await commands.get(made.id)
-    assert found is not None and found.status == "timed_out"
+    assert found is not None
+    assert found.status == "timed_out"
     assert found.reason == "never handed to the broker before it expired"
     # The agent's word comes after all: it is what happened, and it is recorded once.
     late = result(made.id, "expired", reason="expired at ...")
     await commands.take_result("line1", "result", late)
     await commands.take_result("line1", "result", late)
     found = await commands.get(made.id)
-    assert found is not None and (found.status, found.reason) == ("expired", "expired at ...")
+    assert found is not None
+    assert (found.status, found.reason) == ("expired", "expired at ...")
     assert sample(metrics, "plantwire_collector_commands_total", status="expired") == 1
     assert sample(metrics, "plantwire_collector_commands_total", status="timed_out") == 1
     async with db_pool.connection() as conn:
@@ -99,5 +101,5 @@ async def test_results_are_taken_once_and_a_late_one_replaces_timed_out(db_pool:
     assert [b["status"] for b in bodies] == ["timed_out", "expired"]
     with pytest.raises(WireError, match="which agent line2 was not sent"):
         await commands.take_result("line2", "result", late)
-    with pytest.raises(WireError, match="^invalid command result: id: Field required"):
+    with pytest.raises(WireError, match=r"^invalid command result: id: Field required"):
         await commands.take_result("line1", "result", json.dumps({"v": 1}).encode())

@@ -17,6 +17,7 @@ from protocols.base import DeviceState, DeviceUnreachable, WriteRefused
 from shared.commands import CommandPayload, encode_command
 from shared.readings import Value, us_to_datetime
 from shared.wire import Topics
+from tests.harness import eventually
 from tests.unit.fakes import FakeClock, FlakyPublisher
 
 TOPICS = Topics("p")
@@ -72,7 +73,8 @@ def test_the_agents_rules_decide(fields: dict[str, Any], outcome: tuple[str, str
 
 def test_commands_are_off_unless_enabled() -> None:
     refusal = decide(CommandSettings(), payload(), CLOCK_START)
-    assert refusal is not None and refusal.status == "refused"
+    assert refusal is not None
+    assert refusal.status == "refused"
     assert default_log_path(Path("/var/lib/buffer.sqlite")) == Path(
         "/var/lib/buffer.sqlite.commands"
     )
@@ -110,9 +112,10 @@ class Harness:
         self.log = log_file
 
     async def results(self, count: int) -> list[dict[str, Any]]:
-        async with asyncio.timeout(5):
-            while len(self.publisher.published) < count:
-                await asyncio.sleep(0.01)
+        async def enough() -> bool:
+            return len(self.publisher.published) >= count
+
+        await eventually(enough, timeout=5, what=f"{count} results published")
         assert len(self.publisher.published) == count
         assert {topic for topic, _ in self.publisher.published} == {"p/v1/press-agent/result"}
         return [json.loads(raw) for _, raw in self.publisher.published]
