@@ -218,18 +218,24 @@ async def test_the_agents_rules_refuse_what_they_do_not_allow(
     assert rest["next"] is None
 
 
-async def test_the_tags_own_bounds_hold_within_a_looser_entry(
-    base: str, make_agent: Callable[..., AgentConfig], simulator: Simulator
+@pytest.mark.parametrize("device", ["sim-modbus", "sim-opcua"])
+async def test_the_tags_own_writable_flag_and_bounds_hold_within_a_looser_entry(
+    base: str, make_agent: Callable[..., AgentConfig], simulator: Simulator, device: str
 ) -> None:
     loose = [{"device": "*", "tag": "*"}]
     async with running_agent(make_agent(allow=loose)) as service:
-        await connected(service, "sim-modbus")
-        done = await finished(
-            base, (await command(base, "sim-modbus", "speed_setpoint", 25000))["id"]
-        )
-    assert done["status"] == "refused"
-    assert "above the configured maximum 20000" in done["reason"]
+        await connected(service, device)
+        above = await finished(base, (await command(base, device, "speed_setpoint", 25000))["id"])
+        read_only = await finished(base, (await command(base, device, "state", 1))["id"])
+    assert above["status"] == "refused"
+    assert (
+        f"{device}/speed_setpoint: 25000 is above the configured maximum 20000" in above["reason"]
+    )
+    assert above["value_before"] == 12000
+    assert read_only["status"] == "refused"
+    assert f"{device}/state: the tag is read-only" in read_only["reason"]
     assert simulator.modbus_image.writes_served == 0
+    assert simulator.machine.values["speed_setpoint"] == 12000
 
 
 async def test_an_agent_with_commands_off_refuses_them(
