@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import TypeVar
 from uuid import UUID
 
-from pydantic import Field
-
+from agent.config import CommandRule, CommandSettings
+from agent.forwarder import Publisher
 from protocols.base import DeviceState, DeviceUnreachable, Source, SourceError
 from shared.clock import Clock
 from shared.commands import (
@@ -33,7 +33,6 @@ from shared.commands import (
     decode_command,
     encode_result,
 )
-from shared.config import Duration, StrictModel
 from shared.errors import MqttError, WireError
 from shared.readings import Value, us_to_datetime
 from shared.wire import Topics
@@ -42,58 +41,6 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 CONNECT_CHECK_S = 0.1
 """How often a command waiting for its device looks whether it is connected yet."""
-
-
-class CommandRule(StrictModel):
-    """One entry of the allow-list: which tags commands may write, and within what."""
-
-    device: str = Field(
-        min_length=1, description="Device name, or a pattern with * and ? (fnmatch)."
-    )
-    tag: str = Field(min_length=1, description="Tag name, or a pattern with * and ? (fnmatch).")
-    min: float | None = Field(
-        default=None, description="Least value a command may write here (with the tag's own min)."
-    )
-    max: float | None = Field(
-        default=None, description="Greatest value a command may write here (with the tag's max)."
-    )
-
-
-class CommandSettings(StrictModel):
-    """Commands to equipment from the collector (docs/protocol.md, Commands)."""
-
-    enabled: bool = Field(
-        default=False, description="Apply commands at all; when off, each is refused with why."
-    )
-    allow: list[CommandRule] = Field(
-        default_factory=list,
-        description="Device/tag pairs commands may write (the first matching entry applies);"
-        " the tag must also be writable: true. Empty: none.",
-    )
-    max_age: Duration = Field(
-        default=300.0,
-        gt=0,
-        description="Refuse (as expired) a command asked for longer ago than this, whatever"
-        " expiry it carries: nothing is applied late after an outage.",
-    )
-    connect_wait: Duration = Field(
-        default=10.0,
-        ge=0,
-        description="A command to a device that is not connected (the agent just started, or"
-        " the device is reconnecting) waits this long, never past its expiry, before it is"
-        " answered unreachable. Commands are applied one at a time, so others wait too.",
-    )
-    retention: Duration = Field(
-        default=7 * 86400.0,
-        gt=0,
-        description="Finished commands are remembered this long, so a redelivered one is"
-        " answered with its first result instead of being written again.",
-    )
-    path: Path | None = Field(
-        default=None,
-        description="SQLite file of finished commands (null: the buffer file's path with"
-        " .commands appended).",
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,11 +123,13 @@ class CommandLog:
         """The result a command finished with, if it did; it is published again."""
 
         def find(conn: sqlite3.Connection) -> bytes | None:
-            row = conn.execute(
-                "UPDATE finished SET published = 0 WHERE id = ? RETURNING result",
-                (str(command_id),),
-            ).fetchone()
-            return None if row is None else bytes(row[0])
+            # No RETURNING: SQLite has it from 3.35, and edge boxes may have older ones.
+            key = (str(command_id),)
+            row = conn.execute("SELECT result FROM finished WHERE id = ?", key).fetchone()
+            if row is None:
+                return None
+            conn.execute("UPDATE finished SET published = 0 WHERE id = ?", key)
+            return bytes(row[0])
 
         return await self._run(find)
 
@@ -223,25 +172,6 @@ class CommandLog:
         )
 
 
-class ResultPublisher(Protocol):
-    """What commands need of an MQTT client."""
-
-    @property
-    def connected(self) -> bool:
-        """Whether the broker connection is up."""
-        ...
-
-    async def wait_connected(self, timeout: float) -> bool:
-        """Wait up to `timeout` seconds for the broker connection; return whether it is up."""
-        ...
-
-    async def publish(
-        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False, timeout: float
-    ) -> None:
-        """Publish and wait for the broker's acknowledgement."""
-        ...
-
-
 class Commands:
     """Takes commands off the `cmd` topic, applies them one at a time, publishes each result.
 
@@ -255,7 +185,7 @@ class Commands:
         settings: CommandSettings,
         sources: Mapping[str, Source],
         log_file: CommandLog,
-        publisher: ResultPublisher,
+        publisher: Publisher,
         *,
         agent_id: str,
         topics: Topics,

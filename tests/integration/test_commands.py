@@ -11,8 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from agent.commands import CommandSettings
-from agent.config import AgentConfig
+from agent.config import AgentConfig, CommandSettings
 from agent.service import AgentService
 from collector.config import CollectorConfig
 from protocols.simulator.runner import Simulator

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from agent.commands import CommandLog, Commands, CommandSettings, decide, default_log_path
+from agent.commands import CommandLog, Commands, decide, default_log_path
+from agent.config import CommandSettings
 from protocols.base import DeviceState, DeviceUnreachable, WriteRefused
 from shared.commands import CommandPayload, encode_command
 from shared.readings import Value, us_to_datetime
