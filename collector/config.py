@@ -343,7 +343,10 @@ class CommandSettings(StrictModel):
         " is (when the request gives no expires_in).",
     )
     max_expiry: Duration = Field(
-        default=3600.0, gt=0, description="The longest expires_in a request may give."
+        default=3600.0,
+        gt=0,
+        le=7 * 86400.0,
+        description="The longest expires_in a request may give (at most 7d).",
     )
     grace: Duration = Field(
         default=30.0,
