@@ -22,6 +22,7 @@ from collector.api.auth import Authenticator
 from collector.api.keys import ApiKeys
 from collector.api.operations import MAX_BODY_BYTES
 from collector.api.routes import add_api, middlewares
+from collector.commands import Commands
 from collector.config import CollectorConfig, DatabaseSettings
 from collector.consumer import Consumer
 from collector.dead_letters import expire_dead_letters
@@ -41,6 +42,7 @@ from collector.replica import ReadPools
 from collector.state import (
     AGENTS,
     AUTH,
+    COMMANDS,
     EQUIPMENT,
     EVENT_HUB,
     KEYS,
@@ -270,10 +272,13 @@ async def _consumer(app: web.Application) -> AsyncIterator[None]:
     app[MQTT] = client
     app[METRICS].mqtt_connected.set_function(lambda: 1.0 if client.connected else 0.0)
     group = config.ingest.shared_group
-    for kind in ("batch", "state", "heartbeat"):
+    for kind in ("batch", "state", "heartbeat", "result"):
         # In a shared group each message goes to one collector of the group.
         topic_filter = topics.all_of(kind)
         await client.subscribe(f"$share/{group}/{topic_filter}" if group else topic_filter, qos=1)
+    app[COMMANDS] = commands = Commands(
+        app[STORE].pool, client, topics=topics, settings=config.commands, metrics=app[METRICS]
+    )
     consumer = Consumer(
         client,
         app[STORE],
@@ -281,8 +286,10 @@ async def _consumer(app: web.Application) -> AsyncIterator[None]:
         settings=config.ingest,
         metrics=app[METRICS],
         on_status=app[AGENTS],
+        on_result=commands.take_result,
     )
     app[SUPERVISOR].add("consumer", consumer.run)
+    app[SUPERVISOR].add("commands", commands.run)
     log.info("consuming %s from %s", topics.all_batches(), config.mqtt.url)
     yield
     await client.close()

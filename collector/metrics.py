@@ -182,7 +182,7 @@ class CollectorMetrics:
         )
         self.webhook_backlog = Gauge(
             "plantwire_collector_webhook_oldest_pending_seconds",
-            "Age of the oldest webhook message not delivered yet, of any endpoint (0: none).",
+            "Age of the oldest webhook message not yet delivered to an enabled endpoint (0: none).",
             registry=self.registry,
         )
         self.stream_clients = Gauge(
@@ -203,6 +203,18 @@ class CollectorMetrics:
         )
         for reason in STREAM_DROP_REASONS:
             self.stream_dropped.labels(reason=reason)
+        self.commands = Counter(
+            "plantwire_collector_commands_total",
+            "Commands to equipment finished, by status (applied, refused, expired, unreachable,"
+            " timed_out), counted by the collector that recorded it.",
+            ["status"],
+            registry=self.registry,
+        )
+        self.command_send_failures = Counter(
+            "plantwire_collector_command_send_failures_total",
+            "Commands the broker did not take in time (sent again until they expire).",
+            registry=self.registry,
+        )
         self.mqtt_connected = Gauge(
             "plantwire_collector_mqtt_connected",
             "1 while the collector is connected to the broker.",

@@ -7,6 +7,7 @@ from collector.analytics.equipment_store import EquipmentStore
 from collector.api.auth import Authenticator
 from collector.api.keys import ApiKeys
 from collector.api.ratelimit import RateLimits
+from collector.commands import Commands
 from collector.config import CollectorConfig
 from collector.event_hub import EventHub
 from collector.metrics import CollectorMetrics
@@ -27,3 +28,4 @@ LIMITS = web.AppKey("limits", RateLimits)
 EQUIPMENT = web.AppKey("equipment", EquipmentStore)
 EVENT_HUB = web.AppKey("event_hub", EventHub)
 WEBHOOKS = web.AppKey("webhooks", WebhookEndpoints)
+COMMANDS = web.AppKey("commands", Commands)

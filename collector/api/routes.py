@@ -6,6 +6,7 @@ from aiohttp.typedefs import Middleware
 from collector.api import (
     agents,
     api_keys,
+    commands,
     dead_letters,
     downtime,
     equipment,
@@ -31,6 +32,7 @@ from collector.state import AUTH, LIMITS, METRICS, SETTINGS
 RESOURCES = (
     agents,
     api_keys,
+    commands,
     dead_letters,
     downtime,
     equipment,
