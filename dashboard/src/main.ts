@@ -1,0 +1,160 @@
+// The dashboard's shell: sign-in, the header (who, live indicator, sign out) and the page.
+
+import { Api, ApiError } from "./api";
+import { h, replace } from "./dom";
+import { clock } from "./format";
+import { Overview } from "./overview";
+import { forgetKey, isRole, type Role, storedKey, storeKey } from "./session";
+import { StreamClient, type StreamStatus } from "./sse";
+import type { Me } from "./types";
+
+const STREAM_URL = "/api/v1/stream?kinds=machine.state,agent.status";
+
+interface Signed {
+  me: Me;
+  role: Role;
+  stream: StreamClient;
+  overview: Overview;
+}
+
+let current: Signed | null = null;
+const app = document.getElementById("app") as HTMLElement;
+
+function errorText(error: unknown): string {
+  if (error instanceof ApiError) return error.detail || error.title;
+  return error instanceof Error ? error.message : String(error);
+}
+
+function signOut(message = ""): void {
+  current?.stream.stop();
+  current?.overview.stop();
+  current = null;
+  forgetKey();
+  showSignIn(message);
+}
+
+function showSignIn(message: string): void {
+  document.title = "Sign in: Plantwire";
+  const input = h("input", {
+    id: "api-key",
+    name: "api-key",
+    type: "password",
+    autocomplete: "off",
+    spellcheck: "false",
+    required: true,
+    "aria-describedby": "signin-help",
+  });
+  const error = h("p", { id: "signin-error", class: "error", role: "alert" }, message);
+  const button = h("button", { type: "submit" }, "Sign in");
+  const form = h(
+    "form",
+    { class: "signin", "aria-labelledby": "signin-heading" },
+    h("h1", { id: "signin-heading" }, "Plantwire dashboard"),
+    h("label", { for: "api-key" }, "API key"),
+    input,
+    h(
+      "p",
+      { id: "signin-help", class: "muted" },
+      "The key stays in this browser tab only, and is forgotten when you sign out or close the tab.",
+    ),
+    button,
+    error,
+  );
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const key = input.value.trim();
+    button.disabled = true;
+    signIn(key)
+      .catch((failure: unknown) => {
+        forgetKey();
+        replace(
+          error,
+          failure instanceof ApiError && failure.status === 401
+            ? "That key is unknown, revoked or expired."
+            : `Cannot sign in: ${errorText(failure)}`,
+        );
+      })
+      .finally(() => {
+        button.disabled = false;
+      });
+  });
+  replace(app, h("main", { id: "main" }, form));
+  input.focus();
+}
+
+async function signIn(key: string): Promise<void> {
+  storeKey(key);
+  const api = new Api(storedKey, () => signOut("Your key was refused: sign in again."));
+  const me = await api.get<Me>("/api/v1/me");
+  if (!isRole(me.role)) throw new Error(`unknown role ${me.role}`);
+  showShell(api, me, me.role);
+}
+
+function showShell(api: Api, me: Me, role: Role): void {
+  document.title = "Plant overview: Plantwire";
+  const live = h("p", { id: "live", role: "status", "data-status": "connecting" }, "Connecting…");
+  const problems = h("div", { id: "problems", role: "alert" });
+  const signOutButton = h("button", { type: "button", id: "sign-out" }, "Sign out");
+  signOutButton.addEventListener("click", () => signOut("Signed out."));
+  const main = h("main", { id: "main", tabindex: -1 });
+  replace(
+    app,
+    h("a", { class: "skip", href: "#main" }, "Skip to content"),
+    h(
+      "header",
+      { class: "top" },
+      h("p", { class: "brand" }, "Plantwire"),
+      h("nav", { "aria-label": "Pages" }, h("a", { href: "#/", "aria-current": "page" }, "Overview")),
+      live,
+      h("p", { class: "who" }, "Signed in as ", h("strong", {}, me.name), ` (${role})`),
+      signOutButton,
+    ),
+    problems,
+    main,
+  );
+  const onError = (error: unknown): void => {
+    replace(problems, h("p", { class: "error" }, `Could not load: ${errorText(error)}`));
+  };
+  const overview = new Overview(api, main, onError);
+  let staleSince: number | null = null;
+  const showStatus = (status: StreamStatus): void => {
+    live.setAttribute("data-status", status);
+    if (status === "live") {
+      const wasStale = staleSince !== null;
+      staleSince = null;
+      document.body.removeAttribute("data-stale");
+      replace(live, h("span", { class: "shape", "aria-hidden": "true" }, "●"), " Live");
+      // What changed while away is replayed by the stream, but heartbeats and KPIs are not:
+      // read everything again.
+      if (wasStale) overview.reload().then(() => replace(problems), onError);
+    } else if (status === "reconnecting") {
+      staleSince ??= Date.now();
+      document.body.setAttribute("data-stale", "true");
+      const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+      replace(
+        live,
+        h("span", { class: "shape", "aria-hidden": "true" }, "⚠"),
+        ` Reconnecting: data is stale since ${clock(new Date(staleSince).toISOString(), zone)}`,
+      );
+    } else if (status === "connecting") {
+      replace(live, "Connecting…");
+    }
+  };
+  const stream = new StreamClient({
+    url: STREAM_URL,
+    key: storedKey,
+    onEvent: (event) => {
+      if (event.event === "reset") overview.reload().catch(onError);
+      else overview.onEvent(event);
+    },
+    onStatus: showStatus,
+    onRefused: () => signOut("Your key was refused: sign in again."),
+  });
+  current = { me, role, stream, overview };
+  overview.start().catch(onError);
+  void stream.run();
+}
+
+const key = storedKey();
+if (key === null) showSignIn("");
+else signIn(key).catch(() => signOut("Sign in again."));
