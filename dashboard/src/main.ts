@@ -130,11 +130,10 @@ function showShell(api: Api, me: Me, role: Role): void {
     } else if (status === "reconnecting") {
       staleSince ??= Date.now();
       document.body.setAttribute("data-stale", "true");
-      const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
       replace(
         live,
         h("span", { class: "shape", "aria-hidden": "true" }, "⚠"),
-        ` Reconnecting: data is stale since ${clock(new Date(staleSince).toISOString(), zone)}`,
+        ` Reconnecting: data is stale since ${clock(new Date(staleSince).toISOString(), overview.zone())}`,
       );
     } else if (status === "connecting") {
       replace(live, "Connecting…");

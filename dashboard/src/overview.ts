@@ -113,7 +113,8 @@ export class Overview {
     );
   }
 
-  private zone(): string {
+  /** The zone times are shown in where no one site's applies: the first site's. */
+  zone(): string {
     return this.tree?.sites[0]?.time_zone ?? browserZone();
   }
 
@@ -245,7 +246,7 @@ export class Overview {
           ? report
           : report === undefined
             ? ""
-            : `Current shift: from ${clock(report.from, site.time_zone)}, up to ${clock(report.to, site.time_zone)}.`,
+            : `Current shift started at ${clock(report.from, site.time_zone)}; its figures run to ${clock(report.to, site.time_zone)}.`,
       );
     }
     for (const now of states?.machines ?? []) {
