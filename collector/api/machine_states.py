@@ -1,17 +1,45 @@
-"""/api/v1/machine-states: what each machine of a site is doing now, and since when."""
+"""/api/v1/machine-states: what each machine of a site is doing now, and since when; and one
+machine's spans of state over a window (its timeline)."""
+
+from dataclasses import dataclass
 
 from aiohttp import web
 from pydantic import BaseModel, Field
 
 from collector.analytics.equipment import ID_PATTERN, TimeElement
-from collector.analytics.losses import Classifier
+from collector.analytics.histories import TooMuchHistory, read_spans_and_counts, snapshot
+from collector.analytics.losses import Classifier, StateSpan
 from collector.analytics.machine_events import Latest, latest_spans
 from collector.api.kpis import TAG, Code
 from collector.api.operations import API, Params, Role
 from collector.api.params import Timestamp
-from collector.api.scope import refuse
+from collector.api.scope import ScopeQuery, refuse, resolve
 from collector.replica import Connection
 from collector.state import EQUIPMENT, STORE
+
+
+@dataclass(frozen=True, slots=True)
+class _Named:
+    """What a span's codes mean in the site's loss mapping (None: the mapping lacks it)."""
+
+    state: str | None
+    element: TimeElement | None
+    reason: str | None
+
+    @staticmethod
+    def of(classifier: Classifier, state: Code, reason: Code | None) -> "_Named":
+        mapped = classifier.state(state)
+        found = classifier.reason(reason)
+        reason_name = None if found is None else found.name
+        if mapped is None:
+            return _Named(None, None, reason_name)
+        # A stop's time goes where its reason says, while that reason applies to the state.
+        element = (
+            mapped.element
+            if mapped.element is TimeElement.PRODUCTION
+            else classifier.stop(mapped, found)[0]
+        )
+        return _Named(mapped.name, element, reason_name)
 
 
 class MachineStatesQuery(Params):
@@ -92,16 +120,99 @@ async def get_machine_states(request: web.Request, query: MachineStatesQuery) ->
         span = latest.get((query.site, machine.id))
         if span is not None:
             since, state, reason, product = span
-            mapped = classifier.state(state)
-            found = classifier.reason(reason)
+            named = _Named.of(classifier, state, reason)
             now.state, now.reason, now.product, now.since = state, reason, product, since
-            now.reason_name = None if found is None else found.name
-            if mapped is not None:
-                now.state_name = mapped.name
-                now.element = (
-                    mapped.element
-                    if mapped.element is TimeElement.PRODUCTION
-                    else classifier.stop(mapped, found)[0]
-                )
+            now.state_name, now.element, now.reason_name = named.state, named.element, named.reason
         out.append(now)
     return MachineStatesOut(site=query.site, time_zone=site.site.time_zone, machines=out)
+
+
+class TimelineQuery(ScopeQuery):
+    """One machine, and a window."""
+
+    machine: str = Field(pattern=ID_PATTERN, max_length=64, description="The machine's id.")
+
+
+class TimelineSpan(BaseModel):
+    """A span of unchanged state, reason and product, cut to the window."""
+
+    start: Timestamp = Field(alias="from")
+    end: Timestamp = Field(alias="to", description="Now, for the span going on.")
+    ongoing: bool
+    state: Code
+    state_name: str | None
+    element: TimeElement | None
+    reason: Code | None
+    reason_name: str | None
+    product: str | None
+
+
+class TimelineOut(BaseModel):
+    """A machine's spans over the window (cut at now), oldest first; time without a span is
+    unknown (before its first state reading)."""
+
+    site: str
+    machine: str
+    time_zone: str
+    start: Timestamp = Field(alias="from")
+    end: Timestamp = Field(alias="to", description="The window's end, or now if earlier.")
+    spans: list[TimelineSpan]
+
+
+@API.operation(
+    "GET",
+    "/api/v1/machine-states/timeline",
+    summary="One machine's spans of state over a window",
+    tag=TAG,
+    role=Role.VIEWER,
+    params=TimelineQuery,
+    response=TimelineOut,
+    errors=(404, 422),
+)
+async def get_machine_timeline(request: web.Request, query: TimelineQuery) -> TimelineOut:
+    """The machine's stored spans meeting the window, cut to it, named by the loss mapping.
+
+    The same spans the KPIs and downtime are computed from (docs/analytics.md).
+    """
+    scope = await resolve(request, query)
+    start, end = scope.start, min(scope.end, scope.now)
+
+    async def work(conn: Connection) -> list[StateSpan]:
+        if end <= start:
+            return []
+        async with snapshot(conn):
+            read = await read_spans_and_counts(
+                conn, scope.site_id, [query.machine], [start, end], scope.now
+            )
+        return read.spans[query.machine]
+
+    try:
+        spans = await request.app[STORE].reads.run(work)
+    except TooMuchHistory as exc:
+        raise refuse("from", f"{exc}: ask for a shorter window") from None
+    classifier = Classifier(scope.site.loss_mapping)
+    out = []
+    # The reader adds all of a stop going on at an edge (for its length); only the window shows.
+    for span in (s for s in spans if s.end > start and s.start < end):
+        named = _Named.of(classifier, span.state, span.reason)
+        values = {
+            "from": max(span.start, start),
+            "to": min(span.end, end),
+            "ongoing": span.open,
+            "state": span.state,
+            "state_name": named.state,
+            "element": named.element,
+            "reason": span.reason,
+            "reason_name": named.reason,
+            "product": span.product,
+        }
+        out.append(TimelineSpan.model_validate(values))
+    values = {
+        "site": scope.site_id,
+        "machine": query.machine,
+        "time_zone": scope.site.time_zone,
+        "from": start,
+        "to": max(start, end),
+        "spans": out,
+    }
+    return TimelineOut.model_validate(values)
