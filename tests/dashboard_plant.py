@@ -19,7 +19,12 @@ AGENT = "press-agent"
 MACHINES = ("press-1", "press-2")
 ALL_WEEK = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 US = 1_000_000
-TYPES = {"state": DataType.UINT16, "reason": DataType.UINT16, "good": DataType.UINT32}
+TYPES = {
+    "state": DataType.UINT16,
+    "reason": DataType.UINT16,
+    "good": DataType.UINT32,
+    "temperature": DataType.FLOAT64,
+}
 
 
 def site_spec(time_zone: str = "Europe/Berlin") -> dict[str, Any]:
@@ -115,11 +120,16 @@ class PlantAgent:
         payload = json.dumps({**body, "readings_acknowledged": 0}).encode()
         await self.client.publish(self.topics.heartbeat(AGENT), payload, timeout=10)
 
-    async def readings(self, machine: str, at_s: float, **values: int) -> None:
-        """One batch: the machine's tags (state, reason, good) at `at_s` (Unix seconds)."""
+    async def readings(self, machine: str, at_s: float, **values: float) -> None:
+        """One batch: the machine's tags (state, reason, good, temperature) at `at_s` (Unix
+        seconds)."""
+        await self.series(machine, [(part, at_s, value) for part, value in values.items()])
+
+    async def series(self, machine: str, points: list[tuple[str, float, float]]) -> None:
+        """One batch of (tag, Unix seconds, value) readings of the machine's device."""
         readings = [
             Reading(machine, part, TYPES[part], int(at_s * US), value, Quality.GOOD)
-            for part, value in values.items()
+            for part, at_s, value in points
         ]
         seqs = list(range(self.seq + 1, self.seq + 1 + len(readings)))
         self.seq = seqs[-1]

@@ -3,21 +3,33 @@
 import { Api, ApiError } from "./api";
 import { h, replace } from "./dom";
 import { clock } from "./format";
+import { MachinePage } from "./machine";
+import { route } from "./route";
 import { Overview } from "./overview";
 import { forgetKey, isRole, type Role, storedKey, storeKey } from "./session";
-import { StreamClient, type StreamStatus } from "./sse";
+import { type SseEvent, StreamClient, type StreamStatus } from "./sse";
 import type { Me } from "./types";
 
 const STREAM_URL = "/api/v1/stream?kinds=machine.state,agent.status";
 
-interface Signed {
-  me: Me;
-  role: Role;
-  stream: StreamClient;
-  overview: Overview;
+/** What a page of the dashboard does; the shell keeps one at a time. */
+interface Page {
+  start(): Promise<void>;
+  stop(): void;
+  reload(): Promise<void>;
+  onEvent(event: SseEvent): void;
+  zone(): string;
 }
 
+interface Signed {
+  stream: StreamClient;
+  stopPage: () => void;
+}
+
+
+
 let current: Signed | null = null;
+let onHashChange: () => void = () => undefined;
 const app = document.getElementById("app") as HTMLElement;
 
 function errorText(error: unknown): string {
@@ -27,7 +39,8 @@ function errorText(error: unknown): string {
 
 function signOut(message = ""): void {
   current?.stream.stop();
-  current?.overview.stop();
+  current?.stopPage();
+  window.removeEventListener("hashchange", onHashChange);
   current = null;
   forgetKey();
   showSignIn(message);
@@ -92,6 +105,7 @@ async function signIn(key: string): Promise<void> {
 
 function showShell(api: Api, me: Me, role: Role): void {
   document.title = "Plant overview: Plantwire";
+  const nav = h("a", { href: "#/", "aria-current": "page" }, "Overview");
   const live = h("p", { id: "live", role: "status", "data-status": "connecting" }, "Connecting…");
   const problems = h("div", { id: "problems", role: "alert" });
   const signOutButton = h("button", { type: "button", id: "sign-out" }, "Sign out");
@@ -104,7 +118,7 @@ function showShell(api: Api, me: Me, role: Role): void {
       "header",
       { class: "top" },
       h("p", { class: "brand" }, "Plantwire"),
-      h("nav", { "aria-label": "Pages" }, h("a", { href: "#/", "aria-current": "page" }, "Overview")),
+      h("nav", { "aria-label": "Pages" }, nav),
       live,
       h("p", { class: "who" }, "Signed in as ", h("strong", {}, me.name), ` (${role})`),
       signOutButton,
@@ -115,7 +129,20 @@ function showShell(api: Api, me: Me, role: Role): void {
   const onError = (error: unknown): void => {
     replace(problems, h("p", { class: "error" }, `Could not load: ${errorText(error)}`));
   };
-  const overview = new Overview(api, main, onError);
+  let page: Page | null = null;
+  const open = (): void => {
+    page?.stop();
+    replace(problems);
+    const where = route(location.hash);
+    page =
+      where.kind === "machine"
+        ? new MachinePage(api, main, where.site, where.machine, onError)
+        : new Overview(api, main, onError);
+    document.title = where.kind === "machine" ? "Machine: Plantwire" : "Plant overview: Plantwire";
+    nav.setAttribute("aria-current", where.kind === "overview" ? "page" : "false");
+    page.start().catch(onError);
+  };
+  const zone = (): string => page?.zone() ?? Intl.DateTimeFormat().resolvedOptions().timeZone;
   let staleSince: number | null = null;
   const showStatus = (status: StreamStatus): void => {
     live.setAttribute("data-status", status);
@@ -126,14 +153,14 @@ function showShell(api: Api, me: Me, role: Role): void {
       replace(live, h("span", { class: "shape", "aria-hidden": "true" }, "●"), " Live");
       // What changed while away is replayed by the stream, but heartbeats and KPIs are not:
       // read everything again.
-      if (wasStale) overview.reload().then(() => replace(problems), onError);
+      if (wasStale) page?.reload().then(() => replace(problems), onError);
     } else if (status === "reconnecting") {
       staleSince ??= Date.now();
       document.body.setAttribute("data-stale", "true");
       replace(
         live,
         h("span", { class: "shape", "aria-hidden": "true" }, "⚠"),
-        ` Reconnecting: data is stale since ${clock(new Date(staleSince).toISOString(), overview.zone())}`,
+        ` Reconnecting: data is stale since ${clock(new Date(staleSince).toISOString(), zone())}`,
       );
     } else if (status === "connecting") {
       replace(live, "Connecting…");
@@ -143,14 +170,16 @@ function showShell(api: Api, me: Me, role: Role): void {
     url: STREAM_URL,
     key: storedKey,
     onEvent: (event) => {
-      if (event.event === "reset") overview.reload().catch(onError);
-      else overview.onEvent(event);
+      if (event.event === "reset") page?.reload().catch(onError);
+      else page?.onEvent(event);
     },
     onStatus: showStatus,
     onRefused: () => signOut("Your key was refused: sign in again."),
   });
-  current = { me, role, stream, overview };
-  overview.start().catch(onError);
+  current = { stream, stopPage: () => page?.stop() };
+  onHashChange = open;
+  window.addEventListener("hashchange", onHashChange);
+  open();
   void stream.run();
 }
 

@@ -5,6 +5,7 @@ import { type Api, ApiError } from "./api";
 import { type Child, h, replace } from "./dom";
 import { clock, code, count, duration, percent, secondsSince } from "./format";
 import type { SseEvent } from "./sse";
+import { machineHash } from "./route";
 import { lookOf } from "./states";
 import type {
   Agent,
@@ -229,7 +230,7 @@ export class Overview {
     return h(
       "li",
       { class: "tile", "data-machine": `${site}/${machine}` },
-      h("h5", { class: "machine-name", id: `tile-${site}-${machine}` }, machine),
+      h("h5", {}, h("a", { class: "machine-name", href: machineHash(site, machine) }, machine)),
       state,
       kpis,
     );
@@ -252,8 +253,8 @@ export class Overview {
     for (const now of states?.machines ?? []) {
       const tile = this.tiles.get(`${site.id}/${now.machine}`);
       if (tile === undefined) continue;
-      const heading = tile.state.previousElementSibling;
-      if (heading !== null && now.name !== null) heading.textContent = now.name;
+      const link = tile.state.parentElement?.querySelector(".machine-name");
+      if (link && now.name !== null) link.textContent = now.name;
       this.renderState(tile, now, site.time_zone);
       const part =
         typeof report === "object" ? report.total.machines?.find((m) => m.machine === now.machine) : undefined;
@@ -289,7 +290,8 @@ export class Overview {
         ),
       );
     }
-    if (now.reason !== null) {
+    // A reason code left over from the last stop means nothing while the machine produces.
+    if (now.reason !== null && now.element !== "production") {
       lines.push(h("p", { class: "reason" }, "Reason: ", h("span", { class: "reason-name" }, now.reason_name ?? `code ${code(now.reason)}`)));
     }
     if (now.product !== null) lines.push(h("p", { class: "product" }, "Product: ", now.product));

@@ -98,3 +98,87 @@ export interface AgentStatusBody {
   status: string;
   since: string;
 }
+
+export interface Elements {
+  pot_s: number;
+  pdot_s: number;
+  pbt_s: number;
+  apt_s: number;
+  asut_s: number;
+  adet_s: number;
+  adot_s: number;
+  unknown_s: number;
+  pq: number;
+  gq: number;
+  sq: number;
+  ideal_s: number | null;
+  fe: number;
+}
+export interface FullKpis extends Kpis {
+  mtbf_s: number | null;
+  mttr_s: number | null;
+}
+export interface MachineKpiReport {
+  from: string;
+  to: string;
+  total: {
+    kpis: FullKpis;
+    working: { model: string; elements: Elements; warnings: { code: string; message: string }[] };
+  };
+}
+
+export interface TimelineSpan {
+  from: string;
+  to: string;
+  ongoing: boolean;
+  state: Code;
+  state_name: string | null;
+  element: string | null;
+  reason: Code | null;
+  reason_name: string | null;
+}
+export interface Timeline {
+  from: string;
+  to: string;
+  time_zone: string;
+  spans: TimelineSpan[];
+}
+
+export interface ParetoBar {
+  label: string;
+  seconds: number;
+  events: number;
+  share: number;
+}
+export interface Downtime {
+  by_reason: ParetoBar[];
+}
+
+export interface TagRef {
+  tag: string;
+  agent?: string | null;
+}
+export interface MachineOut {
+  site: string;
+  id: string;
+  spec: {
+    name: string | null;
+    state: TagRef;
+    reason?: TagRef | null;
+    good: TagRef;
+    scrap?: TagRef | null;
+    product?: TagRef | null;
+  };
+}
+export interface TagOut {
+  tag: string;
+  agent: string;
+  device: string;
+  name: string;
+  data_type: string;
+}
+export interface SeriesPage {
+  readings: { ts: string; value: number | string | boolean | null }[] | null;
+  downsampled: boolean;
+  count: number;
+}

@@ -16,7 +16,7 @@ from collector.web.dashboard import CSP
 from shared.mqtt import MqttClient
 from tests.browser.conftest import WAIT_MS, Watched, pretty
 from tests.dashboard_plant import HOSTILE, SITE, PlantAgent, new_key, put_plant
-from tests.harness import running_collector
+from tests.harness import eventually, running_collector
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 DERIVE_FAST = {"analytics": {"derive_interval": "200ms"}}
@@ -133,21 +133,31 @@ async def test_a_viewer_signs_in_and_watches_the_plant_live(
 
 
 async def check_tile_kpis(page: Page, answers: list[dict[str, Any]]) -> None:
-    """Each tile shows exactly the latest KPI answer the page received, for its machine."""
-    assert answers, "the page asked for no KPIs"
-    latest = answers[-1]
-    assert latest["group_by"] == "none"
-    for part in latest["total"]["machines"]:
-        tile = page.locator(f'[data-machine="{SITE}/{part["machine"]}"]')
-        kpis = part["kpis"]
-        await expect(tile.locator(".oee-value")).to_have_text(percent(kpis["oee"]))
-        await expect(tile.locator(".availability-value")).to_have_text(
-            percent(kpis["availability"])
-        )
-        await expect(tile.locator(".effectiveness-value")).to_have_text(
-            percent(kpis["effectiveness"])
-        )
-        await expect(tile.locator(".quality-value")).to_have_text(percent(kpis["quality_ratio"]))
+    """Each tile comes to show exactly the latest KPI answer the page received, for its machine.
+
+    Polled: the page's responses are read by handlers of their own, and a refresh may bring a
+    newer answer meanwhile.
+    """
+
+    async def shows_the_latest() -> bool:
+        if not answers:
+            return False
+        latest = answers[-1]
+        assert latest["group_by"] == "none"
+        for part in latest["total"]["machines"]:
+            tile = page.locator(f'[data-machine="{SITE}/{part["machine"]}"]')
+            kpis = part["kpis"]
+            for cls, key in [
+                ("oee", "oee"),
+                ("availability", "availability"),
+                ("effectiveness", "effectiveness"),
+                ("quality", "quality_ratio"),
+            ]:
+                if await tile.locator(f".{cls}-value").text_content() != percent(kpis[key]):
+                    return False
+        return True
+
+    await eventually(shows_the_latest, timeout=WAIT_MS / 1000, what="tiles showing the KPI answer")
 
 
 async def api_states(page: Page, base: str, key: str) -> dict[str, Any]:
@@ -192,3 +202,91 @@ async def test_the_accessibility_check_finds_what_it_should(watched: Watched) ->
     )
     found = {violation["id"] for violation in await watched.axe()}
     assert {"label", "image-alt"} <= found
+
+
+async def test_a_machine_page_shows_the_apis_figures_and_a_chart_as_wide_as_its_request(
+    plant_collector_config: Callable[..., CollectorConfig],
+    publisher: MqttClient,
+    topic_prefix: str,
+    watched: Watched,
+) -> None:
+    page = watched.page
+    answers: dict[str, dict[str, Any]] = {}
+    series_asked: list[str] = []
+
+    async def record(response: Response) -> None:
+        url = response.url
+        if "/api/v1/kpis" in url and "machine=press-1" in url and response.ok:
+            window = "current" if "window=current_shift" in url else "previous"
+            answers[window] = await response.json()
+        elif "/api/v1/series" in url:
+            series_asked.append(url)
+
+    page.on("response", record)
+    async with running_collector(plant_collector_config(sections=DERIVE_FAST)) as base:
+        await put_plant(base, {"press-1": "Press one"})
+        viewer = await new_key(base, "viewer")
+        agent = PlantAgent(publisher, topic_prefix)
+        now = time.time()
+        await agent.readings("press-1", now - 600, state=1, good=0)
+        await agent.readings("press-1", now - 300, state=3, reason=5, good=120)
+        await agent.readings("press-1", now - 240, state=1, good=120)
+        await agent.series(
+            "press-1", [("temperature", now - 600 + s, 60 + (s % 50) / 10) for s in range(590)]
+        )
+        await sign_in(page, base, viewer)
+        link = page.locator('[data-machine="plant-1/press-1"] a.machine-name')
+        await expect(link).to_have_text("Press one")
+        await link.focus()
+        await page.keyboard.press("Enter")
+        await expect(page.locator("h1")).to_have_text("Press one")
+        assert page.url.endswith("#/machine/plant-1/press-1")
+
+        await expect(page.locator(".now .state-name")).to_have_text("running")
+        # OEE, its factors and the counts are the KPI API's own, for both shifts.
+        await expect(page.locator("td.oee-value.shift-0")).not_to_have_text("")
+
+        async def both_answered() -> bool:
+            return set(answers) == {"current", "previous"}
+
+        # The page's responses are read by handlers of their own, maybe after the page drew.
+        await eventually(both_answered, timeout=WAIT_MS / 1000, what="both shifts' KPI answers")
+        for column, window in enumerate(("current", "previous")):
+            total = answers[window]["total"]
+            kpis, elements = total["kpis"], total["working"]["elements"]
+            cells = {
+                "oee": percent(kpis["oee"]),
+                "availability": percent(kpis["availability"]),
+                "effectiveness": percent(kpis["effectiveness"]),
+                "quality": percent(kpis["quality_ratio"]),
+                "good": f"{round(elements['gq']):,}",
+                "scrap": f"{round(elements['sq']):,}",
+            }
+            for name, text in cells.items():
+                await expect(page.locator(f"td.{name}-value.shift-{column}")).to_have_text(text)
+        assert answers["current"]["total"]["working"]["elements"]["gq"] == 120
+        # The working is shown, not recomputed: PBT as the API gave it.
+        await page.locator("details.working summary").first.click()
+        await expect(page.locator("details.working").first).to_contain_text("PBT")
+
+        await expect(page.locator(".timeline .span")).to_have_count(3)
+        pareto = page.locator(".pareto li")
+        await expect(pareto).to_have_count(1)
+        await expect(pareto.locator(".pareto-label")).to_have_text(HOSTILE)
+
+        chart = page.locator(".chart .uplot")
+        await expect(chart).to_be_visible()
+        width = await chart.evaluate("element => element.getBoundingClientRect().width")
+        assert series_asked, "the chart asked for no series"
+        assert f"max_points={round(width)}" in series_asked[-1], (width, series_asked[-1])
+        assert "temperature" in series_asked[-1]
+
+        assert await watched.axe() == [], "machine page"
+        await watched.screenshots("machine")
+
+        await agent.readings("press-1", time.time(), state=3, reason=5)
+        await expect(page.locator(".now .state-name")).to_have_text("down")
+        await expect(page.locator(".timeline .span")).to_have_count(4)
+        assert watched.dialogs == []
+        assert await watched.csp_violations() == []
+        assert watched.errors == [], pretty(watched.errors)
