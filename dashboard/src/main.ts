@@ -79,7 +79,6 @@ function showSignIn(message: string): void {
     button.disabled = true;
     signIn(key)
       .catch((failure: unknown) => {
-        forgetKey();
         replace(
           error,
           failure instanceof ApiError && failure.status === 401
@@ -96,10 +95,11 @@ function showSignIn(message: string): void {
 }
 
 async function signIn(key: string): Promise<void> {
+  // The key is kept only once the collector knows it.
+  const me = await new Api(() => key, () => undefined).get<Me>("/api/v1/me");
+  if (!isRole(me.role)) throw new Error(`unknown role ${me.role}`);
   storeKey(key);
   const api = new Api(storedKey, () => signOut("Your key was refused: sign in again."));
-  const me = await api.get<Me>("/api/v1/me");
-  if (!isRole(me.role)) throw new Error(`unknown role ${me.role}`);
   showShell(api, me, me.role);
 }
 
@@ -185,4 +185,10 @@ function showShell(api: Api, me: Me, role: Role): void {
 
 const key = storedKey();
 if (key === null) showSignIn("");
-else signIn(key).catch(() => signOut("Sign in again."));
+else {
+  signIn(key).catch((failure: unknown) => {
+    // A refused key is forgotten; a collector out of reach is not the key's fault.
+    if (failure instanceof ApiError && failure.status === 401) signOut("Sign in again.");
+    else showSignIn(`Cannot reach the collector: ${errorText(failure)}. Sign in to try again.`);
+  });
+}

@@ -52,14 +52,19 @@ export class Overview {
 
   /** Load everything and show it; refresh on a timer and tick the durations. */
   async start(): Promise<void> {
-    await this.reload();
+    // Timers first: a first load that fails is tried again by the refresh.
     this.timers.push(setInterval(() => this.tick(), 1000));
     this.timers.push(
       setInterval(() => {
+        if (this.tree === null) {
+          this.guard(this.reload());
+          return;
+        }
         this.guard(this.refreshAgents());
-        for (const site of this.tree?.sites ?? []) this.guard(this.refreshSite(site));
+        for (const site of this.tree.sites) this.guard(this.refreshSite(site));
       }, REFRESH_MS),
     );
+    await this.reload();
   }
 
   stop(): void {

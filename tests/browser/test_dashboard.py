@@ -73,6 +73,14 @@ async def test_a_viewer_signs_in_and_watches_the_plant_live(
         await page.goto(f"{base}/", timeout=WAIT_MS)
         await watched.screenshots("signin")
         assert await watched.axe() == [], "sign-in page"
+        # A key the collector does not know is refused, and not kept.
+        await page.get_by_label("API key").fill("pwk_00000000_" + "x" * 32)
+        await page.keyboard.press("Enter")
+        await expect(page.locator("#signin-error")).to_have_text(
+            "That key is unknown, revoked or expired."
+        )
+        assert await page.evaluate("sessionStorage.length") == 0
+        watched.errors.clear()  # the browser logs the refused request (401) as an error
         response = await sign_in(page, base, viewer)
         assert response.headers["content-security-policy"] == CSP
         assert viewer not in page.url
