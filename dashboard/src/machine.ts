@@ -52,6 +52,18 @@ export class MachinePage {
     chart: h("div", { class: "chart-area" }),
   };
   private readonly tagPicker = h("select", { id: "tag-picker" });
+  private drawnWidth = 0;
+  private resized: ReturnType<typeof setTimeout> | null = null;
+  // A chart asks for as many points as it is wide: a new width is a new request.
+  private readonly resizing = new ResizeObserver(() => {
+    if (this.resized !== null) clearTimeout(this.resized);
+    this.resized = setTimeout(() => {
+      this.resized = null;
+      if (this.chart !== null && Math.abs(this.width() - this.drawnWidth) >= 1) {
+        this.drawChart().catch(this.onError);
+      }
+    }, 150);
+  });
 
   constructor(
     private readonly api: Api,
@@ -95,11 +107,18 @@ export class MachinePage {
     );
     await this.loadTags(spec);
     await this.reload();
+    this.resizing.observe(this.sections.chart);
   }
 
   stop(): void {
+    this.resizing.disconnect();
     this.chart?.destroy();
     if (this.pending !== null) clearTimeout(this.pending);
+    if (this.resized !== null) clearTimeout(this.resized);
+  }
+
+  private width(): number {
+    return Math.max(200, Math.floor(this.sections.chart.clientWidth || this.root.clientWidth));
   }
 
   async reload(): Promise<void> {
@@ -318,7 +337,8 @@ export class MachinePage {
       replace(this.sections.chart, h("p", {}, "This machine's device has no other numeric tag."));
       return;
     }
-    const width = Math.max(200, Math.floor(this.sections.chart.clientWidth || this.root.clientWidth));
+    const width = this.width();
+    this.drawnWidth = width;
     const to = new Date();
     const from = new Date(to.getTime() - 3600_000);
     const page = await this.api.get<SeriesPage>("/api/v1/series", {

@@ -105,6 +105,10 @@ class Watched:
         saved = []
         for size, (width, height) in VIEWPORTS.items():
             await self.page.set_viewport_size({"width": width, "height": height})
+            # Readable at this size: nothing wider than the screen (tables scroll in a box).
+            await self.page.wait_for_function(
+                "document.documentElement.scrollWidth <= window.innerWidth", timeout=WAIT_MS
+            )
             path = ARTIFACTS / f"{name}-{size}.png"
             await self.page.screenshot(path=str(path), full_page=True, timeout=WAIT_MS)
             saved.append(path)

@@ -289,6 +289,15 @@ async def test_a_machine_page_shows_the_apis_figures_and_a_chart_as_wide_as_its_
         assert f"max_points={round(width)}" in series_asked[-1], (width, series_asked[-1])
         assert "temperature" in series_asked[-1]
 
+        # On a tablet the chart is narrower, and asks again for as many points as it is wide.
+        await page.set_viewport_size({"width": 800, "height": 1280})
+
+        async def asked_for_its_new_width() -> bool:
+            now_wide = await chart.evaluate("element => element.getBoundingClientRect().width")
+            return now_wide < width and f"max_points={round(now_wide)}" in series_asked[-1]
+
+        await eventually(asked_for_its_new_width, timeout=WAIT_MS / 1000, what="a narrower chart")
+        await page.set_viewport_size({"width": 1280, "height": 800})
         assert await watched.axe() == [], "machine page"
         await watched.screenshots("machine")
 
