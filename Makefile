@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint clean bench-agent bench-agent-e2e bench-analytics bench-api bench-buffer bench-events bench-ingest bench-wire
+.PHONY: demo dashboard test lint clean bench-agent bench-agent-e2e bench-analytics bench-api bench-buffer bench-events bench-ingest bench-wire
 
 # The programs' packages at the versions the images ship (the lock files), the dev tools around
 # them. pip refuses an editable install under hashed constraints: the pins alone constrain it.
@@ -15,7 +15,18 @@ $(STAMP): pyproject.toml requirements/collector.txt requirements/agent.txt
 	$(VENV)/bin/pip install --quiet -c $(VENV)/constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
-demo: $(STAMP)
+# The dashboard's npm packages (exact versions from its lock file) and its build, which
+# ships inside the collector's package (collector/web/static): no Node at run time.
+DASHBOARD_BUILT := collector/web/static/index.html
+dashboard/node_modules/.package-lock.json: dashboard/package.json dashboard/package-lock.json
+	cd dashboard && npm ci --no-audit --no-fund
+
+$(DASHBOARD_BUILT): dashboard/node_modules/.package-lock.json dashboard/build.mjs dashboard/index.html $(wildcard dashboard/src/*)
+	cd dashboard && npm run --silent check && npm run --silent build
+
+dashboard: $(DASHBOARD_BUILT)
+
+demo: $(STAMP) $(DASHBOARD_BUILT)
 	$(VENV)/bin/python scripts/demo.py
 
 test:
@@ -27,7 +38,7 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV) .demo .coverage .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) dashboard/node_modules collector/web/static .demo .coverage .mypy_cache .ruff_cache .pytest_cache
 
 bench-agent: $(STAMP)
 	$(VENV)/bin/python bench/agent_bench.py

@@ -54,6 +54,7 @@ from collector.state import (
     WEBHOOKS,
 )
 from collector.store import ReadingStore
+from collector.web.dashboard import add_dashboard
 from collector.webhooks import WebhookDelivery, WebhookEndpoints
 from shared.cancellation import raise_if_cancelled
 from shared.errors import PlantwireError
@@ -94,6 +95,7 @@ def create_app(config: CollectorConfig, *, platform: bool = True) -> web.Applica
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    add_dashboard(app)
     return app
 
 

@@ -18,6 +18,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 ROOT = Path(__file__).resolve().parent.parent
 STATE = ROOT / ".demo"
 BIN = Path(sys.executable).parent
@@ -50,10 +52,17 @@ def wait_port(port: int, timeout: float, process: subprocess.Popen[bytes], name:
     raise SystemExit(f"demo: {name} did not open port {port} within {timeout:.0f}s")
 
 
-def fetch(url: str, key: str) -> tuple[int, Any]:
+def fetch(url: str, key: str, put: Any = None) -> tuple[int, Any]:
+    """GET a URL of the demo's collector, or PUT `put` to it as JSON."""
     if not url.startswith("http://127.0.0.1:"):
         raise ValueError(f"demo: refusing to fetch {url}")  # only the demo's own collector
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"})  # noqa: S310
+    headers = {"Authorization": f"Bearer {key}"}
+    body = None
+    if put is not None:
+        body, headers["Content-Type"] = json.dumps(put, default=str).encode(), "application/json"
+    request = urllib.request.Request(  # noqa: S310 - checked above
+        url, data=body, headers=headers, method="GET" if put is None else "PUT"
+    )
     try:
         with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - checked above
             return response.status, json.load(response)
@@ -70,6 +79,7 @@ class Demo:
         self.processes: list[tuple[str, subprocess.Popen[bytes]]] = []
         self.pg: Any = None
         self.key = ""
+        self.viewer_key = ""
 
     def spawn(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         log = open(STATE / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the child
@@ -127,11 +137,20 @@ class Demo:
             env,
         )
         wait_port(HTTP_PORT, 60, collector, "collector")
+        self.key = self.new_key("demo", "admin", env)
+        self.viewer_key = self.new_key("demo-viewer", "viewer", env)
+        self.spawn(
+            "agent", [str(BIN / "plantwire-agent"), "run", "--config", "config/agent.yaml"], env
+        )
+        return f"http://127.0.0.1:{HTTP_PORT}"
+
+    def new_key(self, name: str, role: str, env: dict[str, str]) -> str:
+        """A new API key made with the collector's own command."""
         made = subprocess.run(
             [
                 str(BIN / "plantwire-collector"),
                 *("api-key", "create", "--config", "config/collector.yaml"),
-                *("--name", "demo", "--role", "admin"),
+                *("--name", name, "--role", role),
             ],
             env=env,
             capture_output=True,
@@ -139,11 +158,27 @@ class Demo:
             timeout=60,
             check=True,
         )
-        self.key = made.stdout.strip().splitlines()[-1]
-        self.spawn(
-            "agent", [str(BIN / "plantwire-agent"), "run", "--config", "config/agent.yaml"], env
-        )
-        return f"http://127.0.0.1:{HTTP_PORT}"
+        return made.stdout.strip().splitlines()[-1]
+
+    def put_equipment(self, base: str) -> None:
+        """The sample equipment model (config/equipment.yaml) through the API, its machine's
+        tags pointed at the demo agent's Modbus device, so the dashboard has a machine."""
+        plant = yaml.safe_load((ROOT / "config" / "equipment.yaml").read_text(encoding="utf-8"))
+        for site in plant["sites"]:
+            site_id, machines = site.pop("id"), site.pop("machines", [])
+            status, _ = fetch(f"{base}/api/v1/equipment/sites/{site_id}", self.key, put=site)
+            if status != 200:
+                raise SystemExit(f"demo: the equipment API refused site {site_id}: {status}")
+            for machine in machines:
+                machine_id = machine.pop("id")
+                for role in ("state", "reason", "good", "scrap", "product"):
+                    if role in machine:
+                        name = machine[role]["tag"].partition("/")[2]
+                        machine[role]["tag"] = f"press-1-modbus/{name}"
+                        machine[role]["agent"] = "demo-agent"
+                url = f"{base}/api/v1/equipment/sites/{site_id}/machines/{machine_id}"
+                if fetch(url, self.key, put=machine)[0] != 200:
+                    raise SystemExit(f"demo: the equipment API refused machine {machine_id}")
 
     def wait_for_readings(self, base: str, timeout: float) -> None:
         wanted = ["press-1-modbus/temperature", "press-1-opcua/temperature"]
@@ -207,11 +242,13 @@ def main() -> int:
         signal.signal(signum, _interrupt)
     try:
         base = demo.start()
+        demo.put_equipment(base)
         demo.wait_for_readings(base, timeout=60)
         print(
             f"demo: readings from both protocols arrived {time.monotonic() - started:.1f}s"
             " after start. Look at:"
         )
+        print(f"demo: the dashboard: {base}/ (sign in with the viewer key {demo.viewer_key})")
         print(f"demo: an admin API key for this demo: {demo.key}")
         print(f'  curl -H "Authorization: Bearer {demo.key}" \\')
         print(f"    '{base}/api/v1/readings?tag=press-1-modbus/good_count'")

@@ -146,3 +146,16 @@ async def revoke_api_key(request: web.Request, path: ApiKeyPath) -> ApiKeyOut:
         )
     request.app[AUTH].forget(path.prefix)
     return key_out(revoked)
+
+
+@API.operation(
+    "GET",
+    "/api/v1/me",
+    summary="The API key making the request",
+    tag="api keys",
+    role=Role.VIEWER,
+    response=ApiKeyOut,
+)
+async def get_me(request: web.Request, _: Params) -> ApiKeyOut:
+    """The calling key's record: its role tells a client (the dashboard) what to offer."""
+    return key_out(request[PRINCIPAL])

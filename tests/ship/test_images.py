@@ -646,6 +646,13 @@ def stages(dockerfile: Path) -> list[list[Instruction]]:
     return result
 
 
+def builder_stage(dockerfile: Path) -> list[Instruction]:
+    """The stage that builds the venv (FROM python AS builder)."""
+    found = [stage for stage in stages(dockerfile) if stage[0].arguments == "python AS builder"]
+    assert len(found) == 1, f"{dockerfile.name}: one builder stage expected"
+    return found[0]
+
+
 def env_values(stage: list[Instruction]) -> dict[str, str]:
     """KEY=value pairs set by a stage's ENV instructions (values without spaces or quotes)."""
     values: dict[str, str] = {}
@@ -709,7 +716,7 @@ def test_dockerfile_builds_in_stages_from_the_pinned_base(image: Image) -> None:
     assert len(all_stages) >= 3
     base = all_stages[0][0].arguments.split()
     assert base == [BASE_IMAGE, "AS", "python"]
-    assert all_stages[1][0].arguments == "python AS builder"
+    builder_stage(dockerfile)
     final = all_stages[-1]
     assert final[0].arguments == "python"
     copies = [i.arguments for i in final if i.keyword in ("COPY", "ADD")]
@@ -719,7 +726,7 @@ def test_dockerfile_builds_in_stages_from_the_pinned_base(image: Image) -> None:
 @pytest.mark.parametrize("image", IMAGES, ids=IMAGE_IDS)
 def test_dockerfile_installs_the_lock_with_hashes(image: Image) -> None:
     """The builder installs the image's lock with --require-hashes, then Plantwire --no-deps."""
-    builder = stages(REPO / image.dockerfile)[1]
+    builder = builder_stage(REPO / image.dockerfile)
     lock = f"requirements/{image.extra}.txt"
     copied = [i.arguments for i in builder if i.keyword == "COPY"]
     assert f"{lock} requirements/" in copied
@@ -739,7 +746,7 @@ def test_dockerfile_installs_the_lock_with_hashes(image: Image) -> None:
 @pytest.mark.parametrize("image", IMAGES, ids=IMAGE_IDS)
 def test_dockerfile_prunes_the_venv_last_with_the_shared_list(image: Image) -> None:
     """The builder's last step prunes the venv, with its own Python, by docker/prune.txt."""
-    builder = stages(REPO / image.dockerfile)[1]
+    builder = builder_stage(REPO / image.dockerfile)
     assert "docker/prune.py docker/prune.txt docker/" in [
         i.arguments for i in builder if i.keyword == "COPY"
     ]
@@ -817,6 +824,37 @@ def test_agent_image_keeps_its_buffer_in_a_volume() -> None:
     assert f"install -d -o 1001 -g 1001 -m 0750 {buffer.parent}" in setup
 
 
+DASHBOARD_SOURCES = (
+    "package.json",
+    "package-lock.json",
+    "tsconfig.json",
+    "build.mjs",
+    "index.html",
+)
+DASHBOARD_SOURCES += ("src",)
+"""What the collector image's Node stage builds the dashboard from (no node_modules, no build)."""
+
+
+def test_collector_image_builds_the_dashboard_in_a_node_stage_and_ships_no_node() -> None:
+    """A pinned Node stage runs npm ci and the build; the builder takes only the built files."""
+    all_stages = stages(REPO / "Dockerfile.production")
+    node = [stage for stage in all_stages if stage[0].arguments.endswith(" AS dashboard")]
+    assert len(node) == 1
+    assert re.fullmatch(r"node:[\w.-]+@sha256:[0-9a-f]{64} AS dashboard", node[0][0].arguments)
+    runs = [i.arguments for i in node[0] if i.keyword == "RUN"]
+    assert runs == ["npm ci --no-audit --no-fund", "npm run check && npm run build"]
+    copies = [
+        i.arguments for i in builder_stage(REPO / "Dockerfile.production") if i.keyword == "COPY"
+    ]
+    taken = "--from=dashboard /src/collector/web/static collector/web/static/"
+    assert taken in copies
+    assert copies.index(taken) > copies.index("collector collector/")
+    # The build writes where the stage copies from.
+    build = (REPO / "dashboard" / "build.mjs").read_text(encoding="utf-8")
+    assert 'path.resolve(here, "..", "collector", "web", "static")' in build
+    assert not [s for s in stages(REPO / "Dockerfile.agent") if "AS dashboard" in s[0].arguments]
+
+
 def test_build_context_holds_only_what_the_images_need() -> None:
     """.dockerignore excludes everything, then lets in the lock files and the project."""
     lines = [
@@ -828,5 +866,6 @@ def test_build_context_holds_only_what_the_images_need() -> None:
     allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
     needed = {"requirements/*.txt", "pyproject.toml", "README.md"}
     needed |= {"docker/prune.py", "docker/prune.txt"}
+    needed |= {f"dashboard/{name}" for name in DASHBOARD_SOURCES}
     needed |= {p.name for p in _project_packages() if p.parent == REPO}
     assert allowed == needed

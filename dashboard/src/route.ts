@@ -1,0 +1,21 @@
+// Which page a location's hash names. The hash only: the key never goes into a URL.
+
+export type Route = { kind: "overview" } | { kind: "machine"; site: string; machine: string };
+
+/** #/machine/<site>/<machine> is a machine's page; anything else the overview. */
+export function route(hash: string): Route {
+  const parts = hash.replace(/^#\/?/, "").split("/");
+  if (parts[0] === "machine" && parts.length === 3 && parts[1] && parts[2]) {
+    try {
+      return { kind: "machine", site: decodeURIComponent(parts[1]), machine: decodeURIComponent(parts[2]) };
+    } catch {
+      return { kind: "overview" }; // a malformed escape
+    }
+  }
+  return { kind: "overview" };
+}
+
+/** The hash of a machine's page. */
+export function machineHash(site: string, machine: string): string {
+  return `#/machine/${encodeURIComponent(site)}/${encodeURIComponent(machine)}`;
+}
