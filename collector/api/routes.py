@@ -5,6 +5,7 @@ from aiohttp.typedefs import Middleware
 
 from collector.api import (
     agents,
+    alerts,
     api_keys,
     dead_letters,
     downtime,
@@ -30,6 +31,7 @@ from collector.state import AUTH, LIMITS, METRICS, SETTINGS
 
 RESOURCES = (
     agents,
+    alerts,
     api_keys,
     dead_letters,
     downtime,
