@@ -31,9 +31,9 @@ def above(hold: float = 0.0, clear: float = 80.0) -> Threshold:
     return Threshold(True, 90.0, clear, timedelta(seconds=hold))
 
 
-def changes(rule: Threshold, *series: tuple[float, float | None], quality: int = GOOD) -> list[
-    tuple[str, datetime, datetime]
-]:
+def changes(
+    rule: Threshold, *series: tuple[float, float | None], quality: int = GOOD
+) -> list[tuple[str, datetime, datetime]]:
     _, found = run_threshold(rule, CLEAR, [(t(s), v, quality) for s, v in series])
     return [(c.change, c.at, c.started) for c in found]
 
