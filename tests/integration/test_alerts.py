@@ -264,10 +264,12 @@ async def _evaluated_until(url: str, moment: datetime) -> bool:
     return bool(found) and found[0][0] >= moment
 
 
-def owner_of(apps: Sequence[web.Application]) -> list[float | None]:
-    return [
+def owner_of(apps: Sequence[web.Application]) -> list[float]:
+    """Each app's alert_owner gauge (-1: not exported)."""
+    values = [
         app[METRICS].registry.get_sample_value("plantwire_collector_alert_owner") for app in apps
     ]
+    return [-1.0 if value is None else value for value in values]
 
 
 async def test_two_replicas_one_evaluates_and_the_other_takes_over_without_a_gap(
