@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from collector.alerts.alerts import resolve_open
 from collector.alerts.machine import Threshold
+from collector.analytics.equipment import ID_PATTERN
 from collector.pools import Pool
 from shared.invariants import required
 from shared.wire import AGENT_ID_PATTERN
@@ -24,7 +25,8 @@ NAME = r"^[^\x00-\x1f\x7f]{1,200}$"
 
 
 class _Condition(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Strict: JSON true is not a number, nor "5" (the contract says number).
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class TagThresholdCondition(_Condition):
@@ -76,7 +78,58 @@ class TagThresholdCondition(_Condition):
         )
 
 
-Condition = Annotated[TagThresholdCondition, Field(discriminator="kind")]
+def _for_seconds(what: str) -> Any:
+    return Field(gt=0, le=MAX_SECONDS, description=f"{what} at least this long before it fires.")
+
+
+class AgentOfflineCondition(_Condition):
+    """An agent offline (its death message, or silent for agents.offline_after) for at least
+    `for_seconds`; over when it is online again."""
+
+    kind: Literal["agent_offline"]
+    agent: str | None = Field(
+        default=None, pattern=AGENT_ID_PATTERN, description="Only this agent (null: every one)."
+    )
+    for_seconds: float = _for_seconds("Offline")
+
+
+class TagStaleCondition(_Condition):
+    """No reading of a tag has arrived for `for_seconds` (by arrival, not by the readings'
+    timestamps); over when one arrives."""
+
+    kind: Literal["tag_stale"]
+    agent: str | None = Field(
+        default=None,
+        pattern=AGENT_ID_PATTERN,
+        description="Only this agent's tag (null: the tag of every agent, each a subject).",
+    )
+    device: str = Field(pattern=NAME, description="The device the tag belongs to.")
+    tag: str = Field(pattern=NAME, description="The tag's name.")
+    for_seconds: float = _for_seconds("Silent")
+
+
+class MachineStateCondition(_Condition):
+    """A machine in one of the named states (its site's loss mapping) for at least
+    `for_seconds`; over when it is in another."""
+
+    kind: Literal["machine_state"]
+    site: str = Field(pattern=ID_PATTERN, max_length=64, description="The site's id.")
+    machine: str | None = Field(
+        default=None,
+        pattern=ID_PATTERN,
+        max_length=64,
+        description="Only this machine (null: every machine of the site, each a subject).",
+    )
+    states: list[Annotated[str, Field(pattern=ID_PATTERN, max_length=64)]] = Field(
+        min_length=1, max_length=50, description="State names, e.g. down."
+    )
+    for_seconds: float = _for_seconds("In them")
+
+
+Condition = Annotated[
+    TagThresholdCondition | AgentOfflineCondition | TagStaleCondition | MachineStateCondition,
+    Field(discriminator="kind"),
+]
 CONDITION: TypeAdapter[Condition] = TypeAdapter(Condition)
 
 

@@ -62,3 +62,9 @@ CREATE TABLE alert_state (
     alert_id        bigint,
     PRIMARY KEY (rule_id, subject)
 );
+
+-- How far a rule that follows stream events (agent.status, machine.state) has read them.
+CREATE TABLE alert_cursors (
+    rule_id       text PRIMARY KEY REFERENCES alert_rules (id) ON DELETE CASCADE,
+    last_event_id bigint NOT NULL
+);

@@ -4,6 +4,7 @@ its failover, acknowledgement by role, and the API's validation."""
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from itertools import count
@@ -16,6 +17,8 @@ from aiohttp import web
 
 from collector.alerts import evaluator
 from collector.alerts.evaluator import EVALUATION_LOCK, AlertEvaluator
+from collector.analytics.equipment import Plant as Plant_
+from collector.analytics.equipment_store import EquipmentStore
 from collector.config import AlertSettings, CollectorConfig
 from collector.metrics import CollectorMetrics
 from collector.state import METRICS
@@ -491,6 +494,21 @@ async def test_rules_and_alerts_are_listed_a_page_at_a_time(
             "condition.tag_threshold.hold_seconds",
         ),
         ({"name": "x", "condition": threshold(extra=1)}, "condition.tag_threshold.extra"),
+        (
+            {"name": "x", "condition": threshold(hold_seconds=False)},
+            "condition.tag_threshold.hold_seconds",
+        ),
+        (
+            {"name": "x", "condition": {"kind": "agent_offline", "for_seconds": 0}},
+            "condition.agent_offline.for_seconds",
+        ),
+        (
+            {
+                "name": "x",
+                "condition": {"kind": "machine_state", "site": "p", "states": [], "for_seconds": 1},
+            },
+            "condition.machine_state.states",
+        ),
         ({"name": "", "condition": threshold()}, "name"),
         ({"name": "x", "condition": threshold(), "enabled": 1}, "enabled"),
     ],
@@ -592,3 +610,227 @@ async def test_an_evaluator_without_its_database_says_so_once_and_keeps_trying(
             await task
     assert caplog.text.count("alert evaluation lost the database") == 1
     assert metrics.registry.get_sample_value("plantwire_collector_alert_owner") == 0
+
+
+async def add_condition(base: str, condition: dict[str, Any]) -> dict[str, Any]:
+    status, made = await call(
+        "POST", f"{base}/api/v1/alert-rules", {"name": condition["kind"], "condition": condition}
+    )
+    assert status == 201, made
+    return dict(made)
+
+
+def agent_state(status: str) -> bytes:
+    """An agent's birth or death message."""
+    return json.dumps(
+        {"v": 1, "status": status, "version": "1.0", "config_hash": "h", "devices": [], "epoch": 1}
+    ).encode()
+
+
+def states_of(url: str) -> list[str]:
+    return [a[1] for a in alerts_stored(url)]
+
+
+async def test_an_agent_offline_longer_than_its_grace_fires_and_comes_back(
+    base: str,
+    publisher: MqttClient,
+    topic_prefix: str,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(evaluator, "EVENT_PAGE", 1)  # one event a pass: pages end mid-way
+    await add_condition(base, {"kind": "agent_offline", "agent": "press-1", "for_seconds": 0.5})
+    topics = Topics(topic_prefix)
+    # Another agent's absence is not this rule's business.
+    await publisher.publish(topics.state("press-2"), agent_state("offline"), timeout=5)
+    await publisher.publish(topics.state("press-1"), agent_state("offline"), timeout=5)
+    await until_evaluated(database_url, "firing", lambda: states_of(database_url) == ["firing"])
+    await publisher.publish(topics.state("press-1"), agent_state("online"), timeout=5)
+    await until_evaluated(database_url, "resolved", lambda: states_of(database_url) == ["resolved"])
+    ((subject, _, started, fired, resolved, late, _),) = alerts_stored(database_url)
+    since = rows(
+        database_url,
+        "SELECT body->>'since' FROM events WHERE kind = 'agent.status' AND subject = 'press-1'"
+        " ORDER BY id",
+    )
+    assert subject == "press-1"
+    assert (started.isoformat(), resolved.isoformat()) == (since[0][0], since[1][0])
+    assert (fired - started, late) == (timedelta(seconds=0.5), False)
+
+
+async def test_an_agent_already_offline_when_the_rule_is_made_counts_from_then(
+    base: str, publisher: MqttClient, topic_prefix: str, database_url: str
+) -> None:
+    await publisher.publish(
+        Topics(topic_prefix).state("press-1"), agent_state("offline"), timeout=5
+    )
+    await eventually(
+        lambda: _has_agent(database_url), timeout=20, what="the agent's state recorded"
+    )
+    rule = await add_condition(base, {"kind": "agent_offline", "for_seconds": 0.2})
+    await until_evaluated(database_url, "firing", lambda: states_of(database_url) == ["firing"])
+    started = alerts_stored(database_url)[0][2]
+    assert started.isoformat().replace("+00:00", "Z") == rule["evaluated_from"]
+
+
+async def _tag_known(url: str) -> bool:
+    return bool(rows(url, "SELECT 1 FROM tags"))
+
+
+async def _has_agent(url: str) -> bool:
+    return bool(rows(url, "SELECT 1 FROM agents WHERE status = 'offline'"))
+
+
+async def test_a_tag_whose_data_stops_arriving_goes_stale_until_the_next_write(
+    base: str, plant: Plant, database_url: str
+) -> None:
+    await plant.send([(datetime.now(UTC), 1.0)])
+    await eventually(lambda: _tag_known(database_url), timeout=20, what="the tag known")
+    rule = await add_condition(
+        base, {"kind": "tag_stale", "device": "press", "tag": "temp", "for_seconds": 0.5}
+    )
+    await until_evaluated(database_url, "stale", lambda: states_of(database_url) == ["firing"])
+    await plant.send([(datetime.now(UTC), 2.0)])
+    await until_evaluated(
+        database_url, "fresh", lambda: states_of(database_url)[:1] == ["resolved"]
+    )
+    (subject, _, started, fired, resolved, _, _) = alerts_stored(database_url)[0]
+    # Silent from when the rule began (the write before it is not its business).
+    began = datetime.fromisoformat(rule["evaluated_from"])
+    assert (subject, started, fired) == (SUBJECT, began + timedelta(seconds=0.5), started)
+    assert resolved > started
+
+
+async def test_silences_between_writes_the_evaluator_took_up_late_are_found_late(
+    alerts_config: Callable[..., CollectorConfig], plant: Plant, database_url: str
+) -> None:
+    with psycopg.connect(database_url, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (EVALUATION_LOCK,))
+        async with running_collector_app(alerts_config(late_after="1s")) as (_, base):
+            rule = await add_condition(
+                base, {"kind": "tag_stale", "device": "press", "tag": "temp", "for_seconds": 60}
+            )
+            await plant.send([(datetime.now(UTC), 1.0)])
+            await eventually(lambda: _logged(database_url), timeout=20, what="a write logged")
+            (tag_id,) = rows(database_url, "SELECT tag_id FROM tags")[0]
+            # Writes that arrived before the evaluator could look: 2 minutes apart.
+            t0 = datetime.now(UTC) - timedelta(minutes=10)
+            with psycopg.connect(database_url) as conn:
+                conn.execute("UPDATE alert_rules SET evaluated_from = %s", (t0,))
+                for minutes in (0, 2, 2.5):
+                    conn.execute(
+                        "INSERT INTO alert_log (tag_ids, lo, hi, logged_at)"
+                        " VALUES (%s, %s, %s, %s)",
+                        ([tag_id], t0, t0, t0 + timedelta(minutes=minutes)),
+                    )
+            holder.execute("SELECT pg_advisory_unlock(%s)", (EVALUATION_LOCK,))
+            await until_evaluated(
+                database_url, "two", lambda: len(alerts_stored(database_url)) >= 1
+            )
+    (_, state, started, fired, resolved, late, _) = alerts_stored(database_url)[0]
+    assert (state, started, fired, resolved, late) == (
+        "resolved",
+        t0 + timedelta(minutes=1),
+        t0 + timedelta(minutes=1),
+        t0 + timedelta(minutes=2),
+        True,
+    )
+    assert rule["condition"]["for_seconds"] == 60
+
+
+def press_plant(agent: str) -> Plant_:
+    return Plant_.model_validate(
+        {
+            "sites": [
+                {
+                    "id": "plant-1",
+                    "time_zone": "UTC",
+                    "areas": [{"id": "pressing", "lines": [{"id": "line-1"}]}],
+                    "calendar": {"shifts": []},
+                    "loss_mapping": {
+                        "states": [
+                            {"name": "running", "values": [1], "element": "production"},
+                            {"name": "down", "values": [3], "element": "delay"},
+                        ]
+                    },
+                    "machines": [
+                        {
+                            "id": "press-a",
+                            "area": "pressing",
+                            "line": "line-1",
+                            "state": {"tag": "press/state", "agent": agent},
+                            "good": {"tag": "press/good", "agent": agent},
+                        },
+                        {
+                            "id": "press-b",
+                            "area": "pressing",
+                            "line": "line-1",
+                            "state": {"tag": "press/other", "agent": agent},
+                            "good": {"tag": "press/good2", "agent": agent},
+                        },
+                    ],
+                }
+            ]
+        }
+    )
+
+
+async def test_a_machine_down_longer_than_allowed_fires_and_running_again_resolves(
+    plant_collector_config: Callable[..., CollectorConfig],
+    db_pool: Any,
+    publisher: MqttClient,
+    topic_prefix: str,
+    database_url: str,
+) -> None:
+    await EquipmentStore(db_pool).seed(press_plant(AGENT))
+    config = plant_collector_config(
+        sections={"alerts": FAST, "analytics": {"derive_interval": "100ms"}}
+    )
+    topic = Topics(topic_prefix).batch(AGENT)
+    seqs = count(1)
+
+    async def state(code: int, at: datetime, tag: str = "state") -> None:
+        reading = Reading("press", tag, DataType.UINT16, datetime_to_us(at), code, Quality.GOOD)
+        await publisher.publish(topic, encode_batch(AGENT, 1, [next(seqs)], [reading]), timeout=5)
+
+    async with running_collector_app(config) as (_, base):
+        await add_condition(
+            base,
+            {"kind": "machine_state", "site": "plant-1", "states": ["down"], "for_seconds": 0.5},
+        )
+        t0 = datetime.now(UTC)
+        await state(1, t0)
+        await state(3, t0 + timedelta(milliseconds=100), tag="other")
+        await state(3, t0 + timedelta(milliseconds=200))
+        await until_evaluated(
+            database_url, "firing", lambda: sorted(states_of(database_url)) == ["firing", "firing"]
+        )
+        # A rule made while press-b is down already counts from when it was made.
+        later = await add_condition(
+            base,
+            {
+                "kind": "machine_state",
+                "site": "plant-1",
+                "machine": "press-b",
+                "states": ["down"],
+                "for_seconds": 0.2,
+            },
+        )
+        await until_evaluated(database_url, "the later", lambda: len(states_of(database_url)) == 3)
+        await state(1, t0 + timedelta(seconds=5))
+        await until_evaluated(
+            database_url, "resolved", lambda: "resolved" in states_of(database_url)
+        )
+    found = {a[0]: a for a in alerts_stored(database_url)}
+    (_, state_a, started, fired, resolved, _, _) = found["plant-1/press-a"]
+    assert (state_a, started, fired, resolved) == (
+        "resolved",
+        t0 + timedelta(milliseconds=200),
+        t0 + timedelta(milliseconds=700),
+        t0 + timedelta(seconds=5),
+    )
+    assert found["plant-1/press-b"][1] == "firing"
+    (later_started,) = rows(
+        database_url, "SELECT started_at FROM alerts WHERE rule_id = %s", later["id"]
+    )[0]
+    assert later_started == datetime.fromisoformat(later["evaluated_from"])
