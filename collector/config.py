@@ -356,6 +356,9 @@ class AlertSettings(StrictModel):
         ge=1,
         description="Most logged writes of readings one evaluation takes up (one transaction).",
     )
+    kpi_interval: Duration = Field(
+        default=60.0, gt=0, description="How often KPI rules compute the current shift's KPIs."
+    )
 
 
 class CollectorIdentity(StrictModel):

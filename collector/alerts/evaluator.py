@@ -22,6 +22,7 @@ from psycopg.rows import TupleRow
 
 from collector.agents import STATUS_EVENT
 from collector.alerts.alerts import Recorder
+from collector.alerts.kpi_rule import shift_at, shift_kpi, site_of
 from collector.alerts.machine import (
     CLEAR,
     Reading,
@@ -36,6 +37,7 @@ from collector.alerts.machine import (
 )
 from collector.alerts.rules import (
     AgentOfflineCondition,
+    KpiCondition,
     MachineStateCondition,
     Rule,
     TagStaleCondition,
@@ -96,6 +98,7 @@ class AlertEvaluator:
         self._metrics = metrics
         self._clock = clock
         self._failing = False
+        self._kpi_due: dict[str, datetime] = {}
 
     async def run(self) -> None:
         """Until cancelled: own the evaluation when no other collector does, and evaluate."""
@@ -154,6 +157,8 @@ class AlertEvaluator:
                     logged.arrivals.setdefault(tag_id, []).append(at)
             recorder = Recorder(conn, now, self._settings.late_after)
             for rule in rules:
+                if not self._due(rule, now):
+                    continue
                 subjects = Subjects(conn, rule, recorder)
                 await subjects.load()
                 await _evaluate(conn, rule, subjects, logged, now)
@@ -164,6 +169,16 @@ class AlertEvaluator:
         oldest = min((row[2] for row in rows), default=None)
         self._metrics.alert_lag.set(0.0 if oldest is None else (now - oldest).total_seconds())
         return len(rows)
+
+    def _due(self, rule: Rule, now: datetime) -> bool:
+        """Whether a rule is evaluated in this pass: KPI rules every alerts.kpi_interval."""
+        if not isinstance(rule.condition, KpiCondition):
+            return True
+        due = self._kpi_due.get(rule.id)
+        if due is not None and now < due:
+            return False
+        self._kpi_due[rule.id] = now + timedelta(seconds=self._settings.kpi_interval)
+        return True
 
 
 @dataclass
@@ -227,10 +242,16 @@ class Subjects:
             self.rule.id, self.rule.kind, subject, alert_id, changes, reason
         )
 
-    async def advance(self, subject: str, track: Track, changes: Sequence[Transition]) -> None:
+    async def advance(
+        self,
+        subject: str,
+        track: Track,
+        changes: Sequence[Transition],
+        reason: str | None = None,
+    ) -> None:
         """Record the changes of a subject's current episode and keep its new track."""
         found = self.get(subject)
-        found.alert_id = await self.record(subject, found.alert_id, changes)
+        found.alert_id = await self.record(subject, found.alert_id, changes, reason)
         found.track = track
 
     async def save(self) -> None:
@@ -261,6 +282,8 @@ async def _evaluate(
                 await _ThresholdSubject(conn, subjects, subject, tag_ids, machine).run(lo)
     elif isinstance(condition, TagStaleCondition):
         await _stale(conn, condition, subjects, logged, now)
+    elif isinstance(condition, KpiCondition):
+        await _kpi(conn, condition, subjects, now)
     else:
         await _Follower(conn, subjects, condition).run(now)
 
@@ -381,6 +404,38 @@ async def _stale(
             )
             changes += found
         await subjects.advance(subject, track, changes)
+
+
+async def _kpi(conn: Conn, condition: KpiCondition, subjects: Subjects, now: datetime) -> None:
+    """The KPI of the shift running now against the target; an episode ends with its shift.
+
+    A KPI over a window has no moment it crossed the target: changes are timed at the
+    evaluation that saw them (so they are never late).
+    """
+    subject = (
+        condition.site if condition.machine is None else f"{condition.site}/{condition.machine}"
+    )
+    state = subjects.get(subject)
+    site = await site_of(conn, condition.site)
+    if state.track.phase != "clear":
+        shift = None if site is None else shift_at(site, required(state.track.since, "start"))
+        if shift is None or shift[1] <= now:
+            track, changes = close(state.track, now if shift is None else shift[1])
+            reason = "no such site" if site is None else "shift ended"
+            await subjects.advance(subject, track, changes, reason)
+    found = None if site is None else await shift_kpi(conn, site, condition, now)
+    state.until = now
+    if found is None or found.value is None or found.planned_s < condition.min_planned_seconds:
+        return
+    track, changes = observe(
+        state.track,
+        now,
+        entered=found.value < condition.target,
+        cleared=found.value >= condition.target,
+        hold=_NONE,
+        value=found.value,
+    )
+    await subjects.advance(subject, track, changes)
 
 
 Observation = tuple[str, datetime, bool]

@@ -126,8 +126,42 @@ class MachineStateCondition(_Condition):
     for_seconds: float = _for_seconds("In them")
 
 
+class KpiCondition(_Condition):
+    """A KPI of the shift running now below a target, for a machine or a whole site; judged
+    every alerts.kpi_interval once the shift has enough planned busy time behind it. Over when
+    the KPI is back at the target, or when the shift ends."""
+
+    kind: Literal["kpi"]
+    site: str = Field(pattern=ID_PATTERN, max_length=64, description="The site's id.")
+    machine: str | None = Field(
+        default=None,
+        pattern=ID_PATTERN,
+        max_length=64,
+        description="Only this machine (null: the site's machines together, their time and"
+        " quantities summed).",
+    )
+    kpi: Literal["oee", "availability", "performance", "quality"] = Field(
+        description="Which ratio (ISO 22400-2; performance is effectiveness)."
+    )
+    target: float = Field(ge=0, le=1, allow_inf_nan=False, description="Fires below this.")
+    model: Literal["iso22400", "tpm"] = Field(
+        default="iso22400", description="Where minor stoppages count (docs/analytics.md)."
+    )
+    min_planned_seconds: float = Field(
+        default=900.0,
+        ge=0,
+        le=MAX_SECONDS,
+        description="Not judged before the shift has this much planned busy time behind it"
+        " (a KPI of a few minutes says little).",
+    )
+
+
 Condition = Annotated[
-    TagThresholdCondition | AgentOfflineCondition | TagStaleCondition | MachineStateCondition,
+    TagThresholdCondition
+    | AgentOfflineCondition
+    | TagStaleCondition
+    | MachineStateCondition
+    | KpiCondition,
     Field(discriminator="kind"),
 ]
 CONDITION: TypeAdapter[Condition] = TypeAdapter(Condition)
