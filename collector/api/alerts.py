@@ -138,7 +138,12 @@ class AlertPath(Params):
 class Acknowledgement(Body):
     """Who acknowledges is the key; what they say about it."""
 
-    comment: str = Field(default="", max_length=2000, description="Free text, may be empty.")
+    comment: str = Field(
+        default="",
+        max_length=2000,
+        pattern=r"^[^\x00]*$",  # PostgreSQL text holds no NUL
+        description="Free text, may be empty.",
+    )
 
 
 def _rule_out(rule: Rule) -> RuleOut:

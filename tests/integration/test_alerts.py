@@ -392,6 +392,10 @@ async def test_an_operator_acknowledges_once_and_a_viewer_may_only_look(
     assert acked["acknowledged_by"] == f"operator on shift (key {operator[4:12]})"
     assert acked["ack_comment"] == "cooling checked"
     assert acked["state"] == "firing"
+    status, problem = await call(
+        "POST", f"{url}/acknowledge", {"comment": "nul \u0000"}, key=operator
+    )
+    assert (status, problem["invalid_params"][0]["name"]) == (400, "comment")
     status, again = await call("POST", f"{url}/acknowledge", {}, key=operator)
     assert status == 409, again
     assert "operator on shift" in again["detail"]

@@ -109,7 +109,7 @@ def schemathesis(url: str, *options: str) -> subprocess.CompletedProcess[str]:
         ],
         capture_output=True,
         text=True,
-        timeout=110,
+        timeout=170,
     )
 
 
