@@ -10,7 +10,7 @@ from psycopg import AsyncConnection, sql
 from psycopg.rows import TupleRow
 
 from collector.alerts.machine import Transition
-from collector.events import Event, append_events
+from collector.events import EVENTS_LOCK, Event, append_events
 from collector.pools import Pool
 
 PENDING, FIRING, RESOLVED, ACKNOWLEDGED = (
@@ -250,6 +250,9 @@ class Alerts:
     async def acknowledge(self, alert_id: int, by: str, comment: str) -> Alert | None:
         """Acknowledge an alert once (AlreadyAcknowledged the second time); None: no such one."""
         async with self._pool.connection() as conn, conn.transaction():
+            # The events lock before the alert's row, as the evaluator takes them (it holds
+            # the lock while it goes on to other alerts): the other order could deadlock.
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (EVENTS_LOCK,))
             found = await _returning(
                 conn,
                 sql.SQL(

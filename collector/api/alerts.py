@@ -18,6 +18,7 @@ from collector.state import ALERT_RULES, ALERTS
 RULES_TAG = "alert rules"
 ALERTS_TAG = "alerts"
 MAX_LIMIT = 1000
+SUBJECT = r"^[^\x00-\x1f\x7f]{1,600}$"
 RuleName = Field(pattern=NAME, max_length=200, description="What the rule is called.")
 
 
@@ -118,7 +119,7 @@ class AlertsQuery(Params):
         default=None, description="Only alerts in this state."
     )
     subject: str | None = Field(
-        default=None, pattern=NAME, max_length=400, description="Only about this subject."
+        default=None, pattern=SUBJECT, description="Only about this subject, e.g. press-1."
     )
     since: QueryTime | None = Field(default=None, description="Started at or after.")
     until: QueryTime | None = Field(default=None, description="Started before.")
