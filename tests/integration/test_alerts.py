@@ -311,6 +311,12 @@ async def test_two_replicas_one_evaluates_and_the_other_takes_over_without_a_gap
         t0 = datetime.now(UTC) + timedelta(seconds=1)
         await plant.send([(t0, 95)])
         await until_evaluated(database_url, "firing", lambda: len(alerts_stored(database_url)) == 1)
+        evaluations = [
+            app[METRICS].registry.get_sample_value("plantwire_collector_alert_evaluations_total")
+            for app in apps
+        ]
+        assert evaluations[owner] > 0
+        assert evaluations[other] == 0
         # The owner stops mid-episode; the other takes over where it stood.
         await stacks[owner].aclose()
 
