@@ -62,7 +62,7 @@ EVENT_PAGE = 1000
 """Most stream events one rule reads in one pass."""
 _MICROSECOND = timedelta(microseconds=1)
 _NONE = timedelta(0)
-# Each pass's session settings: the server notices a vanished evaluator within about 20 s
+# The session's settings: the server notices a vanished evaluator within about 20 s
 # and releases its lock, and a hung statement does not hold the lock for ever.
 _SESSION = (
     "SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 5;"
@@ -131,8 +131,9 @@ class AlertEvaluator:
             self._failing = False
             self._metrics.alert_owner.set(1)
             while True:
-                await self.evaluate(conn)
-                await asyncio.sleep(self._settings.interval)
+                # At once again while passes are full: the log holds more than one pass takes.
+                if await self.evaluate(conn) < self._settings.max_log_rows:
+                    await asyncio.sleep(self._settings.interval)
 
     @staticmethod
     async def _take(conn: Conn) -> bool:
