@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint clean bench-agent bench-agent-e2e bench-analytics bench-api bench-buffer bench-ingest bench-wire
+.PHONY: demo test lint clean bench-agent bench-agent-e2e bench-analytics bench-api bench-buffer bench-events bench-ingest bench-wire
 
 # The programs' packages at the versions the images ship (the lock files), the dev tools around
 # them. pip refuses an editable install under hashed constraints: the pins alone constrain it.
@@ -45,6 +45,9 @@ bench-api: $(STAMP)
 
 bench-buffer: $(STAMP)
 	$(VENV)/bin/python bench/buffer_bench.py
+
+bench-events: $(STAMP)
+	$(VENV)/bin/python bench/events_bench.py $(ARGS)
 
 bench-ingest: $(STAMP)
 	$(VENV)/bin/python bench/ingest_bench.py

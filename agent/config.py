@@ -108,6 +108,58 @@ class ForwardSettings(StrictModel):
     )
 
 
+class CommandRule(StrictModel):
+    """One entry of the allow-list: which tags commands may write, and within what."""
+
+    device: str = Field(
+        min_length=1, description="Device name, or a pattern with * and ? (fnmatch)."
+    )
+    tag: str = Field(min_length=1, description="Tag name, or a pattern with * and ? (fnmatch).")
+    min: float | None = Field(
+        default=None, description="Least value a command may write here (with the tag's own min)."
+    )
+    max: float | None = Field(
+        default=None, description="Greatest value a command may write here (with the tag's max)."
+    )
+
+
+class CommandSettings(StrictModel):
+    """Commands to equipment from the collector (docs/protocol.md, Commands)."""
+
+    enabled: bool = Field(
+        default=False, description="Apply commands at all; when off, each is refused with why."
+    )
+    allow: list[CommandRule] = Field(
+        default_factory=list,
+        description="Device/tag pairs commands may write (the first matching entry applies);"
+        " the tag must also be writable: true. Empty: none.",
+    )
+    max_age: Duration = Field(
+        default=300.0,
+        gt=0,
+        description="Refuse (as expired) a command asked for longer ago than this, whatever"
+        " expiry it carries: nothing is applied late after an outage.",
+    )
+    connect_wait: Duration = Field(
+        default=10.0,
+        ge=0,
+        description="A command to a device that is not connected (the agent just started, or"
+        " the device is reconnecting) waits this long, never past its expiry, before it is"
+        " answered unreachable. Commands are applied one at a time, so others wait too.",
+    )
+    retention: Duration = Field(
+        default=7 * 86400.0,
+        gt=0,
+        description="Finished commands are remembered this long, so a redelivered one is"
+        " answered with its first result instead of being written again.",
+    )
+    path: Path | None = Field(
+        default=None,
+        description="SQLite file of finished commands (null: the buffer file's path with"
+        " .commands appended).",
+    )
+
+
 class AgentConfig(StrictModel):
     """Everything plantwire-agent needs to run."""
 
@@ -118,6 +170,10 @@ class AgentConfig(StrictModel):
         default_factory=ForwardSettings, description="Batching and retries."
     )
     devices: list[Device] = Field(min_length=1, description="Devices this agent polls.")
+    commands: CommandSettings = Field(
+        default_factory=CommandSettings,
+        description="Writes to equipment asked for through the collector (off by default).",
+    )
 
     @model_validator(mode="after")
     def _unique_devices(self) -> "AgentConfig":

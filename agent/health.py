@@ -4,13 +4,14 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from pydantic import BaseModel
 
 from agent import __version__
 from agent.buffer import Buffer, BufferCondition, BufferStats
+from agent.commands import Commands
 from agent.config import AgentConfig
 from agent.forwarder import Forwarder
 from agent.overload import OverloadWatch
@@ -87,6 +88,9 @@ class Snapshot:
     rejected_readings: dict[str, int]
     buffer_condition: BufferCondition
     tasks: list[TaskHealth]
+    commands: dict[str, int] = field(default_factory=dict)
+    """Commands finished, by status."""
+    command_duplicates: int = 0
 
     @property
     def failing_tasks(self) -> list[str]:
@@ -110,6 +114,7 @@ class HealthReporter:
         clock: Clock,
         interval: float,
         tasks: Callable[[], list[TaskHealth]] = list,
+        commands: Commands | None = None,
     ) -> None:
         self._agent_id = agent_id
         self._config_hash = config_hash
@@ -122,6 +127,7 @@ class HealthReporter:
         self._overload = OverloadWatch(pollers, clock)
         self._interval = interval
         self._tasks = tasks
+        self._commands = commands
         self.heartbeats_sent = 0
 
     def state(self, status: Literal["online", "offline"]) -> bytes:
@@ -184,6 +190,8 @@ class HealthReporter:
             rejected_readings=dict(forwarder.rejected_readings),
             buffer_condition=self._buffer.condition(),
             tasks=self._tasks(),
+            commands=dict(self._commands.counts) if self._commands else {},
+            command_duplicates=self._commands.duplicates if self._commands else 0,
         )
 
     def heartbeat(self, snapshot: Snapshot) -> bytes:

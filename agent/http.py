@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from agent.health import Snapshot
+from shared.commands import AGENT_OUTCOMES
 from shared.errors import PlantwireError
 from shared.invariants import required
 
@@ -147,6 +148,19 @@ class _SnapshotMetrics:
             suppressed.add_metric([device], snap.suppressed[device])
             handed.add_metric([device], snap.handed[device])
         yield from (state, polls, skipped, polled, suppressed, handed)
+        commands = CounterMetricFamily(
+            prefix + "commands",
+            "Commands to equipment finished, by result (applied, refused, expired, unreachable).",
+            labels=["result"],
+        )
+        for result in AGENT_OUTCOMES:
+            commands.add_metric([result], snap.commands.get(result, 0))
+        yield commands
+        yield CounterMetricFamily(
+            prefix + "command_duplicates",
+            "Commands delivered again after they finished: answered, not applied again.",
+            value=snap.command_duplicates,
+        )
 
     def health(self) -> tuple[int, dict[str, object]]:
         """HTTP status and body of /healthz.

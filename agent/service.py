@@ -9,6 +9,7 @@ import asyncio
 import logging
 
 from agent.buffer import BLOCK_MAX_READINGS, SqliteBuffer
+from agent.commands import CommandLog, Commands, default_log_path
 from agent.config import AgentConfig, Device
 from agent.forwarder import Forwarder
 from agent.health import HealthReporter, config_hash
@@ -83,10 +84,23 @@ class AgentService:
             for device, source in zip(config.devices, sources, strict=True)
         ]
         self.topics = Topics(config.mqtt.topic_prefix)
+        # A persistent session: commands sent while the agent is away wait in the broker.
         self.mqtt = MqttClient(
             config.mqtt,
             client_id=config.mqtt.client_id or f"plantwire-agent-{agent_id}",
             persistent_session=True,
+        )
+        self.command_log = CommandLog(config.commands.path or default_log_path(config.buffer.path))
+        self.commands = Commands(
+            config.commands,
+            {device.name: source for device, source in zip(config.devices, sources, strict=True)},
+            self.command_log,
+            self.mqtt,
+            agent_id=agent_id,
+            topics=self.topics,
+            clock=self.clock,
+            publish_timeout=config.forward.publish_timeout,
+            retry_interval=config.forward.retry_interval,
         )
         self.forwarder = Forwarder(
             self.buffer,
@@ -107,6 +121,7 @@ class AgentService:
             clock=self.clock,
             interval=config.agent.heartbeat_interval,
             tasks=lambda: self.supervisor.health(),
+            commands=self.commands,
         )
         self.mqtt.set_will(self.health.will())
         self.http = AgentHttp(
@@ -117,17 +132,21 @@ class AgentService:
         for device, poller in zip(config.devices, self.pollers, strict=True):
             self.supervisor.add(f"poll-{device.name}", poller.run)
         self.supervisor.add("forwarder", self.forwarder.run)
+        self.supervisor.add("commands", self.commands.run)
+        self.supervisor.add("command-results", self.commands.publish_results)
         self.supervisor.add("heartbeat", lambda: self.health.run(self.mqtt))
         self._running = False
 
     async def start(self) -> None:
         """Open the buffer, start connecting to the broker, start polling and forwarding."""
         await self.buffer.open()
+        await self.command_log.open()
         self._running = True
         identity = self.config.agent
         if identity.http_port is not None:
             await self.http.start(identity.http_host, identity.http_port)
         self.mqtt.keep_subscribed(self.topics.ack(identity.id))
+        self.mqtt.keep_subscribed(self.topics.commands(identity.id))
         self.mqtt.start()
         self.supervisor.start()
         log.info(
@@ -143,7 +162,9 @@ class AgentService:
 
     async def _receive(self) -> None:
         async for message in self.mqtt.messages():
-            if self.topics.kind_of(message.topic) == "ack":
+            if self.commands.handles(message.topic):
+                self.commands.receive(message.topic, message.payload)
+            elif self.topics.kind_of(message.topic) == "ack":
                 await self.forwarder.handle_ack(message.payload)
 
     async def stop(self, grace: float | None = None) -> None:
@@ -163,4 +184,5 @@ class AgentService:
         await self.http.stop()
         await self.mqtt.close(timeout=max(0.1, deadline - loop.time() - 0.5))
         await self.buffer.close()
+        await self.command_log.close()
         log.info("agent %s stopped", self.config.agent.id)

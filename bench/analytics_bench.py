@@ -78,6 +78,7 @@ from bench.ingest_bench import (
     E2E_READINGS,
     TOPICS,
     Agents,
+    TagValue,
     empty,
     end_to_end,
     make_batches,
@@ -85,6 +86,7 @@ from bench.ingest_bench import (
 )
 from bench.processes import BIN, Children, cpu_seconds, profile, summarise_profile, tree_cpu
 from shared.mqtt import MqttClient, MqttSettings
+from shared.readings import DataType, Value
 from tests.servers import MosquittoServer, PostgresServer, wait_for_port
 
 SITE = "plant-1"
@@ -154,6 +156,41 @@ def ingest_machines(count: int, agents: int) -> list[MachineTags]:
         line = "line-1" if n % 2 == 0 else "line-2"
         out.append(MachineTags(f"m-{n + 1:02d}", line, f"bench{n % agents}", tags, cycle_s(n)))
     return out
+
+
+STOP_EVERY_S, STOP_S = 360, 60
+"""In the ingest comparison a machine stops (down, a jam) for a minute in every six."""
+
+
+def _role_value(role: str, number: int, cycle: int) -> TagValue:
+    """A machine tag's readings as a plant's: states that hold for minutes, counters that count."""
+    offset = number * 37  # machines do not all stop at once
+
+    def value(_index: int, ts_us: int) -> tuple[DataType, Value]:
+        seconds = ts_us // 1_000_000
+        stopped = (seconds + offset) % STOP_EVERY_S < STOP_S
+        if role == "state":
+            return DataType.UINT16, 3 if stopped else 1
+        if role == "reason":
+            return DataType.UINT16, 3 if stopped else 0
+        if role == "good":
+            return DataType.UINT32, (GOOD_START + seconds // cycle) % GOOD_WRAP
+        if role == "scrap":
+            return DataType.UINT32, seconds // (cycle * 33)
+        return DataType.STRING, "P-1"
+
+    return value
+
+
+def plant_shaped(machines: Sequence[MachineTags], agent: str) -> dict[int, TagValue]:
+    """The agent's machine tags (by index in the ingest bench's tags) with a plant's values."""
+    shaped = {}
+    for number, machine in enumerate(machines):
+        if machine.agent == agent:
+            for role, tag in machine.tags.items():
+                index = int(tag.removeprefix("machine/t"))
+                shaped[index] = _role_value(role, number, machine.cycle_s)
+    return shaped
 
 
 def ideal_cycles(machine: MachineTags) -> dict[str, float]:
@@ -965,9 +1002,8 @@ async def ingest_ratio(
     try:
         pg.start()
         equipment_file = folder / "ingest-equipment.yaml"
-        equipment_file.write_text(
-            yaml.safe_dump(equipment(ingest_machines(args.machines, INGEST_AGENTS)))
-        )
+        machines = ingest_machines(args.machines, INGEST_AGENTS)
+        equipment_file.write_text(yaml.safe_dump(equipment(machines)))
         for name, broker in brokers.items():
             broker.start()
             with psycopg.connect(pg.url(), autocommit=True) as conn:
@@ -1002,8 +1038,15 @@ async def ingest_ratio(
         start_us = int(time.time() * 1e6) - 600_000_000
         per_agent = args.readings // INGEST_AGENTS // INGEST_BATCH
         work = {
-            f"bench{i}": make_batches(f"bench{i}", per_agent, INGEST_BATCH, INGEST_TAGS, start_us)
-            for i in range(INGEST_AGENTS)
+            agent: make_batches(
+                agent,
+                per_agent,
+                INGEST_BATCH,
+                INGEST_TAGS,
+                start_us,
+                None if args.churn else plant_shaped(machines, agent),
+            )
+            for agent in (f"bench{i}" for i in range(INGEST_AGENTS))
         }
         total = per_agent * INGEST_AGENTS * INGEST_BATCH
         for side in sides:  # a warm-up pass each, not counted
@@ -1017,9 +1060,15 @@ async def ingest_ratio(
                 f" off {rates['off'][-1]:,.0f} readings/s",
                 flush=True,
             )
+        shape = (
+            "a new value at every reading (--churn)"
+            if args.churn
+            else f"a plant's values (a {STOP_S} s stop in every {STOP_EVERY_S} s)"
+        )
         lines.append(
             f"  ingest: {total:,} readings in batches of {INGEST_BATCH} from {INGEST_AGENTS}"
-            f" agents, {args.runs} runs per side"
+            f" agents, {args.runs} runs per side; the {len(machines)} machines' tags carry"
+            f" {shape}"
         )
         for side in sides[:1]:  # derive on: where its time goes
             acked, done = statistics.median(side.acked), statistics.median(side.seconds)
@@ -1168,6 +1217,12 @@ def options() -> argparse.Namespace:
         "--quick",
         action="store_true",
         help="a small trial: 2 days, 10 tags, 10 year days, 4 machines, 200k readings, 1 run",
+    )
+    parser.add_argument(
+        "--churn",
+        action="store_true",
+        help="in the ingest comparison, machine tags change value at every reading (a stress"
+        " shape: a new machine state every 2 s) instead of holding a plant's states",
     )
     parser.add_argument(
         "--ingest-only",

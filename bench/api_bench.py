@@ -118,14 +118,14 @@ def _partition(conn: psycopg.Connection[tuple[object, ...]], day: date) -> None:
     )
 
 
-def add_key(url: str) -> str:
-    """A viewer key, stored as the collector stores keys."""
+def add_key(url: str, role: str = "viewer") -> str:
+    """A key of the role, stored as the collector stores keys."""
     key, _ = new_key()
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(
             "INSERT INTO api_keys (prefix, key_hash, name, role, created_by)"
-            " VALUES (%s, %s, 'bench', 'viewer', 'bench')",
-            (key_prefix(key), hash_key(key)),
+            " VALUES (%s, %s, 'bench', %s, 'bench')",
+            (key_prefix(key), hash_key(key), role),
         )
     return key
 

@@ -28,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -45,7 +46,7 @@ from collector.partitions import ensure_partitions  # noqa: E402
 from shared.acks import decode_ack  # noqa: E402
 from shared.blocks import encode_block  # noqa: E402
 from shared.mqtt import MqttClient, MqttSettings  # noqa: E402
-from shared.readings import DataType, Quality, Reading  # noqa: E402
+from shared.readings import DataType, Quality, Reading, Value  # noqa: E402
 from shared.wire import Topics, encode_batch  # noqa: E402
 from shared.wire_v3 import dictionary_bytes, dictionary_hash, encode_batch_v3  # noqa: E402
 from tests.servers import MosquittoServer, PostgresServer, free_port, wait_for_port  # noqa: E402
@@ -59,25 +60,36 @@ E2E_READINGS = 2_000_000
 """Readings per end-to-end run."""
 
 
+TagValue = Callable[[int, int], tuple[DataType, Value]]
+"""A tag's (data type, value) at a time in microseconds, by the tag's index."""
+
+
 def make_batches(
-    agent: str, count: int, size: int, tags: int, start_us: int
+    agent: str,
+    count: int,
+    size: int,
+    tags: int,
+    start_us: int,
+    shaped: dict[int, TagValue] | None = None,
 ) -> list[tuple[int, bytes]]:
-    """`count` batches of `size` float readings cycling over `tags` tags: (batch id, payload)."""
+    """`count` batches of `size` float readings cycling over `tags` tags: (batch id, payload).
+
+    Tags whose index is in `shaped` take their type and value from it instead.
+    """
     names = [f"t{i:05d}" for i in range(tags)]
+    shaped = shaped or {}
     out = []
     seq = 1
     for _ in range(count):
-        readings = [
-            Reading(
-                "machine",
-                names[(seq + i) % tags],
-                DataType.FLOAT64,
-                start_us + (seq + i) * 1000,
-                (seq + i) * 0.5,
-                Quality.GOOD,
+        readings = []
+        for i in range(size):
+            index, ts_us = (seq + i) % tags, start_us + (seq + i) * 1000
+            kind, value = (
+                shaped[index](index, ts_us)
+                if index in shaped
+                else (DataType.FLOAT64, (seq + i) * 0.5)
             )
-            for i in range(size)
-        ]
+            readings.append(Reading("machine", names[index], kind, ts_us, value, Quality.GOOD))
         out.append((seq, encode_batch(agent, 1, list(range(seq, seq + size)), readings)))
         seq += size
     return out

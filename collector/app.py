@@ -25,6 +25,7 @@ from collector.api.auth import Authenticator
 from collector.api.keys import ApiKeys
 from collector.api.operations import MAX_BODY_BYTES
 from collector.api.routes import add_api, middlewares
+from collector.commands import Commands
 from collector.config import CollectorConfig, DatabaseSettings
 from collector.consumer import Consumer
 from collector.dead_letters import expire_dead_letters
@@ -46,6 +47,7 @@ from collector.state import (
     ALERT_RULES,
     ALERTS,
     AUTH,
+    COMMANDS,
     EQUIPMENT,
     EVENT_HUB,
     KEYS,
@@ -141,10 +143,15 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     supervisor = app[SUPERVISOR]
     stream = app[SETTINGS].stream
     supervisor.add("maintenance", lambda: _keep_partitions(pool, settings, stream.retention))
-    app[EVENT_HUB] = hub = EventHub(settings.url.get_secret_value(), stream.client_queue)
+    app[EVENT_HUB] = hub = EventHub(
+        settings.url.get_secret_value(),
+        stream.client_queue,
+        dropped=lambda reason: metrics_.stream_dropped.labels(reason=reason).inc(),
+    )
+    metrics_.stream_clients.set_function(lambda: hub.clients)
     supervisor.add("event-hub", hub.run)
     app[WEBHOOKS] = WebhookEndpoints(pool)
-    supervisor.add("webhooks", WebhookDelivery(pool, app[SETTINGS].webhooks).run)
+    supervisor.add("webhooks", WebhookDelivery(pool, app[SETTINGS].webhooks, metrics_).run)
     app[ALERT_RULES], app[ALERTS] = AlertRules(pool), Alerts(pool)
     evaluator = AlertEvaluator(settings.url.get_secret_value(), app[SETTINGS].alerts, metrics_)
     supervisor.add("alerts", evaluator.run)
@@ -273,10 +280,13 @@ async def _consumer(app: web.Application) -> AsyncIterator[None]:
     app[MQTT] = client
     app[METRICS].mqtt_connected.set_function(lambda: 1.0 if client.connected else 0.0)
     group = config.ingest.shared_group
-    for kind in ("batch", "state", "heartbeat"):
+    for kind in ("batch", "state", "heartbeat", "result"):
         # In a shared group each message goes to one collector of the group.
         topic_filter = topics.all_of(kind)
         await client.subscribe(f"$share/{group}/{topic_filter}" if group else topic_filter, qos=1)
+    app[COMMANDS] = commands = Commands(
+        app[STORE].pool, client, topics=topics, settings=config.commands, metrics=app[METRICS]
+    )
     consumer = Consumer(
         client,
         app[STORE],
@@ -284,8 +294,10 @@ async def _consumer(app: web.Application) -> AsyncIterator[None]:
         settings=config.ingest,
         metrics=app[METRICS],
         on_status=app[AGENTS],
+        on_result=commands.take_result,
     )
     app[SUPERVISOR].add("consumer", consumer.run)
+    app[SUPERVISOR].add("commands", commands.run)
     log.info("consuming %s from %s", topics.all_batches(), config.mqtt.url)
     yield
     await client.close()

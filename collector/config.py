@@ -361,6 +361,43 @@ class AlertSettings(StrictModel):
     )
 
 
+class CommandSettings(StrictModel):
+    """Commands to equipment (docs/protocol.md, Commands)."""
+
+    default_expiry: Duration = Field(
+        default=60.0,
+        gt=0,
+        description="A command not applied this long after the request never"
+        " is (when the request gives no expires_in).",
+    )
+    max_expiry: Duration = Field(
+        default=3600.0,
+        gt=0,
+        le=7 * 86400.0,
+        description="The longest expires_in a request may give (at most 7d).",
+    )
+    grace: Duration = Field(
+        default=30.0,
+        ge=0,
+        description="A command with no result this long after its expiry is marked timed_out.",
+    )
+    publish_timeout: Duration = Field(
+        default=5.0, gt=0, description="Wait this long for the broker to take a command."
+    )
+    check_interval: Duration = Field(
+        default=2.0,
+        gt=0,
+        description="How often each collector sends again the commands the broker did not"
+        " take, and times out those without a result.",
+    )
+
+    @model_validator(mode="after")
+    def _expiry_order(self) -> "CommandSettings":
+        if self.default_expiry > self.max_expiry:
+            raise ValueError("default_expiry must not be longer than max_expiry")
+        return self
+
+
 class CollectorIdentity(StrictModel):
     """Who this collector is."""
 
@@ -400,6 +437,9 @@ class CollectorConfig(StrictModel):
     )
     alerts: AlertSettings = Field(
         default_factory=AlertSettings, description="Evaluating alert rules."
+    )
+    commands: CommandSettings = Field(
+        default_factory=CommandSettings, description="Commands to equipment."
     )
 
 

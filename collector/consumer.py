@@ -18,7 +18,6 @@ from collector.store import DeadLetter, ReadingStore, WriteOutcome
 from shared.acks import Refusal, Rejection, encode_ack
 from shared.cancellation import raise_if_cancelled
 from shared.errors import MqttError, WireError
-from shared.invariants import required
 from shared.mqtt import Message
 from shared.readings import datetime_to_us
 from shared.wire import Topics, batch_identity
@@ -104,10 +103,16 @@ class Consumer:
         settings: IngestSettings,
         metrics: CollectorMetrics,
         on_status: StatusHandler | None = None,
+        on_result: StatusHandler | None = None,
     ) -> None:
         self._source = source
         self._store = store
-        self._on_status = on_status
+        # Small JSON messages handled one by one: status messages, and commands' results.
+        self._handlers: dict[str, StatusHandler] = {}
+        if on_status is not None:
+            self._handlers.update(state=on_status, heartbeat=on_status)
+        if on_result is not None:
+            self._handlers["result"] = on_result
         self._topics = topics
         self._settings = settings
         self._metrics = metrics
@@ -195,7 +200,7 @@ class Consumer:
             agent = self._topics.agent_of(message.topic)
             if kind == "batch":
                 limit = self._settings.max_payload_bytes
-            elif kind in ("state", "heartbeat") and self._on_status is not None:
+            elif kind in self._handlers:
                 limit = self._settings.max_status_bytes
             else:
                 raise WireError(f"no {kind!r} messages are expected here", reason="topic")
@@ -255,7 +260,7 @@ class Consumer:
 
     async def _status(self, agent: str, kind: str, message: Message) -> None:
         """Record a status message; one the database refuses for good is quarantined."""
-        handler = required(self._on_status, "the status handler")
+        handler = self._handlers[kind]
         try:
             await self._retrying(
                 "store a status message", lambda: handler(agent, kind, message.payload)

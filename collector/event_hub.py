@@ -61,6 +61,12 @@ class Subscriber:
         self._events.clear()
         self._arrived.set()
 
+    def take_queued(self) -> list[StoredEvent]:
+        """Every event queued now, without waiting."""
+        events = list(self._events)
+        self._events.clear()
+        return events
+
     async def next(self, timeout: float) -> StoredEvent | None:
         """The next event, or None once dropped; TimeoutError if none comes within `timeout`."""
         async with asyncio.timeout(timeout):
@@ -82,12 +88,16 @@ class EventHub:
         *,
         poll_s: float = POLL_S,
         backoff: Backoff | None = None,
+        dropped: Callable[[str], None] | None = None,
     ) -> None:
         self._url = url
+        self._dropped = dropped or (lambda _reason: None)
         self._client_queue = client_queue
         self._poll_s = poll_s
         self._backoff = backoff or Backoff(initial=0.5, cap=10.0)
         self._subscribers: set[Subscriber] = set()
+        self.encoded: dict[int, bytes] = {}
+        """Events as the stream sends them, by id: encoded once, however many clients get them."""
         self._position: int | None = None
         self._ready = asyncio.Event()
         self._failing = False
@@ -116,6 +126,7 @@ class EventHub:
         """Drop every subscriber: the collector stops, and their clients resume elsewhere."""
         for subscriber in self._subscribers:
             subscriber.drop(SHUTDOWN)
+            self._dropped(SHUTDOWN)
         self._subscribers.clear()
 
     def dispatch(self, events: list[StoredEvent]) -> None:
@@ -127,6 +138,7 @@ class EventHub:
                     # hold the others back or grow this process's memory.
                     self._subscribers.discard(subscriber)
                     subscriber.drop(SLOW)
+                    self._dropped(SLOW)
                     log.info("stream client dropped: %d events queued", self._client_queue)
 
     async def run(self) -> None:

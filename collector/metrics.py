@@ -6,6 +6,13 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from psycopg_pool import AsyncConnectionPool
 
+from collector.event_hub import SHUTDOWN, SLOW
+
+WEBHOOK_OUTCOMES = ("delivered", "refused", "gone", "unanswered")
+"""What a webhook delivery attempt can come to."""
+STREAM_DROP_REASONS = (SLOW, SHUTDOWN)
+"""Why the event hub drops a stream client."""
+
 
 class CollectorMetrics:
     """Every figure the collector exports on /metrics."""
@@ -156,6 +163,56 @@ class CollectorMetrics:
             "plantwire_collector_rollup_held_readings",
             "Readings of written batches this collector holds in memory until their minutes"
             " end, to roll them up.",
+            registry=self.registry,
+        )
+        self.webhook_attempts = Counter(
+            "plantwire_collector_webhook_attempts_total",
+            "Webhook delivery attempts, by outcome: delivered (2xx), refused (another status,"
+            " retried), gone (410, endpoint disabled), unanswered (no answer in time, retried).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        for outcome in WEBHOOK_OUTCOMES:  # exported at 0 before the first attempt
+            self.webhook_attempts.labels(outcome=outcome)
+        self.webhook_seconds = Histogram(
+            "plantwire_collector_webhook_delivery_seconds",
+            "Time from sending a webhook to its receiver's answer (or giving up on it).",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=self.registry,
+        )
+        self.webhook_backlog = Gauge(
+            "plantwire_collector_webhook_oldest_pending_seconds",
+            "Age of the oldest webhook message not yet delivered to an enabled endpoint (0: none).",
+            registry=self.registry,
+        )
+        self.stream_clients = Gauge(
+            "plantwire_collector_stream_clients",
+            "Clients connected to this collector's event stream.",
+            registry=self.registry,
+        )
+        self.stream_events = Counter(
+            "plantwire_collector_stream_events_sent_total",
+            "Events sent to stream clients (one per client it went to).",
+            registry=self.registry,
+        )
+        self.stream_dropped = Counter(
+            "plantwire_collector_stream_dropped_total",
+            "Stream clients dropped, by reason: slow (its queue filled up), shutdown.",
+            ["reason"],
+            registry=self.registry,
+        )
+        for reason in STREAM_DROP_REASONS:
+            self.stream_dropped.labels(reason=reason)
+        self.commands = Counter(
+            "plantwire_collector_commands_total",
+            "Commands to equipment finished, by status (applied, refused, expired, unreachable,"
+            " timed_out), counted by the collector that recorded it.",
+            ["status"],
+            registry=self.registry,
+        )
+        self.command_send_failures = Counter(
+            "plantwire_collector_command_send_failures_total",
+            "Commands the broker did not take in time (sent again until they expire).",
             registry=self.registry,
         )
         self.mqtt_connected = Gauge(

@@ -9,6 +9,7 @@ from collector.analytics.equipment_store import EquipmentStore
 from collector.api.auth import Authenticator
 from collector.api.keys import ApiKeys
 from collector.api.ratelimit import RateLimits
+from collector.commands import Commands
 from collector.config import CollectorConfig
 from collector.event_hub import EventHub
 from collector.metrics import CollectorMetrics
@@ -31,3 +32,4 @@ EVENT_HUB = web.AppKey("event_hub", EventHub)
 WEBHOOKS = web.AppKey("webhooks", WebhookEndpoints)
 ALERT_RULES = web.AppKey("alert_rules", AlertRules)
 ALERTS = web.AppKey("alerts", Alerts)
+COMMANDS = web.AppKey("commands", Commands)

@@ -24,6 +24,7 @@ from standardwebhooks import Webhook
 
 from collector.config import WebhookSettings
 from collector.events import StoredEvent, events_after
+from collector.metrics import CollectorMetrics
 from collector.pools import Pool
 from shared.cancellation import raise_if_cancelled
 from shared.invariants import required
@@ -38,6 +39,8 @@ MAX_IN_FLIGHT = 16
 LEASE_MARGIN_S = 30.0
 """A claim outlasts the attempt's timeout by this much, for recording its result."""
 GONE = 410
+BACKLOG_S = 10.0
+"""How often the age of the oldest undelivered message is read for the metrics."""
 WHSEC = "whsec_"
 """How every signing secret starts (the Standard Webhooks scheme)."""
 
@@ -177,10 +180,17 @@ class WebhookDelivery:
     """Fans out new events and delivers due messages, for as long as the collector runs."""
 
     def __init__(
-        self, pool: Pool, settings: WebhookSettings, *, max_in_flight: int = MAX_IN_FLIGHT
+        self,
+        pool: Pool,
+        settings: WebhookSettings,
+        metrics: CollectorMetrics,
+        *,
+        max_in_flight: int = MAX_IN_FLIGHT,
     ) -> None:
         self._pool = pool
         self._settings = settings
+        self._metrics = metrics
+        self._backlog_read = -BACKLOG_S
         self._max_in_flight = max_in_flight
         self._in_flight = 0
         self._wake = asyncio.Event()
@@ -200,6 +210,8 @@ class WebhookDelivery:
                     for message in await self._claim(conn):
                         self._in_flight += 1
                         tasks.create_task(self._deliver(session, message))
+                    if time.monotonic() - self._backlog_read >= BACKLOG_S:
+                        await self._read_backlog(conn)
                 try:
                     async with asyncio.timeout(self._settings.poll_interval):
                         await self._wake.wait()
@@ -216,6 +228,16 @@ class WebhookDelivery:
             },
         )
         return [Claimed(*row) for row in await cursor.fetchall()]
+
+    async def _read_backlog(self, conn: AsyncConnection[TupleRow]) -> None:
+        cursor = await conn.execute(
+            # A disabled endpoint's messages wait for it on purpose: not a backlog.
+            "SELECT coalesce(extract(epoch FROM now() - min(m.created_at)), 0)::float8"
+            " FROM webhook_messages m JOIN webhook_endpoints w ON w.id = m.endpoint_id"
+            " WHERE m.state = 'pending' AND w.enabled"
+        )
+        self._metrics.webhook_backlog.set(required(await cursor.fetchone(), "the backlog")[0])
+        self._backlog_read = time.monotonic()
 
     async def _deliver(self, session: aiohttp.ClientSession, message: Claimed) -> None:
         try:
@@ -271,6 +293,17 @@ class WebhookDelivery:
     ) -> None:
         delivered = status is not None and 200 <= status < 300
         gone = status == GONE
+        outcome = (
+            "delivered"
+            if delivered
+            else "gone"
+            if gone
+            else "unanswered"
+            if status is None
+            else "refused"
+        )
+        self._metrics.webhook_attempts.labels(outcome=outcome).inc()
+        self._metrics.webhook_seconds.observe(duration_ms / 1000)
         delay = 0.0 if gone else retry_delay(message.attempts + 1, self._settings.retry_delays)
         async with self._pool.connection() as conn, conn.transaction():
             await conn.execute(

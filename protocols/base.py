@@ -53,6 +53,14 @@ class Source(Protocol):
         """Read every configured tag once; raise DeviceUnreachable if the connection is lost."""
         ...
 
+    async def read_tag(self, tag: str) -> Value | None:
+        """Read one tag now, apart from polling (None: no usable value).
+
+        Raise SourceError if there is no such tag, DeviceUnreachable if the device is not
+        connected or the connection is lost.
+        """
+        ...
+
     async def write(self, tag: str, value: Value) -> None:
         """Write a value to a writable tag within its bounds; raise WriteRefused otherwise."""
         ...

@@ -62,6 +62,18 @@ class Topics:
         """Topic of an agent's periodic health report."""
         return f"{self.prefix}/v1/{agent_id}/heartbeat"
 
+    def command(self, agent_id: str, command_id: str) -> str:
+        """Topic a collector sends one command to an agent on."""
+        return f"{self.prefix}/v1/{agent_id}/cmd/{command_id}"
+
+    def commands(self, agent_id: str) -> str:
+        """Subscription filter matching every command to an agent."""
+        return f"{self.prefix}/v1/{agent_id}/cmd/+"
+
+    def result(self, agent_id: str) -> str:
+        """Topic an agent publishes the results of commands on."""
+        return f"{self.prefix}/v1/{agent_id}/result"
+
     def all_batches(self) -> str:
         """Subscription filter matching every agent's batch topic."""
         return f"{self.prefix}/v1/+/batch"
@@ -71,7 +83,7 @@ class Topics:
         return f"{self.prefix}/v1/+/{kind}"
 
     def kind_of(self, topic: str) -> str:
-        """The last level of a topic: batch, ack, state or heartbeat."""
+        """The last level of a topic: batch, ack, state, heartbeat or result."""
         return topic.rsplit("/", 1)[-1]
 
     def agent_of(self, topic: str) -> str:

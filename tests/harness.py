@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 import psycopg
 from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
 
 from agent.config import AgentConfig
 from agent.service import AgentService
@@ -199,6 +200,17 @@ async def get_json(url: str, **params: str) -> tuple[int, Any]:
         session.get(url, params=params) as response,
     ):
         return response.status, await response.json(content_type=None)
+
+
+async def metric(base: str, name: str, **labels: str) -> float:
+    """One sample of a program's /metrics, by name and labels (0 when it is not exported)."""
+    async with aiohttp.ClientSession() as session, session.get(f"{base}/metrics") as response:
+        text = await response.text()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    return 0.0
 
 
 DISTINCT_VALUES: dict[str, Any] = {

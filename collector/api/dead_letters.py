@@ -34,7 +34,7 @@ class DeadLetterQuery(Params):
         pattern=r"^[^\x00-\x1f]*$",
         description="Why it was refused, e.g. malformed or timestamp.",
     )
-    kind: Literal["batch", "state", "heartbeat", "unknown"] | None = Field(
+    kind: Literal["batch", "state", "heartbeat", "result", "unknown"] | None = Field(
         default=None, description="Which kind of topic it came on."
     )
     since: QueryTime | None = Field(default=None, alias="from", description="Received at or after.")

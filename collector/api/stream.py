@@ -18,7 +18,7 @@ from collector.api.params import Timestamp
 from collector.api.problems import RETRY_AFTER_S, ProblemError, bad_param
 from collector.event_hub import Accepts, Subscriber
 from collector.events import KIND_PATTERN, StoredEvent, events_after, oldest_event_id
-from collector.state import EVENT_HUB, SETTINGS, STORE
+from collector.state import EVENT_HUB, METRICS, SETTINGS, STORE
 from shared.cancellation import raise_if_cancelled
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,8 @@ READY_TIMEOUT_S = 5.0
 """Longest a client waits for the hub's first connection before a 503."""
 WRITE_TIMEOUT_S = 30.0
 """A client that takes nothing for this long is let go."""
+FRAMES_KEPT = 10_000
+"""Events whose encoded frame is kept: each is encoded once, however many clients it goes to."""
 _KIND = KIND_PATTERN
 _AGENT = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 _ID = ID_PATTERN.removeprefix("^").removesuffix("$")
@@ -193,9 +195,7 @@ async def _replay(
             page = await events_after(conn, sent, position)
         if not page:
             return sent
-        for event in page:
-            if subscriber.accepts(event):
-                await _send_event(response, event)
+        await _send(request, response, [e for e in page if subscriber.accepts(e)])
         sent = page[-1].id
 
 
@@ -211,15 +211,39 @@ async def _send_live(
         if event is None:
             await response.send(json.dumps({"reason": subscriber.dropped}), event="dropped")
             return
-        # Skipped when sent already: a client resuming at another replica can be ahead of
-        # this one's hub by the events it has not read yet.
-        if event.id > sent:
-            await _send_event(response, event)
-            sent = event.id
+        # Everything queued goes in one write. Skipped when sent already: a client resuming at
+        # another replica can be ahead of this one's hub by the events it has not read yet.
+        queued = [event, *subscriber.take_queued()]  # in id order
+        await _send(request, response, [e for e in queued if e.id > sent])
+        sent = max(sent, queued[-1].id)
 
 
-async def _send_event(response: EventSourceResponse, event: StoredEvent) -> None:
-    data = StreamEventOut(
-        id=event.id, at=event.at, kind=event.kind, subject=event.subject, body=event.body
-    )
-    await response.send(data.model_dump_json(), id=str(event.id), event=event.kind)
+async def _send(
+    request: web.Request, response: EventSourceResponse, events: list[StoredEvent]
+) -> None:
+    """Write events in one go; a client that takes nothing for WRITE_TIMEOUT_S is aborted."""
+    encoded = request.app[EVENT_HUB].encoded
+    data = b"".join(_frame(encoded, event) for event in events)
+    try:
+        async with asyncio.timeout(WRITE_TIMEOUT_S):
+            await response.write(data)
+    except TimeoutError:
+        # A graceful close would wait for the stalled client forever. (No transport: the
+        # connection is gone already.)
+        getattr(request.transport, "abort", lambda: None)()
+        raise
+    request.app[METRICS].stream_events.inc(len(events))
+
+
+def _frame(encoded: dict[int, bytes], event: StoredEvent) -> bytes:
+    """The event as Server-Sent Events lines, from `encoded` or encoded and kept there."""
+    frame = encoded.get(event.id)
+    if frame is None:
+        data = StreamEventOut(
+            id=event.id, at=event.at, kind=event.kind, subject=event.subject, body=event.body
+        ).model_dump_json()  # one line: JSON escapes line breaks
+        frame = f"id: {event.id}\r\nevent: {event.kind}\r\ndata: {data}\r\n\r\n".encode()
+        if len(encoded) >= FRAMES_KEPT:
+            del encoded[next(iter(encoded))]  # the first kept (dicts keep order)
+        encoded[event.id] = frame
+    return frame

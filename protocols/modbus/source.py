@@ -9,7 +9,13 @@ from itertools import repeat
 from pymodbus.constants import ExcCodes
 from pymodbus.pdu import ModbusPDU
 
-from protocols.base import DeviceState, DeviceUnreachable, WriteFailed, WriteRefused
+from protocols.base import (
+    DeviceState,
+    DeviceUnreachable,
+    SourceError,
+    WriteFailed,
+    WriteRefused,
+)
 from protocols.modbus.codec import encode
 from protocols.modbus.config import BIT_TABLES, INTEGER_TYPES, ModbusDevice
 from protocols.modbus.decoder import RequestDecoder
@@ -180,6 +186,16 @@ class ModbusSource:
                 # The connection is free meanwhile: the other devices on it go on.
                 await self._clock.sleep(config.busy_retry_delay)
         raise AssertionError("unreachable")  # pragma: no cover - every path above returns or raises
+
+    async def read_tag(self, tag_name: str) -> Value:
+        """Read one tag now, with a request of its own (in turn with the polls)."""
+        point = self._tags.get(tag_name)
+        if point is None:
+            raise SourceError(f"{self.name}/{tag_name}: no such tag")
+        self._connected()
+        request = plan_reads([point], max_gap=0, address_shift=self._shift)[0]
+        words = await self._read_block(request)
+        return RequestDecoder(request, self._config.byte_order, self._shift).decode(words)[0]
 
     async def write(self, tag_name: str, value: Value) -> None:
         """Write one tag: FC 5/6 or 15/16, only if configured writable and within bounds."""

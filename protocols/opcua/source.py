@@ -20,7 +20,13 @@ from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 from cryptography import x509
 
-from protocols.base import DeviceState, DeviceUnreachable, WriteFailed, WriteRefused
+from protocols.base import (
+    DeviceState,
+    DeviceUnreachable,
+    SourceError,
+    WriteFailed,
+    WriteRefused,
+)
 from protocols.opcua.config import PATH_ELEMENT, OpcUaDevice, OpcUaIdentity, OpcUaSecurity, OpcUaTag
 from protocols.opcua.trust import (
     TrustFolder,
@@ -506,6 +512,24 @@ class OpcUaSource:
     def _bad(self, tag: OpcUaTag, ts_us: int) -> Reading:
         data_type = self._types.get(tag.name, DataType.FLOAT64)
         return Reading(self.name, tag.name, data_type, ts_us, None, Quality.BAD)
+
+    async def read_tag(self, tag_name: str) -> Value | None:
+        """Read one tag's node now, whatever the mode (a subscription's changes stay queued)."""
+        index = self._index.get(tag_name)
+        if index is None:
+            raise SourceError(f"{self.name}/{tag_name}: no such tag")
+        client = self._client
+        if client is None:
+            raise DeviceUnreachable(f"{self.name}: not connected")
+        node_id = self._node_ids[index]
+        if node_id is None:
+            raise SourceError(f"{self.name}/{tag_name}: its node did not resolve on the server")
+        try:
+            values = await read_attributes(client, [(node_id, AttributeIds.Value)])
+        except _CONNECT_ERRORS as exc:
+            self._state = DeviceState.DISCONNECTED
+            raise DeviceUnreachable(f"{self.name}: read failed: {exc!r}") from exc
+        return self.reading_of(self.tags[index], values[0], self.now_us()).value
 
     async def write(self, tag_name: str, value: Value) -> None:
         """Write a writable tag's node, with the variant type the server expects."""

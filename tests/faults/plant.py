@@ -34,6 +34,7 @@ class Plant:
         keepalive: str = "2s",
         broker_port: int | None = None,
         ingest: dict[str, Any] | None = None,
+        collector_sections: dict[str, Any] | None = None,
     ) -> None:
         self.root = root
         self.postgres = postgres
@@ -112,6 +113,7 @@ class Plant:
                 },
                 "http": {"port": self.collector_ports[index]},
                 "ingest": {"group_max_delay": "50ms", "retry_interval": "200ms", **(ingest or {})},
+                **(collector_sections or {}),
             }
             (root / f"collector{index}.yaml").write_text(yaml.safe_dump(collector))
 
@@ -167,6 +169,10 @@ class Plant:
             if metric == name:
                 values[labels.rstrip("}")] = float(value)
         return values
+
+    def collector_url(self, index: int = 1) -> str:
+        """Base URL of collector 1 or 2."""
+        return f"http://127.0.0.1:{self.collector_ports[index]}"
 
     def collector_health(self, index: int = 1) -> tuple[int, str]:
         """Status code and body of a collector's /healthz."""

@@ -131,6 +131,34 @@ async def test_each_agent_is_confined_to_its_own_topics(
             await each.close()
 
 
+async def test_each_agent_gets_only_its_own_commands_and_answers_only_for_itself(
+    secured_broker: tuple[MosquittoServer, dict[str, Path]],
+) -> None:
+    broker, pki = secured_broker
+    collector = client(broker, pki, "collector")
+    line1 = client(broker, pki, "line1")
+    for each in (collector, line1):
+        await each.connect()
+    try:
+        await collector.subscribe("plantwire/v1/+/result")
+        await line1.subscribe("plantwire/v1/line2/cmd/+")
+        await line1.subscribe("plantwire/v1/line1/cmd/+")
+        await collector.publish("plantwire/v1/line2/cmd/2", b"for line2", timeout=5)
+        await collector.publish("plantwire/v1/line1/cmd/1", b"for line1", timeout=5)
+        command = await asyncio.wait_for(anext(line1.messages()), 5)
+        assert (command.topic, command.payload) == ("plantwire/v1/line1/cmd/1", b"for line1")
+        with pytest.raises(MqttError, match="broker refused"):
+            await line1.publish("plantwire/v1/line2/result", b"spoofed", timeout=5)
+        with pytest.raises(MqttError, match="broker refused"):
+            await line1.publish("plantwire/v1/line2/cmd/3", b"not the collector", timeout=5)
+        await line1.publish("plantwire/v1/line1/result", b"done", timeout=5)
+        result = await asyncio.wait_for(anext(collector.messages()), 5)
+        assert (result.topic, result.payload) == ("plantwire/v1/line1/result", b"done")
+    finally:
+        for each in (collector, line1):
+            await each.close()
+
+
 async def test_tls_needs_a_client_certificate_and_the_right_password(
     secured_broker: tuple[MosquittoServer, dict[str, Path]],
 ) -> None:

@@ -222,6 +222,7 @@ async def test_health_and_metrics(collector: str) -> None:
         "tasks": {
             "agent-liveness": "running",
             "alerts": "running",
+            "commands": "running",
             "consumer": "running",
             "deriver": "running",
             "equipment-status": "running",

@@ -2,7 +2,6 @@
 slow clients, heartbeats, replicas, and the hub losing its database connection."""
 
 import asyncio
-import contextlib
 import json
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -21,8 +20,9 @@ from collector.config import CollectorConfig
 from collector.event_hub import EventHub
 from collector.events import Event, append_events
 from collector.state import AGENTS, EVENT_HUB, SETTINGS
-from tests.harness import TEST_KEY, eventually, replica_configs, running_collector_app
+from tests.harness import TEST_KEY, eventually, metric, replica_configs, running_collector_app
 from tests.servers import MosquittoServer
+from tests.sse_client import Sse, streaming
 
 pytestmark = pytest.mark.integration
 Pool = Any
@@ -61,58 +61,6 @@ async def append(pool: Pool, *events: Event) -> list[int]:
     """Append events in one transaction of their own."""
     async with pool.connection() as conn, conn.transaction():
         return await append_events(conn, list(events))
-
-
-class Sse:
-    """A stream client reading the response block by block (a block ends at a blank line)."""
-
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
-        self.response = response
-
-    async def block(self, timeout: float = 10.0) -> list[str]:
-        """The next block's lines; EOFError when the stream ended."""
-        lines: list[str] = []
-        async with asyncio.timeout(timeout):
-            while True:
-                raw = await self.response.content.readline()
-                if not raw:
-                    raise EOFError
-                line = raw.decode().rstrip("\r\n")
-                if line:
-                    lines.append(line)
-                elif lines:
-                    return lines
-
-    async def event(self, timeout: float = 10.0) -> dict[str, Any]:
-        """The next event's fields (comments skipped), its data parsed."""
-        while True:
-            fields: dict[str, Any] = {}
-            for line in await self.block(timeout):
-                if not line.startswith(":"):
-                    name, _, value = line.partition(":")
-                    fields[name] = value.removeprefix(" ")
-            if fields:
-                fields["data"] = json.loads(fields["data"])
-                return fields
-
-    async def events(self, count: int) -> list[dict[str, Any]]:
-        """The next `count` events."""
-        return [await self.event() for _ in range(count)]
-
-
-@contextlib.asynccontextmanager
-async def streaming(
-    base: str, key: str = TEST_KEY, headers: dict[str, str] | None = None, **params: str
-) -> AsyncIterator[Sse]:
-    """A stream client, subscribed once this yields."""
-    sent = {"Authorization": f"Bearer {key}", **(headers or {})}
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(f"{base}/api/v1/stream", params=params, headers=sent) as response,
-    ):
-        assert response.status == 200, await response.text()
-        assert response.headers["Content-Type"].startswith("text/event-stream")
-        yield Sse(response)
 
 
 @pytest.fixture
@@ -180,6 +128,8 @@ async def test_a_client_receives_live_events(
         await app[AGENTS]("press-1", "state", state("online"))
         ids = await append(db_pool, thing(1))
         status, other = await sse.events(2)
+        assert await metric(base, "plantwire_collector_stream_events_sent_total") == 2
+        assert await metric(base, "plantwire_collector_stream_clients") == 1
     assert status["event"] == "agent.status"
     assert status["data"]["subject"] == "press-1"
     assert status["data"]["body"]["status"] == "online"
@@ -293,6 +243,9 @@ async def test_a_client_that_does_not_read_is_dropped_as_slow_and_forgotten(
             # The client reads at last: what was sent, then why it was dropped, then the end.
             async with asyncio.timeout(30):
                 received = await reader.read()
+            assert (
+                await metric(base, "plantwire_collector_stream_dropped_total", reason="slow") == 1
+            )
         finally:
             writer.close()
     assert b"event: dropped\r\ndata: " + json.dumps({"reason": "slow"}).encode() in received

@@ -15,7 +15,7 @@ from collector.events import Event, append_events
 from collector.webhooks import FAN_OUT_LOCK, fan_out
 from shared.mqtt import MqttClient
 from shared.wire import Topics
-from tests.harness import AUTH, eventually, replica_configs, running_collector_app
+from tests.harness import AUTH, eventually, metric, replica_configs, running_collector_app
 from tests.receiver import Receiver
 from tests.servers import MosquittoServer
 
@@ -143,6 +143,11 @@ async def test_a_receiver_down_for_a_while_gets_everything_later_in_order(
     assert "ClientConnectorError" in first["last_error"]
     # Held back behind the first: never tried while it is pending.
     assert [m["attempts"] for m in later] == [0, 0]
+
+    async def backlog() -> bool:
+        return await metric(base, "plantwire_collector_webhook_oldest_pending_seconds") > 0
+
+    await eventually(backlog, timeout=20, what="the backlog's age in the metrics")
     receiver.answers = [503, 503]
     await receiver.start()
     await settled(base, endpoint["id"], 3)
@@ -162,6 +167,14 @@ async def test_a_receiver_down_for_a_while_gets_everything_later_in_order(
     assert all(a["status"] is None and a["error"] for a in attempts[:-3])
     assert [a["status"] for a in attempts[-3:]] == [503, 503, 200]
     assert all(a["duration_ms"] >= 0 for a in attempts)
+    counted = {
+        outcome: await metric(base, "plantwire_collector_webhook_attempts_total", outcome=outcome)
+        for outcome in ("delivered", "refused", "unanswered", "gone")
+    }
+    assert counted == {"delivered": 3, "refused": 2, "unanswered": len(attempts) - 3, "gone": 0}
+    assert await metric(base, "plantwire_collector_webhook_delivery_seconds_count") == sum(
+        counted.values()
+    )
     # One page at a time, following `next`.
     path = f"{base}/api/v1/webhooks/{endpoint['id']}/messages/{first['id']}/attempts"
     status, one = await call("GET", path, limit="1")

@@ -23,6 +23,10 @@ BASE = "database: {url: 'postgresql://h/db'}\nmqtt: {url: 'mqtt://h:1883'}\n"
             "rate_limits.viewer: expected a rate such as 600/minute or 20/second, got 'lots'",
         ),
         (
+            "commands: {default_expiry: 2h}",
+            "commands: default_expiry must not be longer than max_expiry",
+        ),
+        (
             "rate_limits: {redis_url: 'http://cache:6379/0'}",
             "rate_limits: redis_url: expected redis://host:port/db or rediss://...",
         ),

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from collector.api import stream as stream_api
 from collector.api.contract import openapi
 from collector.api.operations import API
 from collector.config import StreamSettings
@@ -106,3 +107,18 @@ def test_stream_settings_have_defaults_and_refuse_unknown_keys() -> None:
     assert StreamSettings.model_validate({"retention": "2h"}).retention == 7200.0
     with pytest.raises(ValueError, match="Extra inputs"):
         StreamSettings.model_validate({"retain": "2h"})
+
+
+def test_an_event_is_encoded_once_and_the_oldest_encodings_are_let_go(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(stream_api, "FRAMES_KEPT", 2)
+    encoded: dict[int, bytes] = {}
+    first = stream_api._frame(encoded, stored(1, kind="a.b"))
+    assert first.startswith(b"id: 1\r\nevent: a.b\r\ndata: {")
+    assert first.endswith(b"}\r\n\r\n")
+    assert first.count(b"\n") == 4  # one line each: id, event, data; then the blank one
+    assert stream_api._frame(encoded, stored(1, kind="changed")) is first
+    stream_api._frame(encoded, stored(2))
+    stream_api._frame(encoded, stored(3))
+    assert list(encoded) == [2, 3]

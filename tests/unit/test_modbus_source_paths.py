@@ -6,6 +6,7 @@ from typing import Any, cast
 import pytest
 from pymodbus.pdu import ExceptionResponse, ModbusPDU
 
+from protocols.base import DeviceUnreachable, SourceError
 from protocols.modbus.config import ModbusDevice
 from protocols.modbus.pool import ModbusClient, ModbusEndpoint, ModbusPool
 from protocols.modbus.source import ModbusSource, describe_error
@@ -81,3 +82,19 @@ async def test_a_scaled_float_is_written_unrounded() -> None:
     await source.write("level", 2.25)
     # (2.25 - 1.0) / 0.5 = 2.5, a float32 0x40200000 in ABCD order: not rounded to 2 or 3.
     assert client.writes == [(40, [0x4020, 0x0000], 3)]
+
+
+async def test_reading_one_tag_needs_the_tag_and_a_connection() -> None:
+    config = ModbusDevice.model_validate(
+        {
+            "type": "modbus",
+            "name": "m",
+            "host": "h",
+            "tags": [{"name": "level", "table": "holding_register", "address": 40}],
+        }
+    )
+    source = ModbusSource(config, FakeClock(), OneClientPool(FakeClock(), RecordingClient()))
+    with pytest.raises(SourceError, match=r"^m/speed: no such tag$"):
+        await source.read_tag("speed")
+    with pytest.raises(DeviceUnreachable, match=r"^m: not connected$"):
+        await source.read_tag("level")

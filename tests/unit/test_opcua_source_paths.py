@@ -12,7 +12,7 @@ from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.uaerrors import UaStatusCodeError
 
-from protocols.base import DeviceState, DeviceUnreachable, WriteRefused
+from protocols.base import DeviceState, DeviceUnreachable, SourceError, WriteRefused
 from protocols.opcua import source as source_module
 from protocols.opcua.config import OpcUaDevice
 from protocols.opcua.source import (
@@ -48,6 +48,7 @@ class FakeServer:
     link_error: Exception | None = None
     write_error: Exception | None = None
     disconnect_error: Exception | None = None
+    read_error: Exception | None = None
     refused_items: set[str] = field(default_factory=set)
     reads: list[int] = field(default_factory=list)
     written: list[tuple[str, ua.Variant]] = field(default_factory=list)
@@ -113,6 +114,8 @@ class FakeClient:
         return FakeNode(self._server, node_id)
 
     async def read(self, parameters: ua.ReadParameters) -> list[ua.DataValue]:
+        if self._server.read_error is not None:
+            raise self._server.read_error
         self._server.reads.append(len(parameters.NodesToRead))
         return [self._answer(item) for item in parameters.NodesToRead]
 
@@ -287,4 +290,21 @@ async def test_a_subscription_the_server_ends_disconnects(server: FakeServer) ->
     expected = rf"^ua: subscription status StatusCode\(value={ua.StatusCodes.BadTimeout}\)$"
     with pytest.raises(DeviceUnreachable, match=expected):
         await source.read()
+    assert source.state is DeviceState.DISCONNECTED
+
+
+async def test_reading_one_tag_needs_the_tag_its_node_and_a_connection(server: FakeServer) -> None:
+    server.values = {node("speed"): ua.Variant(7.5)}
+    source = device(tag("speed", type="float64"), {"name": "lost", "node": "nsu=urn:other;s=lost"})
+    with pytest.raises(SourceError, match=r"^ua/nothing: no such tag$"):
+        await source.read_tag("nothing")
+    with pytest.raises(DeviceUnreachable, match=r"^ua: not connected$"):
+        await source.read_tag("speed")
+    await source.connect()
+    assert await source.read_tag("speed") == 7.5
+    with pytest.raises(SourceError, match=r"^ua/lost: its node did not resolve on the server$"):
+        await source.read_tag("lost")
+    server.read_error = OSError("broken pipe")
+    with pytest.raises(DeviceUnreachable, match=r"^ua: read failed: OSError\('broken pipe'\)"):
+        await source.read_tag("speed")
     assert source.state is DeviceState.DISCONNECTED
