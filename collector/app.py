@@ -145,15 +145,17 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     supervisor = app[SUPERVISOR]
     stream = app[SETTINGS].stream
     supervisor.add("maintenance", lambda: _keep_partitions(pool, settings, stream.retention))
+    delivery = WebhookDelivery(pool, app[SETTINGS].webhooks, metrics_)
     app[EVENT_HUB] = hub = EventHub(
         settings.url.get_secret_value(),
         stream.client_queue,
         dropped=lambda reason: metrics_.stream_dropped.labels(reason=reason).inc(),
+        arrived=delivery.wake,
     )
     metrics_.stream_clients.set_function(lambda: hub.clients)
     supervisor.add("event-hub", hub.run)
     app[WEBHOOKS] = WebhookEndpoints(pool)
-    supervisor.add("webhooks", WebhookDelivery(pool, app[SETTINGS].webhooks, metrics_).run)
+    supervisor.add("webhooks", delivery.run)
     app[ALERT_RULES], app[ALERTS] = AlertRules(pool), Alerts(pool)
     evaluator = AlertEvaluator(settings.url.get_secret_value(), app[SETTINGS].alerts, metrics_)
     supervisor.add("alerts", evaluator.run)
