@@ -146,14 +146,18 @@ function showShell(api: Api, me: Me, role: Role): void {
     page?.stop();
     replace(problems);
     const where = route(location.hash);
+    // Each page draws into an element of its own: a page left while still loading then draws
+    // into a detached one, not over the next page.
+    const view = h("div", { class: "view" });
+    replace(main, view);
     page =
       where.kind === "machine"
-        ? new MachinePage(api, main, where.site, where.machine, onError)
+        ? new MachinePage(api, view, where.site, where.machine, onError)
         : where.kind === "alerts"
-          ? new AlertsPage(api, main, role, onError)
+          ? new AlertsPage(api, view, role, onError)
           : where.kind === "commands"
-            ? new CommandsPage(api, main, role, onError)
-            : new Overview(api, main, onError);
+            ? new CommandsPage(api, view, role, onError)
+            : new Overview(api, view, onError);
     document.title = TITLES[where.kind];
     nav.setAttribute("aria-current", where.kind === "overview" ? "page" : "false");
     alertsLink.setAttribute("aria-current", where.kind === "alerts" ? "page" : "false");
