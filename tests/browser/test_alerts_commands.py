@@ -95,6 +95,7 @@ async def test_an_operator_sees_alerts_fire_live_and_acknowledges_one(
         line = panel.locator('li[data-state="firing"]')
         await expect(line.locator(".alert-subject")).to_have_text(f"{AGENT}/press-1/temperature")
         await expect(line.locator(".alert-state-word")).to_have_text("Firing")
+        assert await line.locator(".late").count() == 0
         assert await page.evaluate("window.__sameDocument") is True
         await checked(watched, "overview-alerts")
 
@@ -137,14 +138,16 @@ async def test_an_operator_sees_alerts_fire_live_and_acknowledges_one(
         await checked(watched, "alerts-resolved")
 
 
-async def test_a_viewer_cannot_acknowledge_nor_send_commands(
+async def test_a_viewer_sees_a_late_alert_but_cannot_acknowledge_nor_send_commands(
     plant_collector_config: Callable[..., CollectorConfig],
     publisher: MqttClient,
     topic_prefix: str,
     watched: Watched,
 ) -> None:
     page = watched.page
-    async with running_collector(plant_collector_config(sections=ALERTS_FAST)) as base:
+    # Every reading is evaluated more than a millisecond after its time: each alert is late.
+    late = {"alerts": {**ALERTS_FAST["alerts"], "late_after": "1ms"}}
+    async with running_collector(plant_collector_config(sections=late)) as base:
         await put_plant(base)
         viewer = await new_key(base, "viewer")
         agent = PlantAgent(publisher, topic_prefix)
@@ -157,6 +160,7 @@ async def test_a_viewer_cannot_acknowledge_nor_send_commands(
         await page.get_by_role("link", name="Alerts", exact=True).click()
         card = page.locator('.alert-card[data-state="firing"]')
         await expect(card).to_have_count(1)
+        await expect(card.locator(".late")).to_have_text("⏱ late")
         button = card.get_by_role("button", name="Acknowledge")
         await expect(button).to_be_disabled()
         await expect(button).to_have_accessible_description(
