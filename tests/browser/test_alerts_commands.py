@@ -227,7 +227,9 @@ def command_agent(
 ) -> AgentConfig:
     """An agent of the simulator's Modbus device, its speed_setpoint writable (0..20000) and
     allowed within 1000..15000."""
-    device = modbus_device(simulator.modbus_port)
+    port = simulator.modbus_port
+    assert port is not None, "the simulator serves Modbus"
+    device = modbus_device(port)
     for tag in device["tags"]:
         if tag["name"] == "speed_setpoint":
             tag.update(writable=True, min=0, max=20000)
