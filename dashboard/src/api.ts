@@ -38,20 +38,39 @@ export class Api {
       headers: { Authorization: `Bearer ${key}`, Accept: "application/json" },
       cache: "no-store",
     });
-    if (!response.ok) {
-      let title = response.statusText;
-      let detail = "";
-      try {
-        const problem = (await response.json()) as { title?: unknown; detail?: unknown };
-        if (typeof problem.title === "string") title = problem.title;
-        if (typeof problem.detail === "string") detail = problem.detail;
-      } catch {
-        // Not a problem document (a proxy's page): the status says enough.
-      }
-      if (response.status === 401) this.onRefused(response.status);
-      throw new ApiError(response.status, title, detail);
-    }
+    if (!response.ok) throw await this.refusal(response);
     return (await response.json()) as T;
+  }
+
+  /** A POST, PATCH or DELETE with a JSON body (or none); the JSON answer, or an ApiError. */
+  async send<T>(method: "POST" | "PATCH" | "DELETE", path: string, body?: unknown): Promise<T> {
+    const key = this.key();
+    if (key === null) throw new ApiError(401, "Unauthorized", "signed out");
+    const headers: Record<string, string> = { Authorization: `Bearer ${key}`, Accept: "application/json" };
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    const response = await this.fetcher(path, {
+      method,
+      headers,
+      body: body === undefined ? null : JSON.stringify(body),
+      cache: "no-store",
+    });
+    if (!response.ok) throw await this.refusal(response);
+    return (await response.json()) as T;
+  }
+
+  /** The ApiError of an answer that is not 2xx, from its problem document where it has one. */
+  private async refusal(response: Response): Promise<ApiError> {
+    let title = response.statusText;
+    let detail = "";
+    try {
+      const problem = (await response.json()) as { title?: unknown; detail?: unknown };
+      if (typeof problem.title === "string") title = problem.title;
+      if (typeof problem.detail === "string") detail = problem.detail;
+    } catch {
+      // Not a problem document (a proxy's page): the status says enough.
+    }
+    if (response.status === 401) this.onRefused(response.status);
+    return new ApiError(response.status, title, detail);
   }
 
   /** Every page of a listing that answers `next` links. */

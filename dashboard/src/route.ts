@@ -1,6 +1,10 @@
 // Which page a location's hash names. The hash only: the key never goes into a URL.
 
-export type Route = { kind: "overview" } | { kind: "machine"; site: string; machine: string };
+export type Route =
+  | { kind: "overview" }
+  | { kind: "machine"; site: string; machine: string }
+  | { kind: "alerts" }
+  | { kind: "commands" };
 
 /** #/machine/<site>/<machine> is a machine's page; anything else the overview. */
 export function route(hash: string): Route {
@@ -12,6 +16,7 @@ export function route(hash: string): Route {
       return { kind: "overview" }; // a malformed escape
     }
   }
+  if (parts.length === 1 && (parts[0] === "alerts" || parts[0] === "commands")) return { kind: parts[0] };
   return { kind: "overview" };
 }
 
