@@ -337,7 +337,10 @@ class AlertSettings(StrictModel):
     """Evaluating alert rules (docs/alerts.md): one collector at a time does it."""
 
     interval: Duration = Field(
-        default=1.0, gt=0, description="How often the evaluating collector evaluates the rules."
+        default=1.0,
+        gt=0,
+        description="How often the evaluating collector evaluates the rules at the latest (it"
+        " looks for new writes every 100 ms and evaluates them at once).",
     )
     lock_retry: Duration = Field(
         default=5.0,

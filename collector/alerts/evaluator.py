@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 
 Conn = AsyncConnection[TupleRow]
 EVALUATION_LOCK = 0x706C_616C  # "plal": the collector holding it evaluates alert rules
+LOOK_S = 0.1
+"""How often the evaluating collector looks for logged writes between passes (a cheap query)."""
 CONNECT_TIMEOUT_S = 10.0
 PAGE = 10_000
 """Most readings of one subject evaluated in one pass (the rest in the next)."""
@@ -133,7 +135,19 @@ class AlertEvaluator:
             while True:
                 # At once again while passes are full: the log holds more than one pass takes.
                 if await self.evaluate(conn) < self._settings.max_log_rows:
-                    await asyncio.sleep(self._settings.interval)
+                    await self._until_due(conn)
+
+    async def _until_due(self, conn: Conn) -> None:
+        """Wait `alerts.interval` for the next pass, or less: until a write is logged (looked
+        for every LOOK_S), so a reading over a threshold is judged within about LOOK_S."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._settings.interval
+        while loop.time() + LOOK_S < deadline:
+            await asyncio.sleep(LOOK_S)
+            cursor = await conn.execute("SELECT EXISTS (SELECT FROM alert_log)")
+            if required(await cursor.fetchone(), "whether writes are logged")[0]:
+                return
+        await asyncio.sleep(max(0.0, deadline - loop.time()))
 
     @staticmethod
     async def _take(conn: Conn) -> bool:

@@ -857,3 +857,21 @@ async def test_a_machine_down_longer_than_allowed_fires_and_running_again_resolv
         database_url, "SELECT started_at FROM alerts WHERE rule_id = %s", later["id"]
     )[0]
     assert later_started == datetime.fromisoformat(later["evaluated_from"])
+
+
+async def test_between_passes_the_evaluator_waits_its_interval_unless_a_write_is_logged(
+    database_url: str,
+) -> None:
+    settings = AlertSettings.model_validate({"interval": "400ms"})
+    waiting = AlertEvaluator(database_url, settings, CollectorMetrics())
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        await conn.execute("DELETE FROM alert_log")
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await waiting._until_due(conn)  # nothing logged: the whole interval
+        assert loop.time() - started >= 0.4
+        await conn.execute("INSERT INTO alert_log (tag_ids, lo, hi) VALUES ('{1}', now(), now())")
+        started = loop.time()
+        await waiting._until_due(conn)  # a write logged: at the first look
+        assert loop.time() - started < 0.3
+        await conn.execute("DELETE FROM alert_log")
