@@ -3,6 +3,7 @@
 import { Api, ApiError } from "./api";
 import { h, replace } from "./dom";
 import { clock } from "./format";
+import { ExplorerPage } from "./explorer";
 import { MachinePage } from "./machine";
 import { route } from "./route";
 import { Overview } from "./overview";
@@ -106,6 +107,7 @@ async function signIn(key: string): Promise<void> {
 function showShell(api: Api, me: Me, role: Role): void {
   document.title = "Plant overview: Plantwire";
   const nav = h("a", { href: "#/", "aria-current": "page" }, "Overview");
+  const explorerNav = h("a", { href: "#/explorer", "aria-current": "false" }, "Tag explorer");
   const live = h("p", { id: "live", role: "status", "data-status": "connecting" }, "Connecting…");
   const problems = h("div", { id: "problems", role: "alert" });
   const signOutButton = h("button", { type: "button", id: "sign-out" }, "Sign out");
@@ -118,7 +120,7 @@ function showShell(api: Api, me: Me, role: Role): void {
       "header",
       { class: "top" },
       h("p", { class: "brand" }, "Plantwire"),
-      h("nav", { "aria-label": "Pages" }, nav),
+      h("nav", { "aria-label": "Pages" }, nav, " ", explorerNav),
       live,
       h("p", { class: "who" }, "Signed in as ", h("strong", {}, me.name), ` (${role})`),
       signOutButton,
@@ -137,9 +139,12 @@ function showShell(api: Api, me: Me, role: Role): void {
     page =
       where.kind === "machine"
         ? new MachinePage(api, main, where.site, where.machine, onError)
-        : new Overview(api, main, onError);
+        : where.kind === "explorer"
+          ? new ExplorerPage(api, main, onError)
+          : new Overview(api, main, onError);
     document.title = where.kind === "machine" ? "Machine: Plantwire" : "Plant overview: Plantwire";
     nav.setAttribute("aria-current", where.kind === "overview" ? "page" : "false");
+    explorerNav.setAttribute("aria-current", where.kind === "explorer" ? "page" : "false");
     page.start().catch(onError);
   };
   const zone = (): string => page?.zone() ?? Intl.DateTimeFormat().resolvedOptions().timeZone;

@@ -1,10 +1,15 @@
 // Which page a location's hash names. The hash only: the key never goes into a URL.
 
-export type Route = { kind: "overview" } | { kind: "machine"; site: string; machine: string };
+export type Route =
+  | { kind: "overview" }
+  | { kind: "machine"; site: string; machine: string }
+  | { kind: "explorer" };
 
-/** #/machine/<site>/<machine> is a machine's page; anything else the overview. */
+/** #/machine/<site>/<machine> is a machine's page, #/explorer the tag explorer; anything else
+ * the overview. */
 export function route(hash: string): Route {
   const parts = hash.replace(/^#\/?/, "").split("/");
+  if (parts[0] === "explorer" && parts.length === 1) return { kind: "explorer" };
   if (parts[0] === "machine" && parts.length === 3 && parts[1] && parts[2]) {
     try {
       return { kind: "machine", site: decodeURIComponent(parts[1]), machine: decodeURIComponent(parts[2]) };

@@ -178,6 +178,7 @@ export interface TagOut {
   data_type: string;
 }
 export interface SeriesPage {
+  buckets?: { start: string; end: string; value: number | string | null; count: number }[] | null;
   readings: { ts: string; value: number | string | boolean | null }[] | null;
   downsampled: boolean;
   count: number;
