@@ -40,17 +40,18 @@ export class ExplorerPage {
   private readonly agg = h("select", { id: "explorer-agg" });
   private readonly status = h("p", { id: "explorer-status", class: "muted", role: "status" });
   private readonly holder = h("div", { class: "chart explorer-chart" });
-  private readonly controls = h("div", { class: "chart-controls", role: "group", "aria-label": "Chart range" });
+  private readonly controls = h("div", { class: "chart-controls", role: "group", "aria-label": "Zoom and pan" });
   private readonly exportButton = h("button", { type: "button", id: "explorer-export", disabled: true }, "Export visible range as CSV");
   private resized: ReturnType<typeof setTimeout> | null = null;
+  // The chart takes a new width at once; it asks for as many points as it is wide once the
+  // resizing has settled.
   private readonly resizing = new ResizeObserver(() => {
+    if (this.chart === null || Math.abs(this.chartWidth() - this.chart.width) < 1) return;
+    this.chart.setSize({ width: this.chartWidth(), height: this.chart.height });
     if (this.resized !== null) clearTimeout(this.resized);
     this.resized = setTimeout(() => {
       this.resized = null;
-      if (this.chart !== null && Math.abs(this.chartWidth() - this.chart.width) >= 1) {
-        this.chart.setSize({ width: this.chartWidth(), height: this.chart.height });
-        this.load().catch(this.onError);
-      }
+      this.load().catch(this.onError);
     }, 150);
   });
 
@@ -82,9 +83,9 @@ export class ExplorerPage {
       h(
         "div",
         {},
-        h("label", { for: "explorer-range" }, "Range"),
+        h("label", { for: "explorer-range" }, "Period"),
         this.range,
-        h("label", { for: "explorer-agg" }, "Long ranges show"),
+        h("label", { for: "explorer-agg" }, "Long periods show"),
         this.agg,
         h("button", { type: "submit", id: "explorer-show" }, "Show"),
       ),
@@ -173,6 +174,7 @@ export class ExplorerPage {
     const from = to - Number(this.range.value);
     const at = (seconds: number): string => clock(new Date(seconds * 1000).toISOString(), this.zoneName, true);
     const empty: Aligned = [[], ...this.shown.map(() => [])];
+    this.quiet = true;
     this.holder.setAttribute("role", "img");
     this.holder.setAttribute("aria-label", `Chart of ${this.shown.map((t) => t.tag).join(", ")}`);
     this.chart = new uPlot(
@@ -184,7 +186,17 @@ export class ExplorerPage {
           { label: "Time", value: (_u, v) => (v === null ? "–" : at(v)) },
           ...this.shown.map((tag, i) => ({ label: tag.tag, stroke: COLOURS[i % COLOURS.length] ?? "#000", width: 1.5, spanGaps: false })),
         ],
-        axes: [{ values: (_u, splits) => splits.map(at), space: 90 }, {}],
+        // Dates alone over days (they would overlap with times), wall-clock times within.
+        axes: [
+          {
+            values: (u, splits) => {
+              const span = (u.scales.x?.max ?? 0) - (u.scales.x?.min ?? 0);
+              return splits.map((s) => (span > 2 * 86400 ? at(s).slice(0, 10) : at(s).slice(11)));
+            },
+            space: 90,
+          },
+          {},
+        ],
         cursor: { drag: { x: true, y: false } },
         hooks: {
           setScale: [(_u, key) => this.zoomedTo(key)],
@@ -195,6 +207,10 @@ export class ExplorerPage {
       this.holder,
     );
     this.chart.setScale("x", { min: from, max: to });
+    // uPlot lays the plot out (and reports its first scales) in a microtask: its width is
+    // known from the next frame, and only then is there something to ask for.
+    await new Promise((resolve) => requestAnimationFrame(resolve));
+    this.quiet = false;
     await this.load();
   }
 
@@ -224,7 +240,7 @@ export class ExplorerPage {
   }
 
   /** Ask for the visible range again; a newer request wins over an older one. */
-  private async load(): Promise<void> {
+  private async load(again = false): Promise<void> {
     const chart = this.chart;
     const x = chart?.scales.x;
     if (chart === null || x?.min === undefined || x.max === undefined) return;
@@ -271,6 +287,12 @@ export class ExplorerPage {
     );
     this.holder.setAttribute("data-max-points", String(p.maxPoints));
     this.exportButton.disabled = false;
+    if (!again) {
+      // The y axis takes the width its new labels need, so the plot may now be narrower or
+      // wider than what was asked for: ask once more for as many points as it is wide.
+      await new Promise((resolve) => requestAnimationFrame(resolve));
+      if (asked === this.asked && chart === this.chart && this.plotWidth() !== p.maxPoints) await this.load(true);
+    }
   }
 
   /** The visible range of what the series API answered, as a CSV download. */

@@ -136,12 +136,16 @@ function showShell(api: Api, me: Me, role: Role): void {
     page?.stop();
     replace(problems);
     const where = route(location.hash);
+    // Each page draws into a box of its own: a page left while still loading draws into a
+    // box no longer shown, never over the next page.
+    const box = h("div", { class: "page" });
+    replace(main, box);
     page =
       where.kind === "machine"
-        ? new MachinePage(api, main, where.site, where.machine, onError)
+        ? new MachinePage(api, box, where.site, where.machine, onError)
         : where.kind === "explorer"
-          ? new ExplorerPage(api, main, onError)
-          : new Overview(api, main, onError);
+          ? new ExplorerPage(api, box, onError)
+          : new Overview(api, box, onError);
     document.title = where.kind === "machine" ? "Machine: Plantwire" : "Plant overview: Plantwire";
     nav.setAttribute("aria-current", where.kind === "overview" ? "page" : "false");
     explorerNav.setAttribute("aria-current", where.kind === "explorer" ? "page" : "false");
