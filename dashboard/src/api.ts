@@ -32,11 +32,20 @@ export class Api {
 
   /** GET a JSON document; an ApiError for any answer but 2xx. */
   async get<T>(path: string, query: Query = {}): Promise<T> {
+    return this.send<T>("GET", withQuery(path, query));
+  }
+
+  /** A request with a JSON body (POST, PUT, DELETE ...); its JSON answer, or null for 204. */
+  async send<T>(method: string, path: string, body?: unknown): Promise<T> {
     const key = this.key();
     if (key === null) throw new ApiError(401, "Unauthorized", "signed out");
-    const response = await this.fetcher(withQuery(path, query), {
-      headers: { Authorization: `Bearer ${key}`, Accept: "application/json" },
+    const headers: Record<string, string> = { Authorization: `Bearer ${key}`, Accept: "application/json" };
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    const response = await this.fetcher(path, {
+      method,
+      headers,
       cache: "no-store",
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
     });
     if (!response.ok) {
       let title = response.statusText;
@@ -51,6 +60,7 @@ export class Api {
       if (response.status === 401) this.onRefused(response.status);
       throw new ApiError(response.status, title, detail);
     }
+    if (response.status === 204) return null as T;
     return (await response.json()) as T;
   }
 

@@ -142,7 +142,7 @@ function showShell(api: Api, me: Me, role: Role): void {
     replace(main, box);
     page =
       where.kind === "machine"
-        ? new MachinePage(api, box, where.site, where.machine, onError)
+        ? new MachinePage(api, box, where.site, where.machine, onError, role)
         : where.kind === "explorer"
           ? new ExplorerPage(api, box, onError)
           : new Overview(api, box, onError);
