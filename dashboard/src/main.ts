@@ -3,6 +3,7 @@
 import { Api, ApiError } from "./api";
 import { h, replace } from "./dom";
 import { clock } from "./format";
+import { AdminPage } from "./admin";
 import { ExplorerPage } from "./explorer";
 import { MachinePage } from "./machine";
 import { route } from "./route";
@@ -108,6 +109,8 @@ function showShell(api: Api, me: Me, role: Role): void {
   document.title = "Plant overview: Plantwire";
   const nav = h("a", { href: "#/", "aria-current": "page" }, "Overview");
   const explorerNav = h("a", { href: "#/explorer", "aria-current": "false" }, "Tag explorer");
+  // Admin pages are listed for admin keys only.
+  const adminNav = role === "admin" ? h("a", { href: "#/admin", "aria-current": "false" }, "Admin") : null;
   const live = h("p", { id: "live", role: "status", "data-status": "connecting" }, "Connecting…");
   const problems = h("div", { id: "problems", role: "alert" });
   const signOutButton = h("button", { type: "button", id: "sign-out" }, "Sign out");
@@ -120,7 +123,7 @@ function showShell(api: Api, me: Me, role: Role): void {
       "header",
       { class: "top" },
       h("p", { class: "brand" }, "Plantwire"),
-      h("nav", { "aria-label": "Pages" }, nav, " ", explorerNav),
+      h("nav", { "aria-label": "Pages" }, nav, " ", explorerNav, adminNav && " ", adminNav),
       live,
       h("p", { class: "who" }, "Signed in as ", h("strong", {}, me.name), ` (${role})`),
       signOutButton,
@@ -145,10 +148,13 @@ function showShell(api: Api, me: Me, role: Role): void {
         ? new MachinePage(api, box, where.site, where.machine, onError, role)
         : where.kind === "explorer"
           ? new ExplorerPage(api, box, onError)
-          : new Overview(api, box, onError);
+          : where.kind === "admin"
+            ? new AdminPage(api, box, where.section, me, onError)
+            : new Overview(api, box, onError);
     document.title = where.kind === "machine" ? "Machine: Plantwire" : "Plant overview: Plantwire";
     nav.setAttribute("aria-current", where.kind === "overview" ? "page" : "false");
     explorerNav.setAttribute("aria-current", where.kind === "explorer" ? "page" : "false");
+    adminNav?.setAttribute("aria-current", where.kind === "admin" ? "page" : "false");
     page.start().catch(onError);
   };
   const zone = (): string => page?.zone() ?? Intl.DateTimeFormat().resolvedOptions().timeZone;

@@ -11,6 +11,14 @@ describe("route", () => {
     expect(route("#explorer")).toEqual({ kind: "explorer" });
     expect(route("#/explorer/x")).toEqual({ kind: "overview" });
   });
+  it("names the admin pages, agents when no section is given", () => {
+    expect(route("#/admin")).toEqual({ kind: "admin", section: "agents" });
+    expect(route("#/admin/")).toEqual({ kind: "admin", section: "agents" });
+    expect(route("#/admin/dead-letters")).toEqual({ kind: "admin", section: "dead-letters" });
+    expect(route("#/admin/keys")).toEqual({ kind: "admin", section: "keys" });
+    expect(route("#/admin/other")).toEqual({ kind: "overview" });
+    expect(route("#/admin/keys/x")).toEqual({ kind: "overview" });
+  });
   it("takes anything else for the overview", () => {
     for (const hash of ["", "#", "#/", "#/machine/only-site", "#/machine//m", "#/other/a/b", "#/machine/%E0%A4%A/x"]) {
       expect(route(hash)).toEqual({ kind: "overview" });
