@@ -12,11 +12,20 @@ Memory: the collector's resident memory with no client, then with every client c
 idle, after a full collection; their difference divided by the clients is what one idle client
 holds. A client that stops reading holds at most `stream.client_queue` events more (1,000 by
 default) before it is dropped: that bound is measured too, with clients that never read.
+
+Alerts: --agents simulated agents (4) publish a batch every second of --tags tags each (500)
+polled at 1 Hz, over MQTT in the agents' wire format, as agents polling at 1 Hz forward; one
+tag crosses a threshold every ten seconds (above for five, then back). A rule on it fires an
+alert, whose `alert.firing` event goes to a webhook receiver in this process (verifying each
+signature). The latency of each alert is from the reading that crossed (its timestamp, the
+alert's `fired_at`) to the webhook's arrival: batching at the agent, the broker, ingest, the
+evaluation, the outbox and the delivery. --crossings of them (40) give p50 and p99.
 """
 
 import argparse
 import asyncio
 import contextlib
+import json
 import re
 import statistics
 import subprocess
@@ -25,16 +34,23 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import psycopg
+from aiohttp import web
+from standardwebhooks import Webhook
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.api_bench import add_key
 from bench.processes import BIN, Children, cpu_seconds
 from collector.events import Event, append_events
+from shared.mqtt import MqttClient, MqttSettings
+from shared.readings import DataType, Quality, Reading
+from shared.wire import Topics, encode_batch
 from tests.servers import MosquittoServer, PostgresServer, free_port, wait_for_port
 
 TICK_S = 0.1
@@ -248,6 +264,133 @@ async def memory(
     return idle, stuck
 
 
+class Hooks:
+    """A webhook receiver: when each alert.firing arrived, and the alert's fired_at."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.secret = ""
+        self.latencies: list[float] = []
+        self.arrived = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        arrival = time.time()
+        body = await request.read()
+        Webhook(self.secret).verify(body, dict(request.headers))  # raises if it does not
+        alert = json.loads(body)["data"]["body"]
+        fired = datetime.fromisoformat(alert["fired_at"]).timestamp()
+        self.latencies.append(arrival - fired)
+        self.arrived.set()
+        return web.Response(status=204)
+
+    async def __aenter__(self) -> "Hooks":
+        app = web.Application()
+        app.router.add_post("/hook", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+async def api(session: aiohttp.ClientSession, method: str, url: str, body: Any) -> Any:
+    """An API call that must succeed; its JSON answer."""
+    async with session.request(method, url, json=body) as response:
+        if response.status >= 300:
+            raise RuntimeError(f"{method} {url}: {response.status} {await response.text()}")
+        return await response.json()
+
+
+async def publish_agents(
+    client: MqttClient, agents: int, tags: int, crossing: asyncio.Event, stop: asyncio.Event
+) -> None:
+    """Every second, a batch of each agent's readings of that second; the crossing tag of
+    agent 0 (device `press`, tag `t0000`) reads 95 while `crossing` is set, else 50."""
+    names = [f"t{i:04d}" for i in range(tags)]
+    seq = {f"line-{a}": 1 for a in range(agents)}
+    tick = time.monotonic()
+    while not stop.is_set():
+        now_us = int(time.time() * 1e6)
+        for agent in seq:
+            readings = [
+                Reading(
+                    "press",
+                    name,
+                    DataType.FLOAT64,
+                    now_us,
+                    (95.0 if crossing.is_set() else 50.0)
+                    if agent == "line-0" and i == 0
+                    else float(i % 70),
+                    Quality.GOOD,
+                )
+                for i, name in enumerate(names)
+            ]
+            first = seq[agent]
+            seq[agent] += len(readings)
+            payload = encode_batch(agent, 1, list(range(first, seq[agent])), readings)
+            await client.publish(Topics().batch(agent), payload, timeout=30)
+        tick += 1.0
+        await asyncio.sleep(max(0.0, tick - time.monotonic()))
+
+
+async def alert_latency(
+    base: str, admin: str, broker: str, agents: int, tags: int, crossings: int
+) -> list[float]:
+    """Seconds from each crossing reading to its webhook, the first two left out (warm-up)."""
+    crossing, stop = asyncio.Event(), asyncio.Event()
+    client = MqttClient(
+        MqttSettings(url=broker), client_id="bench-alert-agents", persistent_session=False
+    )
+    await client.connect()
+    async with (
+        Hooks() as hooks,
+        aiohttp.ClientSession(headers={"Authorization": f"Bearer {admin}"}) as session,
+    ):
+        endpoint = await api(
+            session,
+            "POST",
+            f"{base}/api/v1/webhooks",
+            {"url": f"http://127.0.0.1:{hooks.port}/hook", "kinds": ["alert.firing"]},
+        )
+        hooks.secret = endpoint["secret"]
+        condition = {
+            "kind": "tag_threshold",
+            "agent": "line-0",
+            "device": "press",
+            "tag": "t0000",
+            "direction": "above",
+            "threshold": 90,
+            "clear_threshold": 80,
+        }
+        await api(
+            session,
+            "POST",
+            f"{base}/api/v1/alert-rules",
+            {"name": "bench: press too hot", "condition": condition},
+        )
+        publisher = asyncio.create_task(publish_agents(client, agents, tags, crossing, stop))
+        try:
+            for n in range(crossings + 2):
+                await asyncio.sleep(5)
+                hooks.arrived.clear()
+                crossing.set()
+                async with asyncio.timeout(60):
+                    await hooks.arrived.wait()
+                await asyncio.sleep(5 - min(5.0, hooks.latencies[-1]))
+                crossing.clear()
+                if n % 10 == 9:
+                    print(f"  {n + 1} alerts", flush=True)
+        finally:
+            stop.set()
+            await publisher
+            await client.close()
+    return hooks.latencies[2:]
+
+
 @contextlib.contextmanager
 def servers() -> Iterator[tuple[PostgresServer, MosquittoServer]]:
     """PostgreSQL and Mosquitto, stopped and removed afterwards."""
@@ -291,6 +434,12 @@ def start_collector(
     return f"http://127.0.0.1:{port}", process.pid
 
 
+def nearest_rank(values: list[float], share: float) -> float:
+    """The value at `share` of the sorted values (nearest rank)."""
+    ordered = sorted(values)
+    return ordered[max(0, min(len(ordered) - 1, round(share * len(ordered)) - 1))]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=200, help="stream clients (200)")
@@ -301,6 +450,9 @@ def main() -> int:
     )
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each step (10)")
     parser.add_argument("--queue", type=int, default=1000, help="stream.client_queue (1000)")
+    parser.add_argument("--agents", type=int, default=4, help="agents publishing (4)")
+    parser.add_argument("--tags", type=int, default=500, help="tags per agent at 1 Hz (500)")
+    parser.add_argument("--crossings", type=int, default=40, help="alerts timed (40)")
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
     with (
@@ -320,6 +472,19 @@ def main() -> int:
         # Memory first: the process has not yet held (and freed) the memory of other clients.
         idle_mb, stuck_mb = asyncio.run(memory(base, key, url, pid, args.clients, args.queue))
         steps = asyncio.run(fan_out(base, key, url, pid, args.clients, rates, args.seconds))
+        print(
+            f"alerts: {args.agents} agents x {args.tags} tags at 1 Hz,"
+            f" {args.crossings} threshold crossings"
+        )
+        admin = add_key(url, "admin")
+        latencies = asyncio.run(
+            alert_latency(base, admin, broker.url, args.agents, args.tags, args.crossings)
+        )
+    p50, p99 = nearest_rank(latencies, 0.5), nearest_rank(latencies, 0.99)
+    print(
+        f"reading over the threshold to its webhook: p50 {p50 * 1000:.0f} ms,"
+        f" p99 {p99 * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms ({len(latencies)} alerts)"
+    )
     kept = [s for s in steps if s["dropped"] == 0 and s["complete"] == args.clients]
     best = max(kept, key=lambda s: s["per_client"]) if kept else None
     print(
@@ -333,6 +498,7 @@ def main() -> int:
         f"RESULT stream_events_per_s={best['per_client']:.0f}"
         f" stream_deliveries_per_s={best['deliveries']:.0f} stream_clients={args.clients}"
         f" client_idle_kib={idle_mb * 1024:.0f} client_full_queue_kib={stuck_mb * 1024:.0f}"
+        f" alert_webhook_p50_ms={p50 * 1000:.0f} alert_webhook_p99_ms={p99 * 1000:.0f}"
     )
     return 0
 

@@ -13,6 +13,9 @@ from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from collector.agents import AgentRegistry
+from collector.alerts.alerts import Alerts
+from collector.alerts.evaluator import AlertEvaluator
+from collector.alerts.rules import AlertRules
 from collector.analytics.deriver import CLAIM_TIMEOUT_S, Deriver
 from collector.analytics.equipment_store import EquipmentStore, watch_status
 from collector.analytics.held_readings import HeldReadings
@@ -41,6 +44,8 @@ from collector.pools import new_pool
 from collector.replica import ReadPools
 from collector.state import (
     AGENTS,
+    ALERT_RULES,
+    ALERTS,
     AUTH,
     COMMANDS,
     EQUIPMENT,
@@ -140,15 +145,20 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     supervisor = app[SUPERVISOR]
     stream = app[SETTINGS].stream
     supervisor.add("maintenance", lambda: _keep_partitions(pool, settings, stream.retention))
+    delivery = WebhookDelivery(pool, app[SETTINGS].webhooks, metrics_)
     app[EVENT_HUB] = hub = EventHub(
         settings.url.get_secret_value(),
         stream.client_queue,
         dropped=lambda reason: metrics_.stream_dropped.labels(reason=reason).inc(),
+        arrived=delivery.wake,
     )
     metrics_.stream_clients.set_function(lambda: hub.clients)
     supervisor.add("event-hub", hub.run)
     app[WEBHOOKS] = WebhookEndpoints(pool)
-    supervisor.add("webhooks", WebhookDelivery(pool, app[SETTINGS].webhooks, metrics_).run)
+    supervisor.add("webhooks", delivery.run)
+    app[ALERT_RULES], app[ALERTS] = AlertRules(pool), Alerts(pool)
+    evaluator = AlertEvaluator(settings.url.get_secret_value(), app[SETTINGS].alerts, metrics_)
+    supervisor.add("alerts", evaluator.run)
     offline_after = app[SETTINGS].agents.offline_after
     supervisor.add("agent-liveness", lambda: _watch_agents(app[AGENTS], offline_after, metrics_))
     if replica is not None:

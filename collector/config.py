@@ -333,6 +333,34 @@ class WebhookSettings(StrictModel):
     )
 
 
+class AlertSettings(StrictModel):
+    """Evaluating alert rules (docs/alerts.md): one collector at a time does it."""
+
+    interval: Duration = Field(
+        default=1.0, gt=0, description="How often the evaluating collector evaluates the rules."
+    )
+    lock_retry: Duration = Field(
+        default=5.0,
+        gt=0,
+        description="How often the other collectors try to take over the evaluation (the"
+        " longest an evaluation stays without an owner after its collector stopped cleanly).",
+    )
+    late_after: Duration = Field(
+        default=60.0,
+        gt=0,
+        description="An alert recorded (or fired) from a reading older than this, at the time"
+        " it was evaluated, is marked late.",
+    )
+    max_log_rows: int = Field(
+        default=5000,
+        ge=1,
+        description="Most logged writes of readings one evaluation takes up (one transaction).",
+    )
+    kpi_interval: Duration = Field(
+        default=60.0, gt=0, description="How often KPI rules compute the current shift's KPIs."
+    )
+
+
 class CommandSettings(StrictModel):
     """Commands to equipment (docs/protocol.md, Commands)."""
 
@@ -406,6 +434,9 @@ class CollectorConfig(StrictModel):
     )
     webhooks: WebhookSettings = Field(
         default_factory=WebhookSettings, description="Delivering events to webhooks."
+    )
+    alerts: AlertSettings = Field(
+        default_factory=AlertSettings, description="Evaluating alert rules."
     )
     commands: CommandSettings = Field(
         default_factory=CommandSettings, description="Commands to equipment."

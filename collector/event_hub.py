@@ -89,9 +89,11 @@ class EventHub:
         poll_s: float = POLL_S,
         backoff: Backoff | None = None,
         dropped: Callable[[str], None] | None = None,
+        arrived: Callable[[], None] | None = None,
     ) -> None:
         self._url = url
         self._dropped = dropped or (lambda _reason: None)
+        self._arrived = arrived or (lambda: None)
         self._client_queue = client_queue
         self._poll_s = poll_s
         self._backoff = backoff or Backoff(initial=0.5, cap=10.0)
@@ -131,6 +133,8 @@ class EventHub:
 
     def dispatch(self, events: list[StoredEvent]) -> None:
         """Queue each event for the subscribers that accept it; drop those that are full."""
+        if events:
+            self._arrived()  # e.g. webhooks fan them out now, not at their next poll
         for event in events:
             for subscriber in list(self._subscribers):
                 if subscriber.accepts(event) and not subscriber.offer(event):

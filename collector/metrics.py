@@ -221,6 +221,28 @@ class CollectorMetrics:
             registry=self.registry,
         )
 
+        self.alert_evaluations = Counter(
+            "plantwire_collector_alert_evaluations_total",
+            "Evaluations of the alert rules this collector made (only the owner makes them).",
+            registry=self.registry,
+        )
+        self.alerts_fired = Counter(
+            "plantwire_collector_alerts_fired_total",
+            "Alerts that fired, by rule kind, counted by the collector that evaluated them.",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.alert_owner = Gauge(
+            "plantwire_collector_alert_owner",
+            "1 while this collector holds the lock and evaluates the alert rules, else 0.",
+            registry=self.registry,
+        )
+        self.alert_lag = Gauge(
+            "plantwire_collector_alert_lag_seconds",
+            "Age of the oldest logged write of readings the last evaluation took up.",
+            registry=self.registry,
+        )
+
     def observe_query(self, kind: str, seconds: float) -> None:
         """Record one database statement's duration."""
         child = self._query_kinds.get(kind)

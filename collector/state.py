@@ -3,6 +3,8 @@
 from aiohttp import web
 
 from collector.agents import AgentRegistry
+from collector.alerts.alerts import Alerts
+from collector.alerts.rules import AlertRules
 from collector.analytics.equipment_store import EquipmentStore
 from collector.api.auth import Authenticator
 from collector.api.keys import ApiKeys
@@ -28,4 +30,6 @@ LIMITS = web.AppKey("limits", RateLimits)
 EQUIPMENT = web.AppKey("equipment", EquipmentStore)
 EVENT_HUB = web.AppKey("event_hub", EventHub)
 WEBHOOKS = web.AppKey("webhooks", WebhookEndpoints)
+ALERT_RULES = web.AppKey("alert_rules", AlertRules)
+ALERTS = web.AppKey("alerts", Alerts)
 COMMANDS = web.AppKey("commands", Commands)

@@ -206,8 +206,9 @@ class ReadingStore:
         ids: TagIds,
         hold: Collection[BatchKey] = (),
     ) -> None:
-        """COPY the batches' readings (inside the caller's transaction), and log what the
-        deriver must redo for them (collector/analytics/deriver.py); for those in `hold`,
+        """COPY the batches' readings (inside the caller's transaction), and log what the alert
+        evaluator must evaluate (collector/alerts/evaluator.py) and what the deriver must redo
+        for them (collector/analytics/deriver.py); for those in `hold`,
         when readings are held, claim their rollups instead of leaving them to the deriver."""
         filled = [b for b in batches if len(b)]
         if not filled:
@@ -215,10 +216,14 @@ class ReadingStore:
         rows = [encode_rows(b, ids[(b.agent, b.tags.raw)]) for b in filled]
         async with conn.cursor().copy(COPY_SQL) as copy:
             await copy.write(b"".join([HEADER, *rows, TRAILER]))
+        # A row per batch: one agent's backlog must not widen what another's live batches in
+        # the same write make the deriver redo, or make the alert evaluator take for late.
+        touched = [_touched(batch, ids) for batch in filled]
+        async with conn.cursor().copy(
+            "COPY alert_log (tag_ids, lo, hi) FROM STDIN (FORMAT BINARY)"
+        ) as alerted:
+            await alerted.write(b"".join([HEADER, *(binary_row(t) for t in touched), TRAILER]))
         if self._derive:
-            # A row per batch: one agent's backlog must not widen what another's live batches
-            # in the same write make the deriver redo.
-            touched = [_touched(batch, ids) for batch in filled]
             claimed = [
                 self._held is not None and (b.agent, b.epoch, b.batch_id) in hold for b in filled
             ]

@@ -195,6 +195,10 @@ class WebhookDelivery:
         self._in_flight = 0
         self._wake = asyncio.Event()
 
+    def wake(self) -> None:
+        """New events were appended: fan them out and deliver now, not at the next poll."""
+        self._wake.set()
+
     async def run(self) -> None:
         """Deliver until cancelled; a database error ends it (the supervisor restarts it).
 

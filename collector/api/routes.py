@@ -5,6 +5,7 @@ from aiohttp.typedefs import Middleware
 
 from collector.api import (
     agents,
+    alerts,
     api_keys,
     commands,
     dead_letters,
@@ -32,6 +33,7 @@ from collector.state import AUTH, LIMITS, METRICS, SETTINGS
 
 RESOURCES = (
     agents,
+    alerts,
     api_keys,
     commands,
     dead_letters,

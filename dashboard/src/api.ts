@@ -32,11 +32,18 @@ export class Api {
 
   /** GET a JSON document; an ApiError for any answer but 2xx. */
   async get<T>(path: string, query: Query = {}): Promise<T> {
-    return this.send<T>("GET", withQuery(path, query));
+    const key = this.key();
+    if (key === null) throw new ApiError(401, "Unauthorized", "signed out");
+    const response = await this.fetcher(withQuery(path, query), {
+      headers: { Authorization: `Bearer ${key}`, Accept: "application/json" },
+      cache: "no-store",
+    });
+    if (!response.ok) throw await this.refusal(response);
+    return (await response.json()) as T;
   }
 
-  /** A request with a JSON body (POST, PUT, DELETE ...); its JSON answer, or null for 204. */
-  async send<T>(method: string, path: string, body?: unknown): Promise<T> {
+  /** A POST, PATCH or DELETE with a JSON body (or none); the JSON answer, or an ApiError. */
+  async send<T>(method: "POST" | "PATCH" | "DELETE", path: string, body?: unknown): Promise<T> {
     const key = this.key();
     if (key === null) throw new ApiError(401, "Unauthorized", "signed out");
     const headers: Record<string, string> = { Authorization: `Bearer ${key}`, Accept: "application/json" };
@@ -44,24 +51,26 @@ export class Api {
     const response = await this.fetcher(path, {
       method,
       headers,
+      body: body === undefined ? null : JSON.stringify(body),
       cache: "no-store",
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
     });
-    if (!response.ok) {
-      let title = response.statusText;
-      let detail = "";
-      try {
-        const problem = (await response.json()) as { title?: unknown; detail?: unknown };
-        if (typeof problem.title === "string") title = problem.title;
-        if (typeof problem.detail === "string") detail = problem.detail;
-      } catch {
-        // Not a problem document (a proxy's page): the status says enough.
-      }
-      if (response.status === 401) this.onRefused(response.status);
-      throw new ApiError(response.status, title, detail);
-    }
-    if (response.status === 204) return null as T;
+    if (!response.ok) throw await this.refusal(response);
     return (await response.json()) as T;
+  }
+
+  /** The ApiError of an answer that is not 2xx, from its problem document where it has one. */
+  private async refusal(response: Response): Promise<ApiError> {
+    let title = response.statusText;
+    let detail = "";
+    try {
+      const problem = (await response.json()) as { title?: unknown; detail?: unknown };
+      if (typeof problem.title === "string") title = problem.title;
+      if (typeof problem.detail === "string") detail = problem.detail;
+    } catch {
+      // Not a problem document (a proxy's page): the status says enough.
+    }
+    if (response.status === 401) this.onRefused(response.status);
+    return new ApiError(response.status, title, detail);
   }
 
   /** Every page of a listing that answers `next` links. */

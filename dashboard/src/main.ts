@@ -4,15 +4,18 @@ import { Api, ApiError } from "./api";
 import { h, replace } from "./dom";
 import { clock } from "./format";
 import { AdminPage } from "./admin";
+import { AlertsPage } from "./alerts";
+import { CommandsPage } from "./commands";
 import { ExplorerPage } from "./explorer";
 import { MachinePage } from "./machine";
 import { route } from "./route";
 import { Overview } from "./overview";
-import { forgetKey, isRole, type Role, storedKey, storeKey } from "./session";
+import { allows, forgetKey, isRole, type Role, storedKey, storeKey } from "./session";
 import { type SseEvent, StreamClient, type StreamStatus } from "./sse";
 import type { Me } from "./types";
 
-const STREAM_URL = "/api/v1/stream?kinds=machine.state,agent.status";
+const STREAM_URL =
+  "/api/v1/stream?kinds=machine.state,agent.status,alert.pending,alert.firing,alert.resolved,alert.acknowledged,command.result";
 
 /** What a page of the dashboard does; the shell keeps one at a time. */
 interface Page {
@@ -22,6 +25,15 @@ interface Page {
   onEvent(event: SseEvent): void;
   zone(): string;
 }
+
+const TITLES: Record<ReturnType<typeof route>["kind"], string> = {
+  overview: "Plant overview: Plantwire",
+  machine: "Machine: Plantwire",
+  alerts: "Alerts: Plantwire",
+  commands: "Commands: Plantwire",
+  explorer: "Tag explorer: Plantwire",
+  admin: "Admin: Plantwire",
+};
 
 interface Signed {
   stream: StreamClient;
@@ -108,9 +120,11 @@ async function signIn(key: string): Promise<void> {
 function showShell(api: Api, me: Me, role: Role): void {
   document.title = "Plant overview: Plantwire";
   const nav = h("a", { href: "#/", "aria-current": "page" }, "Overview");
-  const explorerNav = h("a", { href: "#/explorer", "aria-current": "false" }, "Tag explorer");
+  const alertsLink = h("a", { href: "#/alerts" }, "Alerts");
+  const commandsLink = allows(role, "operator") ? h("a", { href: "#/commands" }, "Commands") : null;
+  const explorerLink = h("a", { href: "#/explorer" }, "Tag explorer");
   // Admin pages are listed for admin keys only.
-  const adminNav = role === "admin" ? h("a", { href: "#/admin", "aria-current": "false" }, "Admin") : null;
+  const adminLink = role === "admin" ? h("a", { href: "#/admin" }, "Admin") : null;
   const live = h("p", { id: "live", role: "status", "data-status": "connecting" }, "Connecting…");
   const problems = h("div", { id: "problems", role: "alert" });
   const signOutButton = h("button", { type: "button", id: "sign-out" }, "Sign out");
@@ -123,7 +137,7 @@ function showShell(api: Api, me: Me, role: Role): void {
       "header",
       { class: "top" },
       h("p", { class: "brand" }, "Plantwire"),
-      h("nav", { "aria-label": "Pages" }, nav, " ", explorerNav, adminNav && " ", adminNav),
+      h("nav", { "aria-label": "Pages" }, nav, " ", alertsLink, " ", commandsLink, " ", explorerLink, " ", adminLink),
       live,
       h("p", { class: "who" }, "Signed in as ", h("strong", {}, me.name), ` (${role})`),
       signOutButton,
@@ -139,22 +153,28 @@ function showShell(api: Api, me: Me, role: Role): void {
     page?.stop();
     replace(problems);
     const where = route(location.hash);
-    // Each page draws into a box of its own: a page left while still loading draws into a
-    // box no longer shown, never over the next page.
-    const box = h("div", { class: "page" });
-    replace(main, box);
+    // Each page draws into an element of its own: a page left while still loading then draws
+    // into a detached one, not over the next page.
+    const view = h("div", { class: "view" });
+    replace(main, view);
     page =
       where.kind === "machine"
-        ? new MachinePage(api, box, where.site, where.machine, onError, role)
-        : where.kind === "explorer"
-          ? new ExplorerPage(api, box, onError)
-          : where.kind === "admin"
-            ? new AdminPage(api, box, where.section, me, onError)
-            : new Overview(api, box, onError);
-    document.title = where.kind === "machine" ? "Machine: Plantwire" : "Plant overview: Plantwire";
+        ? new MachinePage(api, view, where.site, where.machine, onError, role)
+        : where.kind === "alerts"
+          ? new AlertsPage(api, view, role, onError)
+          : where.kind === "commands"
+            ? new CommandsPage(api, view, role, onError)
+            : where.kind === "explorer"
+              ? new ExplorerPage(api, view, onError)
+              : where.kind === "admin"
+                ? new AdminPage(api, view, where.section, me, onError)
+                : new Overview(api, view, onError);
+    document.title = TITLES[where.kind];
     nav.setAttribute("aria-current", where.kind === "overview" ? "page" : "false");
-    explorerNav.setAttribute("aria-current", where.kind === "explorer" ? "page" : "false");
-    adminNav?.setAttribute("aria-current", where.kind === "admin" ? "page" : "false");
+    alertsLink.setAttribute("aria-current", where.kind === "alerts" ? "page" : "false");
+    commandsLink?.setAttribute("aria-current", where.kind === "commands" ? "page" : "false");
+    explorerLink.setAttribute("aria-current", where.kind === "explorer" ? "page" : "false");
+    adminLink?.setAttribute("aria-current", where.kind === "admin" ? "page" : "false");
     page.start().catch(onError);
   };
   const zone = (): string => page?.zone() ?? Intl.DateTimeFormat().resolvedOptions().timeZone;

@@ -2,6 +2,7 @@
 // factors from the KPI API), and every agent's health. Kept live from the event stream.
 
 import { type Api, ApiError } from "./api";
+import { ActiveAlertsPanel } from "./alerts";
 import { type Child, h, replace } from "./dom";
 import { clock, code, count, duration, percent, secondsSince } from "./format";
 import type { SseEvent } from "./sse";
@@ -43,12 +44,15 @@ export class Overview {
   private readonly agentsBody = h("tbody");
   private readonly pending = new Map<string, ReturnType<typeof setTimeout>>();
   private readonly timers: ReturnType<typeof setInterval>[] = [];
+  private readonly alerts: ActiveAlertsPanel;
 
   constructor(
     private readonly api: Api,
     private readonly root: HTMLElement,
     private readonly onError: (error: unknown) => void,
-  ) {}
+  ) {
+    this.alerts = new ActiveAlertsPanel(api, () => this.zone());
+  }
 
   /** Load everything and show it; refresh on a timer and tick the durations. */
   async start(): Promise<void> {
@@ -78,12 +82,14 @@ export class Overview {
     await Promise.all([
       this.refreshAgents(),
       ...this.tree.sites.map((site) => this.refreshSite(site, false)),
+      this.alerts.refresh(),
     ]);
     this.render();
   }
 
   /** An event from the stream. */
   onEvent(event: SseEvent): void {
+    this.alerts.onEvent(event);
     if (event.event === "machine.state") {
       const data = JSON.parse(event.data) as StreamEvent<MachineStateBody>;
       this.later(`site:${data.body.site}`, () => {
@@ -162,6 +168,7 @@ export class Overview {
     replace(
       this.root,
       h("h1", {}, "Plant overview"),
+      this.alerts.element,
       h(
         "section",
         { "aria-labelledby": "machines-heading" },

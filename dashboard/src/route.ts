@@ -4,13 +4,15 @@ export type Route =
   | { kind: "overview" }
   | { kind: "machine"; site: string; machine: string }
   | { kind: "explorer" }
-  | { kind: "admin"; section: AdminSection };
+  | { kind: "admin"; section: AdminSection }
+  | { kind: "alerts" }
+  | { kind: "commands" };
 
 export type AdminSection = "agents" | "dead-letters" | "keys";
 const ADMIN_SECTIONS: AdminSection[] = ["agents", "dead-letters", "keys"];
 
-/** #/machine/<site>/<machine> is a machine's page, #/explorer the tag explorer, #/admin/<section>
- * an admin page (agents when none); anything else the overview. */
+/** #/machine/<site>/<machine> is a machine's page; #/alerts, #/commands and #/explorer those
+ * pages; #/admin/<section> an admin page (agents when none); anything else the overview. */
 export function route(hash: string): Route {
   const parts = hash.replace(/^#\/?/, "").split("/");
   if (parts[0] === "explorer" && parts.length === 1) return { kind: "explorer" };
@@ -25,6 +27,7 @@ export function route(hash: string): Route {
       return { kind: "overview" }; // a malformed escape
     }
   }
+  if (parts.length === 1 && (parts[0] === "alerts" || parts[0] === "commands")) return { kind: parts[0] };
   return { kind: "overview" };
 }
 

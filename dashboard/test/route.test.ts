@@ -25,3 +25,11 @@ describe("route", () => {
     }
   });
 });
+
+describe("the alerts and commands pages", () => {
+  it("have routes of their own", () => {
+    expect(route("#/alerts")).toEqual({ kind: "alerts" });
+    expect(route("#/commands")).toEqual({ kind: "commands" });
+    expect(route("#/alerts/1")).toEqual({ kind: "overview" });
+  });
+});

@@ -35,6 +35,7 @@ class Plant:
         broker_port: int | None = None,
         ingest: dict[str, Any] | None = None,
         collector_sections: dict[str, Any] | None = None,
+        extra_tags: list[dict[str, Any]] | None = None,
     ) -> None:
         self.root = root
         self.postgres = postgres
@@ -94,6 +95,7 @@ class Plant:
                                     "address": 0,
                                     "type": "float32",
                                 },
+                                *(extra_tags or []),
                             ],
                         }
                     ],

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import psycopg
 import pytest
+from pymodbus.client import AsyncModbusTcpClient
 
 from collector.events import Event, append_events
 from tests.faults.plant import Plant
@@ -138,10 +139,12 @@ async def test_a_stream_client_resumes_across_replica_restarts_without_a_gap(
     assert "shutdown" in follower.endings
 
 
-async def add_endpoint(base: str, receiver: Receiver, path: str) -> None:
+async def add_endpoint(
+    base: str, receiver: Receiver, path: str, kinds: tuple[str, ...] = (KIND,)
+) -> None:
     """An endpoint for the receiver's `path`; the receiver learns its secret."""
     url = receiver.url.replace("/hook", path)
-    body = {"url": url, "kinds": [KIND]}
+    body = {"url": url, "kinds": list(kinds)}
     async with (
         aiohttp.ClientSession(headers=AUTH) as session,
         session.post(f"{base}/api/v1/webhooks", json=body) as response,
@@ -210,3 +213,123 @@ async def caught_up(plant: Plant, receiver: Receiver, path: str, produced: list[
         f"everything delivered to {path}",
     )
     assert delivered_ids(receiver, path) == produced
+
+
+SETPOINT = {"name": "setpoint", "table": "holding_register", "address": 20, "type": "uint16"}
+"""A writable register of the simulator that it leaves as written: the test sets the value."""
+HIGH, LOW = 16_000, 12_000
+
+
+async def set_setpoint(plant: Plant, value: int) -> None:
+    """Write the setpoint register over Modbus, as an operator panel would."""
+    client = AsyncModbusTcpClient("127.0.0.1", port=plant.modbus_port, timeout=5)
+    await client.connect()
+    try:
+        result = await client.write_register(20, value)
+        assert not result.isError(), result
+    finally:
+        client.close()
+
+
+def owns_alerts(plant: Plant, index: int) -> bool:
+    """Whether collector `index` says it evaluates the alert rules."""
+    try:
+        return plant.collector_metric(index, "plantwire_collector_alert_owner").get("") == 1.0
+    except OSError:  # not running
+        return False
+
+
+def alert_ids(receiver: Receiver, kind: str) -> list[str]:
+    """Alert ids of the receiver's accepted webhooks of one kind, each the first time."""
+    seen: list[str] = []
+    for delivery in receiver.delivered("/alerts"):
+        payload = delivery.payload
+        if payload["type"] == kind and payload["data"]["body"]["id"] not in seen:
+            seen.append(payload["data"]["body"]["id"])
+    return seen
+
+
+@pytest.mark.timeout(300)
+async def test_the_alert_owner_killed_mid_episode_another_takes_over_without_duplicate_or_miss(
+    plant_factory: type[Plant],
+) -> None:
+    webhooks = {"timeout": "2s", "retry_delays": ["500ms", "1s"], "poll_interval": "200ms"}
+    plant = plant_factory(
+        extra_tags=[SETPOINT],
+        collector_sections={"webhooks": webhooks, "alerts": {"lock_retry": "1s"}},
+    )
+    plant.start_simulator()
+    await set_setpoint(plant, LOW)
+    plant.start_broker()
+    await started(plant, 1, 2)
+    plant.start_agent()
+    with psycopg.connect(plant.database_url, autocommit=True) as conn:
+        add_test_key(conn)
+    receiver = Receiver()
+    await receiver.start()
+    try:
+        base = plant.collector_url(1)
+        await add_endpoint(base, receiver, "/alerts", ("alert.firing", "alert.resolved"))
+        condition = {
+            "kind": "tag_threshold",
+            "agent": "line1",
+            "device": "press",
+            "tag": "setpoint",
+            "direction": "above",
+            "threshold": 15_000,
+            "clear_threshold": 13_000,
+        }
+        async with (
+            aiohttp.ClientSession(headers=AUTH) as session,
+            session.post(
+                f"{base}/api/v1/alert-rules", json={"name": "setpoint", "condition": condition}
+            ) as response,
+        ):
+            assert response.status == 201, await response.text()
+            rule = (await response.json())["id"]
+        await plant.wait_until(
+            lambda: [owns_alerts(plant, i) for i in (1, 2)].count(True) == 1, 30, "one owner"
+        )
+        owner = 1 if owns_alerts(plant, 1) else 2
+
+        async def episode(number: int, kind: str) -> None:
+            await set_setpoint(plant, HIGH if kind == "alert.firing" else LOW)
+            await plant.wait_until(
+                lambda: len(alert_ids(receiver, kind)) >= number, 90, f"{kind} of episode {number}"
+            )
+
+        await episode(1, "alert.firing")
+        await episode(1, "alert.resolved")
+        await episode(2, "alert.firing")
+        plant.kill("collector" if owner == 1 else "collector2")  # mid-episode, no goodbye
+        # Episode 2 ends and episode 3 comes and goes while the owner is gone or just replaced.
+        await set_setpoint(plant, LOW)
+        await asyncio.sleep(1.5)
+        await set_setpoint(plant, HIGH)
+        await asyncio.sleep(1.5)
+        await set_setpoint(plant, LOW)
+        other = 3 - owner
+        await plant.wait_until(lambda: owns_alerts(plant, other), 30, "the other taking over")
+        await plant.wait_until(
+            lambda: len(alert_ids(receiver, "alert.resolved")) >= 3, 90, "episode 3 resolved"
+        )
+        await episode(4, "alert.firing")
+        await episode(4, "alert.resolved")
+        await asyncio.sleep(3)  # any duplicate would arrive by now
+        fired, resolved = alert_ids(receiver, "alert.firing"), alert_ids(receiver, "alert.resolved")
+        assert len(fired) == len(set(fired)) == 4
+        assert resolved == fired  # each episode ended once, in order
+        ids = [d.webhook_id for d in receiver.delivered("/alerts")]
+        assert len(set(ids)) == 8  # one message per change (a redelivery keeps its id)
+        async with (
+            aiohttp.ClientSession(headers=AUTH) as session,
+            session.get(
+                f"{plant.collector_url(other)}/api/v1/alerts", params={"rule": rule}
+            ) as response,
+        ):
+            alerts = (await response.json())["items"]
+        assert len(alerts) == 4
+        assert all(a["state"] == "resolved" and a["fired_at"] for a in alerts)
+        assert len({a["started_at"] for a in alerts}) == 4
+    finally:
+        await receiver.stop()

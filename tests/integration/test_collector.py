@@ -221,6 +221,7 @@ async def test_health_and_metrics(collector: str) -> None:
         "checks": {"database": "ok", "mqtt": "ok"},
         "tasks": {
             "agent-liveness": "running",
+            "alerts": "running",
             "commands": "running",
             "consumer": "running",
             "deriver": "running",
