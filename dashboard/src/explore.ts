@@ -3,8 +3,9 @@
 
 import type { Query } from "./api";
 
-/** Up to this long a range is asked for as raw readings (downsampled by the API). */
-export const RAW_MOST_S = 2 * 3600;
+/** Up to this long a range is asked for as raw readings (downsampled by the API): 21,600
+ * readings of a 1 Hz tag, where 1-minute buckets would give fewer points than a chart has pixels. */
+export const RAW_MOST_S = 6 * 3600;
 /** Bucket lengths for longer ranges: whole minutes or hours, so the API answers from its
  * per-minute or per-hour rollups rather than from the raw readings. */
 export const STEPS: [number, string][] = [
