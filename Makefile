@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
 
-.PHONY: demo dashboard test lint clean bench-agent bench-agent-e2e bench-analytics bench-api bench-buffer bench-events bench-ingest bench-wire
+.PHONY: demo dashboard test lint clean bench-agent bench-agent-e2e bench-analytics bench-api bench-dashboard bench-buffer bench-events bench-ingest bench-wire
 
 # The programs' packages at the versions the images ship (the lock files), the dev tools around
 # them. pip refuses an editable install under hashed constraints: the pins alone constrain it.
@@ -45,6 +45,10 @@ bench-agent: $(STAMP)
 
 bench-agent-e2e: $(STAMP)
 	$(VENV)/bin/python bench/agent_e2e_bench.py --profile 30000 $(ARGS)
+
+bench-dashboard: $(STAMP) $(DASHBOARD_BUILT)
+	bash scripts/need-debs.sh postgresql mosquitto redis-server chromium
+	$(VENV)/bin/python bench/dashboard_bench.py $(ARGS)
 
 bench-analytics: $(STAMP)
 	bash scripts/need-debs.sh postgresql mosquitto redis-server

@@ -14,6 +14,8 @@ from tests.harness import AUTH
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 """A name a page must show as text: were it parsed as HTML, it would run a script."""
+SHORTAGE = "Material shortage"
+"""A second reason, for a stop to be given afterwards."""
 SITE = "plant-1"
 AGENT = "press-agent"
 MACHINES = ("press-1", "press-2")
@@ -45,7 +47,10 @@ def site_spec(time_zone: str = "Europe/Berlin") -> dict[str, Any]:
                 {"name": "setup", "values": [2], "element": "setup"},
                 {"name": "down", "values": [3], "element": "delay"},
             ],
-            "reasons": [{"value": 5, "name": HOSTILE, "element": "delay"}],
+            "reasons": [
+                {"value": 5, "name": HOSTILE, "element": "delay"},
+                {"value": 7, "name": SHORTAGE, "element": "delay"},
+            ],
         },
     }
 

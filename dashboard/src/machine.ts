@@ -4,17 +4,22 @@
 
 import uPlot from "uplot";
 import { type Api, ApiError } from "./api";
+import { allows, type Role } from "./session";
 import { type Child, h, replace } from "./dom";
 import { clock, code, count, duration, percent } from "./format";
 import type { SseEvent } from "./sse";
 import { lookOf } from "./states";
 import type {
+  Code,
   Downtime,
+  GroupedKpiReport,
   MachineKpiReport,
   MachineOut,
   MachineStateBody,
   MachineStates,
   SeriesPage,
+  SiteOut,
+  Stop,
   StreamEvent,
   TagOut,
   Timeline,
@@ -50,9 +55,17 @@ export class MachinePage {
     timeline: h("div"),
     pareto: h("div"),
     chart: h("div", { class: "chart-area" }),
+    hourly: h("div"),
+    stops: h("div"),
   };
   private readonly tagPicker = h("select", { id: "tag-picker" });
   private drawnWidth = 0;
+  /** How many production days the timeline shows: today alone, or the week to today. */
+  private timelineDays: 1 | 7 = 1;
+  private reasons: SiteOut["spec"]["loss_mapping"]["reasons"] = [];
+  private readonly dayButton = h("button", { type: "button", id: "timeline-day", "aria-pressed": "true" }, "Today");
+  private readonly weekButton = h("button", { type: "button", id: "timeline-week", "aria-pressed": "false" }, "Last 7 days");
+  private readonly stopsStatus = h("p", { id: "stops-status", role: "status", tabindex: -1 });
   private resized: ReturnType<typeof setTimeout> | null = null;
   // A chart asks for as many points as it is wide: a new width is a new request.
   private readonly resizing = new ResizeObserver(() => {
@@ -71,10 +84,19 @@ export class MachinePage {
     private readonly site: string,
     private readonly machine: string,
     private readonly onError: (error: unknown) => void,
+    private readonly role: Role = "viewer",
   ) {
     this.tagPicker.addEventListener("change", () => {
       this.drawChart().catch(this.onError);
     });
+    const zoomTo = (days: 1 | 7): void => {
+      this.timelineDays = days;
+      this.dayButton.setAttribute("aria-pressed", String(days === 1));
+      this.weekButton.setAttribute("aria-pressed", String(days === 7));
+      this.drawTimeline().catch(this.onError);
+    };
+    this.dayButton.addEventListener("click", () => zoomTo(1));
+    this.weekButton.addEventListener("click", () => zoomTo(7));
   }
 
   zone(): string {
@@ -95,8 +117,15 @@ export class MachinePage {
       h("h1", {}, title),
       this.sections.now,
       section("shifts-heading", "OEE by shift", this.sections.shifts),
-      section("timeline-heading", "Today's states", this.sections.timeline),
+      section("hourly-heading", "OEE by hour today", this.sections.hourly),
+      section(
+        "timeline-heading",
+        "States",
+        h("div", { class: "chart-controls", role: "group", "aria-label": "Timeline span" }, this.dayButton, this.weekButton),
+        this.sections.timeline,
+      ),
       section("pareto-heading", "Downtime today by reason", this.sections.pareto),
+      section("stops-heading", "Stops today", this.stopsStatus, this.sections.stops),
       section(
         "chart-heading",
         "Process tag",
@@ -105,8 +134,10 @@ export class MachinePage {
         this.sections.chart,
       ),
     );
-    await this.loadTags(spec);
+    await Promise.all([this.loadTags(spec), this.loadReasons()]);
     await this.reload();
+    // When the page is usable: what bench/dashboard_bench.py reads.
+    performance.mark("machine:usable");
     this.resizing.observe(this.sections.chart);
   }
 
@@ -122,7 +153,7 @@ export class MachinePage {
   }
 
   async reload(): Promise<void> {
-    await Promise.all([this.drawNow(), this.drawShifts(), this.drawTimeline(), this.drawPareto()]);
+    await Promise.all([this.drawNow(), this.drawShifts(), this.drawHourly(), this.drawTimeline(), this.drawPareto()]);
     await this.drawChart();
   }
 
@@ -252,7 +283,16 @@ export class MachinePage {
   }
 
   private async drawTimeline(): Promise<void> {
-    const timeline = await this.api.get<Timeline>("/api/v1/machine-states/timeline", this.query({ window: "today" }));
+    let timeline = await this.api.get<Timeline>("/api/v1/machine-states/timeline", this.query({ window: "today" }));
+    const week = this.timelineDays === 7;
+    if (week) {
+      // The week: the six production days before today's, and today's so far.
+      timeline = await this.api.get<Timeline>(
+        "/api/v1/machine-states/timeline",
+        this.query({ from: new Date(Date.parse(timeline.from) - 6 * 86400_000).toISOString(), to: timeline.to }),
+      );
+    }
+    const at = (iso: string): string => clock(iso, timeline.time_zone, week);
     const start = Date.parse(timeline.from);
     const length = Math.max(1, Date.parse(timeline.to) - start);
     const bar = h("div", { class: "timeline", "aria-hidden": "true" });
@@ -268,15 +308,15 @@ export class MachinePage {
       h(
         "tr",
         {},
-        h("td", {}, clock(span.from, timeline.time_zone)),
-        h("td", {}, span.ongoing ? "now" : clock(span.to, timeline.time_zone)),
+        h("td", {}, at(span.from)),
+        h("td", {}, span.ongoing ? "now" : at(span.to)),
         h("td", {}, h("span", { "aria-hidden": "true" }, lookOf(span.element).shape), " ", span.state_name ?? `code ${code(span.state)}`),
         h("td", {}, span.reason === null ? "" : (span.reason_name ?? `code ${code(span.reason)}`)),
       ),
     );
     replace(
       this.sections.timeline,
-      h("p", { class: "muted" }, `From ${clock(timeline.from, timeline.time_zone)} to ${clock(timeline.to, timeline.time_zone)}; gaps are time with no known state.`),
+      h("p", { class: "muted", id: "timeline-range" }, `From ${clock(timeline.from, timeline.time_zone, true)} to ${clock(timeline.to, timeline.time_zone, true)}; gaps are time with no known state.`),
       bar,
       h(
         "details",
@@ -294,6 +334,7 @@ export class MachinePage {
 
   private async drawPareto(): Promise<void> {
     const downtime = await this.api.get<Downtime>("/api/v1/downtime", this.query({ window: "today" }));
+    this.drawStops(downtime.events);
     if (downtime.by_reason.length === 0) {
       replace(this.sections.pareto, h("p", {}, "No downtime today."));
       return;
@@ -373,4 +414,156 @@ export class MachinePage {
       holder,
     );
   }
+
+  /** OEE per hour of today's production day: the KPI API's hourly groups. */
+  private async drawHourly(): Promise<void> {
+    const report = await this.api.get<GroupedKpiReport>("/api/v1/kpis", this.query({ window: "today", group_by: "hour" }));
+    if (report.groups.length === 0) {
+      replace(this.sections.hourly, h("p", {}, "No hour of today's production day has begun."));
+      return;
+    }
+    const rows = report.groups.map((group) => {
+      const fill = h("span", { class: "hour-fill", "aria-hidden": "true" });
+      fill.style.width = `${Math.min(100, Math.max(0, (group.kpis.oee ?? 0) * 100))}%`;
+      return h(
+        "tr",
+        { "data-hour": group.key },
+        h("th", { scope: "row" }, `${clock(group.from, report.time_zone).slice(0, 5)}–${clock(group.to, report.time_zone).slice(0, 5)}`),
+        h("td", { class: "num hour-oee" }, percent(group.kpis.oee)),
+        h("td", { class: "hour-bar-cell" }, h("span", { class: "pareto-bar" }, fill)),
+        h("td", { class: "num" }, percent(group.kpis.availability)),
+        h("td", { class: "num" }, percent(group.kpis.effectiveness)),
+        h("td", { class: "num" }, percent(group.kpis.quality_ratio)),
+      );
+    });
+    replace(
+      this.sections.hourly,
+      h(
+        "div",
+        { class: "table-scroll" },
+        h(
+          "table",
+          { class: "hourly" },
+          h(
+            "thead",
+            {},
+            h(
+              "tr",
+              {},
+              ...["Hour", "OEE", "", "Availability", "Performance", "Quality"].map((name) =>
+                h("th", { scope: "col" }, name === "" ? h("span", { class: "visually-hidden" }, "OEE as a bar") : name),
+              ),
+            ),
+          ),
+          h("tbody", {}, ...rows),
+        ),
+      ),
+    );
+  }
+
+  private async loadReasons(): Promise<void> {
+    if (!allows(this.role, "operator")) return;
+    const site = await this.api.get<SiteOut>(`/api/v1/equipment/sites/${encodeURIComponent(this.site)}`);
+    this.reasons = site.spec.loss_mapping.reasons;
+  }
+
+  /** Today's stops; an operator may give one another reason. */
+  private drawStops(stops: Stop[]): void {
+    if (stops.length === 0) {
+      replace(this.sections.stops, h("p", {}, "No stops today."));
+      return;
+    }
+    const may = allows(this.role, "operator") && this.reasons.length > 0;
+    const rows = stops.map((stop) => {
+      const cells = [
+        h("td", {}, clock(stop.start, this.zoneName)),
+        h("td", { class: "num" }, duration(stop.duration_s), stop.ongoing ? " (going on)" : ""),
+        h("td", {}, stop.state_name ?? `code ${code(stop.state)}`),
+        h("td", { class: "stop-reason" }, stop.reason === null ? "none given" : (stop.reason_name ?? `code ${code(stop.reason)}`)),
+        h("td", {}, stop.reclassified === null ? "" : `by ${stop.reclassified.by_name ?? stop.reclassified.by} at ${clock(stop.reclassified.at, this.zoneName)}`),
+      ];
+      const row = h("tr", { "data-start": stop.start }, ...cells);
+      if (may) {
+        const button = h("button", { type: "button", class: "reclassify", "aria-label": `Change reason of the stop at ${clock(stop.start, this.zoneName)}` }, "Change reason");
+        button.addEventListener("click", () => this.openReclassify(row, stop, button));
+        row.appendChild(h("td", {}, button));
+      }
+      return row;
+    });
+    const headings = ["Start", "Length", "State", "Reason", "Changed"];
+    if (may) headings.push("Action");
+    replace(
+      this.sections.stops,
+      h(
+        "div",
+        { class: "table-scroll" },
+        h(
+          "table",
+          { class: "stops" },
+          h("thead", {}, h("tr", {}, ...headings.map((name) => h("th", { scope: "col" }, name)))),
+          h("tbody", {}, ...rows),
+        ),
+      ),
+    );
+  }
+
+  private openReclassify(row: HTMLTableRowElement, stop: Stop, opener: HTMLButtonElement): void {
+    row.parentElement?.querySelectorAll("tr.reclassify-row").forEach((open) => open.remove());
+    const id = `reason-${Date.parse(stop.start)}`;
+    const select = h("select", { id, required: true });
+    this.reasons.forEach((reason, index) => {
+      select.appendChild(h("option", { value: index, selected: sameCode(reason.value, stop.reason) }, reason.name));
+    });
+    const note = h("input", { id: `${id}-note`, type: "text", maxlength: 500 });
+    const save = h("button", { type: "submit" }, "Save reason");
+    const cancel = h("button", { type: "button" }, "Cancel");
+    const form = h(
+      "form",
+      { class: "reclassify-form", "aria-label": `New reason for the stop at ${clock(stop.start, this.zoneName)}` },
+      h("label", { for: id }, "Reason "),
+      select,
+      h("label", { for: `${id}-note` }, " Note "),
+      note,
+      " ",
+      save,
+      " ",
+      cancel,
+    );
+    const formRow = h("tr", { class: "reclassify-row" }, h("td", { colspan: row.cells.length }, form));
+    row.after(formRow);
+    select.focus();
+    cancel.addEventListener("click", () => {
+      formRow.remove();
+      opener.focus();
+    });
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      const reason = this.reasons[Number(select.value)];
+      if (reason === undefined) return;
+      save.disabled = true;
+      const body: { site: string; machine: string; start: string; reason: Code; note?: string } = {
+        site: this.site,
+        machine: this.machine,
+        start: stop.start,
+        reason: reason.value,
+      };
+      if (note.value.trim() !== "") body.note = note.value.trim();
+      this.api
+        .send("POST", "/api/v1/downtime/reclassifications", body)
+        .then(async () => {
+          replace(this.stopsStatus, `The stop at ${clock(stop.start, this.zoneName)} now has the reason ${reason.name}.`);
+          await this.drawPareto();
+          this.stopsStatus.focus();
+        })
+        .catch((error: unknown) => {
+          save.disabled = false;
+          replace(this.stopsStatus, h("span", { class: "error" }, `Not changed: ${error instanceof ApiError ? error.detail || error.title : String(error)}`));
+        });
+    });
+  }
+}
+
+/** Whether two codes are the same (a reason's code may be a number, a boolean or text). */
+export function sameCode(a: Code | null, b: Code | null): boolean {
+  return a !== null && b !== null && typeof a === typeof b && a === b;
 }

@@ -3,8 +3,10 @@
 import { Api, ApiError } from "./api";
 import { h, replace } from "./dom";
 import { clock } from "./format";
+import { AdminPage } from "./admin";
 import { AlertsPage } from "./alerts";
 import { CommandsPage } from "./commands";
+import { ExplorerPage } from "./explorer";
 import { MachinePage } from "./machine";
 import { route } from "./route";
 import { Overview } from "./overview";
@@ -29,6 +31,8 @@ const TITLES: Record<ReturnType<typeof route>["kind"], string> = {
   machine: "Machine: Plantwire",
   alerts: "Alerts: Plantwire",
   commands: "Commands: Plantwire",
+  explorer: "Tag explorer: Plantwire",
+  admin: "Admin: Plantwire",
 };
 
 interface Signed {
@@ -118,6 +122,9 @@ function showShell(api: Api, me: Me, role: Role): void {
   const nav = h("a", { href: "#/", "aria-current": "page" }, "Overview");
   const alertsLink = h("a", { href: "#/alerts" }, "Alerts");
   const commandsLink = allows(role, "operator") ? h("a", { href: "#/commands" }, "Commands") : null;
+  const explorerLink = h("a", { href: "#/explorer" }, "Tag explorer");
+  // Admin pages are listed for admin keys only.
+  const adminLink = role === "admin" ? h("a", { href: "#/admin" }, "Admin") : null;
   const live = h("p", { id: "live", role: "status", "data-status": "connecting" }, "Connecting…");
   const problems = h("div", { id: "problems", role: "alert" });
   const signOutButton = h("button", { type: "button", id: "sign-out" }, "Sign out");
@@ -130,7 +137,7 @@ function showShell(api: Api, me: Me, role: Role): void {
       "header",
       { class: "top" },
       h("p", { class: "brand" }, "Plantwire"),
-      h("nav", { "aria-label": "Pages" }, nav, " ", alertsLink, " ", commandsLink),
+      h("nav", { "aria-label": "Pages" }, nav, " ", alertsLink, " ", commandsLink, " ", explorerLink, " ", adminLink),
       live,
       h("p", { class: "who" }, "Signed in as ", h("strong", {}, me.name), ` (${role})`),
       signOutButton,
@@ -152,16 +159,22 @@ function showShell(api: Api, me: Me, role: Role): void {
     replace(main, view);
     page =
       where.kind === "machine"
-        ? new MachinePage(api, view, where.site, where.machine, onError)
+        ? new MachinePage(api, view, where.site, where.machine, onError, role)
         : where.kind === "alerts"
           ? new AlertsPage(api, view, role, onError)
           : where.kind === "commands"
             ? new CommandsPage(api, view, role, onError)
-            : new Overview(api, view, onError);
+            : where.kind === "explorer"
+              ? new ExplorerPage(api, view, onError)
+              : where.kind === "admin"
+                ? new AdminPage(api, view, where.section, me, onError)
+                : new Overview(api, view, onError);
     document.title = TITLES[where.kind];
     nav.setAttribute("aria-current", where.kind === "overview" ? "page" : "false");
     alertsLink.setAttribute("aria-current", where.kind === "alerts" ? "page" : "false");
     commandsLink?.setAttribute("aria-current", where.kind === "commands" ? "page" : "false");
+    explorerLink.setAttribute("aria-current", where.kind === "explorer" ? "page" : "false");
+    adminLink?.setAttribute("aria-current", where.kind === "admin" ? "page" : "false");
     page.start().catch(onError);
   };
   const zone = (): string => page?.zone() ?? Intl.DateTimeFormat().resolvedOptions().timeZone;

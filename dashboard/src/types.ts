@@ -150,8 +150,36 @@ export interface ParetoBar {
   events: number;
   share: number;
 }
+export interface Stop {
+  machine: string;
+  start: string;
+  end: string | null;
+  ongoing: boolean;
+  duration_s: number;
+  state: Code;
+  state_name: string | null;
+  reason: Code | null;
+  reason_name: string | null;
+  element: string;
+  reclassified: { reason: Code; by: string; by_name: string | null; at: string } | null;
+}
 export interface Downtime {
   by_reason: ParetoBar[];
+  events: Stop[];
+}
+export interface KpiGroup {
+  key: string;
+  from: string;
+  to: string;
+  kpis: Kpis;
+}
+export interface GroupedKpiReport {
+  time_zone: string;
+  groups: KpiGroup[];
+}
+export interface SiteOut {
+  id: string;
+  spec: { time_zone: string; loss_mapping: { reasons: { value: Code; name: string; element: string }[] } };
 }
 
 export interface TagRef {
@@ -178,6 +206,7 @@ export interface TagOut {
   data_type: string;
 }
 export interface SeriesPage {
+  buckets?: { start: string; end: string; value: number | string | null; count: number }[] | null;
   readings: { ts: string; value: number | string | boolean | null }[] | null;
   downsampled: boolean;
   count: number;

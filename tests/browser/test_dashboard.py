@@ -224,7 +224,8 @@ async def test_a_machine_page_shows_the_apis_figures_and_a_chart_as_wide_as_its_
 
     async def record(response: Response) -> None:
         url = response.url
-        if "/api/v1/kpis" in url and "machine=press-1" in url and response.ok:
+        shift = "window=current_shift" in url or "window=previous_shift" in url
+        if "/api/v1/kpis" in url and "machine=press-1" in url and shift and response.ok:
             window = "current" if "window=current_shift" in url else "previous"
             answers[window] = await response.json()
         elif "/api/v1/series" in url:
