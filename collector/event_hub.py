@@ -132,9 +132,9 @@ class EventHub:
         self._subscribers.clear()
 
     def dispatch(self, events: list[StoredEvent]) -> None:
-        """Queue each event for the subscribers that accept it; drop those that are full."""
-        if events:
-            self._arrived()  # e.g. webhooks fan them out now, not at their next poll
+        """Queue each event (there is at least one) for the subscribers that accept it; drop
+        those that are full."""
+        self._arrived()  # e.g. webhooks fan them out now, not at their next poll
         for event in events:
             for subscriber in list(self._subscribers):
                 if subscriber.accepts(event) and not subscriber.offer(event):
