@@ -45,13 +45,14 @@ from standardwebhooks import Webhook
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.analytics_bench import start_collector
 from bench.api_bench import add_key
 from bench.processes import BIN, Children, cpu_seconds
 from collector.events import Event, append_events
 from shared.mqtt import MqttClient, MqttSettings
 from shared.readings import DataType, Quality, Reading
 from shared.wire import Topics, encode_batch
-from tests.servers import MosquittoServer, PostgresServer, free_port, wait_for_port
+from tests.servers import MosquittoServer, PostgresServer, free_port
 
 TICK_S = 0.1
 """Producers append every tenth of a second, one transaction each time."""
@@ -405,7 +406,7 @@ def servers() -> Iterator[tuple[PostgresServer, MosquittoServer]]:
         postgres.remove()
 
 
-def start_collector(
+def stream_collector(
     children: Children, folder: Path, url: str, broker: str, queue: int
 ) -> tuple[str, int]:
     """A collector process with the stream open to many clients; its base URL and pid."""
@@ -419,18 +420,7 @@ def start_collector(
         f"stream:\n  max_clients: 2000\n  client_queue: {queue}\n"
         "collector:\n  log_level: WARNING\n"
     )
-    log_path = folder / "collector.log"
-    with log_path.open("wb") as log:
-        process = children.start(
-            [str(BIN / "plantwire-collector"), "run", "--config", str(config)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_for_port(port, timeout=60)
-    except TimeoutError:
-        print(log_path.read_text(errors="replace")[-3000:], file=sys.stderr)
-        raise
+    process = start_collector(children, config, port, folder / "collector.log")
     return f"http://127.0.0.1:{port}", process.pid
 
 
@@ -467,7 +457,7 @@ def main() -> int:
             capture_output=True,
         )
         key = add_key(url)
-        base, pid = start_collector(children, Path(tmp), url, broker.url, args.queue)
+        base, pid = stream_collector(children, Path(tmp), url, broker.url, args.queue)
         print(f"stream: {args.clients} clients of one collector, {args.seconds:g} s per step")
         # Memory first: the process has not yet held (and freed) the memory of other clients.
         idle_mb, stuck_mb = asyncio.run(memory(base, key, url, pid, args.clients, args.queue))
