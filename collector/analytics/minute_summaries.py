@@ -86,6 +86,19 @@ class Summaries:
     def __len__(self) -> int:
         return len(self.tag)
 
+    def rows(self, which: NDArray[np.bool_]) -> "Summaries":
+        """The summaries where `which` is true, in their order."""
+        return Summaries(*(getattr(self, f.name)[which] for f in fields(self)))
+
+    def keys(self) -> NDArray[np.int64]:
+        """Each summary's (tag version, bucket) as one number (bucket_key of the two)."""
+        return bucket_key(self.tag, self.bucket)
+
+
+def bucket_key(tag: NDArray[np.int32], bucket_us: NDArray[np.int64]) -> NDArray[np.int64]:
+    """A tag version and a minute-aligned bucket start as one number, for set operations."""
+    return (tag.astype(np.int64) << 32) + bucket_us // MINUTE_US
+
 
 def _sums(group: NDArray[np.int64], values: NDArray[np.float64], size: int) -> NDArray[np.float64]:
     """The sum of `values` per group (0 for a group without any)."""

@@ -1,20 +1,27 @@
 """Merges new rollup summaries into `rollups_1m` and `rollups_1h`, exactly, or says what to redo.
 
-The collector summarises the readings it holds once per tag version and minute, and once per
-tag version and hour, so each bucket gets one new summary. It merges with the stored row
-exactly when the spans of their readings do not overlap: the usual case, readings arriving in
-time order. The merge is the one of collector/analytics/summary_sql.py (merged_summaries)
-for two summaries, written out: sums, the earlier one's first and the later one's last, and
-what lies between the earlier one's last number and the later one's first. Where spans
-overlap (a late reading inside a minute already summarised, or readings that a summary of
-the stored readings already counts), the minute is redone from the stored readings, or the
-hour from its minutes, instead: right whatever the summaries hold. A minute that overlaps
-lies in an hour that overlaps, so redoing a minute redoes its hour.
+Most summaries are of buckets no stored row has yet (readings arriving in time order, each
+minute once it has ended): `stored` tells those apart, and the writer copies them straight
+into the rollups. The rest are merged here. The collector summarises the readings it holds
+once per tag version and minute, and once per tag version and hour, so each bucket gets one
+new summary. It merges with the stored row exactly when the spans of their readings do not
+overlap: the usual case, readings arriving in time order. The merge is the one of
+collector/analytics/summary_sql.py (merged_summaries) for two summaries, written out: sums,
+the earlier one's first and the later one's last, and what lies between the earlier one's
+last number and the later one's first. Where spans overlap (a late reading inside a minute
+already summarised, or readings that a summary of the stored readings already counts), the
+minute is redone from the stored readings, or the hour from its minutes, instead: right
+whatever the summaries hold. A minute that overlaps lies in an hour that overlaps, so redoing
+a minute redoes its hour.
 """
 
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import numpy as np
+from numpy.typing import NDArray
+
+from collector.analytics.minute_summaries import Summaries, bucket_key
 from collector.analytics.rollups import Span
 from collector.analytics.summary_sql import (
     ROLLUP_TIMES,
@@ -29,6 +36,7 @@ from collector.replica import Connection
 _COLUMNS = [c.strip() for c in f"{SUMMARY_COLUMNS}, {ROLLUP_TIMES}".split(",")]
 SUMMARY_TABLE_COLUMNS = ", ".join(["tag_id", "bucket", *_COLUMNS])
 """The columns of the new summaries' tables, in the order they are copied."""
+MINUTES, HOURS = "rollups_1m", "rollups_1h"
 NEW_MINUTES = "new_rollup_minutes"
 NEW_HOURS = "new_rollup_hours"
 _CREATE = """
@@ -119,6 +127,36 @@ _MERGE = _MERGE_TEMPLATE.format(
     new_minutes=NEW_MINUTES,
     new_hours=NEW_HOURS,
 )
+
+
+# Per tag version, the stored buckets between its first and last new one: a short index range
+# each, where a probe per bucket would be one index descent per summary.
+_STORED = """
+SELECT r.tag_id, (extract(epoch FROM r.bucket) * 1000000)::int8
+FROM unnest(%s::int4[], %s::int8[], %s::int8[]) AS k(tag_id, lo, hi)
+JOIN {table} r ON r.tag_id = k.tag_id
+    AND r.bucket >= timestamptz 'epoch' + k.lo * interval '1 microsecond'
+    AND r.bucket <= timestamptz 'epoch' + k.hi * interval '1 microsecond'
+"""
+
+
+async def stored(conn: Connection, table: str, summaries: Summaries) -> NDArray[np.bool_]:
+    """Which of the summaries (ordered by tag version, then bucket) `table` has a row for."""
+    if not len(summaries):
+        return np.zeros(0, np.bool_)
+    tag = summaries.tag
+    first = np.flatnonzero(np.r_[True, tag[1:] != tag[:-1]])
+    last = np.append(first[1:], len(tag)) - 1
+    cursor = await conn.execute(
+        _STORED.format(table=table),
+        [tag[first].tolist(), summaries.bucket[first].tolist(), summaries.bucket[last].tolist()],
+        binary=True,
+    )
+    found = await cursor.fetchall()
+    if not found:
+        return np.zeros(len(summaries), np.bool_)
+    tags, buckets = (np.array(column, np.int64) for column in zip(*found, strict=True))
+    return np.isin(summaries.keys(), bucket_key(tags.astype(np.int32), buckets))
 
 
 @dataclass(slots=True)

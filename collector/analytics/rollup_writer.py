@@ -1,11 +1,11 @@
 """Rolls up held readings: those of ended minutes, summarised per tag and minute, merged in.
 
-One transaction copies the summaries into temporary tables, merges them into the
-rollups (collector/analytics/rollup_merge.py) or redoes what they overlap from the stored
-readings, and deletes the claims of the batches they came from. So a batch's readings reach
-the rollups exactly once: here, or, if this collector stops first, through its claim, which
-the deriver rolls up from the stored readings. The transaction holds the deriver's lock, so
-it never merges into rows a deriver pass is redoing.
+One transaction copies the summaries of buckets that have no row yet straight into the
+rollups, merges the others into theirs (collector/analytics/rollup_merge.py) or redoes what
+they overlap from the stored readings, and deletes the claims of the batches they came from.
+So a batch's readings reach the rollups exactly once: here, or, if this collector stops
+first, through its claim, which the deriver rolls up from the stored readings. The
+transaction holds the deriver's lock, so it never merges into rows a deriver pass is redoing.
 """
 
 import asyncio
@@ -27,10 +27,13 @@ from collector.analytics.held_readings import HeldReadings
 from collector.analytics.minute_summaries import HOUR_US, Columns, Summaries, summarize
 from collector.analytics.rollup_merge import (
     CREATE_NEW,
+    HOURS,
+    MINUTES,
     NEW_HOURS,
     NEW_MINUTES,
     SUMMARY_TABLE_COLUMNS,
     merge_summaries,
+    stored,
 )
 from collector.analytics.rollups import refresh_hours, refresh_rollups
 from collector.analytics.timespans import HOUR, floor_to
@@ -172,20 +175,14 @@ class RollupWriter:
             self._paused()  # the deriver takes up the machines while this rolls up
         try:
             # numpy lets go of the GIL for most of this: ingest goes on meanwhile.
-            minutes, rows = await asyncio.to_thread(_encoded, taken.columns)
+            summaries = await asyncio.to_thread(_summarized, taken.columns)
             agents, epochs, batch_ids = (list(column) for column in zip(*taken.claims, strict=True))
             async with self._pool.connection() as conn, conn.transaction():
-                if minutes:
-                    await conn.execute(CREATE_NEW)
-                    for table, encoded in zip((NEW_MINUTES, NEW_HOURS), rows, strict=True):
-                        copy_sql = _COPY.format(table=table, columns=SUMMARY_TABLE_COLUMNS)
-                        async with conn.cursor().copy(copy_sql) as copy:
-                            await copy.write(encoded)
                 # Also before deleting claims: the deriver deletes those it finds left.
                 await conn.execute("SELECT pg_advisory_xact_lock(%s)", [WRITER_KEY])
                 await conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", [LOCK_KEY])
-                if minutes:
-                    await self._merge(conn)
+                if len(summaries[0]):
+                    await self._store(conn, summaries)
                 await conn.execute(_UNCLAIM, [agents, epochs, batch_ids])
         except (psycopg.OperationalError, asyncio.CancelledError):
             self._held.give_back(taken)  # the database is away or we stop: try again later
@@ -195,7 +192,30 @@ class RollupWriter:
             # fail again, so they are left to their claims, rolled up from the readings.
             log.exception("cannot roll up %d held batches; left to the deriver", len(taken.claims))
             return 0
-        return minutes
+        return len(summaries[0])
+
+    async def _store(
+        self, conn: AsyncConnection[TupleRow], summaries: tuple[Summaries, Summaries]
+    ) -> None:
+        """Copy the summaries of buckets without a row straight into the rollups, and merge the
+        others. The locks held keep every other writer of rollups away meanwhile, so no row
+        appears between the look and the copy."""
+        merging = False
+        tables = ((MINUTES, NEW_MINUTES), (HOURS, NEW_HOURS))
+        for (table, new), part in zip(tables, summaries, strict=True):
+            known = await stored(conn, table, part)
+            for target, rows in ((table, part.rows(~known)), (new, part.rows(known))):
+                if not len(rows):
+                    continue
+                if target == new and not merging:
+                    await conn.execute(CREATE_NEW)
+                    merging = True
+                encoded = await asyncio.to_thread(_copy_data, rows)
+                copy_sql = _COPY.format(table=target, columns=SUMMARY_TABLE_COLUMNS)
+                async with conn.cursor().copy(copy_sql) as copy:
+                    await copy.write(encoded)
+        if merging:
+            await self._merge(conn)
 
     async def _merge(self, conn: AsyncConnection[TupleRow]) -> None:
         """Merge the copied summaries, and redo what they overlap from the readings."""
@@ -208,11 +228,11 @@ class RollupWriter:
             await refresh_hours(conn, hours)
 
 
-def _encoded(columns: Columns) -> tuple[int, tuple[bytes, bytes]]:
-    """The readings' minute and hour summaries as binary COPY data, and how many minutes."""
-    minutes = summarize(columns)
-    hours = summarize(columns, HOUR_US)
-    return len(minutes), (
-        HEADER + summary_rows(minutes) + TRAILER,
-        HEADER + summary_rows(hours) + TRAILER,
-    )
+def _summarized(columns: Columns) -> tuple[Summaries, Summaries]:
+    """The readings' minute and hour summaries."""
+    return summarize(columns), summarize(columns, HOUR_US)
+
+
+def _copy_data(summaries: Summaries) -> bytes:
+    """The summaries as binary COPY data."""
+    return HEADER + summary_rows(summaries) + TRAILER
