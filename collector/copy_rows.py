@@ -153,6 +153,16 @@ def int4_array(values: NDArray[np.int32]) -> bytes:
     return header + items.tobytes()
 
 
+def int4_values(raw: bytes) -> NDArray[np.int32]:
+    """The elements of a one-dimensional int4[] without NULLs in binary form (array_send's
+    output), without making a Python int of each."""
+    dimensions = struct.unpack_from(">i", raw)[0]
+    if not dimensions:
+        return np.empty(0, np.int32)
+    items = np.frombuffer(raw, [("length", ">i4"), ("value", ">i4")], offset=20)
+    return items["value"].astype(np.int32)
+
+
 def binary_row(fields: Sequence[bytes | None]) -> bytes:
     """One binary COPY row of these fields, each already in binary form (None: NULL)."""
     parts = [struct.pack(">h", len(fields))]

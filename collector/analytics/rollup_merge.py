@@ -142,8 +142,6 @@ JOIN {table} r ON r.tag_id = k.tag_id
 
 async def stored(conn: Connection, table: str, summaries: Summaries) -> NDArray[np.bool_]:
     """Which of the summaries (ordered by tag version, then bucket) `table` has a row for."""
-    if not len(summaries):
-        return np.zeros(0, np.bool_)
     tag = summaries.tag
     first = np.flatnonzero(np.r_[True, tag[1:] != tag[:-1]])
     last = np.append(first[1:], len(tag)) - 1

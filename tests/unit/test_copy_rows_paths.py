@@ -5,7 +5,7 @@ import struct
 import numpy as np
 
 from collector.batches import BatchDecoder
-from collector.copy_rows import COLUMNS, encode_rows
+from collector.copy_rows import COLUMNS, encode_rows, int4_array, int4_values
 from shared.readings import DataType, Quality, Reading
 from shared.wire import encode_batch
 
@@ -57,3 +57,10 @@ def test_a_reading_without_a_value_is_a_row_of_nulls_for_value_and_server_time()
     assert all(row["tag_id"] == struct.pack(">i", 17) for row in rows.values())
     assert all(row["value_text"] is None for row in rows.values())
     assert rows[4]["ts"] == ts(TS + 3)
+
+
+def test_an_int4_array_in_binary_form_reads_back_as_its_elements() -> None:
+    values = np.array([3, 70_000, 2_000_000_000], np.int32)
+    assert int4_values(int4_array(values)).tolist() == [3, 70_000, 2_000_000_000]
+    # PostgreSQL sends an empty array with no dimensions at all.
+    assert int4_values(struct.pack(">iii", 0, 0, 23)).tolist() == []
