@@ -112,8 +112,7 @@ def summarize(columns: Columns, grain_us: int = MINUTE_US) -> Summaries:
     good, value = columns.good[order], columns.value[order]
     n = len(ts)
     minute = ts // grain_us
-    new = np.ones(n, np.bool_)
-    new[1:] = (tag[1:] != tag[:-1]) | (minute[1:] != minute[:-1])
+    new = _starts(tag, minute)
     starts = np.flatnonzero(new)
     size = len(starts)
     ends = np.append(starts[1:], n)[:size]
@@ -168,4 +167,73 @@ def summarize(columns: Columns, grain_us: int = MINUTE_US) -> Summaries:
         increase=rise,
         span_lo=ts[starts],
         span_hi=ts[ends - 1],
+    )
+
+
+def _starts(tag: NDArray[np.int32], key: NDArray[np.int64]) -> NDArray[np.bool_]:
+    """Where a new (tag, key) group starts, in rows ordered by tag, then key."""
+    new = np.ones(len(tag), np.bool_)
+    new[1:] = (tag[1:] != tag[:-1]) | (key[1:] != key[:-1])
+    return new
+
+
+def coarser(parts: Summaries, grain_us: int = HOUR_US) -> Summaries:
+    """Summaries of a coarser grain (hours) from those of a finer one (minutes) of the same
+    readings, ordered by tag, then bucket, as `summarize` makes them. The same as summarising
+    the readings again (up to the order of float sums), for a small part of the work."""
+    n = len(parts)
+    if not n:
+        return parts
+    bucket = parts.bucket // grain_us * grain_us
+    new = _starts(parts.tag, bucket)
+    starts = np.flatnonzero(new)
+    size = len(starts)
+    group = np.cumsum(new) - 1
+    at = np.flatnonzero(parts.numbers > 0)  # the parts holding numbers, in order
+    g = group[at]
+    first = np.flatnonzero(np.r_[True, g[1:] != g[:-1]]) if len(g) else np.empty(0, np.int64)
+    last = np.append(first[1:], len(g))[: len(first)] - 1
+    held = g[first]
+
+    def per_group(found: NDArray[Any], fill: float, dtype: type) -> NDArray[Any]:
+        out: NDArray[Any] = np.full(size, fill, dtype)
+        out[held] = found
+        return out
+
+    def over_numbers(ufunc: np.ufunc, column: NDArray[Any]) -> NDArray[Any]:
+        return ufunc.reduceat(column[at], first) if len(g) else column[at]
+
+    low, high = over_numbers(np.minimum, parts.low), over_numbers(np.maximum, parts.high)
+    spread = np.repeat(np.arange(len(first)), last - first + 1)  # each part's index in `held`
+    never = np.iinfo(np.int64).max
+    low_ts = np.where(parts.low[at] == low[spread], parts.low_ts[at], never)
+    high_ts = np.where(parts.high[at] == high[spread], parts.high_ts[at], never)
+    # Between the last number of one part and the first of the next part with numbers.
+    before, after = at[:-1], at[1:]
+    pair = g[1:] == g[:-1]
+    left, right = parts.last_value[before], parts.first_value[after]
+    seconds = np.where(pair, (parts.first_ts[after] - parts.last_ts[before]) / 1e6, 0.0)
+    owner = g[:-1]
+    rise = np.where(pair, np.where(right >= left, right - left, right), 0.0)
+    return Summaries(
+        tag=parts.tag[starts],
+        bucket=bucket[starts],
+        count=np.add.reduceat(parts.count, starts),
+        good=np.add.reduceat(parts.good, starts),
+        numbers=np.add.reduceat(parts.numbers, starts),
+        first_ts=per_group(parts.first_ts[at[first]], 0, np.int64),
+        first_value=per_group(parts.first_value[at[first]], np.nan, np.float64),
+        last_ts=per_group(parts.last_ts[at[last]], 0, np.int64),
+        last_value=per_group(parts.last_value[at[last]], np.nan, np.float64),
+        total=per_group(over_numbers(np.add, parts.total), np.nan, np.float64),
+        low=per_group(low, np.nan, np.float64),
+        low_ts=per_group(np.minimum.reduceat(low_ts, first) if len(g) else low_ts, 0, np.int64),
+        high=per_group(high, np.nan, np.float64),
+        high_ts=per_group(np.minimum.reduceat(high_ts, first) if len(g) else high_ts, 0, np.int64),
+        step_area=_sums(group, parts.step_area, size) + _sums(owner, left * seconds, size),
+        linear_area=_sums(group, parts.linear_area, size)
+        + _sums(owner, (left + right) / 2 * seconds, size),
+        increase=_sums(group, parts.increase, size) + _sums(owner, rise, size),
+        span_lo=np.minimum.reduceat(parts.span_lo, starts),
+        span_hi=np.maximum.reduceat(parts.span_hi, starts),
     )

@@ -24,7 +24,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from collector.analytics.deriver import LOCK_KEY, WRITER_KEY, RollupRefresh
 from collector.analytics.held_readings import HeldReadings
-from collector.analytics.minute_summaries import HOUR_US, Columns, Summaries, summarize
+from collector.analytics.minute_summaries import Columns, Summaries, coarser, summarize
 from collector.analytics.rollup_merge import (
     CREATE_NEW,
     HOURS,
@@ -230,7 +230,8 @@ class RollupWriter:
 
 def _summarized(columns: Columns) -> tuple[Summaries, Summaries]:
     """The readings' minute and hour summaries."""
-    return summarize(columns), summarize(columns, HOUR_US)
+    minutes = summarize(columns)
+    return minutes, coarser(minutes)
 
 
 def _copy_data(summaries: Summaries) -> bytes:
