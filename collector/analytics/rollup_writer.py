@@ -50,6 +50,9 @@ WHERE (c.agent_id, c.epoch, c.batch_id) = (k.a, k.e, k.b)
 QUIET_S = 0.1
 """No batch for this long, and none being written: the batches have paused (a backlog's burst
 has ended)."""
+PART_READINGS = 400_000
+"""Readings summarised at a time: the next part is summarised while the database stores one
+(a backlog's burst ends with millions held)."""
 FINAL_WRITE_S = 5.0
 """Longest a stopping collector spends writing what it holds (the rest stays claimed)."""
 
@@ -114,6 +117,7 @@ class RollupWriter:
         now_us: Callable[[], int] = _now_us,
         refresh: RollupRefresh = refresh_rollups,
         paused: Callable[[], None] = lambda: None,
+        part_readings: int = PART_READINGS,
     ) -> None:
         """`refresh` redoes minutes (and their hours) from the stored readings; `paused` is
         told when the batches have paused and held readings are due to be rolled up."""
@@ -123,6 +127,7 @@ class RollupWriter:
         self._now_us = now_us
         self._refresh = refresh
         self._paused = paused
+        self._part_readings = part_readings
 
     async def run(self) -> None:
         """Roll up what is due every `interval` while batches keep coming, and as soon as they
@@ -173,16 +178,26 @@ class RollupWriter:
             return 0
         if pausing:
             self._paused()  # the deriver takes up the machines while this rolls up
+        parts = _parts(taken.columns, self._part_readings)
+        # numpy lets go of the GIL for most of this: ingest goes on meanwhile.
+        summarizing = asyncio.ensure_future(asyncio.to_thread(_summarized, parts[0]))
+        minutes = 0
         try:
-            # numpy lets go of the GIL for most of this: ingest goes on meanwhile.
-            summaries = await asyncio.to_thread(_summarized, taken.columns)
             agents, epochs, batch_ids = (list(column) for column in zip(*taken.claims, strict=True))
             async with self._pool.connection() as conn, conn.transaction():
                 # Also before deleting claims: the deriver deletes those it finds left.
                 await conn.execute("SELECT pg_advisory_xact_lock(%s)", [WRITER_KEY])
                 await conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", [LOCK_KEY])
-                if len(summaries[0]):
-                    await self._store(conn, summaries)
+                merging = False
+                for number in range(len(parts)):
+                    summaries = await summarizing
+                    if number + 1 < len(parts):  # summarised while the database stores this
+                        part = parts[number + 1]
+                        summarizing = asyncio.ensure_future(asyncio.to_thread(_summarized, part))
+                    minutes += len(summaries[0])
+                    merging = await self._copy(conn, summaries, merging)
+                if merging:
+                    await self._merge(conn)
                 await conn.execute(_UNCLAIM, [agents, epochs, batch_ids])
         except (psycopg.OperationalError, asyncio.CancelledError):
             self._held.give_back(taken)  # the database is away or we stop: try again later
@@ -192,17 +207,24 @@ class RollupWriter:
             # fail again, so they are left to their claims, rolled up from the readings.
             log.exception("cannot roll up %d held batches; left to the deriver", len(taken.claims))
             return 0
-        return len(summaries[0])
+        finally:
+            summarizing.cancel()  # a part still being summarised when writing failed
+        return minutes
 
-    async def _store(
-        self, conn: AsyncConnection[TupleRow], summaries: tuple[Summaries, Summaries]
-    ) -> None:
-        """Copy the summaries of buckets without a row straight into the rollups, and merge the
-        others. The locks held keep every other writer of rollups away meanwhile, so no row
-        appears between the look and the copy."""
-        merging = False
+    async def _copy(
+        self,
+        conn: AsyncConnection[TupleRow],
+        summaries: tuple[Summaries, Summaries],
+        merging: bool,
+    ) -> bool:
+        """Copy the summaries of buckets without a row straight into the rollups, the others
+        into the temporary tables to be merged (created unless `merging`); whether those are
+        in use now. The locks held keep every other writer of rollups away meanwhile, so no
+        row appears between the look and the copy."""
         tables = ((MINUTES, NEW_MINUTES), (HOURS, NEW_HOURS))
         for (table, new), part in zip(tables, summaries, strict=True):
+            if not len(part):
+                continue
             known = await stored(conn, table, part)
             for target, rows in ((table, part.rows(~known)), (new, part.rows(known))):
                 if not len(rows):
@@ -214,8 +236,7 @@ class RollupWriter:
                 copy_sql = _COPY.format(table=target, columns=SUMMARY_TABLE_COLUMNS)
                 async with conn.cursor().copy(copy_sql) as copy:
                     await copy.write(encoded)
-        if merging:
-            await self._merge(conn)
+        return merging
 
     async def _merge(self, conn: AsyncConnection[TupleRow]) -> None:
         """Merge the copied summaries, and redo what they overlap from the readings."""
@@ -226,6 +247,15 @@ class RollupWriter:
         hours = [span for span in left.hours if span[:2] not in redone]
         if hours:
             await refresh_hours(conn, hours)
+
+
+def _parts(columns: Columns, most: int) -> list[Columns]:
+    """The readings in parts of about `most`, each with every reading of its tag versions."""
+    count = -(-len(columns) // most)
+    if count <= 1:
+        return [columns]
+    part = columns.tag % count
+    return [columns.rows(part == number) for number in range(count)]
 
 
 def _summarized(columns: Columns) -> tuple[Summaries, Summaries]:

@@ -19,7 +19,7 @@ from collector.analytics.deriver import Deriver
 from collector.analytics.held_readings import HeldReadings
 from collector.analytics.readings_source import ReadingsSource, SeriesRequest
 from collector.analytics.rollup_source import RollupSource
-from collector.analytics.rollup_writer import RollupWriter
+from collector.analytics.rollup_writer import PART_READINGS, RollupWriter
 from collector.analytics.rollups import refresh_rollups
 from collector.analytics.timespans import MINUTE
 from collector.config import AnalyticsSettings, IngestSettings
@@ -108,13 +108,19 @@ class Plant:
         pool: AsyncConnectionPool[AsyncConnection[TupleRow]],
         url: str,
         clock: Callable[[], float] = time.monotonic,
+        part_readings: int = PART_READINGS,
     ) -> None:
         self.url = url
         self.held = HeldReadings(clock=clock)
         self.store = ReadingStore(pool, held=self.held)
         self.redone = RecordedRollups(real=True)
         self.writer = RollupWriter(
-            pool, self.held, 1.0, now_us=lambda: int(LATER.timestamp() * US), refresh=self.redone
+            pool,
+            self.held,
+            1.0,
+            now_us=lambda: int(LATER.timestamp() * US),
+            refresh=self.redone,
+            part_readings=part_readings,
         )
         self.deriver = Deriver(
             pool, AnalyticsSettings(), CollectorMetrics(), self.redone, lambda: LATER
@@ -200,6 +206,18 @@ async def test_parts_in_time_order_merge_into_the_rollups_the_readings_give(plan
     # Steps: 10 x 15 s + 12.5 x 0 s + 11 x 44.999999 s.
     assert minute_0[14] == pytest.approx(10 * 15 + 11 * 44.999999)
     same(merged, await plant.from_readings())
+
+
+async def test_a_few_tags_summarised_at_a_time_give_the_same_rollups(
+    db_pool: Any, database_url: str
+) -> None:
+    plant = Plant(db_pool, database_url, part_readings=4)  # parts of one tag each
+    await plant.store.write([batch(1, FIRST)])
+    assert await plant.writer.write() == 5
+    await plant.store.write([batch(2, SECOND)])
+    assert await plant.writer.write() == 5
+    assert plant.redone.asked == [], "nothing overlapped: every part merged"
+    same(await plant.rollups(), await plant.from_readings())
 
 
 async def test_a_late_reading_inside_a_summarised_minute_redoes_it_from_the_readings(
