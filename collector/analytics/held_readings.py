@@ -85,11 +85,42 @@ class _Held:
 
 @dataclass(frozen=True, slots=True)
 class Taken:
-    """Readings taken out together, and the claims of the batches they came from."""
+    """Batches taken out together: their readings and claims."""
 
-    columns: Columns
-    claims: list[BatchKey]
     held: Sequence[_Held]
+    """The batches, as held (at least one)."""
+
+    @property
+    def claims(self) -> list[BatchKey]:
+        """The claims of the batches."""
+        return [h.claim for h in self.held]
+
+    @property
+    def readings(self) -> int:
+        """How many readings the batches hold."""
+        return sum(len(h.columns) for h in self.held)
+
+    @property
+    def columns(self) -> Columns:
+        """Every reading of the batches."""
+        return Columns.joined([h.columns for h in self.held])
+
+    def parts(self, most: int) -> list[list[Columns]]:
+        """The batches' readings in parts of about `most` readings, an agent's all in one part
+        (its tag versions are its own, so no tag version's minute spans two parts)."""
+        by_agent: dict[str, list[Columns]] = {}
+        for held in self.held:
+            by_agent.setdefault(held.claim[0], []).append(held.columns)
+        out: list[list[Columns]] = []
+        size = 0
+        for columns in by_agent.values():
+            readings = sum(len(c) for c in columns)
+            if not out or size + readings > most:
+                out.append([])
+                size = 0
+            out[-1] += columns
+            size += readings
+        return out
 
 
 class HeldReadings:
@@ -221,8 +252,9 @@ class HeldReadings:
         if not ready:
             return None
         self._held = kept
-        self.readings -= sum(len(h.columns) for h in ready)
-        return Taken(Columns.joined([h.columns for h in ready]), [h.claim for h in ready], ready)
+        taken = Taken(ready)
+        self.readings -= taken.readings
+        return taken
 
     def _first_missing(self) -> dict[str, tuple[int, int]]:
         """Per agent: its epoch and the first sequence number not held yet, if any."""
@@ -242,7 +274,7 @@ class HeldReadings:
     def give_back(self, taken: Taken) -> None:
         """Hold again what could not be written, to be taken out again."""
         self._held[:0] = taken.held
-        self.readings += len(taken.columns)
+        self.readings += taken.readings
 
 
 def _settle(waiter: "asyncio.Future[bool]", added: bool) -> None:

@@ -51,8 +51,8 @@ QUIET_S = 0.1
 """No batch for this long, and none being written: the batches have paused (a backlog's burst
 has ended)."""
 PART_READINGS = 400_000
-"""Readings summarised at a time: the next part is summarised while the database stores one
-(a backlog's burst ends with millions held)."""
+"""Readings summarised at a time (whole agents' at a time): the next part is summarised while
+the database stores one (a backlog's burst ends with millions held)."""
 FINAL_WRITE_S = 5.0
 """Longest a stopping collector spends writing what it holds (the rest stays claimed)."""
 
@@ -178,7 +178,7 @@ class RollupWriter:
             return 0
         if pausing:
             self._paused()  # the deriver takes up the machines while this rolls up
-        parts = _parts(taken.columns, self._part_readings)
+        parts = taken.parts(self._part_readings)
         # numpy lets go of the GIL for most of this: ingest goes on meanwhile.
         summarizing = asyncio.ensure_future(asyncio.to_thread(_summarized, parts[0]))
         minutes = 0
@@ -249,18 +249,9 @@ class RollupWriter:
             await refresh_hours(conn, hours)
 
 
-def _parts(columns: Columns, most: int) -> list[Columns]:
-    """The readings in parts of about `most`, each with every reading of its tag versions."""
-    count = -(-len(columns) // most)
-    if count <= 1:
-        return [columns]
-    part = columns.tag % count
-    return [columns.rows(part == number) for number in range(count)]
-
-
-def _summarized(columns: Columns) -> tuple[Summaries, Summaries]:
+def _summarized(columns: list[Columns]) -> tuple[Summaries, Summaries]:
     """The readings' minute and hour summaries."""
-    minutes = summarize(columns)
+    minutes = summarize(Columns.joined(columns))
     return minutes, coarser(minutes)
 
 

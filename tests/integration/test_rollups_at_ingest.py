@@ -55,8 +55,10 @@ def _sequence_from_one() -> None:
     _next_seq[0] = 1
 
 
-def batch(batch_id: int, entries: Sequence[Entry], first_seq: int | None = None) -> Any:
-    """Batch `batch_id` (for the reader) of agent a1; its sequence numbers from `first_seq`,
+def batch(
+    batch_id: int, entries: Sequence[Entry], first_seq: int | None = None, agent: str = "a1"
+) -> Any:
+    """Batch `batch_id` (for the reader) of `agent`; its sequence numbers from `first_seq`,
     else following the previous batch's, as an agent numbers them."""
     readings = [
         Reading("press", tag, TYPES[tag], int((T0.timestamp() + s) * US), value, quality)
@@ -65,8 +67,8 @@ def batch(batch_id: int, entries: Sequence[Entry], first_seq: int | None = None)
     first = _next_seq[0] if first_seq is None else first_seq
     _next_seq[0] = first + len(readings)
     seqs = list(range(first, first + len(readings)))
-    payload = encode_batch("a1", 1, seqs, readings)
-    return DECODER.decode(payload, "a1", TOPICS.batch("a1"))
+    payload = encode_batch(agent, 1, seqs, readings)
+    return DECODER.decode(payload, agent, TOPICS.batch(agent))
 
 
 # Minutes 0 to 2 of speed and count, with what a plant sends besides plain numbers: two
@@ -208,14 +210,14 @@ async def test_parts_in_time_order_merge_into_the_rollups_the_readings_give(plan
     same(merged, await plant.from_readings())
 
 
-async def test_a_few_tags_summarised_at_a_time_give_the_same_rollups(
+async def test_agents_summarised_a_part_at_a_time_give_the_same_rollups(
     db_pool: Any, database_url: str
 ) -> None:
-    plant = Plant(db_pool, database_url, part_readings=4)  # parts of one tag each
-    await plant.store.write([batch(1, FIRST)])
-    assert await plant.writer.write() == 5
-    await plant.store.write([batch(2, SECOND)])
-    assert await plant.writer.write() == 5
+    plant = Plant(db_pool, database_url, part_readings=4)  # an agent a part
+    await plant.store.write([batch(1, FIRST), batch(1, FIRST, 1, agent="a2")])
+    assert await plant.writer.write() == 2 * 5
+    await plant.store.write([batch(2, SECOND), batch(2, SECOND, len(FIRST) + 1, agent="a2")])
+    assert await plant.writer.write() == 2 * 5
     assert plant.redone.asked == [], "nothing overlapped: every part merged"
     same(await plant.rollups(), await plant.from_readings())
 
