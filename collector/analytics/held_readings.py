@@ -105,6 +105,25 @@ class Taken:
         """Every reading of the batches."""
         return Columns.joined([h.columns for h in self.held])
 
+    def lanes(self, count: int, most: int) -> list["Taken"]:
+        """The batches in up to `count` groups of whole agents, about even in readings, to be
+        written side by side; all in one when they hold at most `most` readings."""
+        if count <= 1 or self.readings <= most:
+            return [self]
+        readings: dict[str, int] = {}
+        for held in self.held:
+            readings[held.claim[0]] = readings.get(held.claim[0], 0) + len(held.columns)
+        loads = [0] * count
+        lane_of: dict[str, int] = {}
+        for agent in sorted(readings, key=lambda a: -readings[a]):  # largest first
+            lane = loads.index(min(loads))
+            lane_of[agent] = lane
+            loads[lane] += readings[agent]
+        groups: list[list[_Held]] = [[] for _ in range(count)]
+        for held in self.held:
+            groups[lane_of[held.claim[0]]].append(held)
+        return [Taken(group) for group in groups if group]
+
     def parts(self, most: int) -> list[list[Columns]]:
         """The batches' readings in parts of about `most` readings, an agent's all in one part
         (its tag versions are its own, so no tag version's minute spans two parts)."""

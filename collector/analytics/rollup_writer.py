@@ -23,7 +23,7 @@ from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
 from collector.analytics.deriver import LOCK_KEY, WRITER_KEY, RollupRefresh
-from collector.analytics.held_readings import HeldReadings
+from collector.analytics.held_readings import HeldReadings, Taken
 from collector.analytics.minute_summaries import Columns, Summaries, coarser, summarize
 from collector.analytics.rollup_merge import (
     CREATE_NEW,
@@ -47,12 +47,22 @@ _UNCLAIM = """
 DELETE FROM rollup_claims c USING unnest(%s::text[], %s::int8[], %s::int8[]) AS k(a, e, b)
 WHERE (c.agent_id, c.epoch, c.batch_id) = (k.a, k.e, k.b)
 """
+# Writers of other agents' batches run side by side; an agent's wait for each other (its tag
+# versions are its own). In agent order, so two writers never wait for each other in a ring;
+# an earlier release's writer takes WRITER_KEY exclusively and keeps clear of all of them.
+_AGENT_LOCKS = """
+SELECT count(pg_advisory_xact_lock(%s::int4, hashtext(a)))
+FROM (SELECT DISTINCT a FROM unnest(%s::text[]) AS a ORDER BY a) AS agents
+"""
 QUIET_S = 0.1
 """No batch for this long, and none being written: the batches have paused (a backlog's burst
 has ended)."""
 PART_READINGS = 400_000
 """Readings summarised at a time (whole agents' at a time): the next part is summarised while
 the database stores one (a backlog's burst ends with millions held)."""
+LANES = 2
+"""Transactions a large hold is written in side by side (on connections of their own): the
+database works on two agents' summaries at once."""
 FINAL_WRITE_S = 5.0
 """Longest a stopping collector spends writing what it holds (the rest stays claimed)."""
 
@@ -118,6 +128,7 @@ class RollupWriter:
         refresh: RollupRefresh = refresh_rollups,
         paused: Callable[[], None] = lambda: None,
         part_readings: int = PART_READINGS,
+        lanes: int = LANES,
     ) -> None:
         """`refresh` redoes minutes (and their hours) from the stored readings; `paused` is
         told when the batches have paused and held readings are due to be rolled up."""
@@ -128,6 +139,7 @@ class RollupWriter:
         self._refresh = refresh
         self._paused = paused
         self._part_readings = part_readings
+        self._lanes = lanes
 
     async def run(self) -> None:
         """Roll up what is due every `interval` while batches keep coming, and as soon as they
@@ -178,6 +190,19 @@ class RollupWriter:
             return 0
         if pausing:
             self._paused()  # the deriver takes up the machines while this rolls up
+        lanes = taken.lanes(self._lanes, self._part_readings)
+        if len(lanes) == 1:
+            return await self._write(taken)
+        # Side by side on connections of their own, each with its own agents' tag versions.
+        # gather waits for every lane, also when this is cancelled: each gives its own back.
+        done = await asyncio.gather(*(self._write(lane) for lane in lanes), return_exceptions=True)
+        for outcome in done:
+            if isinstance(outcome, BaseException):
+                raise outcome  # a lane the database failed: what it held is held again
+        return sum(cast(list[int], done))
+
+    async def _write(self, taken: Taken) -> int:
+        """Roll up these batches in one transaction; the minute summaries it made."""
         parts = taken.parts(self._part_readings)
         # numpy lets go of the GIL for most of this: ingest goes on meanwhile.
         summarizing = asyncio.ensure_future(asyncio.to_thread(_summarized, parts[0]))
@@ -186,7 +211,8 @@ class RollupWriter:
             agents, epochs, batch_ids = (list(column) for column in zip(*taken.claims, strict=True))
             async with self._pool.connection() as conn, conn.transaction():
                 # Also before deleting claims: the deriver deletes those it finds left.
-                await conn.execute("SELECT pg_advisory_xact_lock(%s)", [WRITER_KEY])
+                await conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", [WRITER_KEY])
+                await conn.execute(_AGENT_LOCKS, [WRITER_KEY, agents])
                 await conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", [LOCK_KEY])
                 merging = False
                 for number in range(len(parts)):

@@ -114,16 +114,18 @@ class CountedTakes(HeldReadings):
         return super().take(now_us, everything)
 
 
+@pytest.mark.parametrize("agents", [1, 2], ids=["one transaction", "two side by side"])
 async def test_readings_stay_held_while_the_database_does_not_answer(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, agents: int
 ) -> None:
     pool: Any = AsyncConnectionPool(
         "postgresql://plantwire@127.0.0.1:1/none", min_size=1, max_size=1, timeout=0.2, open=False
     )
     await pool.open(wait=False)
     held = CountedTakes()
-    held.add(("a1", 1, 1), columns(1, 0))
-    writer = RollupWriter(pool, held, 0.1, now_us=lambda: NOW_US)
+    for number in range(1, agents + 1):
+        held.add((f"a{number}", 1, 1), columns(number, 0))
+    writer = RollupWriter(pool, held, 0.1, now_us=lambda: NOW_US, part_readings=1)
     try:
         with caplog.at_level(logging.ERROR):
             task = asyncio.create_task(writer.run())
@@ -143,7 +145,7 @@ async def test_readings_stay_held_while_the_database_does_not_answer(
         await pool.close()
     assert caplog.text.count("cannot roll up held readings") == 1  # once while it lasts
     assert "held readings left to the deriver at the stop" in caplog.text
-    assert held.readings == 2  # not lost: written once the database answers
+    assert held.readings == 2 * agents  # not lost: written once the database answers
 
 
 async def test_a_batch_without_numbers_leaves_no_rollup_and_no_claim(

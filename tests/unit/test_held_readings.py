@@ -283,3 +283,23 @@ async def test_a_wait_settled_already_is_left_as_it_is() -> None:
     settled.set_result(True)
     _settle(settled, False)
     assert settled.result() is True
+
+
+def test_large_takes_go_in_lanes_of_whole_agents_about_even_in_readings() -> None:
+    held = HeldReadings(clock=Clock())
+    one = columns((1, 0, 1.0))
+    held.add(("a", 1, 1), columns((1, 0, 1.0), (1, 1, 2.0)))
+    held.add(("b", 1, 1), columns((2, 0, 1.0), (2, 1, 2.0)))
+    held.add(("a", 1, 3), one)
+    held.add(("c", 1, 1), columns((3, 0, 1.0), (3, 1, 2.0)))
+    taken = held.take(T0_US, everything=True)
+    assert taken is not None
+    assert taken.lanes(2, most=7) == [taken]  # small enough for one transaction
+    assert taken.lanes(1, most=0) == [taken]
+    # a holds 3 readings, b and c 2 each: a alone, then b and c together.
+    lanes = taken.lanes(2, most=0)
+    assert [lane.claims for lane in lanes] == [
+        [("a", 1, 1), ("a", 1, 3)],
+        [("b", 1, 1), ("c", 1, 1)],
+    ]
+    assert [lane.readings for lane in lanes] == [3, 4]
