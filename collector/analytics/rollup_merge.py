@@ -17,6 +17,7 @@ a minute redoes its hour.
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -140,6 +141,12 @@ JOIN {table} r ON r.tag_id = k.tag_id
 """
 
 
+def _literal(values: NDArray[np.integer[Any]]) -> str:
+    """An integer array as PostgreSQL's text form: thousands of numbers go as one string, not
+    each dumped on its own."""
+    return "{" + ",".join(map(str, values.tolist())) + "}"
+
+
 async def stored(conn: Connection, table: str, summaries: Summaries) -> NDArray[np.bool_]:
     """Which of the summaries (ordered by tag version, then bucket) `table` has a row for."""
     tag = summaries.tag
@@ -147,7 +154,7 @@ async def stored(conn: Connection, table: str, summaries: Summaries) -> NDArray[
     last = np.append(first[1:], len(tag)) - 1
     cursor = await conn.execute(
         _STORED.format(table=table),
-        [tag[first].tolist(), summaries.bucket[first].tolist(), summaries.bucket[last].tolist()],
+        [_literal(tag[first]), _literal(summaries.bucket[first]), _literal(summaries.bucket[last])],
         binary=True,
     )
     found = await cursor.fetchall()
