@@ -38,6 +38,7 @@ MachineKey = tuple[str, str]
 """(site, machine)."""
 _BAD = int(Quality.BAD)
 _BEFORE_ROLES = ("state", "reason", "product", "good", "scrap")
+_CODE_ROLES = frozenset({"state", "reason", "product"})
 
 # The versions of every tag of the given machines.
 _MACHINE_TAGS = """
@@ -75,15 +76,22 @@ CROSS JOIN LATERAL (
 ORDER BY u.g, e.ts DESC, e.seq DESC
 """
 # Each machine's readings in its range, in time order.
+# A tag that carries codes only (state, reason, product) changes a span only where its value
+# changes: a reading equal to the one before it is left out here, not sent to be skipped.
 _FROM = """
 SELECT u.g, r.ts, r.value, r.value_text, r.tag_id
-FROM unnest(%(g)s::int4[], %(ids)s::int4[], %(at)s::timestamptz[], %(until)s::timestamptz[])
-    AS u(g, id, at, until)
+FROM unnest(%(g)s::int4[], %(ids)s::int4[], %(at)s::timestamptz[], %(until)s::timestamptz[],
+    %(codes)s::bool[]) AS u(g, id, at, until, codes)
 CROSS JOIN LATERAL (
-    SELECT ts, seq, value, value_text, tag_id FROM readings
-    WHERE tag_id = u.id AND ts >= u.at AND ts < u.until AND quality <> %(bad)s
-        AND (value IS NOT NULL OR value_text IS NOT NULL)
-    OFFSET 0  -- keeps this a scan of each tag's index (pulled up, it became a seq scan)
+    SELECT ts, seq, value, value_text, tag_id FROM (
+        SELECT ts, seq, value, value_text, tag_id, (value, value_text)
+            IS NOT DISTINCT FROM lag((value, value_text)) OVER (ORDER BY ts, seq) AS same
+        FROM readings
+        WHERE tag_id = u.id AND ts >= u.at AND ts < u.until AND quality <> %(bad)s
+            AND (value IS NOT NULL OR value_text IS NOT NULL)
+        OFFSET 0  -- keeps this a scan of each tag's index (pulled up, it became a seq scan)
+    ) AS w
+    WHERE NOT (u.codes AND w.same)
 ) AS r
 ORDER BY u.g, r.ts, r.seq
 """
@@ -298,15 +306,6 @@ async def _values_before(conn: Conn, jobs: Sequence[Rederivation]) -> dict[int, 
 
 async def _readings_in(conn: Conn, jobs: Sequence[Rederivation]) -> dict[int, list[MachineReading]]:
     """Each job's usable readings in its range, in time order, by job number."""
-    g, ids, at, until = [], [], [], []
-    for number, job in enumerate(jobs):
-        for tag in job.ids:
-            g.append(number)
-            ids.append(tag)
-            at.append(job.start)
-            until.append(job.until)
-    params: dict[str, Any] = {"g": g, "ids": ids, "at": at, "until": until, "bad": _BAD}
-    out: dict[int, list[MachineReading]] = defaultdict(list)
     parts: list[dict[int, list[str]]] = []
     for job in jobs:
         played: dict[int, list[str]] = defaultdict(list)
@@ -314,6 +313,23 @@ async def _readings_in(conn: Conn, jobs: Sequence[Rederivation]) -> dict[int, li
             for tag in found:
                 played[tag].append(role)
         parts.append(played)
+    g, ids, at, until, codes = [], [], [], [], []
+    for number, job in enumerate(jobs):
+        for tag in job.ids:
+            g.append(number)
+            ids.append(tag)
+            at.append(job.start)
+            until.append(job.until)
+            codes.append(all(role in _CODE_ROLES for role in parts[number][tag]))
+    params: dict[str, Any] = {
+        "g": g,
+        "ids": ids,
+        "at": at,
+        "until": until,
+        "codes": codes,
+        "bad": _BAD,
+    }
+    out: dict[int, list[MachineReading]] = defaultdict(list)
     for number, ts, value, text, tag_id in await (await conn.execute(_FROM, params)).fetchall():
         # _FROM leaves out readings without a value: join_value returns one.
         raw = cast(Value, join_value(jobs[number].tags.types[tag_id], value, text))

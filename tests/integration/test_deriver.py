@@ -447,6 +447,22 @@ async def test_a_tag_that_plays_two_parts_is_read_once_for_each(
     assert counts == [(s(0), "", 5.0, 0.0), (s(0), "5", 9.0, 0.0)]
 
 
+async def test_codes_read_again_unchanged_make_the_spans_of_their_changes(
+    pool: Any, database_url: str
+) -> None:
+    polled = [(t, "state", 3 if 40 <= t < 70 else 1) for t in range(0, 100, 10)]
+    polled += [(t, "product", "A") for t in range(0, 100, 10)]
+    changes = [(0, "state", 1), (0, "product", "A"), (40, "state", 3), (70, "state", 1)]
+    await ReadingStore(pool).write([batch("a1", 1, polled), batch("a2", 1, changes)])
+    await deriver(pool, Rollups(), s(400)).pass_once()
+    expected = [
+        (s(0), s(40), 1, None, "A"),
+        (s(40), s(70), 3, None, "A"),
+        (s(70), None, 1, None, "A"),
+    ]
+    assert stored(database_url, "a1")[0] == stored(database_url, "a2")[0] == expected
+
+
 def state_events_stored(url: str) -> list[tuple[Any, ...]]:
     with psycopg.connect(url) as conn:
         return conn.execute(
