@@ -37,6 +37,9 @@ GAP_S = 30.0
 reaching other collectors too."""
 SHARED_FOR_S = 600.0
 """How long an agent whose batches reach other collectors too is left to the deriver."""
+PAUSE_SPACINGS = 4
+QUIET_LEAST_S = 0.01
+"""A pause is at least this long, and as long as PAUSE_SPACINGS of the batches' spacing."""
 MAX_GAPS = 1000
 """Most gaps remembered per agent."""
 DROP_FACTOR = 4
@@ -162,6 +165,9 @@ class HeldReadings:
         self._seen: dict[str, _Sequence] = {}
         self._writing: dict[BatchKey, float] = {}
         """Batches being written to be held, and since when (until added or forgotten)."""
+        self._last_added: float | None = None
+        self._spacing: float | None = None
+        """The recent time between two batches added (a moving average), seconds."""
 
     def holds(self, agent: str, epoch: int, first_seq: int, last_seq: int) -> bool:
         """Whether to hold this batch's readings: not while the agent's batches also reach
@@ -220,6 +226,13 @@ class HeldReadings:
             if waiter in self._waiters:
                 self._waiters.remove(waiter)
 
+    def quiet(self, longest: float) -> float:
+        """How long no batch must come for the batches to count as paused: several times their
+        recent spacing (a burst's batches come milliseconds apart), at most `longest`."""
+        if self._spacing is None:
+            return longest
+        return min(longest, max(QUIET_LEAST_S, PAUSE_SPACINGS * self._spacing))
+
     @property
     def writing(self) -> bool:
         """Whether batches `holds` answered for are still being written."""
@@ -233,7 +246,12 @@ class HeldReadings:
         """Hold a committed batch's readings (those of numeric tag versions)."""
         self._writing.pop(claim, None)
         end = (int(columns.ts.max()) // MINUTE_US + 1) * MINUTE_US if len(columns) else 0
-        self._held.append(_Held(claim, columns, end, self._clock()))
+        now = self._clock()
+        if self._last_added is not None:
+            gap = now - self._last_added
+            self._spacing = gap if self._spacing is None else 0.8 * self._spacing + 0.2 * gap
+        self._last_added = now
+        self._held.append(_Held(claim, columns, end, now))
         self.readings += len(columns)
         for waiter in self._waiters:
             _settle(waiter, True)

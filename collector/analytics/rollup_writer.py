@@ -56,7 +56,7 @@ FROM (SELECT DISTINCT a FROM unnest(%s::text[]) AS a ORDER BY a) AS agents
 """
 QUIET_S = 0.1
 """No batch for this long, and none being written: the batches have paused (a backlog's burst
-has ended)."""
+has ended). Shorter while batches come faster (held_readings.HeldReadings.quiet)."""
 PART_READINGS = 400_000
 """Readings summarised at a time (whole agents' at a time): the next part is summarised while
 the database stores one (a backlog's burst ends with millions held)."""
@@ -170,13 +170,13 @@ class RollupWriter:
             log.warning("held readings left to the deriver at the stop: %s", exc or "timed out")
 
     async def _next(self, last: float, idle: bool) -> bool:
-        """Wait until the batches pause for QUIET_S (True), or until `interval` has passed since
+        """Wait until the batches pause (True), or until `interval` has passed since
         `last` while they keep coming (False). When `idle` (nothing was due), first wait up to
         `interval` for a batch: held minutes end meanwhile."""
         if idle and not await self._held.added_within(self._interval):
             return True
         while True:
-            came = await self._held.added_within(QUIET_S)
+            came = await self._held.added_within(self._held.quiet(QUIET_S))
             if not came and not self._held.writing:
                 return True
             if asyncio.get_running_loop().time() - last >= self._interval:

@@ -303,3 +303,20 @@ def test_large_takes_go_in_lanes_of_whole_agents_about_even_in_readings() -> Non
         [("b", 1, 1), ("c", 1, 1)],
     ]
     assert [lane.readings for lane in lanes] == [3, 4]
+
+
+def test_a_pause_is_several_times_the_batches_recent_spacing_within_bounds() -> None:
+    clock = Clock()
+    held = HeldReadings(clock=clock)
+    assert held.quiet(0.1) == 0.1  # nothing to go by yet
+    for number in range(1, 40):  # a burst: a batch every 5 ms
+        held.add(("a1", 1, number), columns((1, number, 1.0)))
+        clock.now += 0.005
+    assert held.quiet(0.1) == pytest.approx(0.02)
+    for number in range(40, 45):  # batches a second apart: the longest pause it may wait
+        clock.now += 1.0
+        held.add(("a1", 1, number), columns((1, number, 1.0)))
+    assert held.quiet(0.1) == 0.1
+    for number in range(45, 100):  # batches closer than can be told apart
+        held.add(("a1", 1, number), columns((1, number, 1.0)))
+    assert held.quiet(0.1) == 0.01
