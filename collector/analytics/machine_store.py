@@ -10,7 +10,7 @@ from typing import Any, cast
 from psycopg import AsyncConnection, sql
 from psycopg.rows import TupleRow
 
-from collector.analytics.equipment import Machine
+from collector.analytics.equipment import CounterKind, Machine
 from collector.analytics.machine_derivation import (
     Code,
     Codes,
@@ -31,6 +31,7 @@ from collector.copy_rows import (
     jsonb_field,
 )
 from collector.store import join_value
+from shared.invariants import required
 from shared.readings import DataType, Quality, Value
 
 Conn = AsyncConnection[TupleRow]
@@ -76,8 +77,8 @@ CROSS JOIN LATERAL (
 ORDER BY u.g, e.ts DESC, e.seq DESC
 """
 # Each machine's readings in its range, in time order.
-# A tag that carries codes only (state, reason, product) changes a span only where its value
-# changes: a reading equal to the one before it is left out here, not sent to be skipped.
+# A reading equal to the one before it changes nothing a code (state, reason, product) or a
+# cumulative counter says: such tags' readings are sent only where their value changes.
 _FROM = """
 SELECT u.g, r.ts, r.value, r.value_text, r.tag_id
 FROM unnest(%(g)s::int4[], %(ids)s::int4[], %(at)s::timestamptz[], %(until)s::timestamptz[],
@@ -320,7 +321,7 @@ async def _readings_in(conn: Conn, jobs: Sequence[Rederivation]) -> dict[int, li
             ids.append(tag)
             at.append(job.start)
             until.append(job.until)
-            codes.append(all(role in _CODE_ROLES for role in parts[number][tag]))
+            codes.append(_changes_only(job.tags.machine, parts[number][tag]))
     params: dict[str, Any] = {
         "g": g,
         "ids": ids,
@@ -338,6 +339,18 @@ async def _readings_in(conn: Conn, jobs: Sequence[Rederivation]) -> dict[int, li
             if code is not None:
                 out[number].append(MachineReading(ts, role, code))
     return out
+
+
+def _changes_only(machine: Machine, roles: Sequence[str]) -> bool:
+    """Whether only a tag's changes matter in every part it plays: codes and cumulative
+    counters (a delta counter's every reading is a count)."""
+    for role in roles:
+        if role in _CODE_ROLES:
+            continue
+        counter = machine.good if role == "good" else required(machine.scrap, "a scrap counter")
+        if counter.kind is CounterKind.DELTA:
+            return False
+    return True
 
 
 def _product(value: bool | int | float | str | None) -> str | None:

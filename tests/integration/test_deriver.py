@@ -447,12 +447,15 @@ async def test_a_tag_that_plays_two_parts_is_read_once_for_each(
     assert counts == [(s(0), "", 5.0, 0.0), (s(0), "5", 9.0, 0.0)]
 
 
-async def test_codes_read_again_unchanged_make_the_spans_of_their_changes(
+async def test_codes_and_counts_read_again_unchanged_derive_as_their_changes(
     pool: Any, database_url: str
 ) -> None:
     polled = [(t, "state", 3 if 40 <= t < 70 else 1) for t in range(0, 100, 10)]
     polled += [(t, "product", "A") for t in range(0, 100, 10)]
+    polled += [(t, "good", 65534 + t // 20) for t in range(0, 100, 5)]  # wraps at 40 s
     changes = [(0, "state", 1), (0, "product", "A"), (40, "state", 3), (70, "state", 1)]
+    changes += [(t, "good", (65534 + t // 20) % 65536) for t in range(0, 100, 20)]
+    polled = [(t, tag, v % 65536 if tag == "good" else v) for t, tag, v in polled]
     await ReadingStore(pool).write([batch("a1", 1, polled), batch("a2", 1, changes)])
     await deriver(pool, Rollups(), s(400)).pass_once()
     expected = [
@@ -460,7 +463,10 @@ async def test_codes_read_again_unchanged_make_the_spans_of_their_changes(
         (s(40), s(70), 3, None, "A"),
         (s(70), None, 1, None, "A"),
     ]
-    assert stored(database_url, "a1")[0] == stored(database_url, "a2")[0] == expected
+    assert stored(database_url, "a1") == stored(database_url, "a2")
+    spans, counts = stored(database_url, "a1")
+    assert spans == expected
+    assert counts == [(s(0), "A", 2.0, 0.0), (s(60), "A", 2.0, 0.0)]
 
 
 def state_events_stored(url: str) -> list[tuple[Any, ...]]:
