@@ -12,6 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import numpy as np
+from numpy.typing import NDArray
+
 from collector.analytics.timespans import MINUTE, floor_minute, joined
 
 
@@ -20,7 +23,7 @@ class LoggedWrite:
     """A row of derive_log."""
 
     id: int
-    tag_ids: Sequence[int]
+    tag_ids: Sequence[int] | NDArray[np.int32]
     lo: datetime
     hi: datetime
     rollups: bool = True
@@ -47,11 +50,12 @@ def plan(writes: Sequence[LoggedWrite], running: datetime) -> Plan:
     for write in writes:
         start = floor_minute(write.lo)
         end = min(floor_minute(write.hi) + MINUTE, running)
+        tags: list[int] = np.asarray(write.tag_ids).tolist() if write.rollups else []
         if write.rollups and start < end:
-            for tag in write.tag_ids:
+            for tag in tags:
                 ranges[tag].append((start, end))
         if write.rollups and write.hi >= running:
-            pending_ids.update(write.tag_ids)
+            pending_ids.update(tags)
             lo = max(write.lo, running)
             pending_lo = lo if pending_lo is None else min(pending_lo, lo)
             pending_hi = write.hi if pending_hi is None else max(pending_hi, write.hi)

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
@@ -32,6 +33,7 @@ from collector.analytics.machine_store import (
 )
 from collector.analytics.timespans import floor_minute
 from collector.config import AnalyticsSettings
+from collector.copy_rows import int4_values
 from collector.events import append_events
 from collector.metrics import CollectorMetrics
 from shared.cancellation import raise_if_cancelled
@@ -88,10 +90,11 @@ async def _touched_machines(
     machines: dict[int, list[MachineKey]] = defaultdict(list)
     for tag_id, site, machine in await (await conn.execute(_WATCHED)).fetchall():
         machines[tag_id].append((site, machine))
-    watched = set(machines)
+    watched = np.fromiter(machines, np.int64, len(machines))
     out: dict[MachineKey, datetime] = {}
     for write in writes:
-        for tag in watched.intersection(write.tag_ids):
+        tags = np.asarray(write.tag_ids)  # thousands per write, a few of them a machine's
+        for tag in tags[np.isin(tags, watched)].tolist():
             for key in machines[tag]:
                 if key not in out or write.lo < out[key]:
                     out[key] = write.lo
@@ -161,7 +164,8 @@ class Deriver:
             most = self._settings.derive_max_log_rows
             rows = await (
                 await conn.execute(
-                    "SELECT id, tag_ids, lo, hi, rollups, logged_at FROM derive_log"
+                    # The tag ids as sent: thousands per row, read as numpy arrays.
+                    "SELECT id, array_send(tag_ids), lo, hi, rollups, logged_at FROM derive_log"
                     " ORDER BY id LIMIT %s",
                     [most],
                     binary=True,
@@ -182,7 +186,7 @@ class Deriver:
                 await conn.execute("SELECT site, machine, lo FROM derive_machines")
             ).fetchall()
             now = self._clock()
-            writes = [LoggedWrite(*row[:5]) for row in rows]
+            writes = [LoggedWrite(row[0], int4_values(row[1]), *row[2:5]) for row in rows]
             writes += [LoggedWrite(0, row[0], row[1], row[2]) for row in claims]
             logged = [row[0] for row in rows]
             starts = await _touched_machines(conn, writes[: len(rows)])
