@@ -4,7 +4,7 @@ One pass is one transaction: it reads the logged writes, rolls up the minutes th
 that have ended, derives the intervals and counts of the machines whose tags they touched
 (a machine.state stream event for each whose current state changed), and deletes the writes
 it took up (logging again what waits for the running minute). Several collectors may run it:
-an advisory lock lets one pass run at a time, and the rollup lock (WRITER_KEY below) keeps
+an advisory lock lets one pass run at a time, and the rollup lock (LOCK_KEY below) keeps
 passes that roll up apart from collectors' rollup writers.
 """
 
@@ -46,11 +46,13 @@ RollupRefresh = Callable[[Conn, Sequence[tuple[Sequence[int], datetime, datetime
 """Rolls up again the given tag versions over minute-aligned ranges, in the caller's transaction."""
 PASS_KEY = 0x706C_6470  # "pldp": one deriver pass at a time across collectors
 LOCK_KEY = 0x706C_6472  # "pldr": rollups (and, for earlier releases, their whole pass)
-WRITER_KEY = 0x706C_6477  # "pldw": one collector's rollup writer at a time
+WRITER_KEY = 0x706C_6477  # "pldw": rollup writers, one per agent at a time
 """How the three locks fit: a pass that rolls up takes LOCK_KEY exclusively; rollup writers
-(after WRITER_KEY) and passes that only derive machines take it shared, so those two run side
-by side. An earlier release's pass took LOCK_KEY exclusively as its only lock, so during a
-rolling upgrade it still keeps clear of every pass and writer of this one."""
+and passes that only derive machines take it shared, so those two run side by side. A
+rollup writer first takes WRITER_KEY shared and (WRITER_KEY, hashtext(agent)) for each agent
+whose batches it writes (collector/analytics/rollup_writer.py). An earlier release's pass took
+LOCK_KEY exclusively as its only lock, and its writer WRITER_KEY exclusively, so during a
+rolling upgrade they still keep clear of every pass and writer of this one."""
 SLICE_READINGS = 200_000
 """About the most of a machine's readings one pass derives (held in memory at once)."""
 END_OF_TIME = datetime.max.replace(tzinfo=UTC)
