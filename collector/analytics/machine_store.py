@@ -321,7 +321,7 @@ async def _readings_in(conn: Conn, jobs: Sequence[Rederivation]) -> dict[int, li
             ids.append(tag)
             at.append(job.start)
             until.append(job.until)
-            codes.append(_changes_only(job.tags.machine, parts[number][tag]))
+            codes.append(_changes_only(job.tags, parts[number][tag]))
     params: dict[str, Any] = {
         "g": g,
         "ids": ids,
@@ -341,10 +341,14 @@ async def _readings_in(conn: Conn, jobs: Sequence[Rederivation]) -> dict[int, li
     return out
 
 
-def _changes_only(machine: Machine, roles: Sequence[str]) -> bool:
-    """Whether only a tag's changes matter in every part it plays: codes and cumulative
-    counters (a delta counter's every reading is a count)."""
+def _changes_only(tags: MachineTags, roles: Sequence[str]) -> bool:
+    """Whether only a tag version's changes matter in every part it plays: codes and
+    cumulative counters (a delta counter's every reading is a count), each of them played by
+    this version alone (versions of one tag take turns: each's changes are not the part's)."""
+    machine = tags.machine
     for role in roles:
+        if len(tags.roles[role]) > 1:
+            return False
         if role in _CODE_ROLES:
             continue
         counter = machine.good if role == "good" else required(machine.scrap, "a scrap counter")

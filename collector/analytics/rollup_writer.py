@@ -48,11 +48,11 @@ DELETE FROM rollup_claims c USING unnest(%s::text[], %s::int8[], %s::int8[]) AS 
 WHERE (c.agent_id, c.epoch, c.batch_id) = (k.a, k.e, k.b)
 """
 # Writers of other agents' batches run side by side; an agent's wait for each other (its tag
-# versions are its own). In agent order, so two writers never wait for each other in a ring;
+# versions are its own). In the order of the keys, so two writers never wait in a ring;
 # an earlier release's writer takes WRITER_KEY exclusively and keeps clear of all of them.
 _AGENT_LOCKS = """
-SELECT count(pg_advisory_xact_lock(%s::int4, hashtext(a)))
-FROM (SELECT DISTINCT a FROM unnest(%s::text[]) AS a ORDER BY a) AS agents
+SELECT count(pg_advisory_xact_lock(%s::int4, h))
+FROM (SELECT DISTINCT hashtext(a) AS h FROM unnest(%s::text[]) AS a ORDER BY h) AS agents
 """
 QUIET_S = 0.1
 """No batch for this long, and none being written: the batches have paused (a backlog's burst
@@ -191,14 +191,23 @@ class RollupWriter:
         if pausing:
             self._paused()  # the deriver takes up the machines while this rolls up
         lanes = taken.lanes(self._lanes, self._part_readings)
-        if len(lanes) == 1:
-            return await self._write(taken)
         # Side by side on connections of their own, each with its own agents' tag versions.
-        # gather waits for every lane, also when this is cancelled: each gives its own back.
-        done = await asyncio.gather(*(self._write(lane) for lane in lanes), return_exceptions=True)
+        tasks = [asyncio.ensure_future(self._write(lane)) for lane in lanes]
+        try:
+            # Waits for every lane, also when this is cancelled (gather cancels them first).
+            done = await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            for lane, task in zip(lanes, tasks, strict=True):
+                # A lane the database failed, or stopped (perhaps before it began): what it
+                # took is held again, to be written later or at the stop.
+                failed = task.done() and (
+                    task.cancelled() or isinstance(task.exception(), psycopg.OperationalError)
+                )
+                if failed:
+                    self._held.give_back(lane)
         for outcome in done:
             if isinstance(outcome, BaseException):
-                raise outcome  # a lane the database failed: what it held is held again
+                raise outcome
         return sum(cast(list[int], done))
 
     async def _write(self, taken: Taken) -> int:
@@ -225,9 +234,9 @@ class RollupWriter:
                 if merging:
                     await self._merge(conn)
                 await conn.execute(_UNCLAIM, [agents, epochs, batch_ids])
-        except (psycopg.OperationalError, asyncio.CancelledError):
-            self._held.give_back(taken)  # the database is away or we stop: try again later
-            raise
+        except psycopg.OperationalError as exc:
+            raise_if_cancelled(exc)
+            raise  # the database is away: `write` holds them again, to try later
         except psycopg.Error:
             # Readings these summaries cannot be merged from (never seen): trying again would
             # fail again, so they are left to their claims, rolled up from the readings.

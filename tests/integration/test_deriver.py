@@ -450,12 +450,13 @@ async def test_a_tag_that_plays_two_parts_is_read_once_for_each(
 async def test_codes_and_counts_read_again_unchanged_derive_as_their_changes(
     pool: Any, database_url: str
 ) -> None:
-    polled = [(t, "state", 3 if 40 <= t < 70 else 1) for t in range(0, 100, 10)]
+    polled: list[tuple[float, str, Any]] = []
+    polled += [(t, "state", 3 if 40 <= t < 70 else 1) for t in range(0, 100, 10)]
     polled += [(t, "product", "A") for t in range(0, 100, 10)]
-    polled += [(t, "good", 65534 + t // 20) for t in range(0, 100, 5)]  # wraps at 40 s
-    changes = [(0, "state", 1), (0, "product", "A"), (40, "state", 3), (70, "state", 1)]
+    polled += [(t, "good", (65534 + t // 20) % 65536) for t in range(0, 100, 5)]  # wraps at 40 s
+    changes: list[tuple[float, str, Any]] = []
+    changes += [(0, "state", 1), (0, "product", "A"), (40, "state", 3), (70, "state", 1)]
     changes += [(t, "good", (65534 + t // 20) % 65536) for t in range(0, 100, 20)]
-    polled = [(t, tag, v % 65536 if tag == "good" else v) for t, tag, v in polled]
     await ReadingStore(pool).write([batch("a1", 1, polled), batch("a2", 1, changes)])
     await deriver(pool, Rollups(), s(400)).pass_once()
     expected = [
@@ -467,6 +468,31 @@ async def test_codes_and_counts_read_again_unchanged_derive_as_their_changes(
     spans, counts = stored(database_url, "a1")
     assert spans == expected
     assert counts == [(s(0), "A", 2.0, 0.0), (s(60), "A", 2.0, 0.0)]
+
+
+async def test_versions_of_a_state_tag_taking_turns_keep_every_change(
+    pool: Any, database_url: str
+) -> None:
+    """A state tag whose type changes back and forth: each version's readings repeat its own
+    last value, yet each is a change of the machine's state."""
+
+    def state(seconds: float, data_type: DataType, value: int) -> Reading:
+        return Reading(
+            "press", "state", data_type, int((T0.timestamp() + seconds) * US), value, Quality.GOOD
+        )
+
+    readings = [
+        state(0, DataType.UINT16, 1),
+        state(10, DataType.UINT16, 1),
+        state(20, DataType.INT32, 3),
+        state(30, DataType.UINT16, 1),
+        state(40, DataType.INT32, 3),
+    ]
+    payload = encode_batch("a1", 1, list(range(1, 6)), readings)
+    await ReadingStore(pool).write([DECODER.decode(payload, "a1", TOPICS.batch("a1"))])
+    await deriver(pool, Rollups(), s(400)).pass_once()
+    spans = [span[:3] for span in stored(database_url, "a1")[0]]
+    assert spans == [(s(0), s(20), 1), (s(20), s(30), 3), (s(30), s(40), 1), (s(40), None, 3)]
 
 
 def state_events_stored(url: str) -> list[tuple[Any, ...]]:

@@ -166,6 +166,21 @@ async def test_a_batch_without_numbers_leaves_no_rollup_and_no_claim(
         assert await cursor.fetchone() == (0,)
 
 
+async def test_lanes_stopped_before_they_began_hold_their_readings_again(db_pool: Any) -> None:
+    held = HeldReadings()
+    for number in (1, 2):
+        held.add((f"a{number}", 1, 1), columns(number, 0))
+    writer = RollupWriter(db_pool, held, 1.0, now_us=lambda: NOW_US, part_readings=1)
+    task = asyncio.create_task(writer.write())
+    await asyncio.sleep(0)  # taken out, two lanes started, neither has run yet
+    assert held.readings == 0
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert held.readings == 4  # held again, for the next write or the stop
+    assert await writer.write() == 2
+
+
 async def test_a_woken_deriver_passes_at_once(db_pool: Any) -> None:
     metrics = CollectorMetrics()
     settings = AnalyticsSettings(derive_interval="3600s")
