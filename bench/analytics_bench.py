@@ -1199,7 +1199,7 @@ def options() -> argparse.Namespace:
     parser.add_argument("--tags", type=int, default=50, help="tags at 1 Hz (50)")
     parser.add_argument("--year-days", type=int, default=365, help="days of the year tag")
     parser.add_argument("--machines", type=int, default=20, help="machines (20)")
-    parser.add_argument("--runs", type=int, default=3, help="ingest runs per side (3)")
+    parser.add_argument("--runs", type=int, default=5, help="ingest runs per side (5)")
     parser.add_argument(
         "--readings",
         type=int,
