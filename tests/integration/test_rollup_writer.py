@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from collector.analytics.deriver import Deriver
+from collector.analytics.deriver import WRITER_KEY, Deriver
 from collector.analytics.held_readings import HeldReadings
 from collector.analytics.minute_summaries import MINUTE_US, Columns
 from collector.analytics.rollup_writer import RollupWriter
@@ -179,6 +179,32 @@ async def test_lanes_stopped_before_they_began_hold_their_readings_again(db_pool
         await task
     assert held.readings == 4  # held again, for the next write or the stop
     assert await writer.write() == 2
+
+
+async def test_writers_of_one_agent_take_turns_and_an_earlier_releases_writer_all(
+    db_pool: Any, database_url: str
+) -> None:
+    async def written(agent: int) -> bool:
+        held = HeldReadings()
+        held.add((f"a{agent}", 1, 1), columns(agent, 0))
+        writer = RollupWriter(db_pool, held, 1.0, now_us=lambda: NOW_US)
+        try:
+            return await asyncio.wait_for(writer.write(), 1.0) == 1
+        except TimeoutError:
+            return False
+
+    async with await psycopg.AsyncConnection.connect(database_url) as other:
+        async with other.transaction():  # another collector writing agent a1's batches
+            await other.execute(
+                "SELECT pg_advisory_xact_lock(%s::int4, hashtext('a1'))", [WRITER_KEY]
+            )
+            assert not await written(1)
+            assert await written(2)
+        assert await written(1)
+        async with other.transaction():  # an earlier release's writer: one at a time
+            await other.execute("SELECT pg_advisory_xact_lock(%s)", [WRITER_KEY])
+            assert not await written(3)
+        assert await written(3)
 
 
 async def test_a_woken_deriver_passes_at_once(db_pool: Any) -> None:
