@@ -216,20 +216,19 @@ class ReadingStore:
         rows = [encode_rows(b, ids[(b.agent, b.tags.raw)]) for b in filled]
         async with conn.cursor().copy(COPY_SQL) as copy:
             await copy.write(b"".join([HEADER, *rows, TRAILER]))
-        # A row per batch: one agent's backlog must not widen what another's live batches in
-        # the same write make the deriver redo, or make the alert evaluator take for late.
         touched = [_touched(batch, ids) for batch in filled]
         async with conn.cursor().copy(
             "COPY alert_log (tag_ids, lo, hi) FROM STDIN (FORMAT BINARY)"
         ) as alerted:
-            await alerted.write(b"".join([HEADER, *(binary_row(t) for t in touched), TRAILER]))
+            alerts = [_log_row(row) for row, _ in _log_rows(filled, touched, [False] * len(filled))]
+            await alerted.write(b"".join([HEADER, *alerts, TRAILER]))
         if self._derive:
             claimed = [
                 self._held is not None and (b.agent, b.epoch, b.batch_id) in hold for b in filled
             ]
             logged = [
-                binary_row([*row, b"\x00" if claim else b"\x01"])
-                for row, claim in zip(touched, claimed, strict=True)
+                _log_row(row, b"\x00" if claim else b"\x01")
+                for row, claim in _log_rows(filled, touched, claimed)
             ]
             async with conn.cursor().copy(
                 "COPY derive_log (tag_ids, lo, hi, rollups) FROM STDIN (FORMAT BINARY)"
@@ -241,7 +240,8 @@ class ReadingStore:
                         batch.agent.encode(),
                         struct.pack(">q", batch.epoch),
                         struct.pack(">q", batch.batch_id),
-                        *row[1:],  # the span; not the tags
+                        timestamp_field(row[1]),
+                        timestamp_field(row[2]),
                     ]
                 )
                 for batch, row, claim in zip(filled, touched, claimed, strict=True)
@@ -526,11 +526,47 @@ class DeadLetter:
     readings: int = 0
 
 
-def _touched(batch: Batch, ids: TagIds) -> list[bytes]:
-    """The tag ids a batch holds readings of, and the span of their times, as binary fields."""
+Touched = tuple[NDArray[np.int32], int, int]
+"""The tag versions a batch holds readings of, and its first and last reading's time (µs)."""
+JOIN_US = 60_000_000
+"""Log rows of batches this close in time (and of the same tag versions) are one row."""
+
+
+def _touched(batch: Batch, ids: TagIds) -> Touched:
+    """The tag versions a batch holds readings of, and the span of their times."""
     touched = np.unique(ids[(batch.agent, batch.tags.raw)][np.unique(batch.t)])
-    lo, hi = int(batch.ts.min()), int(batch.ts.max())
-    return [int4_array(touched), timestamp_field(lo), timestamp_field(hi)]
+    return touched, int(batch.ts.min()), int(batch.ts.max())
+
+
+def _log_rows(
+    batches: Sequence[Batch], touched: Sequence[Touched], flags: Sequence[bool]
+) -> list[tuple[Touched, bool]]:
+    """The rows logging what the batches wrote, for the deriver and the alert evaluator: an
+    agent's batches of the same tag versions (and flag) whose spans lie within JOIN_US of each
+    other are one row, which says the same (every tag's earliest reading, its latest). Never
+    across agents: one agent's backlog must not widen what another's live batches make the
+    deriver redo, or make the alert evaluator take for late."""
+    runs: dict[tuple[str, bool], list[Touched]] = {}
+    for batch, row, flag in zip(batches, touched, flags, strict=True):
+        runs.setdefault((batch.agent, flag), []).append(row)
+    out: list[tuple[Touched, bool]] = []
+    for (_, flag), rows in runs.items():
+        rows.sort(key=lambda row: row[1])
+        tags, lo, hi = rows[0]
+        for later in rows[1:]:
+            if later[1] <= hi + JOIN_US and np.array_equal(later[0], tags):
+                hi = max(hi, later[2])
+                continue
+            out.append(((tags, lo, hi), flag))
+            tags, lo, hi = later
+        out.append(((tags, lo, hi), flag))
+    return out
+
+
+def _log_row(row: Touched, *more: bytes) -> bytes:
+    """A log row's binary COPY fields: its tag versions, span, and `more`."""
+    tags, lo, hi = row
+    return binary_row([int4_array(tags), timestamp_field(lo), timestamp_field(hi), *more])
 
 
 def _tag_info(row: TupleRow) -> TagInfo:
