@@ -158,8 +158,10 @@ async def test_api_answers_bad_requests_with_problem_details(
     since = {"from": "2026-01-01T00:00:00Z"}
 
     async def stored() -> bool:
-        status, _ = await get_json(f"{collector}/api/v1/readings", tag="oven/temp", **since)
-        return status == 200
+        # Each agent's: two writes may commit in either order.
+        asked = [{"tag": "oven/temp"}, {"tag": "press/temp", "agent": "a1"}]
+        found = [await get_json(f"{collector}/api/v1/readings", **q, **since) for q in asked]
+        return all(status == 200 for status, _ in found)
 
     await eventually(stored, what="batches of both agents")
     cases = [
