@@ -35,10 +35,6 @@ class Columns:
     def __len__(self) -> int:
         return len(self.ts)
 
-    def rows(self, which: NDArray[np.bool_]) -> "Columns":
-        """The readings where `which` is true, in their order."""
-        return Columns(*(getattr(self, f.name)[which] for f in fields(self)))
-
     @classmethod
     def empty(cls) -> "Columns":
         """Columns of no readings."""

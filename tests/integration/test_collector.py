@@ -158,10 +158,11 @@ async def test_api_answers_bad_requests_with_problem_details(
     since = {"from": "2026-01-01T00:00:00Z"}
 
     async def stored() -> bool:
-        # Each agent's: two writes may commit in either order.
+        # Each agent's readings: two writes may commit in either order (and a tag is known
+        # before its readings are).
         asked = [{"tag": "oven/temp"}, {"tag": "press/temp", "agent": "a1"}]
         found = [await get_json(f"{collector}/api/v1/readings", **q, **since) for q in asked]
-        return all(status == 200 for status, _ in found)
+        return all(status == 200 and body["count"] > 0 for status, body in found)
 
     await eventually(stored, what="batches of both agents")
     cases = [

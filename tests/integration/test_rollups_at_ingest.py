@@ -19,7 +19,7 @@ from collector.analytics.deriver import Deriver
 from collector.analytics.held_readings import HeldReadings
 from collector.analytics.readings_source import ReadingsSource, SeriesRequest
 from collector.analytics.rollup_source import RollupSource
-from collector.analytics.rollup_writer import PART_READINGS, RollupWriter
+from collector.analytics.rollup_writer import LANES, PART_READINGS, RollupWriter
 from collector.analytics.rollups import refresh_rollups
 from collector.analytics.timespans import MINUTE
 from collector.config import AnalyticsSettings, IngestSettings
@@ -111,6 +111,7 @@ class Plant:
         url: str,
         clock: Callable[[], float] = time.monotonic,
         part_readings: int = PART_READINGS,
+        lanes: int = LANES,
     ) -> None:
         self.url = url
         self.held = HeldReadings(clock=clock)
@@ -123,6 +124,7 @@ class Plant:
             now_us=lambda: int(LATER.timestamp() * US),
             refresh=self.redone,
             part_readings=part_readings,
+            lanes=lanes,
         )
         self.deriver = Deriver(
             pool, AnalyticsSettings(), CollectorMetrics(), self.redone, lambda: LATER
@@ -210,10 +212,11 @@ async def test_parts_in_time_order_merge_into_the_rollups_the_readings_give(plan
     same(merged, await plant.from_readings())
 
 
+@pytest.mark.parametrize("lanes", [1, 2], ids=["parts in turn", "lanes side by side"])
 async def test_agents_summarised_a_part_at_a_time_give_the_same_rollups(
-    db_pool: Any, database_url: str
+    db_pool: Any, database_url: str, lanes: int
 ) -> None:
-    plant = Plant(db_pool, database_url, part_readings=4)  # an agent a part
+    plant = Plant(db_pool, database_url, part_readings=4, lanes=lanes)  # an agent a part
     await plant.store.write([batch(1, FIRST), batch(1, FIRST, 1, agent="a2")])
     assert await plant.writer.write() == 2 * 5
     await plant.store.write([batch(2, SECOND), batch(2, SECOND, len(FIRST) + 1, agent="a2")])
