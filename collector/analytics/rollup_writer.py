@@ -47,7 +47,7 @@ _UNCLAIM = """
 DELETE FROM rollup_claims c USING unnest(%s::text[], %s::int8[], %s::int8[]) AS k(a, e, b)
 WHERE (c.agent_id, c.epoch, c.batch_id) = (k.a, k.e, k.b)
 """
-# Writers of other agents' batches run side by side; an agent's wait for each other (its tag
+# Writers of other agents' batches run side by side; an agent's writers take turns (its tag
 # versions are its own). In the order of the keys, so two writers never wait in a ring;
 # an earlier release's writer takes WRITER_KEY exclusively and keeps clear of all of them.
 _AGENT_LOCKS = """
