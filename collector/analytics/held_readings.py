@@ -103,11 +103,6 @@ class Taken:
         """How many readings the batches hold."""
         return sum(len(h.columns) for h in self.held)
 
-    @property
-    def columns(self) -> Columns:
-        """Every reading of the batches."""
-        return Columns.joined([h.columns for h in self.held])
-
     def lanes(self, count: int, most: int) -> list["Taken"]:
         """The batches in up to `count` groups of whole agents, about even in readings, to be
         written side by side; all in one when they hold at most `most` readings."""
