@@ -39,3 +39,24 @@ def test_run_says_which_port_it_cannot_listen_on(
         f"plantwire-collector: http: cannot listen on 127.0.0.1 port(s) {listed}:"
         " Address already in use\n"
     )
+
+
+def test_run_returns_0_once_the_app_has_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    served: list[int] = []
+
+    def run_app(app: object, *, sock: list[socket.socket], **_: object) -> None:
+        served.extend(s.getsockname()[1] for s in sock)  # serves, then stops (SIGTERM)
+        for listener in sock:
+            listener.close()
+
+    monkeypatch.setattr("collector.cli.web.run_app", run_app)
+    path = tmp_path / "collector.yaml"
+    path.write_text(
+        "database: {url: 'postgresql://nobody@127.0.0.1:1/none'}\n"
+        "mqtt: {url: 'mqtt://127.0.0.1:1'}\n"
+        "http: {host: 127.0.0.1, port: 0}\n"
+    )
+    assert main(["run", "--config", str(path)]) == 0
+    assert len(served) == 1
